@@ -1,0 +1,1 @@
+//! apply: placeholder, filled in by its owner.

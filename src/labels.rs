@@ -1,0 +1,35 @@
+//! Label and annotation keys podbridge writes on every Kubernetes object it creates.
+//!
+//! They are the only link between a Docker-side identity and the cluster: a restarted podbridge
+//! rebuilds its whole view from them, and the reaper finds leftovers through them. Keep them in
+//! this one module so a reader can grep for every key in one place.
+
+/// Standard Kubernetes label naming the tool that manages the object.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`] on every object podbridge creates.
+pub const MANAGED_BY_VALUE: &str = "podbridge";
+/// Label: the podbridge instance that owns the object (several may share one namespace).
+pub const INSTANCE: &str = "podbridge.io/instance";
+/// Label: the 12-character short Docker container ID (label values are limited to 63 chars).
+pub const CONTAINER_ID: &str = "podbridge.io/container-id";
+/// Label: what the object is for (`container`, `alias-service`, `bind-file`, `volume`, `network`).
+pub const ROLE: &str = "podbridge.io/role";
+/// Label: the project (CI job path) podbridge was configured with, sanitised to a label value.
+pub const PROJECT: &str = "podbridge.io/project";
+
+/// Annotation: the full 64-hex Docker container ID.
+pub const ANNOTATION_CONTAINER_ID: &str = "podbridge.io/container-id";
+/// Annotation: the Docker container name, without the leading slash.
+pub const ANNOTATION_NAME: &str = "podbridge.io/name";
+/// Annotation: the original `ContainerCreate` body, compact JSON, so `inspect` can answer after a
+/// restart without any local state.
+pub const ANNOTATION_CREATE_REQUEST: &str = "podbridge.io/create-request";
+/// Annotation: RFC 3339 time the container was created on the Docker side.
+pub const ANNOTATION_CREATED: &str = "podbridge.io/created";
+/// Annotation: short list of the rules that changed the pod (`policy/rule: op path, ...`).
+pub const ANNOTATION_APPLIED_RULES: &str = "podbridge.io/applied-rules";
+/// Annotation: the normalised image reference the Docker client asked for, before any rewrite.
+pub const ANNOTATION_IMAGE: &str = "podbridge.io/image";
+
+/// Prefix of the container labels a policy may declare as override knobs.
+pub const OVERRIDE_LABEL_PREFIX: &str = "podbridge.io/";

@@ -1,0 +1,18 @@
+//! podbridge: the Docker Engine API served from Kubernetes, translated by policy files.
+//!
+//! The modules follow the pipeline a Docker request travels:
+//! `api` (HTTP and Docker wire format) → `model` (neutral workload) → `render::pod` (Pod-shaped
+//! document) → `rules` (policy chain) → `render::objects` (typed Kubernetes objects) → `apply`
+//! (cluster writes or dry-run printing) → `runtime` (watch state, logs, exec, archive, ports).
+//! `translate` is the glue that runs the pure part of that pipeline for one request.
+
+pub mod api;
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod labels;
+pub mod model;
+pub mod render;
+pub mod rules;
+pub mod runtime;
+pub mod translate;

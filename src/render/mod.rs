@@ -1,0 +1,1 @@
+//! render: placeholder, filled in by its owner.
