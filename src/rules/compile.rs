@@ -285,7 +285,7 @@ fn compile_rule(
         _ => {
             return Err(invalid(
                 "",
-                "a rule has exactly one of mutate or validate".into(),
+                "a rule has exactly one of mutate, validate, or only overrides".into(),
             ))
         }
     };
