@@ -1,1 +1,28 @@
-//! model: placeholder, filled in by its owner.
+//! model: the neutral description of one Docker container, between the Docker wire format (`api`)
+//! and the Kubernetes objects (`render`).
+//!
+//! Nothing here knows about HTTP or Kubernetes, and nothing does I/O: the types only say what the
+//! Docker client asked for, already validated, so that policy and rendering never re-parse strings.
+
+mod id;
+mod image;
+mod workload;
+
+pub use id::ContainerId;
+pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
+pub use workload::*;
+
+/// What can go wrong while building model values from strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// An image reference does not follow Docker's reference grammar. The message mirrors Docker's
+    /// `invalid reference format` wording so clients show what they would show against dockerd.
+    #[error("invalid reference format: {reason} (reference {reference:?})")]
+    ParseImageReferenceFailed { reference: String, reason: String },
+    /// A container ID is not 64 lowercase hexadecimal characters.
+    #[error("invalid container ID {value:?}: expected 64 lowercase hexadecimal characters")]
+    ParseContainerIdFailed { value: String },
+}
+
+/// Result type of the model module.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
