@@ -165,7 +165,10 @@ mod tests {
     #[test]
     fn layers_in_order_defaults_file_environment_flags() {
         Jail::expect_with(|jail| {
-            jail.create_file("podbridge.toml", "namespace = \"from-file\"\nproject = \"file-project\"\nname_prefix = \"ci\"")?;
+            jail.create_file(
+                "podbridge.toml",
+                "namespace = \"from-file\"\nproject = \"file-project\"\nname_prefix = \"ci\"",
+            )?;
             jail.set_env("PODBRIDGE_PROJECT", "env-project");
             jail.set_env("K8S_LABEL_TEAM", "blue");
             let path = Path::new("podbridge.toml");
@@ -174,7 +177,13 @@ mod tests {
             assert_eq!(config.project.as_deref(), Some("env-project"));
             assert_eq!(config.name_prefix, "ci");
             assert_eq!(config.labels.get("team").map(String::as_str), Some("blue"));
-            let config = Config::load(Some(path), &Flags { namespace: Some("from-flag".into()) }).unwrap();
+            let config = Config::load(
+                Some(path),
+                &Flags {
+                    namespace: Some("from-flag".into()),
+                },
+            )
+            .unwrap();
             assert_eq!(config.namespace.as_deref(), Some("from-flag"));
             Ok(())
         });
@@ -184,9 +193,16 @@ mod tests {
     fn a_bad_value_names_its_source() {
         Jail::expect_with(|jail| {
             jail.create_file("podbridge.yaml", "start_timeout_seconds: soon\n")?;
-            let error = Config::load(Some(Path::new("podbridge.yaml")), &Flags { namespace: None }).unwrap_err();
+            let error = Config::load(
+                Some(Path::new("podbridge.yaml")),
+                &Flags { namespace: None },
+            )
+            .unwrap_err();
             let message = error.to_string();
-            assert!(message.contains("start_timeout_seconds") && message.contains("podbridge.yaml"), "{message}");
+            assert!(
+                message.contains("start_timeout_seconds") && message.contains("podbridge.yaml"),
+                "{message}"
+            );
             Ok(())
         });
     }

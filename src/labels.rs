@@ -58,7 +58,13 @@ pub const ROLE_ALIAS_SERVICE: &str = "alias-service";
 pub fn sanitize_value(text: &str) -> String {
     let mapped: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     mapped
@@ -70,7 +76,10 @@ pub fn sanitize_value(text: &str) -> String {
 mod tests {
     #[test]
     fn label_values_are_sanitised() {
-        assert_eq!(super::sanitize_value("group/project path"), "group-project-path");
+        assert_eq!(
+            super::sanitize_value("group/project path"),
+            "group-project-path"
+        );
         assert_eq!(super::sanitize_value("--x--"), "x");
         assert_eq!(super::sanitize_value(&"a".repeat(80)).len(), 63);
     }

@@ -1,1 +1,27 @@
-fn main() {}
+//! The `podbridge` binary: parse flags, run the subcommand, print once, exit with its code.
+
+use clap::Parser;
+use podbridge::cli::{self, Cli, Command};
+
+fn run(cli: &Cli) -> anyhow::Result<cli::Outcome> {
+    Ok(match &cli.command {
+        Command::Translate(args) => cli::translate(&cli.global, args)?,
+        Command::Policy(command) => cli::policy(&cli.global, command)?,
+        Command::Config => cli::show_config(&cli.global)?,
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(outcome) => {
+            print!("{}", outcome.stdout);
+            eprint!("{}", outcome.stderr);
+            std::process::exit(outcome.code);
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(2);
+        }
+    }
+}

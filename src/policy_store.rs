@@ -16,10 +16,16 @@ use crate::rules::{self, PolicySet, SharedPolicySet, Source};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading policy directory {path}: {source}")]
-    ReadDirectory { path: PathBuf, source: std::io::Error },
+    ReadDirectory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("reading policy file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
-    #[error("{0}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
     Invalid(#[from] rules::Error),
     #[error("watching policy directories: {0}")]
     Watch(#[from] notify::Error),
@@ -30,32 +36,68 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The shipped baseline policies and rule scripts, built into the binary so podbridge works with
 /// no files at all. `embedded_files_match_the_tree` keeps this list in step with the folders.
 pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
-    ("policies/baseline/10-images.yaml", include_str!("../policies/baseline/10-images.yaml")),
-    ("policies/baseline/20-security-context.yaml", include_str!("../policies/baseline/20-security-context.yaml")),
-    ("policies/baseline/30-resources.yaml", include_str!("../policies/baseline/30-resources.yaml")),
-    ("policies/baseline/40-pod.yaml", include_str!("../policies/baseline/40-pod.yaml")),
-    ("policies/baseline/50-mounts.yaml", include_str!("../policies/baseline/50-mounts.yaml")),
-    ("policies/baseline/90-pod-security.yaml", include_str!("../policies/baseline/90-pod-security.yaml")),
+    (
+        "policies/baseline/10-images.yaml",
+        include_str!("../policies/baseline/10-images.yaml"),
+    ),
+    (
+        "policies/baseline/20-security-context.yaml",
+        include_str!("../policies/baseline/20-security-context.yaml"),
+    ),
+    (
+        "policies/baseline/30-resources.yaml",
+        include_str!("../policies/baseline/30-resources.yaml"),
+    ),
+    (
+        "policies/baseline/40-pod.yaml",
+        include_str!("../policies/baseline/40-pod.yaml"),
+    ),
+    (
+        "policies/baseline/50-mounts.yaml",
+        include_str!("../policies/baseline/50-mounts.yaml"),
+    ),
+    (
+        "policies/baseline/90-pod-security.yaml",
+        include_str!("../policies/baseline/90-pod-security.yaml"),
+    ),
 ];
 
 pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
-    ("security-defaults.rhai", include_str!("../rules/security-defaults.rhai")),
-    ("restricted-defaults.rhai", include_str!("../rules/restricted-defaults.rhai")),
-    ("image-mirrors.rhai", include_str!("../rules/image-mirrors.rhai")),
-    ("ignore-docker-memory.rhai", include_str!("../rules/ignore-docker-memory.rhai")),
+    (
+        "security-defaults.rhai",
+        include_str!("../rules/security-defaults.rhai"),
+    ),
+    (
+        "restricted-defaults.rhai",
+        include_str!("../rules/restricted-defaults.rhai"),
+    ),
+    (
+        "image-mirrors.rhai",
+        include_str!("../rules/image-mirrors.rhai"),
+    ),
+    (
+        "ignore-docker-memory.rhai",
+        include_str!("../rules/ignore-docker-memory.rhai"),
+    ),
 ];
 
 /// Compiles the built-in policy set.
 pub fn builtin(limits: rules::Limits) -> Result<PolicySet> {
     let sources: Vec<Source> = BUILTIN_POLICIES
         .iter()
-        .map(|(path, text)| Source { path: format!("(built-in) {path}"), text: text.to_string() })
+        .map(|(path, text)| Source {
+            path: format!("(built-in) {path}"),
+            text: text.to_string(),
+        })
         .collect();
     Ok(rules::compile(&sources, &builtin_scripts(), limits)?)
 }
 
 fn builtin_scripts() -> BTreeMap<String, String> {
-    BUILTIN_SCRIPTS.iter().map(|(name, text)| (name.to_string(), text.to_string())).collect()
+    BUILTIN_SCRIPTS
+        .iter()
+        .map(|(name, text)| (name.to_string(), text.to_string()))
+        .collect()
 }
 
 /// Policy files of the given directories (or single files), overlaid: a file name seen again in
@@ -64,15 +106,27 @@ pub fn sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in paths {
         if path.is_file() {
-            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             by_name.insert(name, path.clone());
             continue;
         }
-        let entries = std::fs::read_dir(path).map_err(|source| Error::ReadDirectory { path: path.clone(), source })?;
+        let entries = std::fs::read_dir(path).map_err(|source| Error::ReadDirectory {
+            path: path.clone(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| Error::ReadDirectory { path: path.clone(), source })?;
+            let entry = entry.map_err(|source| Error::ReadDirectory {
+                path: path.clone(),
+                source,
+            })?;
             let file = entry.path();
-            let is_yaml = matches!(file.extension().and_then(|e| e.to_str()), Some("yaml") | Some("yml"));
+            let is_yaml = matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml")
+            );
             if is_yaml && file.is_file() {
                 by_name.insert(entry.file_name().to_string_lossy().to_string(), file);
             }
@@ -81,8 +135,14 @@ pub fn sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
     by_name
         .into_values()
         .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile { path: path.clone(), source })?;
-            Ok(Source { path: path.display().to_string(), text })
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Source {
+                path: path.display().to_string(),
+                text,
+            })
         })
         .collect()
 }
@@ -91,12 +151,21 @@ pub fn sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
 pub fn scripts(dir: Option<&Path>) -> Result<BTreeMap<String, String>> {
     let mut scripts = builtin_scripts();
     if let Some(dir) = dir {
-        let entries = std::fs::read_dir(dir).map_err(|source| Error::ReadDirectory { path: dir.into(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| Error::ReadDirectory {
+            path: dir.into(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| Error::ReadDirectory { path: dir.into(), source })?;
+            let entry = entry.map_err(|source| Error::ReadDirectory {
+                path: dir.into(),
+                source,
+            })?;
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) == Some("rhai") {
-                let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?;
                 scripts.insert(entry.file_name().to_string_lossy().to_string(), text);
             }
         }
@@ -106,10 +175,18 @@ pub fn scripts(dir: Option<&Path>) -> Result<BTreeMap<String, String>> {
 
 /// Loads the set the configuration names: its directories, or the built-in set.
 pub fn load(config: &Config) -> Result<PolicySet> {
-    load_paths(&config.policies, config.rules_dir.as_deref(), config.script_limits())
+    load_paths(
+        &config.policies,
+        config.rules_dir.as_deref(),
+        config.script_limits(),
+    )
 }
 
-pub fn load_paths(paths: &[PathBuf], rules_dir: Option<&Path>, limits: rules::Limits) -> Result<PolicySet> {
+pub fn load_paths(
+    paths: &[PathBuf],
+    rules_dir: Option<&Path>,
+    limits: rules::Limits,
+) -> Result<PolicySet> {
     if paths.is_empty() {
         return builtin(limits);
     }
@@ -119,7 +196,10 @@ pub fn load_paths(paths: &[PathBuf], rules_dir: Option<&Path>, limits: rules::Li
 
 /// Watches the configured directories and swaps in each new set that compiles. The returned
 /// watcher must be kept alive; dropping it stops reloading.
-pub fn watch(config: Config, shared: SharedPolicySet) -> Result<Option<notify::RecommendedWatcher>> {
+pub fn watch(
+    config: Config,
+    shared: SharedPolicySet,
+) -> Result<Option<notify::RecommendedWatcher>> {
     if config.policies.is_empty() {
         return Ok(None);
     }
@@ -139,10 +219,16 @@ pub fn watch(config: Config, shared: SharedPolicySet) -> Result<Option<notify::R
             while changes.try_recv().is_ok() {}
             match load(&config) {
                 Ok(set) => {
-                    tracing::info!(files = set.files().len(), rules = set.rule_count(), "Policies reloaded");
+                    tracing::info!(
+                        files = set.files().len(),
+                        rules = set.rule_count(),
+                        "Policies reloaded"
+                    );
                     shared.store(Arc::new(set));
                 }
-                Err(error) => tracing::error!(%error, "Policy reload refused; the previous policies stay in force"),
+                Err(error) => {
+                    tracing::error!(%error, "Policy reload refused; the previous policies stay in force")
+                }
             }
         }
     });
@@ -162,17 +248,26 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut on_disk: Vec<String> = std::fs::read_dir(root.join("policies/baseline"))
             .unwrap()
-            .map(|e| format!("policies/baseline/{}", e.unwrap().file_name().to_string_lossy()))
+            .map(|e| {
+                format!(
+                    "policies/baseline/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                )
+            })
             .collect();
         on_disk.sort();
-        let embedded: Vec<String> = BUILTIN_POLICIES.iter().map(|(p, _)| p.to_string()).collect();
+        let embedded: Vec<String> = BUILTIN_POLICIES
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect();
         assert_eq!(embedded, on_disk);
         let mut scripts: Vec<String> = std::fs::read_dir(root.join("rules"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         scripts.sort();
-        let mut embedded: Vec<String> = BUILTIN_SCRIPTS.iter().map(|(p, _)| p.to_string()).collect();
+        let mut embedded: Vec<String> =
+            BUILTIN_SCRIPTS.iter().map(|(p, _)| p.to_string()).collect();
         embedded.sort();
         assert_eq!(embedded, scripts);
     }
@@ -186,11 +281,21 @@ mod tests {
     #[test]
     fn later_directories_replace_same_named_files() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let sources = sources(&[root.join("policies/baseline"), root.join("policies/restricted")]).unwrap();
-        let security: Vec<&Source> = sources.iter().filter(|s| s.path.ends_with("90-pod-security.yaml")).collect();
+        let sources = sources(&[
+            root.join("policies/baseline"),
+            root.join("policies/restricted"),
+        ])
+        .unwrap();
+        let security: Vec<&Source> = sources
+            .iter()
+            .filter(|s| s.path.ends_with("90-pod-security.yaml"))
+            .collect();
         assert_eq!(security.len(), 1);
         assert!(security[0].path.contains("restricted"));
-        let names: Vec<&str> = sources.iter().map(|s| s.path.rsplit('/').next().unwrap()).collect();
+        let names: Vec<&str> = sources
+            .iter()
+            .map(|s| s.path.rsplit('/').next().unwrap())
+            .collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
@@ -201,13 +306,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = "apiVersion: podbridge.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  rules:\n  - name: r\n    mutate: {setDefaults: {/spec/x: 1}}\n";
         std::fs::write(dir.path().join("p.yaml"), good).unwrap();
-        let config = Config { policies: vec![dir.path().to_path_buf()], ..Config::default() };
+        let config = Config {
+            policies: vec![dir.path().to_path_buf()],
+            ..Config::default()
+        };
         let shared = shared(load(&config).unwrap());
         let _watcher = watch(config, shared.clone()).unwrap();
-        std::fs::write(dir.path().join("p.yaml"), good.replace("setDefaults", "setDefault")).unwrap();
+        std::fs::write(
+            dir.path().join("p.yaml"),
+            good.replace("setDefaults", "setDefault"),
+        )
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(shared.load().rule_count(), 1, "broken set must not replace the good one");
-        std::fs::write(dir.path().join("q.yaml"), good.replace("name: p", "name: q")).unwrap();
+        assert_eq!(
+            shared.load().rule_count(),
+            1,
+            "broken set must not replace the good one"
+        );
+        std::fs::write(
+            dir.path().join("q.yaml"),
+            good.replace("name: p", "name: q"),
+        )
+        .unwrap();
         let mut reloaded = false;
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -215,7 +215,7 @@ fn valid_registry(registry: &str) -> bool {
 
 /// The `Config` object of an image (`GET /images/{name}/json`), the defaults a container inherits
 /// when its create request leaves a field empty.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ImageConfig {
     pub user: Option<String>,
@@ -230,7 +230,7 @@ pub struct ImageConfig {
 }
 
 /// An image's `HEALTHCHECK`, in Docker's wire shape (durations in nanoseconds).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ImageHealthcheck {
     pub test: Option<Vec<String>>,

@@ -282,6 +282,12 @@ fn compile_rule(
         (None, Some(validate)) => {
             RuleKind::Validate(compile_validation(engine, validate, &invalid)?)
         }
+        (None, None) if !spec.overrides.is_empty() => RuleKind::Mutate(Mutation {
+            base: None,
+            set_defaults: Vec::new(),
+            patches: None,
+            script: None,
+        }),
         _ => {
             return Err(invalid(
                 "",
