@@ -140,11 +140,28 @@ pub fn sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
                 source,
             })?;
             Ok(Source {
-                path: path.display().to_string(),
+                path: display_path(&path),
                 text,
             })
         })
         .collect()
+}
+
+/// The path as a reader would write it: `a/b/../c` becomes `a/c` (lexically, no I/O).
+fn display_path(path: &Path) -> String {
+    let mut parts: Vec<std::path::Component<'_>> = Vec::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir
+                if matches!(parts.last(), Some(std::path::Component::Normal(_))) =>
+            {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.iter().collect::<PathBuf>().display().to_string()
 }
 
 /// Rule scripts: the built-in ones, replaced by same-named files of `dir` when given.

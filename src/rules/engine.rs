@@ -473,21 +473,17 @@ fn validate(
         let described: Vec<String> = violations
             .iter()
             .map(|(pointer, message)| {
-                let prefix = validation
-                    .message
-                    .as_ref()
-                    .filter(|_| matches!(validation.check, Check::PodSecurity(_)));
-                let message = match prefix {
-                    Some(prefix) => format!("{prefix}: {message}"),
-                    None => message.clone(),
-                };
                 if pointer.is_empty() {
-                    message
+                    message.clone()
                 } else {
                     format!("{message} (at {pointer})")
                 }
             })
             .collect();
+        let described = match (&validation.check, &validation.message) {
+            (Check::PodSecurity(_), Some(prefix)) => vec![format!("{prefix}: {}", described.join("; "))],
+            _ => described,
+        };
         let message = described.join("; ");
         match validation.action {
             Action::Enforce => {

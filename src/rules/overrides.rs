@@ -54,7 +54,7 @@ impl Override {
             }
             None => None,
         };
-        let mut bound = vec![format!("a {}", type_words(spec.value_type))];
+        let mut bound = vec![type_words(spec.value_type).to_string()];
         if let Some(min) = &spec.min {
             bound.push(format!("at least {}", plain(min)));
         }
@@ -154,11 +154,11 @@ impl Override {
 
 fn type_words(value_type: OverrideType) -> &'static str {
     match value_type {
-        OverrideType::String => "string",
-        OverrideType::Integer => "integer",
-        OverrideType::Boolean => "boolean (true or false)",
-        OverrideType::Quantity => "Kubernetes quantity",
-        OverrideType::KeyValues => "list of key=value pairs separated by commas",
+        OverrideType::String => "a string",
+        OverrideType::Integer => "an integer",
+        OverrideType::Boolean => "a boolean (true or false)",
+        OverrideType::Quantity => "a Kubernetes quantity",
+        OverrideType::KeyValues => "a list of key=value pairs separated by commas",
     }
 }
 
