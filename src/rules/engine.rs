@@ -484,7 +484,10 @@ fn validate(
             (Check::PodSecurity(_), Some(prefix)) => vec![format!("{prefix}: {}", described.join("; "))],
             _ => described,
         };
-        let message = described.join("; ");
+        let mut message = described.join("; ");
+        if !expired.is_empty() {
+            message = format!("{message} [{}]", expired.join("; "));
+        }
         match validation.action {
             Action::Enforce => {
                 evaluation.problems.push(Problem::Denied {
@@ -504,7 +507,7 @@ fn validate(
             }
         }
     };
-    if !expired.is_empty() {
+    if !expired.is_empty() && result.result == Outcome::Pass {
         result.reason = format!("{}; {}", result.reason, expired.join("; "));
     }
     result.prints = prints;
