@@ -213,7 +213,9 @@ fn mutate(
     if let Some(patches) = &mutation.patches {
         let before = evaluation.pod.clone();
         if let Err(error) = json_patch::patch(&mut evaluation.pod, patches) {
-            if matches!(error.kind, json_patch::PatchErrorKind::TestFailed) {
+            let failed_a_test = matches!(error.kind, json_patch::PatchErrorKind::TestFailed)
+                || matches!(patches.0.get(error.operation), Some(json_patch::PatchOperation::Test(_)));
+            if failed_a_test {
                 // RFC 6902 patches are atomic: the document is back as it was.
                 result.result = Outcome::Skip;
                 result.reason = format!("test operation at {} did not match", error.path);
