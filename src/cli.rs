@@ -164,9 +164,9 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::Error),
     #[error(transparent)]
-    Policies(#[from] policy_store::Error),
+    Policies(Box<policy_store::Error>),
     #[error(transparent)]
-    PolicyTest(#[from] policy_test::Error),
+    PolicyTest(Box<policy_test::Error>),
     #[error("reading {path}: {source}")]
     Read {
         path: String,
@@ -174,6 +174,18 @@ pub enum Error {
     },
     #[error("{path}: not a Docker image config: {message}")]
     ImageConfig { path: String, message: String },
+}
+
+impl From<policy_store::Error> for Error {
+    fn from(error: policy_store::Error) -> Self {
+        Error::Policies(Box::new(error))
+    }
+}
+
+impl From<policy_test::Error> for Error {
+    fn from(error: policy_test::Error) -> Self {
+        Error::PolicyTest(Box::new(error))
+    }
 }
 
 fn read_input(file: Option<&Path>) -> Result<Vec<u8>, Error> {

@@ -152,6 +152,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail closures return figment::Error, which is large by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

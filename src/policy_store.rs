@@ -26,12 +26,18 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Invalid(#[from] rules::Error),
+    Invalid(Box<rules::Error>),
     #[error("watching policy directories: {0}")]
     Watch(#[from] notify::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rules::Error> for Error {
+    fn from(error: rules::Error) -> Self {
+        Error::Invalid(Box::new(error))
+    }
+}
 
 /// The shipped baseline policies and rule scripts, built into the binary so podbridge works with
 /// no files at all. `embedded_files_match_the_tree` keeps this list in step with the folders.
@@ -103,6 +109,12 @@ fn builtin_scripts() -> BTreeMap<String, String> {
 /// Policy files of the given directories (or single files), overlaid: a file name seen again in
 /// a later directory replaces the earlier one, then all are taken in lexical order of file name.
 pub fn sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
+    sources_relative_to(paths, None)
+}
+
+/// Like [`sources`], naming files relative to `display_base` when given, so messages read the
+/// same wherever the command runs (policy tests name files relative to the test file).
+pub fn sources_relative_to(paths: &[PathBuf], display_base: Option<&Path>) -> Result<Vec<Source>> {
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in paths {
         if path.is_file() {
@@ -140,7 +152,10 @@ pub fn sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
                 source,
             })?;
             Ok(Source {
-                path: display_path(&path),
+                path: match display_base {
+                    Some(base) => relative_path(&path, base),
+                    None => display_path(&path),
+                },
                 text,
             })
         })
@@ -162,6 +177,29 @@ fn display_path(path: &Path) -> String {
         }
     }
     parts.iter().collect::<PathBuf>().display().to_string()
+}
+
+/// `path` as seen from directory `base`, e.g. `../../policies/baseline/90-pod-security.yaml`.
+fn relative_path(path: &Path, base: &Path) -> String {
+    let (Ok(path_abs), Ok(base_abs)) = (std::fs::canonicalize(path), std::fs::canonicalize(base))
+    else {
+        return display_path(path);
+    };
+    let path_parts: Vec<_> = path_abs.components().collect();
+    let base_parts: Vec<_> = base_abs.components().collect();
+    let common = path_parts
+        .iter()
+        .zip(&base_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut relative = PathBuf::new();
+    for _ in common..base_parts.len() {
+        relative.push("..");
+    }
+    for part in &path_parts[common..] {
+        relative.push(part);
+    }
+    relative.display().to_string()
 }
 
 /// Rule scripts: the built-in ones, replaced by same-named files of `dir` when given.
@@ -204,10 +242,20 @@ pub fn load_paths(
     rules_dir: Option<&Path>,
     limits: rules::Limits,
 ) -> Result<PolicySet> {
+    load_paths_relative_to(paths, rules_dir, limits, None)
+}
+
+/// Like [`load_paths`], naming files in messages relative to `display_base`.
+pub fn load_paths_relative_to(
+    paths: &[PathBuf],
+    rules_dir: Option<&Path>,
+    limits: rules::Limits,
+    display_base: Option<&Path>,
+) -> Result<PolicySet> {
     if paths.is_empty() {
         return builtin(limits);
     }
-    let sources = sources(paths)?;
+    let sources = sources_relative_to(paths, display_base)?;
     Ok(rules::compile(&sources, &scripts(rules_dir)?, limits)?)
 }
 

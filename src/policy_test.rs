@@ -27,7 +27,7 @@ pub enum Error {
     #[error("{path}: loading its policies: {source}")]
     Policies {
         path: PathBuf,
-        source: policy_store::Error,
+        source: Box<policy_store::Error>,
     },
     #[error("writing {path}: {source}")]
     Write {
@@ -207,14 +207,15 @@ pub fn run_file(path: &Path, update: bool) -> Result<Vec<CaseOutcome>> {
     let base = path.parent().unwrap_or(Path::new("."));
     let policy_paths: Vec<PathBuf> = file.spec.policies.iter().map(|p| base.join(p)).collect();
     let rules_dir = file.spec.rules_dir.as_ref().map(|d| base.join(d));
-    let set = policy_store::load_paths(
+    let set = policy_store::load_paths_relative_to(
         &policy_paths,
         rules_dir.as_deref(),
         rules::Limits::default(),
+        Some(base),
     )
     .map_err(|source| Error::Policies {
         path: path.into(),
-        source,
+        source: Box::new(source),
     })?;
     let shared = policy_store::shared(set);
     let context = &file.spec.context;

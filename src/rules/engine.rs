@@ -214,7 +214,10 @@ fn mutate(
         let before = evaluation.pod.clone();
         if let Err(error) = json_patch::patch(&mut evaluation.pod, patches) {
             let failed_a_test = matches!(error.kind, json_patch::PatchErrorKind::TestFailed)
-                || matches!(patches.0.get(error.operation), Some(json_patch::PatchOperation::Test(_)));
+                || matches!(
+                    patches.0.get(error.operation),
+                    Some(json_patch::PatchOperation::Test(_))
+                );
             if failed_a_test {
                 // RFC 6902 patches are atomic: the document is back as it was.
                 result.result = Outcome::Skip;
@@ -483,7 +486,9 @@ fn validate(
             })
             .collect();
         let described = match (&validation.check, &validation.message) {
-            (Check::PodSecurity(_), Some(prefix)) => vec![format!("{prefix}: {}", described.join("; "))],
+            (Check::PodSecurity(_), Some(prefix)) => {
+                vec![format!("{prefix}: {}", described.join("; "))]
+            }
             _ => described,
         };
         let mut message = described.join("; ");
@@ -556,7 +561,7 @@ fn record_diff(before: &Value, after: &Value, changes: &mut Vec<Change>) {
             json_patch::PatchOperation::Remove(op) => (op.path.to_string(), None),
             other => (
                 other.path().to_string(),
-                after.pointer(&other.path().to_string()).cloned(),
+                after.pointer(other.path().as_ref()).cloned(),
             ),
         };
         changes.push(Change {
