@@ -388,6 +388,7 @@ mod tests {
             1,
             "broken set must not replace the good one"
         );
+        std::fs::write(dir.path().join("p.yaml"), good).unwrap();
         std::fs::write(
             dir.path().join("q.yaml"),
             good.replace("name: p", "name: q"),
