@@ -26,8 +26,14 @@ pub struct Translation {
     /// Docker's `Warnings`: fields podbridge cannot honour and `Audit` policy findings.
     pub warnings: Vec<String>,
     pub results: Vec<RuleResult>,
-    /// The human-readable per-rule report (`--explain`).
-    pub explain: String,
+}
+
+impl Translation {
+    /// The human-readable per-rule report (`--explain`), built on demand: the server only needs
+    /// it for dry runs.
+    pub fn explain(&self) -> String {
+        rules::report::explain(&self.results)
+    }
 }
 
 /// Why a create request is refused; each maps to one Docker status in `api::error`.
@@ -142,7 +148,6 @@ impl Translator {
                 today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
             },
         );
-        let explain = rules::report::explain(&evaluation.results);
         if let Some(error) = refusal(&evaluation.problems, &evaluation.results) {
             return Err(error);
         }
@@ -173,7 +178,6 @@ impl Translator {
             objects,
             warnings,
             results: evaluation.results,
-            explain,
         })
     }
 }

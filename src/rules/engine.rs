@@ -74,10 +74,12 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         warnings: Vec::new(),
         problems: Vec::new(),
     };
-    let mut context: Option<script::Context> = None;
-    let (request, image, project) = (input.request, input.image, input.subject.project);
-    let mut script_context =
-        || -> script::Context { script::Context::new(request, image, project) };
+    let context = LazyContext {
+        request: input.request,
+        image: input.image,
+        project: input.subject.project,
+        converted: std::cell::OnceCell::new(),
+    };
     refuse_unknown_labels(set, &input.subject, &mut evaluation);
 
     let rules: Vec<RuleRef<'_>> = set
@@ -98,12 +100,11 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         let RuleKind::Mutate(mutation) = &rule.rule.kind else {
             continue;
         };
-        if let Some(skip) = selection(rule, &input.subject) {
+        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, input.request) {
             evaluation.results.push(skip);
             continue;
         }
-        let context = context.get_or_insert_with(&mut script_context);
-        let mut result = mutate(set, rule, mutation, context, &mut evaluation);
+        let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
         apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
         if result.result == Outcome::Pass && !result.changes.is_empty() {
             result.result = Outcome::Applied;
@@ -117,18 +118,38 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         let RuleKind::Validate(validation) = &rule.rule.kind else {
             continue;
         };
-        if let Some(skip) = selection(rule, &input.subject) {
+        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, input.request) {
             evaluation.results.push(skip);
             continue;
         }
-        let context = context.get_or_insert_with(&mut script_context);
-        let result = validate(set, rule, validation, context, &input, &mut evaluation);
+        let result = validate(set, rule, validation, &context, &input, &mut evaluation);
         evaluation.results.push(result);
     }
     evaluation
 }
 
-fn selection(rule: &RuleRef<'_>, subject: &Subject<'_>) -> Option<RuleResult> {
+/// The read-only script inputs, converted to Rhai values only if some script runs: most
+/// requests under the default policy run none, and the conversion is the costly part.
+struct LazyContext<'a> {
+    request: &'a Value,
+    image: Option<&'a Value>,
+    project: Option<&'a str>,
+    converted: std::cell::OnceCell<script::Context>,
+}
+
+impl LazyContext<'_> {
+    fn get(&self) -> &script::Context {
+        self.converted
+            .get_or_init(|| script::Context::new(self.request, self.image, self.project))
+    }
+}
+
+fn selection(
+    rule: &RuleRef<'_>,
+    subject: &Subject<'_>,
+    pod: &Value,
+    request: &Value,
+) -> Option<RuleResult> {
     if let Some(selector) = &rule.rule.selector {
         if !selector.matches(subject) {
             return Some(rule.result(Outcome::Skip, "not selected by match"));
@@ -137,6 +158,11 @@ fn selection(rule: &RuleRef<'_>, subject: &Subject<'_>) -> Option<RuleResult> {
     if let Some(exclude) = &rule.rule.exclude {
         if exclude.matches(subject) {
             return Some(rule.result(Outcome::Skip, "excluded by exclude"));
+        }
+    }
+    if let Some(preconditions) = &rule.rule.preconditions {
+        if !preconditions.hold(pod, request) {
+            return Some(rule.result(Outcome::Skip, "preconditions not met"));
         }
     }
     None
@@ -164,7 +190,7 @@ fn mutate(
     set: &PolicySet,
     rule: &RuleRef<'_>,
     mutation: &Mutation,
-    context: &script::Context,
+    context: &LazyContext<'_>,
     evaluation: &mut Evaluation,
 ) -> RuleResult {
     let mut result = rule.result(Outcome::Pass, "nothing to change");
@@ -269,7 +295,7 @@ fn mutate(
             &set.engine,
             compiled,
             &set.limits,
-            context,
+            context.get(),
             &rule.rule.params,
             pod,
         );
@@ -373,7 +399,7 @@ fn validate(
     set: &PolicySet,
     rule: &RuleRef<'_>,
     validation: &Validation,
-    context: &script::Context,
+    context: &LazyContext<'_>,
     input: &Input<'_>,
     evaluation: &mut Evaluation,
 ) -> RuleResult {
@@ -423,13 +449,32 @@ fn validate(
                 }
             }
         }
+        Check::Forbid(patterns) => {
+            for pattern in patterns {
+                for concrete in pointer::expand(&evaluation.pod, pattern) {
+                    if evaluation
+                        .pod
+                        .pointer(&concrete)
+                        .is_some_and(|v| !v.is_null())
+                    {
+                        violations.push((
+                            concrete,
+                            validation
+                                .message
+                                .clone()
+                                .unwrap_or_else(|| "forbidden".into()),
+                        ));
+                    }
+                }
+            }
+        }
         Check::Deny(expression) => {
             let pod = rhai::serde::to_dynamic(&evaluation.pod).unwrap_or(Dynamic::UNIT);
             let run = script::run(
                 &set.engine,
                 expression,
                 &set.limits,
-                context,
+                context.get(),
                 &rule.rule.params,
                 pod,
             );

@@ -3,6 +3,7 @@
 //! back a verdict with a per-rule trace.
 
 mod compile;
+mod condition;
 mod engine;
 pub mod file;
 pub mod glob;
