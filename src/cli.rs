@@ -121,6 +121,10 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Print the effective configuration.
     Config,
+    /// Run the BridgeSession operator (one namespace per CI job).
+    Operator(crate::operator::OperatorArgs),
+    /// Serve only the readiness and kubeconfig endpoints.
+    Readiness(crate::readiness::ReadinessArgs),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +178,12 @@ pub enum Error {
     },
     #[error("{path}: not a Docker image config: {message}")]
     ImageConfig { path: String, message: String },
+    #[error(transparent)]
+    Operator(#[from] crate::operator::Error),
+    #[error(transparent)]
+    Readiness(#[from] crate::readiness::Error),
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 impl From<policy_store::Error> for Error {
@@ -327,6 +337,64 @@ pub fn show_config(global: &GlobalFlags) -> Result<Outcome, Error> {
     let config = global.load_config()?;
     Ok(Outcome {
         stdout: serde_yaml::to_string(&config).unwrap_or_default(),
+        stderr: String::new(),
+        code: 0,
+    })
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?
+        .block_on(future)
+}
+
+fn init_tracing(config: &Config) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn operator(
+    global: &GlobalFlags,
+    args: &crate::operator::OperatorArgs,
+) -> Result<Outcome, Error> {
+    if args.print_crd {
+        return Ok(Outcome {
+            stdout: crate::operator::crd::crd_yaml(),
+            stderr: String::new(),
+            code: 0,
+        });
+    }
+    init_tracing(&global.load_config()?);
+    block_on(async { Ok(crate::operator::run(args).await?) })?;
+    Ok(Outcome {
+        stdout: String::new(),
+        stderr: String::new(),
+        code: 0,
+    })
+}
+
+pub fn readiness(
+    global: &GlobalFlags,
+    args: &crate::readiness::ReadinessArgs,
+) -> Result<Outcome, Error> {
+    let config = global.load_config()?;
+    init_tracing(&config);
+    let docker = crate::readiness::PingProbe {
+        address: args.docker.clone().unwrap_or_else(|| config.listen.clone()),
+    };
+    block_on(async {
+        let state = crate::readiness::state(&config, std::sync::Arc::new(docker)).await;
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        Ok(crate::readiness::serve(&args.listen, state, shutdown).await?)
+    })?;
+    Ok(Outcome {
+        stdout: String::new(),
         stderr: String::new(),
         code: 0,
     })

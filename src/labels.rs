@@ -53,6 +53,23 @@ pub const ROLE_CONTAINER_SERVICE: &str = "container-service";
 /// [`ROLE`] of a Service that makes a Docker network alias, hostname or name resolvable.
 pub const ROLE_ALIAS_SERVICE: &str = "alias-service";
 
+/// Label on every object the operator creates for a session: the BridgeSession's name.
+pub const SESSION: &str = "podbridge.io/session";
+/// Label on a session namespace: the CI job ID from the session spec, sanitised.
+pub const JOB_ID: &str = "podbridge.io/job-id";
+/// Value of [`MANAGED_BY`] on objects the operator creates.
+pub const MANAGED_BY_OPERATOR: &str = "podbridge-operator";
+/// Finalizer the operator puts on each BridgeSession so its namespace goes with it.
+pub const SESSION_FINALIZER: &str = "podbridge.io/session-cleanup";
+/// Pod Security Admission labels on a session namespace (the standard keys; enforced from v1.23).
+pub const PSA_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+pub const PSA_ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
+pub const PSA_AUDIT: &str = "pod-security.kubernetes.io/audit";
+pub const PSA_WARN: &str = "pod-security.kubernetes.io/warn";
+/// Label the API server (v1.21+) puts on every namespace with its name; NetworkPolicies select
+/// the job's namespace by it.
+pub const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
+
 /// Makes any text a valid label value (≤63 chars of `[A-Za-z0-9._-]`, alphanumeric at both
 /// ends), so host names and project paths can be labels.
 pub fn sanitize_value(text: &str) -> String {

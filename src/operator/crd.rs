@@ -1,0 +1,193 @@
+//! The BridgeSession custom resource: one CI job's request for a namespace of its own.
+//!
+//! Cluster-scoped on purpose: a session owns a Namespace (a cluster-scoped object), and only a
+//! cluster-scoped owner may own it, so Kubernetes' garbage collector is a backstop for the
+//! operator's finalizer. It also keeps `pb-<session>` unique without encoding a namespace.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a CI job asks for.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "podbridge.io",
+    version = "v1alpha1",
+    kind = "BridgeSession",
+    plural = "bridgesessions",
+    shortname = "bsess",
+    status = "BridgeSessionStatus",
+    derive = "PartialEq",
+    doc = "A CI job's podbridge session: the operator gives it a namespace of its own, a \
+           ServiceAccount limited to that namespace and a kubeconfig for it.",
+    printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
+    printcolumn(name = "Job", type_ = "string", json_path = ".spec.jobId"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeSessionSpec {
+    /// The CI project (for example its path); copied into the namespace's labels.
+    pub project: String,
+    /// The CI job's ID; copied into the namespace's labels.
+    pub job_id: String,
+    /// The CI job's own pod. When it is gone (or has finished), the session is deleted; its
+    /// namespace is where the kubeconfig Secret is written and the only other namespace whose
+    /// pods may connect into the session's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_pod: Option<JobPod>,
+    /// Pod Security Standard profile written as Pod Security Admission labels.
+    #[serde(default)]
+    pub policy: PolicyProfile,
+    /// Delete the session this many seconds after it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub ttl_seconds: Option<u64>,
+    /// ResourceQuota `hard` entries, merged over the defaults (same key: this value wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quota: Option<BTreeMap<String, String>>,
+    /// Container LimitRange entries, merged over the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_range: Option<ContainerLimits>,
+}
+
+/// A pod, by namespace and name (and optionally UID, so a new pod of the same name is not
+/// mistaken for the job's).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPod {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// Pod Security Standard profile.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyProfile {
+    /// Prevents known privilege escalations; what most Docker-based CI workloads need.
+    #[default]
+    Baseline,
+    /// Hardened: non-root, no privilege escalation, dropped capabilities, seccomp.
+    Restricted,
+}
+
+impl PolicyProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyProfile::Baseline => "baseline",
+            PolicyProfile::Restricted => "restricted",
+        }
+    }
+}
+
+/// Per-container LimitRange values; quantities as Kubernetes writes them (`500m`, `1Gi`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerLimits {
+    /// Limits given to containers that set none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default: BTreeMap<String, String>,
+    /// Requests given to containers that set none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_request: BTreeMap<String, String>,
+    /// Largest limit a container may set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max: BTreeMap<String, String>,
+}
+
+/// What the operator reports.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeSessionStatus {
+    /// The session's namespace, `pb-<session name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<SessionPhase>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<SessionCondition>,
+    /// Where the namespace-scoped kubeconfig is (key `kubeconfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret: Option<SecretReference>,
+    /// When the TTL runs out (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SessionPhase {
+    /// Objects are being created or the ServiceAccount token is not there yet.
+    Pending,
+    /// The namespace, its access rules and the kubeconfig are in place.
+    Ready,
+    /// The session cannot be served as asked (see the Ready condition).
+    Failed,
+    /// The session is being deleted with its namespace.
+    Terminating,
+}
+
+/// A status condition in the shape of `metav1.Condition`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339.
+    pub last_transition_time: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretReference {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The CRD as YAML, exactly as `deploy/crd.yaml` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt as _;
+    let crd = BridgeSession::crd();
+    format!(
+        "# Generated by `podbridge operator --print-crd` from src/operator/crd.rs; do not edit.\n{}",
+        serde_yaml::to_string(&crd).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_crd_yaml_is_generated_from_the_type() {
+        let shipped = include_str!("../../deploy/crd.yaml");
+        assert!(
+            shipped == crd_yaml(),
+            "deploy/crd.yaml is stale: run `cargo run -- operator --print-crd > deploy/crd.yaml`"
+        );
+    }
+
+    #[test]
+    fn spec_defaults_and_names() {
+        let spec: BridgeSessionSpec =
+            serde_json::from_str(r#"{"project":"group/app","jobId":"42"}"#).unwrap();
+        assert_eq!(spec.policy, PolicyProfile::Baseline);
+        assert_eq!(spec.ttl_seconds, None);
+        let yaml = crd_yaml();
+        assert!(yaml.contains("scope: Cluster"), "{yaml}");
+        assert!(yaml.contains("name: bridgesessions.podbridge.io"), "{yaml}");
+    }
+}

@@ -1,0 +1,116 @@
+//! The session operator (`podbridge operator`): gives each CI job a namespace of its own, with a
+//! ServiceAccount limited to it, quotas, a NetworkPolicy and a kubeconfig, declared by a
+//! cluster-scoped BridgeSession and removed with it.
+//!
+//! `crd` is the resource, `objects` builds the namespace's objects without I/O, `controller`
+//! reconciles, `kubeconfig` writes the documents handed to jobs.
+
+pub mod controller;
+pub mod crd;
+pub mod kubeconfig;
+pub mod objects;
+
+use clap::Args;
+
+/// Errors of the operator, named after the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no Kubernetes configuration (kubeconfig or in-cluster): {0}")]
+    ConfigInferFailed(#[from] kube::config::InferConfigError),
+    #[error("creating the Kubernetes client: {0}")]
+    ClientBuildFailed(#[source] Box<kube::Error>),
+    #[error(
+        "the BridgeSession CRD is not installed or not readable: {source} (kubectl apply -f \
+         deploy/crd.yaml)"
+    )]
+    CrdMissing {
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("applying {kind} {namespace}/{name}: {source}")]
+    ApplyFailed {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("reading {kind} {name}: {source}")]
+    ReadFailed {
+        kind: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    DeleteFailed {
+        kind: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("patching the status of session {session}: {source}")]
+    StatusPatchFailed {
+        session: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("patching the finalizers of session {session}: {source}")]
+    FinalizerPatchFailed {
+        session: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("{operation}: no answer from the API server in time")]
+    TimedOut { operation: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `podbridge operator` flags.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// Print the BridgeSession CRD (YAML) and exit.
+    #[arg(long)]
+    pub print_crd: bool,
+    /// API server URL written into session kubeconfigs; default: the operator's own (in a pod:
+    /// the `kubernetes` Service).
+    #[arg(long, env = "PODBRIDGE_SESSION_SERVER")]
+    pub session_server: Option<String>,
+    /// Sessions reconciled at the same time.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+/// Connects, checks that the CRD is served, and runs the controller until a signal.
+pub async fn run(args: &OperatorArgs) -> Result<()> {
+    let config = kube::Config::infer().await?;
+    let server = args.session_server.clone().unwrap_or_else(|| {
+        config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string()
+    });
+    let client =
+        kube::Client::try_from(config).map_err(|e| Error::ClientBuildFailed(Box::new(e)))?;
+    let sessions: kube::Api<crd::BridgeSession> = kube::Api::all(client.clone());
+    let probe = kube::api::ListParams::default().limit(1);
+    match tokio::time::timeout(std::time::Duration::from_secs(15), sessions.list(&probe)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(source)) => {
+            return Err(Error::CrdMissing {
+                source: Box::new(source),
+            })
+        }
+        Err(_) => {
+            return Err(Error::TimedOut {
+                operation: "list BridgeSessions".into(),
+            })
+        }
+    }
+    tracing::info!(%server, concurrency = args.concurrency, "Operator started");
+    controller::run(controller::Context::new(client, server), args.concurrency).await;
+    tracing::info!("Operator stopped");
+    Ok(())
+}
