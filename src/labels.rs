@@ -33,3 +33,16 @@ pub const ANNOTATION_IMAGE: &str = "podbridge.io/image";
 
 /// Prefix of the container labels a policy may declare as override knobs.
 pub const OVERRIDE_LABEL_PREFIX: &str = "podbridge.io/";
+
+/// [`ROLE`] value of the ConfigMap that *is* a created container: it stores the rendered objects
+/// until `start` applies them, and outlives the pod so `inspect` keeps working after `stop`.
+pub const ROLE_CONTAINER_SPEC: &str = "container-spec";
+/// [`ROLE`] value of a ConfigMap recording a Docker network.
+pub const ROLE_NETWORK: &str = "network";
+/// [`ROLE`] value of a ConfigMap recording a Docker volume.
+pub const ROLE_VOLUME: &str = "volume";
+/// Annotation on a container-spec ConfigMap: JSON of the last exit (`ExitCode`, `StartedAt`,
+/// `FinishedAt`, `OOMKilled`) when the pod had to be deleted to stop it.
+pub const ANNOTATION_LAST_EXIT: &str = "podbridge.io/last-exit";
+/// Annotation on network/volume ConfigMaps: the Docker object as JSON.
+pub const ANNOTATION_OBJECT: &str = "podbridge.io/object";

@@ -1,1 +1,4 @@
-//! api: placeholder, filled in by its owner.
+//! api: the Docker Engine API edge — HTTP routing, wire shapes, and the error mapping.
+
+pub mod error;
+pub mod server;
