@@ -1,5 +1,6 @@
 //! Container output: `pods/log` of `main`, line by line, with Docker's since/until/tail/timestamps.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use futures::Stream;
 use kube::api::LogParams;
 
 use super::state::{main_status, MAIN_CONTAINER};
-use super::{ContainerView, Result, Runtime, RuntimeError};
+use super::{ContainerView, Runtime};
 
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a follower waits for a started container's process to appear.
@@ -23,85 +24,62 @@ pub struct LogOptions {
     /// `None` is all lines.
     pub tail: Option<i64>,
     pub timestamps: bool,
+    /// Wait for the next run of the container (attach before start).
+    pub next_run: bool,
 }
 
 impl Runtime {
-    /// Output lines of the container's current (or last) process. With `follow`, the stream
-    /// ends when the process ends; a container that has not started yet is waited for.
-    pub async fn logs(
-        &self,
-        view: &ContainerView,
-        options: LogOptions,
-    ) -> Result<impl Stream<Item = Bytes> + Send + 'static> {
+    /// Output lines of the container's current (or last) process. The stream is returned at
+    /// once (so response headers go out) and waits inside for a process to read from: with
+    /// `follow` it waits for a not-yet-running container to start, with `next_run` for a new
+    /// run (attach before start), and it ends when the followed process ends.
+    pub fn logs(self: &Arc<Self>, view: &ContainerView, options: LogOptions) -> impl Stream<Item = Bytes> + Send + 'static {
+        let runtime = self.clone();
         let id = view.id.clone();
-        if options.follow {
-            let initial_key = view.state.exit_key.clone();
-            let was_running = view.state.running;
-            self.wait_until(FOLLOW_START_TIMEOUT, |rt| match rt.find(&id) {
-                Ok(v) => {
-                    let main_state = v
-                        .pod
-                        .as_deref()
-                        .and_then(main_status)
-                        .and_then(|s| s.state.clone());
-                    let running = main_state.as_ref().is_some_and(|s| s.running.is_some());
-                    let finished = main_state.as_ref().is_some_and(|s| s.terminated.is_some());
-                    running
-                        || (finished && (was_running || v.state.exit_key != initial_key))
-                        || (v.pod.is_none()
-                            && v.state.is_exited()
-                            && !was_running
-                            && initial_key.is_some())
-                }
-                Err(_) => true,
-            })
-            .await;
-        }
-        let Ok(view) = self.find(&id) else {
-            return Ok(futures::stream::empty().boxed_send());
-        };
-        if view.pod.is_none() {
-            return Ok(futures::stream::empty().boxed_send());
-        }
-        let params = LogParams {
-            container: Some(MAIN_CONTAINER.into()),
-            follow: options.follow,
-            timestamps: true,
-            tail_lines: options.tail.filter(|t| *t >= 0),
-            since_time: options
-                .since
-                .filter(|s| *s > 0.0)
-                .and_then(|s| jiff::Timestamp::from_second(s as i64).ok()),
-            ..Default::default()
-        };
-        let pod = view.pod_name.clone();
-        let reader =
-            match tokio::time::timeout(OPEN_TIMEOUT, self.pods_api().log_stream(&pod, &params))
-                .await
-            {
+        let initial_key = view.state.exit_key.clone();
+        async_stream::stream! {
+            if options.follow || options.next_run {
+                runtime.wait_until(FOLLOW_START_TIMEOUT, |rt| match rt.find(&id) {
+                    Ok(v) => {
+                        let main_state = v.pod.as_deref().and_then(main_status).and_then(|s| s.state.clone());
+                        let running = main_state.as_ref().is_some_and(|s| s.running.is_some());
+                        let finished = main_state.as_ref().is_some_and(|s| s.terminated.is_some());
+                        if options.next_run {
+                            running || (finished && v.state.exit_key != initial_key)
+                        } else {
+                            running || finished || (v.pod.is_none() && v.state.is_exited())
+                        }
+                    }
+                    Err(_) => true,
+                })
+                .await;
+            }
+            let Ok(view) = runtime.find(&id) else { return };
+            if view.pod.is_none() {
+                return;
+            }
+            let params = LogParams {
+                container: Some(MAIN_CONTAINER.into()),
+                follow: options.follow,
+                timestamps: true,
+                tail_lines: options.tail.filter(|t| *t >= 0),
+                since_time: options.since.filter(|s| *s > 0.0).and_then(|s| jiff::Timestamp::from_second(s as i64).ok()),
+                ..Default::default()
+            };
+            let pod = view.pod_name.clone();
+            let reader = match tokio::time::timeout(OPEN_TIMEOUT, runtime.pods_api().log_stream(&pod, &params)).await {
                 Ok(Ok(reader)) => reader,
-                Ok(Err(kube::Error::Api(status))) if status.code == 400 => {
-                    return Ok(futures::stream::empty().boxed_send());
-                }
-                Ok(Err(source)) => {
-                    return Err(RuntimeError::Kube {
-                        operation: "logs",
-                        pod,
-                        source,
-                    })
+                Ok(Err(error)) => {
+                    tracing::warn!(%pod, %error, "Opening logs failed");
+                    return;
                 }
                 Err(_) => {
-                    return Err(RuntimeError::Timeout {
-                        operation: "logs",
-                        pod,
-                        seconds: OPEN_TIMEOUT.as_secs(),
-                    })
+                    tracing::warn!(%pod, "Opening logs timed out");
+                    return;
                 }
             };
-        let since = options.since.filter(|s| *s > 0.0);
-        let until = options.until.filter(|u| *u > 0.0);
-        let timestamps = options.timestamps;
-        let stream = async_stream::stream! {
+            let since = options.since.filter(|s| *s > 0.0);
+            let until = options.until.filter(|u| *u > 0.0);
             let mut reader = Box::pin(reader);
             loop {
                 let mut line = Vec::new();
@@ -121,10 +99,9 @@ impl Runtime {
                         break;
                     }
                 }
-                yield if timestamps { Bytes::from(line) } else { Bytes::copy_from_slice(text) };
+                yield if options.timestamps { Bytes::from(line) } else { Bytes::copy_from_slice(text) };
             }
-        };
-        Ok(stream.boxed_send())
+        }
     }
 }
 
@@ -141,15 +118,6 @@ fn split_timestamp(line: &[u8]) -> (Option<&str>, &[u8]) {
         _ => (None, line),
     }
 }
-
-/// Boxing helper so every branch returns one type.
-trait BoxedSend: Stream<Item = Bytes> + Send + Sized + 'static {
-    fn boxed_send(self) -> std::pin::Pin<Box<dyn Stream<Item = Bytes> + Send>> {
-        Box::pin(self)
-    }
-}
-
-impl<S: Stream<Item = Bytes> + Send + 'static> BoxedSend for S {}
 
 #[cfg(test)]
 mod tests {

@@ -575,6 +575,7 @@ fn log_options(query: &HashMap<String, String>) -> LogOptions {
             .and_then(|t| t.parse::<i64>().ok())
             .filter(|t| *t >= 0),
         timestamps: query_bool(query, "timestamps"),
+        next_run: false,
     }
 }
 
@@ -591,7 +592,7 @@ pub async fn container_logs(
         ));
     }
     let tty = view.tty();
-    let lines = state.runtime.logs(&view, log_options(&query)).await?;
+    let lines = state.runtime.logs(&view, log_options(&query));
     let body = lines.map(move |line| {
         Ok::<_, std::convert::Infallible>(if tty { line } else { frame(STDOUT, &line) })
     });
@@ -635,13 +636,12 @@ pub async fn container_attach(
             }
         }
         if want_output {
-            if let Ok(lines) = runtime.logs(&view, options).await {
-                futures::pin_mut!(lines);
-                while let Some(line) = lines.next().await {
-                    let bytes = if tty { line } else { frame(STDOUT, &line) };
-                    if !session.output.send(bytes).await {
-                        break;
-                    }
+            let lines = runtime.logs(&view, options);
+            futures::pin_mut!(lines);
+            while let Some(line) = lines.next().await {
+                let bytes = if tty { line } else { frame(STDOUT, &line) };
+                if !session.output.send(bytes).await {
+                    break;
                 }
             }
         }
