@@ -1,39 +1,363 @@
-//! Command line.
+//! The command line: global flags become the top configuration layer; each subcommand is a thin
+//! call into the library.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::model::{ContainerId, ImageConfig};
+use crate::render::{Identity, RenderContext};
+use crate::translate::{objects_yaml, CreateRequest, Translator};
+use crate::{policy_store, policy_test};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "podbridge",
     version,
-    about = "Docker Engine API served from Kubernetes pods"
+    about = "The Docker Engine API, served from Kubernetes pods shaped by policy files"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalFlags,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the Docker Engine API, running containers as pods in one namespace.
-    Serve(ServeArgs),
+/// Flags shared by every subcommand. None has a clap default: an absent flag must not hide the
+/// config file or the environment.
+#[derive(Debug, Args)]
+pub struct GlobalFlags {
+    /// Configuration file (TOML or YAML).
+    #[arg(long, global = true, env = "PODBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kubernetes namespace for the containers.
+    #[arg(long, short = 'n', global = true)]
+    pub namespace: Option<String>,
+    /// The CI project (for policy selectors and override bounds).
+    #[arg(long, global = true)]
+    pub project: Option<String>,
+    /// This podbridge's instance ID.
+    #[arg(long, global = true)]
+    pub instance: Option<String>,
+    /// Policy directory or file; repeat to overlay (later same-named files win).
+    #[arg(long = "policies", global = true)]
+    pub policies: Vec<PathBuf>,
+    /// Directory of Rhai rule scripts.
+    #[arg(long, global = true)]
+    pub rules_dir: Option<PathBuf>,
+    /// First part of pod names.
+    #[arg(long, global = true)]
+    pub name_prefix: Option<String>,
+    /// Label added to every object (key=value); repeatable.
+    #[arg(long = "label", global = true, value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Annotation added to every pod (key=value); repeatable.
+    #[arg(long = "annotation", global = true, value_parser = key_value)]
+    pub annotations: Vec<(String, String)>,
+    /// Log filter (tracing syntax), e.g. `debug`.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// TCP address to listen on.
-    #[arg(long, env = "PODBRIDGE_LISTEN", default_value = "127.0.0.1:2475")]
-    pub listen: SocketAddr,
-    /// Also listen on this unix socket.
-    #[arg(long, env = "PODBRIDGE_SOCKET")]
-    pub unix_socket: Option<PathBuf>,
-    /// Namespace to run containers in (default: the kubeconfig context's namespace).
-    #[arg(long, short = 'n', env = "PODBRIDGE_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Instance id labelled on every object; several podbridges may share a namespace.
-    #[arg(long, env = "PODBRIDGE_INSTANCE", default_value = "default")]
-    pub instance: String,
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+/// The flags as a configuration layer: only what was given.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagLayer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    policies: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_prefix: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+}
+
+impl GlobalFlags {
+    pub fn layer(&self) -> FlagLayer {
+        FlagLayer {
+            namespace: self.namespace.clone(),
+            project: self.project.clone(),
+            instance: self.instance.clone(),
+            policies: self.policies.clone(),
+            rules_dir: self.rules_dir.clone(),
+            name_prefix: self.name_prefix.clone(),
+            labels: self.labels.iter().cloned().collect(),
+            annotations: self.annotations.iter().cloned().collect(),
+            log: self.log.clone(),
+        }
+    }
+
+    pub fn load_config(&self) -> Result<Config, crate::config::Error> {
+        Config::load(self.config.as_deref(), &self.layer())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Translate a Docker ContainerCreate body into Kubernetes objects (no cluster needed).
+    Translate(TranslateArgs),
+    /// Check or test policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the effective configuration.
+    Config,
+    /// Serve the Docker Engine API, running containers as pods in the namespace.
+    Serve,
+}
+
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// ContainerCreate body (JSON); `-` or absent reads standard input.
+    pub file: Option<PathBuf>,
+    /// Docker container name (`docker run --name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The image's Config as JSON (`docker image inspect --format '{{json .Config}}'`).
+    #[arg(long)]
+    pub image_config: Option<PathBuf>,
+    /// Print, per rule, what it changed or why it refused.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy directories (default: the configured ones, or the built-in set).
+    Check { paths: Vec<PathBuf> },
+    /// Run policy test files (kind PolicyTest) found under a directory.
+    Test {
+        path: PathBuf,
+        /// Rewrite expected object files from the actual output.
+        #[arg(long)]
+        update: bool,
+    },
+}
+
+/// What a subcommand hands back to `main`: text to print and the exit code.
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// Errors a subcommand reports; `main` prints them once.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Policies(Box<policy_store::Error>),
+    #[error(transparent)]
+    PolicyTest(Box<policy_test::Error>),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a Docker image config: {message}")]
+    ImageConfig { path: String, message: String },
+    #[error(transparent)]
+    Serve(#[from] crate::api::server::ServeError),
+}
+
+impl From<policy_store::Error> for Error {
+    fn from(error: policy_store::Error) -> Self {
+        Error::Policies(Box::new(error))
+    }
+}
+
+impl From<policy_test::Error> for Error {
+    fn from(error: policy_test::Error) -> Self {
+        Error::PolicyTest(Box::new(error))
+    }
+}
+
+fn read_input(file: Option<&Path>) -> Result<Vec<u8>, Error> {
+    match file {
+        None => read_stdin(),
+        Some(path) if path == Path::new("-") => read_stdin(),
+        Some(path) => std::fs::read(path).map_err(|source| Error::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+fn read_stdin() -> Result<Vec<u8>, Error> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .map_err(|source| Error::Read {
+            path: "standard input".into(),
+            source,
+        })?;
+    Ok(body)
+}
+
+pub fn render_context(config: &Config) -> RenderContext {
+    RenderContext {
+        instance_id: config.instance_id(),
+        namespace: config.namespace.clone().unwrap_or_else(|| "default".into()),
+        project: config.project.clone(),
+        name_prefix: config.name_prefix.clone(),
+        init_image: config.init_image.clone(),
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        docker_host_for_pods: config.docker_host_for_pods.clone(),
+    }
+}
+
+pub fn translate(global: &GlobalFlags, args: &TranslateArgs) -> Result<Outcome, Error> {
+    let config = global.load_config()?;
+    let set = policy_store::load(&config)?;
+    let translator = Translator::new(policy_store::shared(set), render_context(&config));
+    let body = read_input(args.file.as_deref())?;
+    let image: Option<ImageConfig> = match &args.image_config {
+        Some(path) => {
+            let text = read_input(Some(path))?;
+            Some(
+                serde_json::from_slice(&text).map_err(|e| Error::ImageConfig {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
+    // The same request gives the same names, so repeated dry runs diff cleanly.
+    let mut seed = body.clone();
+    seed.extend_from_slice(args.name.as_deref().unwrap_or("").as_bytes());
+    let request = CreateRequest {
+        body: &body,
+        name: args.name.as_deref(),
+        image: image.as_ref(),
+        identity: Identity {
+            id: ContainerId::from_seed(&seed),
+            created: jiff::Timestamp::now().to_string(),
+        },
+    };
+    Ok(match translator.translate(&request) {
+        Ok(translation) => {
+            let mut stderr = String::new();
+            for warning in &translation.warnings {
+                stderr.push_str(&format!("warning: {warning}\n"));
+            }
+            if args.explain {
+                stderr.push_str(&translation.explain);
+            }
+            Outcome {
+                stdout: objects_yaml(&translation.objects),
+                stderr,
+                code: 0,
+            }
+        }
+        Err(error) => {
+            let mut stderr = String::new();
+            if args.explain && !error.results().is_empty() {
+                stderr.push_str(&crate::rules::report::explain(error.results()));
+            }
+            stderr.push_str(&format!("Error response ({}): {error}\n", error.status()));
+            Outcome {
+                stdout: String::new(),
+                stderr,
+                code: 1,
+            }
+        }
+    })
+}
+
+pub fn policy(global: &GlobalFlags, command: &PolicyCommand) -> Result<Outcome, Error> {
+    match command {
+        PolicyCommand::Check { paths } => {
+            let config = global.load_config()?;
+            let paths = if paths.is_empty() {
+                config.policies.clone()
+            } else {
+                paths.clone()
+            };
+            let set = policy_store::load_paths(
+                &paths,
+                config.rules_dir.as_deref(),
+                config.script_limits(),
+            )?;
+            let mut stdout = String::new();
+            for file in set.files() {
+                stdout.push_str(&format!("ok  {file}\n"));
+            }
+            stdout.push_str(&format!(
+                "{} files, {} rules, {} exceptions: valid\n",
+                set.files().len(),
+                set.rule_count(),
+                set.exception_count()
+            ));
+            Ok(Outcome {
+                stdout,
+                stderr: String::new(),
+                code: 0,
+            })
+        }
+        PolicyCommand::Test { path, update } => {
+            let (report, failed) = policy_test::run(path, *update)?;
+            Ok(Outcome {
+                stdout: report,
+                stderr: String::new(),
+                code: i32::from(failed > 0),
+            })
+        }
+    }
+}
+
+pub fn show_config(global: &GlobalFlags) -> Result<Outcome, Error> {
+    let config = global.load_config()?;
+    Ok(Outcome {
+        stdout: serde_yaml::to_string(&config).unwrap_or_default(),
+        stderr: String::new(),
+        code: 0,
+    })
+}
+
+/// `podbridge serve`: load configuration and policies (failing before any port is bound), then
+/// serve until SIGTERM / ctrl-c.
+pub fn serve(global: &GlobalFlags) -> Result<Outcome, Error> {
+    let config = global.load_config()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let set = policy_store::load(&config)?;
+    let policies = policy_store::shared(set);
+    let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
+    runtime.block_on(async {
+        let _watcher = policy_store::watch(config.clone(), policies.clone())?;
+        crate::api::server::run(&config, policies, render_context(&config)).await?;
+        Ok::<_, Error>(())
+    })?;
+    Ok(Outcome {
+        stdout: String::new(),
+        stderr: String::new(),
+        code: 0,
+    })
 }

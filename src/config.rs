@@ -1,1 +1,211 @@
-//! Configuration.
+//! podbridge's own configuration, layered with figment: built-in defaults < config file
+//! (`--config`, TOML or YAML) < `PODBRIDGE_*` environment < command-line flags. The project and
+//! namespace come from here, never from Docker clients, which is what makes override bounds hold.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Errors building the configuration; figment's message already names the key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("configuration file {path}: unknown extension (use .toml, .yaml or .yml)")]
+    UnknownFormat { path: PathBuf },
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Namespace podbridge creates its objects in; `None` means the kubeconfig's or in-cluster one.
+    pub namespace: Option<String>,
+    /// Identifies this podbridge among others sharing a namespace; derived from the host when unset.
+    pub instance: Option<String>,
+    /// The CI project (for example its path), matched by policy selectors and override bounds.
+    pub project: Option<String>,
+    /// Policy directories, overlaid in order (a later file with the same name replaces an earlier
+    /// one); empty means the policies built into the binary.
+    pub policies: Vec<PathBuf>,
+    /// Directory of Rhai files that rules name with `scriptFile`; built-in scripts fill the gaps.
+    pub rules_dir: Option<PathBuf>,
+    /// First part of every pod name.
+    pub name_prefix: String,
+    /// Image of the init container that holds `main` back until bind mounts are copied in.
+    pub init_image: String,
+    /// Labels and annotations added to every object (also from `K8S_LABEL_*` / `K8S_ANNOTATION_*`).
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// How pods reach podbridge (given to containers that bind the Docker socket, such as Ryuk).
+    pub docker_host_for_pods: Option<String>,
+    /// TCP address of the Docker API.
+    pub listen: String,
+    /// Optional unix socket for the Docker API, served beside TCP.
+    pub unix_socket: Option<PathBuf>,
+    /// Answer Docker clients without a cluster and print what would be applied.
+    pub dry_run: bool,
+    /// tracing filter, e.g. `info` or `podbridge=debug`.
+    pub log: String,
+    /// Limits on rule scripts.
+    pub scripts: ScriptLimits,
+    /// Seconds `start` waits for a pod to run before reporting the Kubernetes reason.
+    pub start_timeout_seconds: u64,
+    /// Delete what this instance created when it stops.
+    pub cleanup_on_exit: bool,
+    /// Remove objects of instances idle longer than this (seconds); 0 disables the reaper.
+    pub reaper_idle_seconds: u64,
+    /// Hold a Lease so only one podbridge works in the namespace at a time.
+    pub lock: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimits {
+    pub max_operations: u64,
+    pub deadline_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: None,
+            instance: None,
+            project: None,
+            policies: Vec::new(),
+            rules_dir: None,
+            name_prefix: "podbridge".into(),
+            init_image: "docker.io/library/busybox:latest".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            docker_host_for_pods: None,
+            listen: "127.0.0.1:2475".into(),
+            unix_socket: None,
+            dry_run: false,
+            log: "info".into(),
+            scripts: ScriptLimits {
+                max_operations: 100_000,
+                deadline_ms: 50,
+            },
+            start_timeout_seconds: 120,
+            cleanup_on_exit: true,
+            reaper_idle_seconds: 3600,
+            lock: false,
+        }
+    }
+}
+
+impl Config {
+    /// Layers the sources. `overrides` is the command line, serialized with `None` fields
+    /// skipped, so an absent flag never hides the file or the environment.
+    pub fn load<T: Serialize>(file: Option<&Path>, overrides: &T) -> Result<Self> {
+        Self::figment(file, overrides)?
+            .extract()
+            .map_err(|e| Error::Invalid(Box::new(e)))
+    }
+
+    pub fn figment<T: Serialize>(file: Option<&Path>, overrides: &T) -> Result<Figment> {
+        let mut figment = Figment::new().merge(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::MissingFile { path: path.into() });
+            }
+            figment = match path.extension().and_then(|e| e.to_str()) {
+                Some("toml") => figment.merge(Toml::file(path)),
+                Some("yaml") | Some("yml") => figment.merge(Yaml::file(path)),
+                _ => return Err(Error::UnknownFormat { path: path.into() }),
+            };
+        }
+        figment = figment
+            .merge(Env::prefixed("PODBRIDGE_").split("__"))
+            .merge(Env::prefixed("K8S_LABEL_").map(|key| format!("labels.{key}").into()))
+            .merge(Env::prefixed("K8S_ANNOTATION_").map(|key| format!("annotations.{key}").into()))
+            .merge(Serialized::defaults(overrides));
+        Ok(figment)
+    }
+
+    pub fn script_limits(&self) -> crate::rules::Limits {
+        crate::rules::Limits {
+            max_operations: self.scripts.max_operations,
+            deadline: std::time::Duration::from_millis(self.scripts.deadline_ms),
+            ..crate::rules::Limits::default()
+        }
+    }
+
+    /// The instance ID: configured, or derived from the host name so a restarted podbridge on the
+    /// same host (the same CI job) finds its own objects again.
+    pub fn instance_id(&self) -> String {
+        if let Some(instance) = &self.instance {
+            return instance.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "podbridge".into());
+        crate::labels::sanitize_value(&host)
+    }
+}
+
+#[cfg(test)]
+// figment::Jail closures return figment::Error, which is large by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+    }
+
+    #[test]
+    fn layers_in_order_defaults_file_environment_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "podbridge.toml",
+                "namespace = \"from-file\"\nproject = \"file-project\"\nname_prefix = \"ci\"",
+            )?;
+            jail.set_env("PODBRIDGE_PROJECT", "env-project");
+            jail.set_env("K8S_LABEL_TEAM", "blue");
+            let path = Path::new("podbridge.toml");
+            let config = Config::load(Some(path), &Flags { namespace: None }).unwrap();
+            assert_eq!(config.namespace.as_deref(), Some("from-file"));
+            assert_eq!(config.project.as_deref(), Some("env-project"));
+            assert_eq!(config.name_prefix, "ci");
+            assert_eq!(config.labels.get("team").map(String::as_str), Some("blue"));
+            let config = Config::load(
+                Some(path),
+                &Flags {
+                    namespace: Some("from-flag".into()),
+                },
+            )
+            .unwrap();
+            assert_eq!(config.namespace.as_deref(), Some("from-flag"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_source() {
+        Jail::expect_with(|jail| {
+            jail.create_file("podbridge.yaml", "start_timeout_seconds: soon\n")?;
+            let error = Config::load(
+                Some(Path::new("podbridge.yaml")),
+                &Flags { namespace: None },
+            )
+            .unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.contains("start_timeout_seconds") && message.contains("podbridge.yaml"),
+                "{message}"
+            );
+            Ok(())
+        });
+    }
+}

@@ -46,3 +46,54 @@ pub const ROLE_VOLUME: &str = "volume";
 pub const ANNOTATION_LAST_EXIT: &str = "podbridge.io/last-exit";
 /// Annotation on network/volume ConfigMaps: the Docker object as JSON.
 pub const ANNOTATION_OBJECT: &str = "podbridge.io/object";
+
+/// Annotation: the networks the container joined and their aliases, compact JSON
+/// (`{"demo_backend":["demo-web-1","web"]}`).
+pub const ANNOTATION_NETWORKS: &str = "podbridge.io/networks";
+/// Annotation: `"true"` when the Docker client asked for `AutoRemove` (`docker run --rm`).
+pub const ANNOTATION_AUTO_REMOVE: &str = "podbridge.io/auto-remove";
+/// Annotation: every mount and the pod volume that serves it, compact JSON, so the runtime knows
+/// which client paths to copy into which emptyDir and which PersistentVolumeClaims to create.
+pub const ANNOTATION_MOUNTS: &str = "podbridge.io/mounts";
+/// Annotation: the requested host port bindings in Docker's shape
+/// (`{"80/tcp":[{"HostIp":"","HostPort":"8080"}]}`), for the runtime's port forwarding.
+pub const ANNOTATION_PORT_BINDINGS: &str = "podbridge.io/port-bindings";
+
+/// [`ROLE`] of the pod that runs a Docker container.
+pub const ROLE_CONTAINER: &str = "container";
+/// [`ROLE`] of the Service named after the pod, exposing its ports.
+pub const ROLE_CONTAINER_SERVICE: &str = "container-service";
+/// [`ROLE`] of a Service that makes a Docker network alias, hostname or name resolvable.
+pub const ROLE_ALIAS_SERVICE: &str = "alias-service";
+
+/// Makes any text a valid label value (≤63 chars of `[A-Za-z0-9._-]`, alphanumeric at both
+/// ends), so host names and project paths can be labels.
+pub fn sanitize_value(text: &str) -> String {
+    let mapped: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    mapped
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_sanitised() {
+        assert_eq!(
+            super::sanitize_value("group/project path"),
+            "group-project-path"
+        );
+        assert_eq!(super::sanitize_value("--x--"), "x");
+        assert_eq!(super::sanitize_value(&"a".repeat(80)).len(), 63);
+    }
+}

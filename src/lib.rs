@@ -12,6 +12,8 @@ pub mod cli;
 pub mod config;
 pub mod labels;
 pub mod model;
+pub mod policy_store;
+pub mod policy_test;
 pub mod render;
 pub mod rules;
 pub mod runtime;

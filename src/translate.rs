@@ -1,119 +1,235 @@
-//! translate: THROWAWAY stub for the api branch until the lead's version merges (take theirs).
-//!
-//! Renders a minimal pod straight from the create body so the server can be exercised end to end.
+//! The pure half of the pipeline for one Docker create request: decode (`api::decode`) → pod
+//! document (`render::pod_document`) → policy chain (`rules`) → typed objects
+//! (`render::objects`). The server, `podbridge translate` and `podbridge policy test` all call it,
+//! so what a security team tests offline is exactly what the bridge applies.
 
-use std::collections::BTreeMap;
+use serde_json::Value;
 
-use crate::{labels, model, render};
+use crate::api::decode::{self, DecodeError};
+use crate::labels;
+use crate::model::ImageConfig;
+use crate::render::{self, Identity, RenderContext, RenderError, RenderedObjects};
+use crate::rules::{self, Problem, RuleResult, SharedPolicySet, Subject};
 
+/// One create request as the bridge received it.
 pub struct CreateRequest<'a> {
     pub body: &'a [u8],
     pub name: Option<&'a str>,
-    pub image: Option<&'a model::ImageConfig>,
-    pub identity: render::Identity,
+    pub image: Option<&'a ImageConfig>,
+    pub identity: Identity,
 }
 
+/// The objects to apply, what to tell the client, and why.
+#[derive(Debug, Clone)]
 pub struct Translation {
-    pub objects: render::RenderedObjects,
+    pub objects: RenderedObjects,
+    /// Docker's `Warnings`: fields podbridge cannot honour and `Audit` policy findings.
     pub warnings: Vec<String>,
+    pub results: Vec<RuleResult>,
+    /// The human-readable per-rule report (`--explain`).
     pub explain: String,
 }
 
+/// Why a create request is refused; each maps to one Docker status in `api::error`.
 #[derive(Debug, thiserror::Error)]
 pub enum TranslateError {
-    #[error("{0}")]
-    Decode(String),
+    /// The request itself is malformed (400).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A container label asked for a value the policy does not allow (400).
     #[error("{message}")]
-    Denied { message: String },
-    #[error("{0}")]
-    Render(String),
+    OverrideRefused {
+        message: String,
+        results: Vec<RuleResult>,
+    },
+    /// An `Enforce` rule denied the container (403).
+    #[error("{message}")]
+    Denied {
+        message: String,
+        results: Vec<RuleResult>,
+    },
+    /// A rule failed to run: the policy needs fixing (500).
+    #[error("{message}")]
+    PolicyFailed {
+        message: String,
+        results: Vec<RuleResult>,
+    },
+    /// The rules produced something that is not a valid Pod (500).
+    #[error("after the policy chain, {source}")]
+    Render {
+        source: RenderError,
+        results: Vec<RuleResult>,
+    },
 }
 
+impl TranslateError {
+    /// The Docker HTTP status this refusal is reported with.
+    pub fn status(&self) -> u16 {
+        match self {
+            TranslateError::Decode(error) => error.status(),
+            TranslateError::OverrideRefused { .. } => 400,
+            TranslateError::Denied { .. } => 403,
+            TranslateError::PolicyFailed { .. } | TranslateError::Render { .. } => 500,
+        }
+    }
+
+    /// The per-rule trace up to the refusal (empty when decoding failed).
+    pub fn results(&self) -> &[RuleResult] {
+        match self {
+            TranslateError::Decode(_) => &[],
+            TranslateError::OverrideRefused { results, .. }
+            | TranslateError::Denied { results, .. }
+            | TranslateError::PolicyFailed { results, .. }
+            | TranslateError::Render { results, .. } => results,
+        }
+    }
+}
+
+/// Holds the live policy set (swapped on reload) and the per-instance render settings.
+#[derive(Clone)]
 pub struct Translator {
-    pub instance: String,
-    pub namespace: String,
+    policies: SharedPolicySet,
+    context: RenderContext,
+    /// Fixed "today" for exception expiry in tests; the real date otherwise.
+    today: Option<jiff::civil::Date>,
 }
 
 impl Translator {
+    pub fn new(policies: SharedPolicySet, context: RenderContext) -> Self {
+        Translator {
+            policies,
+            context,
+            today: None,
+        }
+    }
+
+    pub fn with_today(mut self, today: jiff::civil::Date) -> Self {
+        self.today = Some(today);
+        self
+    }
+
+    pub fn context(&self) -> &RenderContext {
+        &self.context
+    }
+
+    pub fn policies(&self) -> &SharedPolicySet {
+        &self.policies
+    }
+
     pub fn translate(&self, request: &CreateRequest<'_>) -> Result<Translation, TranslateError> {
-        let body: serde_json::Value = serde_json::from_slice(request.body)
-            .map_err(|e| TranslateError::Decode(format!("invalid JSON: {e}")))?;
-        let image = body["Image"]
-            .as_str()
-            .ok_or_else(|| TranslateError::Decode("Image is required".into()))?;
-        let id = &request.identity.id;
-        let pod_name = format!("pb-{}", id.short());
-        let mut labels_map = BTreeMap::new();
-        labels_map.insert(
-            labels::MANAGED_BY.to_string(),
-            labels::MANAGED_BY_VALUE.to_string(),
-        );
-        labels_map.insert(labels::INSTANCE.to_string(), self.instance.clone());
-        labels_map.insert(labels::CONTAINER_ID.to_string(), id.short().to_string());
-        labels_map.insert(labels::ROLE.to_string(), "container".to_string());
-        let mut ann = BTreeMap::new();
-        ann.insert(labels::ANNOTATION_CONTAINER_ID.to_string(), id.to_string());
-        ann.insert(
-            labels::ANNOTATION_NAME.to_string(),
-            request.name.unwrap_or("").to_string(),
-        );
-        ann.insert(
-            labels::ANNOTATION_CREATE_REQUEST.to_string(),
-            body.to_string(),
-        );
-        ann.insert(
-            labels::ANNOTATION_CREATED.to_string(),
-            request.identity.created.clone(),
-        );
-        ann.insert(labels::ANNOTATION_IMAGE.to_string(), image.to_string());
-        let env: Vec<serde_json::Value> = body["Env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e.as_str())
-                    .filter_map(|e| e.split_once('='))
-                    .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut container = serde_json::json!({
-            "name": "main", "image": image, "imagePullPolicy": "IfNotPresent", "env": env,
-            "tty": body["Tty"].as_bool().unwrap_or(false),
-            "stdin": body["OpenStdin"].as_bool().unwrap_or(false),
-            "stdinOnce": body["StdinOnce"].as_bool().unwrap_or(false),
-        });
-        if let Some(ep) = body.get("Entrypoint").filter(|v| !v.is_null()) {
-            container["command"] = if ep.is_string() {
-                serde_json::json!([ep])
-            } else {
-                ep.clone()
-            };
-        }
-        if let Some(cmd) = body.get("Cmd").filter(|v| !v.is_null()) {
-            container["args"] = if cmd.is_string() {
-                serde_json::json!([cmd])
-            } else {
-                cmd.clone()
-            };
-        }
-        if let Some(wd) = body["WorkingDir"].as_str().filter(|s| !s.is_empty()) {
-            container["workingDir"] = wd.into();
-        }
-        let pod = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": self.namespace, "labels": labels_map, "annotations": ann},
-            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
-                     "automountServiceAccountToken": false, "containers": [container]}
-        });
-        let pod = serde_json::from_value(pod).map_err(|e| TranslateError::Render(e.to_string()))?;
-        Ok(Translation {
-            objects: render::RenderedObjects {
+        let decoded = decode::decode_create(request.body, request.name, request.image)?;
+        let workload = &decoded.workload;
+        // Decoding succeeded, so the body is JSON; rules see it as the client sent it.
+        let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+        let image_json = request
+            .image
+            .and_then(|image| serde_json::to_value(image).ok());
+        let pod = render::pod_document(workload, &request.identity, &self.context);
+        let image = workload.image.normalised();
+        let policies = self.policies.load();
+        let evaluation = rules::evaluate(
+            &policies,
+            rules::Input {
                 pod,
-                services: vec![],
-                config_maps: vec![],
+                request: &body,
+                image: image_json.as_ref(),
+                subject: Subject {
+                    image: &image,
+                    name: workload.name.as_deref(),
+                    labels: &workload.labels,
+                    project: self.context.project.as_deref(),
+                },
+                today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
             },
-            warnings: vec![],
-            explain: String::new(),
+        );
+        let explain = rules::report::explain(&evaluation.results);
+        if let Some(error) = refusal(&evaluation.problems, &evaluation.results) {
+            return Err(error);
+        }
+        let applied = evaluation.applied_rules();
+        let mut pod = evaluation.pod;
+        if !applied.is_empty() {
+            if let Some(annotations) = pod
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.insert(
+                    labels::ANNOTATION_APPLIED_RULES.into(),
+                    Value::String(applied.join(",")),
+                );
+            }
+        }
+        let objects =
+            render::objects(workload, &request.identity, pod, &self.context).map_err(|source| {
+                TranslateError::Render {
+                    source,
+                    results: evaluation.results.clone(),
+                }
+            })?;
+        let mut warnings = decoded.warnings;
+        warnings.extend(render::warnings(workload, &self.context));
+        warnings.extend(evaluation.warnings);
+        Ok(Translation {
+            objects,
+            warnings,
+            results: evaluation.results,
+            explain,
         })
     }
+}
+
+/// Picks the refusal a client should see first: its own label mistakes (400), then policy
+/// denials (403), then broken rules (500). Every message of the chosen kind is included.
+fn refusal(problems: &[Problem], results: &[RuleResult]) -> Option<TranslateError> {
+    let gather = |pick: fn(&Problem) -> bool| -> Vec<String> {
+        problems
+            .iter()
+            .filter(|p| pick(p))
+            .map(|p| p.to_string())
+            .collect()
+    };
+    let refused = gather(|p| matches!(p, Problem::OverrideRefused { .. }));
+    if !refused.is_empty() {
+        return Some(TranslateError::OverrideRefused {
+            message: refused.join("\n"),
+            results: results.to_vec(),
+        });
+    }
+    let denied = gather(|p| matches!(p, Problem::Denied { .. }));
+    if !denied.is_empty() {
+        return Some(TranslateError::Denied {
+            message: format!(
+                "container create blocked by policy:\n  {}",
+                denied.join("\n  ")
+            ),
+            results: results.to_vec(),
+        });
+    }
+    let failed = gather(|p| matches!(p, Problem::RuleFailed { .. }));
+    if !failed.is_empty() {
+        return Some(TranslateError::PolicyFailed {
+            message: format!("policy error:\n  {}", failed.join("\n  ")),
+            results: results.to_vec(),
+        });
+    }
+    None
+}
+
+/// Kubernetes YAML for the objects, one document each, in the order they are applied, ready for
+/// `kubectl apply -f -`.
+pub fn objects_yaml(objects: &RenderedObjects) -> String {
+    let mut documents: Vec<String> = Vec::new();
+    let mut push = |value: Result<Value, serde_json::Error>| {
+        if let Ok(value) = value {
+            documents.push(serde_yaml::to_string(&value).unwrap_or_default());
+        }
+    };
+    for config_map in &objects.config_maps {
+        push(serde_json::to_value(config_map));
+    }
+    push(serde_json::to_value(&objects.pod));
+    for service in &objects.services {
+        push(serde_json::to_value(service));
+    }
+    documents.join("---\n")
 }

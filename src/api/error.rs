@@ -111,10 +111,11 @@ impl From<RuntimeError> for ApiError {
 
 impl From<TranslateError> for ApiError {
     fn from(error: TranslateError) -> Self {
-        match error {
-            TranslateError::Denied { message } => ApiError::Forbidden(message),
-            TranslateError::Render(_) => ApiError::Internal(error.to_string()),
-            other => ApiError::BadRequest(other.to_string()),
+        let message = error.to_string();
+        match error.status() {
+            403 => ApiError::Forbidden(message),
+            400..=499 => ApiError::BadRequest(message),
+            _ => ApiError::Internal(message),
         }
     }
 }

@@ -1,38 +1,28 @@
-//! model: THROWAWAY stub for the api branch until the model branch merges (take theirs on merge).
+//! model: the neutral description of one Docker container, between the Docker wire format (`api`)
+//! and the Kubernetes objects (`render`).
+//!
+//! Nothing here knows about HTTP or Kubernetes, and nothing does I/O: the types only say what the
+//! Docker client asked for, already validated, so that policy and rendering never re-parse strings.
 
-use serde::{Deserialize, Serialize};
+mod id;
+mod image;
+mod workload;
 
-/// Docker container ID: 64 lowercase hex characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContainerId(String);
+pub use id::ContainerId;
+pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
+pub use workload::*;
 
-impl ContainerId {
-    pub fn random() -> Self {
-        let bytes: [u8; 32] = rand::random();
-        ContainerId(hex::encode(bytes))
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| ContainerId(s.to_ascii_lowercase()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn short(&self) -> &str {
-        &self.0[..12]
-    }
+/// What can go wrong while building model values from strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// An image reference does not follow Docker's reference grammar. The message mirrors Docker's
+    /// `invalid reference format` wording so clients show what they would show against dockerd.
+    #[error("invalid reference format: {reason} (reference {reference:?})")]
+    ParseImageReferenceFailed { reference: String, reason: String },
+    /// A container ID is not 64 lowercase hexadecimal characters.
+    #[error("invalid container ID {value:?}: expected 64 lowercase hexadecimal characters")]
+    ParseContainerIdFailed { value: String },
 }
 
-impl std::fmt::Display for ContainerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Docker image `Config`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageConfig {
-    #[serde(default)]
-    pub env: Option<Vec<String>>,
-}
+/// Result type of the model module.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,20 +1,68 @@
-//! render: THROWAWAY stub for the api branch until the model branch merges (take theirs on merge).
+//! render: the neutral [`crate::model::Workload`] → Kubernetes objects.
+//!
+//! Rendering happens in two steps around the policy chain: [`pod_document`] builds a Pod-shaped
+//! JSON document that rules transform with JSON pointers, then [`objects`] turns the transformed
+//! document into typed objects, re-asserting podbridge's identity metadata and deriving Services
+//! from the final pod. Only this module uses k8s-openapi types.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+mod names;
+mod objects;
+mod pod;
+
+use std::collections::BTreeMap;
 
 use crate::model::ContainerId;
 
-/// Docker-side identity of a container being created.
-#[derive(Debug, Clone)]
+pub use names::{dns_label, is_dns1035_label, is_dns1123_label, pod_name, volume_claim_name};
+pub use objects::{objects, RenderedObjects};
+pub use pod::{
+    pod_document, warnings, BIND_MOUNT_ROOT, INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER,
+    SYNC_MOUNT_PATH, SYNC_VOLUME,
+};
+
+/// Per-instance settings that shape every rendered object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderContext {
+    /// Value of the `podbridge.io/instance` label.
+    pub instance_id: String,
+    pub namespace: String,
+    /// Project (CI job path); becomes the `podbridge.io/project` label, sanitised.
+    pub project: Option<String>,
+    /// First part of every pod name, e.g. `pb`.
+    pub name_prefix: String,
+    /// Image of the init container that waits for bind content (needs `sh`).
+    pub init_image: String,
+    /// Extra labels on every object (identity labels win over these).
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the pod (identity annotations win over these).
+    pub annotations: BTreeMap<String, String>,
+    /// `DOCKER_HOST` value that reaches podbridge from inside a pod; given to containers that
+    /// bind the Docker socket (Ryuk, dind clients).
+    pub docker_host_for_pods: Option<String>,
+}
+
+/// Who the container is on the Docker side.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub id: ContainerId,
+    /// RFC 3339 creation time.
     pub created: String,
 }
 
-/// Typed objects for one container.
-#[derive(Debug, Clone)]
-pub struct RenderedObjects {
-    pub pod: Pod,
-    pub services: Vec<Service>,
-    pub config_maps: Vec<ConfigMap>,
+/// What can go wrong turning a (policy-modified) pod document into objects. Every variant names
+/// the field, so a policy author sees which rule output to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The document's shape is not a Pod's (e.g. `metadata` is not an object).
+    #[error("the pod document is invalid at {field}: {message}")]
+    InvalidDocument { field: String, message: String },
+    /// The pod name is not a DNS-1123 label.
+    #[error("the pod document is invalid at {field}: {name:?} is not a lowercase DNS-1123 label (at most 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit)")]
+    InvalidName { field: String, name: String },
+    /// The document does not deserialize into a Pod.
+    #[error("the pod document is not a valid Pod at {field}: {message}")]
+    DeserializePodFailed { field: String, message: String },
 }
+
+/// Result type of the render module.
+pub type Result<T, E = RenderError> = std::result::Result<T, E>;

@@ -33,7 +33,11 @@ impl Runtime {
     /// once (so response headers go out) and waits inside for a process to read from: with
     /// `follow` it waits for a not-yet-running container to start, with `next_run` for a new
     /// run (attach before start), and it ends when the followed process ends.
-    pub fn logs(self: &Arc<Self>, view: &ContainerView, options: LogOptions) -> impl Stream<Item = Bytes> + Send + 'static {
+    pub fn logs(
+        self: &Arc<Self>,
+        view: &ContainerView,
+        options: LogOptions,
+    ) -> impl Stream<Item = Bytes> + Send + 'static {
         let runtime = self.clone();
         let id = view.id.clone();
         let initial_key = view.state.exit_key.clone();

@@ -235,34 +235,86 @@ async fn log_server_errors(request: Request, next: Next) -> Response {
     response
 }
 
-/// Where to listen.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub listen: Option<std::net::SocketAddr>,
-    pub unix_socket: Option<std::path::PathBuf>,
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("loading the Kubernetes client configuration (kubeconfig or in-cluster): {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    KubeClient(#[from] kube::Error),
+    #[error("listen address {address:?} is invalid: {source}")]
+    BadListenAddress {
+        address: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
-/// Serves until ctrl-c / SIGTERM.
-pub async fn serve(state: AppState, config: ServeConfig) -> std::io::Result<()> {
-    let app = router(state);
-    let mut tasks = Vec::new();
-    if let Some(addr) = config.listen {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        info!(address = %listener.local_addr()?, "Listening on TCP");
+/// Builds the runtime from `config` and serves on its TCP address and optional unix socket.
+pub async fn run(
+    config: &crate::config::Config,
+    policies: crate::rules::SharedPolicySet,
+    mut context: crate::render::RenderContext,
+) -> Result<(), ServeError> {
+    let kube_config = kube::Config::infer().await?;
+    let namespace = config
+        .namespace
+        .clone()
+        .unwrap_or_else(|| kube_config.default_namespace.clone());
+    context.namespace = namespace.clone();
+    let instance = crate::labels::sanitize_value(&context.instance_id);
+    let client = kube::Client::try_from(kube_config)?;
+    let runtime = Runtime::new(client, namespace.clone(), instance.clone());
+    let translator = Arc::new(Translator::new(policies, context));
+    let listen: std::net::SocketAddr =
+        config
+            .listen
+            .parse()
+            .map_err(|source| ServeError::BadListenAddress {
+                address: config.listen.clone(),
+                source,
+            })?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
+    let unix = match &config.unix_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            Some(
+                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
+                    address: path.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    runtime.spawn_watchers();
+    info!(%namespace, %instance, address = %tcp.local_addr()?, "Serving the Docker API");
+    let app = router(AppState {
+        runtime,
+        translator,
+    });
+    let mut tasks = vec![tokio::spawn({
         let app = app.clone();
-        tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app)
+        async move {
+            axum::serve(tcp, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await
-        }));
-    }
-    if let Some(path) = config.unix_socket {
-        let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path)?;
-        info!(socket = %path.display(), "Listening on unix socket");
-        let app = app.clone();
+        }
+    })];
+    if let Some(unix) = unix {
         tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app)
+            axum::serve(unix, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await
         }));

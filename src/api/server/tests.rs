@@ -12,10 +12,12 @@ fn state() -> AppState {
     let client = kube::Client::try_from(config).unwrap();
     AppState {
         runtime: Runtime::new(client, "test", "unit"),
-        translator: Arc::new(Translator {
-            instance: "unit".into(),
-            namespace: "test".into(),
-        }),
+        translator: Arc::new(Translator::new(
+            crate::policy_store::shared(
+                crate::policy_store::builtin(crate::rules::Limits::default()).unwrap(),
+            ),
+            crate::cli::render_context(&crate::config::Config::default()),
+        )),
     }
 }
 

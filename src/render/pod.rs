@@ -1,0 +1,878 @@
+//! The Pod-shaped JSON document for one workload: the input of the policy chain.
+//!
+//! It says exactly what the Docker client asked for, in Kubernetes terms, and nothing more:
+//! defaults (resources, service account, node placement) and refusals (privileged, host paths)
+//! are policy's business. It is plain JSON rather than a typed Pod so that rules can address any
+//! field with a JSON pointer.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::names::{self, is_copyable_label, label_value};
+use super::{Identity, RenderContext};
+use crate::labels;
+use crate::model::{HealthTest, MountSource, NamespaceMode, NetworkMode, RestartPolicy, Workload};
+
+/// Name of the container that runs the Docker container's process.
+pub const MAIN_CONTAINER: &str = "main";
+/// Name of the init container that holds `main` back until the runtime has copied bind content.
+pub const INIT_CONTAINER: &str = "podbridge-init";
+/// Small emptyDir shared with the init container; the runtime creates [`READY_MARKER`] in it.
+pub const SYNC_VOLUME: &str = "podbridge-sync";
+/// Where the init container mounts [`SYNC_VOLUME`].
+pub const SYNC_MOUNT_PATH: &str = "/podbridge";
+/// File whose creation releases the init container.
+pub const READY_MARKER: &str = "/podbridge/ready";
+/// Where the init container mounts each bind volume: `{BIND_MOUNT_ROOT}/{volume name}`. The
+/// runtime copies the client's files there (e.g. `tar -x -C`).
+pub const BIND_MOUNT_ROOT: &str = "/podbridge/binds";
+/// Docker's default grace period between SIGTERM and SIGKILL.
+const DEFAULT_STOP_TIMEOUT_SECONDS: i64 = 10;
+/// AppArmor annotation for the main container (the pre-1.30 form, still honoured).
+const APPARMOR_ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.io/main";
+/// SELinux type for `label=disable`: the conventional "super privileged container" type.
+const SELINUX_UNCONFINED_TYPE: &str = "spc_t";
+
+/// Builds the Pod-shaped document policy rules transform.
+pub fn pod_document(workload: &Workload, identity: &Identity, ctx: &RenderContext) -> Value {
+    let short_id = identity.id.short();
+    let name = names::pod_name(&ctx.name_prefix, workload.name.as_deref(), short_id);
+    let mut pod_labels: BTreeMap<String, String> = workload
+        .labels
+        .iter()
+        .filter(|(key, value)| is_copyable_label(key, value))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    pod_labels.extend(ctx.labels.clone());
+    pod_labels.extend(identity_labels(identity, ctx, labels::ROLE_CONTAINER));
+    let mut annotations = ctx.annotations.clone();
+    if workload.security.apparmor_unconfined {
+        annotations.insert(APPARMOR_ANNOTATION.to_owned(), "unconfined".to_owned());
+    }
+    annotations.extend(identity_annotations(workload, identity));
+
+    let volumes = Volumes::new(workload);
+    let mut spec = Map::new();
+    spec.insert("restartPolicy".into(), json!(restart_policy(workload)));
+    spec.insert(
+        "hostname".into(),
+        json!(names::hostname(
+            workload.network.hostname.as_deref(),
+            workload.name.as_deref(),
+            short_id
+        )),
+    );
+    // Docker containers see no Kubernetes service links and hold no cluster credentials.
+    spec.insert("enableServiceLinks".into(), json!(false));
+    spec.insert("automountServiceAccountToken".into(), json!(false));
+    if let Some(init) = volumes.init_container(ctx) {
+        spec.insert("initContainers".into(), json!([init]));
+    }
+    spec.insert(
+        "containers".into(),
+        json!([main_container(workload, ctx, &volumes)]),
+    );
+    if !volumes.volumes.is_empty() {
+        spec.insert("volumes".into(), Value::Array(volumes.volumes.clone()));
+    }
+    spec.insert(
+        "terminationGracePeriodSeconds".into(),
+        json!(workload
+            .stop_timeout_seconds
+            .unwrap_or(DEFAULT_STOP_TIMEOUT_SECONDS)),
+    );
+    if workload.network.mode == NetworkMode::Host {
+        spec.insert("hostNetwork".into(), json!(true));
+    }
+    if workload.pid_mode == NamespaceMode::Host {
+        spec.insert("hostPID".into(), json!(true));
+    }
+    if workload.ipc_mode == NamespaceMode::Host {
+        spec.insert("hostIPC".into(), json!(true));
+    }
+    if workload.init {
+        // Docker's `--init` runs tini as PID 1 to reap zombies. With a shared process namespace
+        // the pod's pause container is PID 1 and reaps them the same way.
+        spec.insert("shareProcessNamespace".into(), json!(true));
+    }
+    insert_dns(&mut spec, workload);
+    let pod_security = pod_security_context(workload);
+    if !pod_security.is_empty() {
+        spec.insert("securityContext".into(), Value::Object(pod_security));
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ctx.namespace,
+            "labels": pod_labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    })
+}
+
+/// Warnings only rendering can know, to add to the create response.
+pub fn warnings(workload: &Workload, ctx: &RenderContext) -> Vec<String> {
+    let socket = workload
+        .mounts
+        .iter()
+        .find(|mount| matches!(mount.source, MountSource::DockerSocket { .. }));
+    match (socket, &ctx.docker_host_for_pods) {
+        (Some(mount), None) => vec![format!(
+            "the Docker socket bind at {} is not available: podbridge has no address reachable from pods configured",
+            mount.target
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// Labels that identify an object as podbridge's; `objects` re-asserts them after policy.
+pub(super) fn identity_labels(
+    identity: &Identity,
+    ctx: &RenderContext,
+    role: &str,
+) -> BTreeMap<String, String> {
+    let mut identity_labels = BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (labels::INSTANCE.to_owned(), label_value(&ctx.instance_id)),
+        (
+            labels::CONTAINER_ID.to_owned(),
+            identity.id.short().to_owned(),
+        ),
+        (labels::ROLE.to_owned(), role.to_owned()),
+    ]);
+    if let Some(project) = ctx.project.as_deref().map(label_value) {
+        if !project.is_empty() {
+            identity_labels.insert(labels::PROJECT.to_owned(), project);
+        }
+    }
+    identity_labels
+}
+
+/// Annotations `inspect` and the runtime rebuild a container from after a restart.
+pub(super) fn identity_annotations(
+    workload: &Workload,
+    identity: &Identity,
+) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([
+        (
+            labels::ANNOTATION_CONTAINER_ID.to_owned(),
+            identity.id.to_string(),
+        ),
+        (
+            labels::ANNOTATION_CREATED.to_owned(),
+            identity.created.clone(),
+        ),
+        (
+            labels::ANNOTATION_CREATE_REQUEST.to_owned(),
+            workload.create_request.clone(),
+        ),
+        (
+            labels::ANNOTATION_IMAGE.to_owned(),
+            workload.image.normalised(),
+        ),
+        (
+            labels::ANNOTATION_AUTO_REMOVE.to_owned(),
+            workload.auto_remove.to_string(),
+        ),
+    ]);
+    if let Some(name) = &workload.name {
+        annotations.insert(labels::ANNOTATION_NAME.to_owned(), name.clone());
+    }
+    let networks: Map<String, Value> = workload
+        .network
+        .attachments
+        .iter()
+        .map(|attachment| (attachment.network.clone(), json!(attachment.aliases)))
+        .collect();
+    annotations.insert(
+        labels::ANNOTATION_NETWORKS.to_owned(),
+        Value::Object(networks).to_string(),
+    );
+    let mounts = Volumes::new(workload).records;
+    if !mounts.is_empty() {
+        annotations.insert(
+            labels::ANNOTATION_MOUNTS.to_owned(),
+            Value::Array(mounts).to_string(),
+        );
+    }
+    let bindings: Map<String, Value> = workload
+        .ports
+        .iter()
+        .filter(|port| !port.bindings.is_empty())
+        .map(|port| {
+            let key = format!("{}/{}", port.port, port.protocol.docker_name());
+            let list: Vec<Value> = port
+                .bindings
+                .iter()
+                .map(|binding| {
+                    json!({
+                        "HostIp": binding.host_ip.clone().unwrap_or_default(),
+                        "HostPort": binding.host_port.map(|port| port.to_string()).unwrap_or_default(),
+                    })
+                })
+                .collect();
+            (key, Value::Array(list))
+        })
+        .collect();
+    if !bindings.is_empty() {
+        annotations.insert(
+            labels::ANNOTATION_PORT_BINDINGS.to_owned(),
+            Value::Object(bindings).to_string(),
+        );
+    }
+    annotations
+}
+
+fn restart_policy(workload: &Workload) -> &'static str {
+    match workload.restart {
+        RestartPolicy::No => "Never",
+        RestartPolicy::OnFailure { .. } => "OnFailure",
+        RestartPolicy::Always | RestartPolicy::UnlessStopped => "Always",
+    }
+}
+
+/// Pod volumes, main-container mounts and the mount records for the annotation, built together
+/// so names always agree.
+///
+/// Every bind, whether directory or file, becomes an emptyDir that the runtime fills before
+/// `main` starts: the client's paths live on the client's side, not on any node. The source stays
+/// in the `podbridge.io/mounts` record, so a policy rule may swap the emptyDir for a hostPath
+/// where the paths do exist on nodes. The Docker socket gets no volume: `DOCKER_HOST` points the
+/// container at podbridge instead.
+struct Volumes {
+    volumes: Vec<Value>,
+    mounts: Vec<Value>,
+    /// Names of the emptyDirs the runtime must fill.
+    bind_volumes: Vec<String>,
+    records: Vec<Value>,
+    docker_socket: bool,
+}
+
+impl Volumes {
+    fn new(workload: &Workload) -> Self {
+        let mut volumes = Self {
+            volumes: Vec::new(),
+            mounts: Vec::new(),
+            bind_volumes: Vec::new(),
+            records: Vec::new(),
+            docker_socket: false,
+        };
+        for (index, mount) in workload.mounts.iter().enumerate() {
+            let (volume_name, source, record) = match &mount.source {
+                MountSource::Bind { path } => {
+                    let name = format!("bind-{index}");
+                    volumes.bind_volumes.push(name.clone());
+                    (
+                        name,
+                        json!({"emptyDir": {}}),
+                        json!({"type": "bind", "source": path}),
+                    )
+                }
+                MountSource::DockerSocket { path } => {
+                    volumes.docker_socket = true;
+                    volumes.records.push(json!({
+                        "type": "docker-socket", "source": path, "target": mount.target,
+                    }));
+                    continue;
+                }
+                MountSource::Volume { name } => {
+                    let claim = names::volume_claim_name(name);
+                    (
+                        format!("volume-{index}"),
+                        json!({"persistentVolumeClaim": {"claimName": claim}}),
+                        json!({"type": "volume", "name": name, "claimName": claim}),
+                    )
+                }
+                MountSource::Anonymous => (
+                    format!("anonymous-{index}"),
+                    json!({"emptyDir": {}}),
+                    json!({"type": "anonymous"}),
+                ),
+                MountSource::Tmpfs { size_bytes } => {
+                    let mut empty_dir = json!({"medium": "Memory"});
+                    if let Some(size) = size_bytes {
+                        empty_dir["sizeLimit"] = json!(size.to_string());
+                    }
+                    (
+                        format!("tmpfs-{index}"),
+                        json!({"emptyDir": empty_dir}),
+                        json!({"type": "tmpfs"}),
+                    )
+                }
+            };
+            let mut volume = json!({"name": volume_name});
+            volume
+                .as_object_mut()
+                .expect("json! object")
+                .extend(source.as_object().expect("json! object").clone());
+            volumes.volumes.push(volume);
+            let mut volume_mount = json!({"name": volume_name, "mountPath": mount.target});
+            if mount.read_only {
+                volume_mount["readOnly"] = json!(true);
+            }
+            volumes.mounts.push(volume_mount);
+            let mut record = record;
+            record["volume"] = json!(volume_name);
+            record["target"] = json!(mount.target);
+            record["readOnly"] = json!(mount.read_only);
+            volumes.records.push(record);
+        }
+        let shm_taken = workload
+            .mounts
+            .iter()
+            .any(|mount| mount.target == "/dev/shm");
+        if let (Some(size), false) = (workload.shm_size_bytes, shm_taken) {
+            volumes.volumes.push(json!({
+                "name": "dev-shm",
+                "emptyDir": {"medium": "Memory", "sizeLimit": size.to_string()},
+            }));
+            volumes
+                .mounts
+                .push(json!({"name": "dev-shm", "mountPath": "/dev/shm"}));
+        }
+        if !volumes.bind_volumes.is_empty() {
+            volumes.volumes.push(json!({
+                "name": SYNC_VOLUME,
+                "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"},
+            }));
+        }
+        volumes
+    }
+
+    /// The init container that waits for the runtime's copy, when there is anything to copy.
+    fn init_container(&self, ctx: &RenderContext) -> Option<Value> {
+        if self.bind_volumes.is_empty() {
+            return None;
+        }
+        let mut mounts = vec![json!({"name": SYNC_VOLUME, "mountPath": SYNC_MOUNT_PATH})];
+        mounts.extend(self.bind_volumes.iter().map(
+            |volume| json!({"name": volume, "mountPath": format!("{BIND_MOUNT_ROOT}/{volume}")}),
+        ));
+        Some(json!({
+            "name": INIT_CONTAINER,
+            "image": ctx.init_image,
+            "command": [
+                "sh", "-c",
+                format!("until [ -f {READY_MARKER} ]; do sleep 0.1; done"),
+            ],
+            "volumeMounts": mounts,
+        }))
+    }
+}
+
+fn main_container(workload: &Workload, ctx: &RenderContext, volumes: &Volumes) -> Value {
+    let mut container = Map::new();
+    container.insert("name".into(), json!(MAIN_CONTAINER));
+    container.insert("image".into(), json!(workload.image.normalised()));
+    // Docker's Entrypoint/Cmd and Kubernetes' command/args have the same semantics, except that
+    // Docker clears the image entrypoint with `[]` or `[""]`, which Kubernetes reads as "unset":
+    // then Cmd becomes the whole command.
+    let cleared_entrypoint = workload
+        .entrypoint
+        .as_ref()
+        .is_some_and(|entrypoint| entrypoint.iter().all(String::is_empty));
+    let cmd = workload.cmd.clone().filter(|cmd| !cmd.is_empty());
+    match (&workload.entrypoint, cleared_entrypoint) {
+        (_, true) => {
+            if let Some(cmd) = cmd {
+                container.insert("command".into(), json!(cmd));
+            }
+        }
+        (Some(entrypoint), false) => {
+            container.insert("command".into(), json!(entrypoint));
+            if let Some(cmd) = cmd {
+                container.insert("args".into(), json!(cmd));
+            }
+        }
+        (None, false) => {
+            if let Some(cmd) = cmd {
+                container.insert("args".into(), json!(cmd));
+            }
+        }
+    }
+    let mut env: Vec<Value> = workload
+        .env
+        .iter()
+        .filter_map(|var| {
+            var.value
+                .as_ref()
+                .map(|value| json!({"name": var.name, "value": value}))
+        })
+        .collect();
+    let sets_docker_host = workload.env.iter().any(|var| var.name == "DOCKER_HOST");
+    if let (true, Some(docker_host), false) = (
+        volumes.docker_socket,
+        &ctx.docker_host_for_pods,
+        sets_docker_host,
+    ) {
+        env.push(json!({"name": "DOCKER_HOST", "value": docker_host}));
+    }
+    if !env.is_empty() {
+        container.insert("env".into(), Value::Array(env));
+    }
+    if let Some(dir) = &workload.working_dir {
+        container.insert("workingDir".into(), json!(dir));
+    }
+    if workload.stdio.tty {
+        container.insert("tty".into(), json!(true));
+    }
+    if workload.stdio.open_stdin {
+        container.insert("stdin".into(), json!(true));
+    }
+    if workload.stdio.stdin_once {
+        container.insert("stdinOnce".into(), json!(true));
+    }
+    if !workload.ports.is_empty() {
+        let ports: Vec<Value> = workload
+            .ports
+            .iter()
+            .map(|port| {
+                json!({
+                    "name": format!("{}-{}", port.protocol.docker_name(), port.port),
+                    "containerPort": port.port,
+                    "protocol": port.protocol.kubernetes_name(),
+                })
+            })
+            .collect();
+        container.insert("ports".into(), Value::Array(ports));
+    }
+    let resources = resources(workload);
+    if !resources.is_empty() {
+        container.insert("resources".into(), Value::Object(resources));
+    }
+    let security = container_security_context(workload);
+    if !security.is_empty() {
+        container.insert("securityContext".into(), Value::Object(security));
+    }
+    if !volumes.mounts.is_empty() {
+        container.insert("volumeMounts".into(), Value::Array(volumes.mounts.clone()));
+    }
+    if let Some(health) = &workload.healthcheck {
+        let command = match &health.test {
+            HealthTest::Exec(command) => command.clone(),
+            HealthTest::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        };
+        let mut probe = json!({
+            "exec": {"command": command},
+            "periodSeconds": health.interval_seconds.max(1),
+            "timeoutSeconds": health.timeout_seconds.max(1),
+            "failureThreshold": health.retries.max(1),
+        });
+        if health.start_period_seconds > 0 {
+            probe["initialDelaySeconds"] = json!(health.start_period_seconds);
+        }
+        container.insert("readinessProbe".into(), probe);
+    }
+    Value::Object(container)
+}
+
+/// Only what the request set; memory in bytes, CPU in millicores.
+fn resources(workload: &Workload) -> Map<String, Value> {
+    let requested = &workload.resources;
+    let mut limits = Map::new();
+    let mut requests = Map::new();
+    if let Some(memory) = requested.memory_bytes {
+        limits.insert("memory".into(), json!(memory.to_string()));
+    }
+    if let Some(memory) = requested.memory_request_bytes() {
+        requests.insert("memory".into(), json!(memory.to_string()));
+    }
+    if let Some(cpu) = requested.cpu_limit_millicores() {
+        limits.insert("cpu".into(), json!(format!("{cpu}m")));
+    }
+    if let Some(cpu) = requested.cpu_request_millicores() {
+        requests.insert("cpu".into(), json!(format!("{cpu}m")));
+    }
+    let mut resources = Map::new();
+    if !limits.is_empty() {
+        resources.insert("limits".into(), Value::Object(limits));
+    }
+    if !requests.is_empty() {
+        resources.insert("requests".into(), Value::Object(requests));
+    }
+    resources
+}
+
+fn container_security_context(workload: &Workload) -> Map<String, Value> {
+    let security = &workload.security;
+    let mut context = Map::new();
+    if security.privileged {
+        context.insert("privileged".into(), json!(true));
+    }
+    if !security.cap_add.is_empty() || !security.cap_drop.is_empty() {
+        let mut capabilities = Map::new();
+        if !security.cap_add.is_empty() {
+            capabilities.insert("add".into(), json!(security.cap_add));
+        }
+        if !security.cap_drop.is_empty() {
+            capabilities.insert("drop".into(), json!(security.cap_drop));
+        }
+        context.insert("capabilities".into(), Value::Object(capabilities));
+    }
+    if let Some(user) = &workload.user {
+        if let Some(uid) = user.uid {
+            context.insert("runAsUser".into(), json!(uid));
+        }
+        if let Some(gid) = user.gid {
+            context.insert("runAsGroup".into(), json!(gid));
+        }
+    }
+    if security.read_only_root_filesystem {
+        context.insert("readOnlyRootFilesystem".into(), json!(true));
+    }
+    // Kubernetes rejects allowPrivilegeEscalation=false on a privileged container; privileged wins.
+    if security.no_new_privileges && !security.privileged {
+        context.insert("allowPrivilegeEscalation".into(), json!(false));
+    }
+    if security.seccomp_unconfined {
+        context.insert("seccompProfile".into(), json!({"type": "Unconfined"}));
+    }
+    if let Some(selinux) = &security.selinux {
+        let mut options = Map::new();
+        for (key, value) in [
+            ("user", &selinux.user),
+            ("role", &selinux.role),
+            ("type", &selinux.type_),
+            ("level", &selinux.level),
+        ] {
+            if let Some(value) = value {
+                options.insert(key.into(), json!(value));
+            }
+        }
+        if selinux.disabled {
+            options.insert("type".into(), json!(SELINUX_UNCONFINED_TYPE));
+        }
+        if !options.is_empty() {
+            context.insert("seLinuxOptions".into(), Value::Object(options));
+        }
+    }
+    if security.unmasked_system_paths {
+        context.insert("procMount".into(), json!("Unmasked"));
+    }
+    context
+}
+
+fn pod_security_context(workload: &Workload) -> Map<String, Value> {
+    let mut context = Map::new();
+    if !workload.sysctls.is_empty() {
+        let sysctls: Vec<Value> = workload
+            .sysctls
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+        context.insert("sysctls".into(), Value::Array(sysctls));
+    }
+    if !workload.supplemental_groups.is_empty() {
+        context.insert(
+            "supplementalGroups".into(),
+            json!(workload.supplemental_groups),
+        );
+    }
+    context
+}
+
+/// `ExtraHosts` → hostAliases (grouped by IP); `Dns*` → dnsConfig. Custom servers replace the
+/// cluster's resolver (`dnsPolicy: None`), as they replace the daemon's in Docker; search domains
+/// and options alone extend it.
+fn insert_dns(spec: &mut Map<String, Value>, workload: &Workload) {
+    if !workload.extra_hosts.is_empty() {
+        let mut by_ip: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for host in &workload.extra_hosts {
+            by_ip.entry(&host.ip).or_default().push(&host.hostname);
+        }
+        let aliases: Vec<Value> = by_ip
+            .into_iter()
+            .map(|(ip, hostnames)| json!({"ip": ip, "hostnames": hostnames}))
+            .collect();
+        spec.insert("hostAliases".into(), Value::Array(aliases));
+    }
+    let dns = &workload.dns;
+    let host_network = workload.network.mode == NetworkMode::Host;
+    let policy = if !dns.servers.is_empty() {
+        "None"
+    } else if host_network {
+        "ClusterFirstWithHostNet"
+    } else {
+        "ClusterFirst"
+    };
+    if dns.is_empty() && !host_network {
+        return;
+    }
+    spec.insert("dnsPolicy".into(), json!(policy));
+    if dns.is_empty() {
+        return;
+    }
+    let mut config = Map::new();
+    if !dns.servers.is_empty() {
+        config.insert("nameservers".into(), json!(dns.servers));
+    }
+    if !dns.search.is_empty() {
+        config.insert("searches".into(), json!(dns.search));
+    }
+    if !dns.options.is_empty() {
+        let options: Vec<Value> = dns
+            .options
+            .iter()
+            .map(|(name, value)| match value {
+                Some(value) => json!({"name": name, "value": value}),
+                None => json!({"name": name}),
+            })
+            .collect();
+        config.insert("options".into(), Value::Array(options));
+    }
+    spec.insert("dnsConfig".into(), Value::Object(config));
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::api::decode::decode_create;
+    use crate::model::ContainerId;
+
+    pub(crate) fn context() -> RenderContext {
+        RenderContext {
+            instance_id: "ci-42".into(),
+            namespace: "builds".into(),
+            project: Some("group/project".into()),
+            name_prefix: "pb".into(),
+            init_image: "busybox:1.36".into(),
+            labels: BTreeMap::from([("team".to_owned(), "infra".to_owned())]),
+            annotations: BTreeMap::from([("note".to_owned(), "x".to_owned())]),
+            docker_host_for_pods: Some("tcp://podbridge.builds:2375".into()),
+        }
+    }
+
+    pub(crate) fn identity() -> Identity {
+        Identity {
+            id: ContainerId::from_seed(b"test"),
+            created: "2025-01-01T00:00:00Z".into(),
+        }
+    }
+
+    pub(crate) fn workload(body: &str, name: Option<&str>) -> Workload {
+        decode_create(body.as_bytes(), name, None).unwrap().workload
+    }
+
+    #[test]
+    fn busybox_pod_document() {
+        let body = include_str!("../../tests/fixtures/create/docker-run-busybox.json");
+        let pod = pod_document(
+            &workload(body, Some("My_Container.1")),
+            &identity(),
+            &context(),
+        );
+        let short = identity().id.short().to_owned();
+        assert_eq!(
+            pod["metadata"]["name"],
+            format!("pb-my-container-1-{short}")
+        );
+        assert_eq!(pod["metadata"]["namespace"], "builds");
+        let labels = &pod["metadata"]["labels"];
+        assert_eq!(labels[labels::MANAGED_BY], "podbridge");
+        assert_eq!(labels[labels::CONTAINER_ID], short.as_str());
+        assert_eq!(labels[labels::PROJECT], "group-project");
+        assert_eq!(labels["team"], "infra");
+        let annotations = &pod["metadata"]["annotations"];
+        assert_eq!(annotations[labels::ANNOTATION_NAME], "My_Container.1");
+        assert_eq!(
+            annotations[labels::ANNOTATION_IMAGE],
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(annotations[labels::ANNOTATION_AUTO_REMOVE], "true");
+        assert_eq!(
+            annotations[labels::ANNOTATION_CONTAINER_ID],
+            identity().id.as_str()
+        );
+        assert!(annotations[labels::ANNOTATION_CREATE_REQUEST]
+            .as_str()
+            .unwrap()
+            .contains("\"Image\":\"busybox\""));
+        let spec = &pod["spec"];
+        assert_eq!(spec["restartPolicy"], "Never");
+        assert_eq!(spec["hostname"], "my-container-1");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 10);
+        let main = &spec["containers"][0];
+        assert_eq!(main["name"], "main");
+        assert_eq!(main["image"], "docker.io/library/busybox:latest");
+        assert_eq!(main.get("command"), None);
+        assert_eq!(main["args"][0], "sh");
+        assert_eq!(main["env"], json!([{"name": "GREETING", "value": "hello"}]));
+        assert_eq!(main.get("securityContext"), None);
+        assert_eq!(spec.get("initContainers"), None);
+    }
+
+    #[test]
+    fn compose_pod_document() {
+        let body = include_str!("../../tests/fixtures/create/compose-web.json");
+        let pod = pod_document(&workload(body, Some("demo-web-1")), &identity(), &context());
+        let spec = &pod["spec"];
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["shareProcessNamespace"], true);
+        assert_eq!(
+            spec["hostAliases"],
+            json!([{"ip": "10.0.0.5", "hostnames": ["api.internal"]}])
+        );
+        let main = &spec["containers"][0];
+        assert_eq!(
+            main["ports"],
+            json!([{"name": "tcp-80", "containerPort": 80, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            main["resources"],
+            json!({"limits": {"memory": "268435456", "cpu": "500m"}, "requests": {"memory": "268435456"}})
+        );
+        assert_eq!(
+            main["readinessProbe"],
+            json!({"exec": {"command": ["/bin/sh", "-c", "curl -fsS http://localhost/ || exit 1"]},
+                   "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 5, "initialDelaySeconds": 10})
+        );
+        assert_eq!(
+            main["volumeMounts"][0],
+            json!({"name": "bind-0", "mountPath": "/usr/share/nginx/html", "readOnly": true})
+        );
+        assert_eq!(
+            spec["volumes"][0],
+            json!({"name": "bind-0", "emptyDir": {}})
+        );
+        assert_eq!(
+            spec["volumes"][1],
+            json!({"name": "volume-1", "persistentVolumeClaim": {"claimName": names::volume_claim_name("demo_cache")}})
+        );
+        assert_eq!(
+            spec["volumes"][2],
+            json!({"name": "tmpfs-2", "emptyDir": {"medium": "Memory", "sizeLimit": "67108864"}})
+        );
+        let init = &spec["initContainers"][0];
+        assert_eq!(init["name"], INIT_CONTAINER);
+        assert_eq!(init["image"], "busybox:1.36");
+        assert_eq!(
+            init["volumeMounts"][1],
+            json!({"name": "bind-0", "mountPath": "/podbridge/binds/bind-0"})
+        );
+        let mounts: Value = serde_json::from_str(
+            pod["metadata"]["annotations"][labels::ANNOTATION_MOUNTS]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            mounts[0],
+            json!({"type": "bind", "source": "/home/ci/demo/site", "volume": "bind-0", "target": "/usr/share/nginx/html", "readOnly": true})
+        );
+        let networks = pod["metadata"]["annotations"][labels::ANNOTATION_NETWORKS]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            networks,
+            r#"{"demo_backend":["demo-web-1","web","frontend"]}"#
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"][labels::ANNOTATION_PORT_BINDINGS],
+            r#"{"80/tcp":[{"HostIp":"","HostPort":"8080"}]}"#
+        );
+        // Compose labels with valid values are copied; paths are not.
+        assert_eq!(
+            pod["metadata"]["labels"]["com.docker.compose.service"],
+            "web"
+        );
+        assert_eq!(
+            pod["metadata"]["labels"].get("com.docker.compose.project.working_dir"),
+            None
+        );
+    }
+
+    #[test]
+    fn privileged_request_is_carried_through() {
+        let body = include_str!("../../tests/fixtures/create/privileged.json");
+        let pod = pod_document(&workload(body, None), &identity(), &context());
+        let spec = &pod["spec"];
+        assert_eq!(
+            (&spec["hostNetwork"], &spec["hostPID"], &spec["hostIPC"]),
+            (&json!(true), &json!(true), &json!(true))
+        );
+        assert_eq!(spec["dnsPolicy"], "None");
+        assert_eq!(
+            spec["dnsConfig"]["options"],
+            json!([{"name": "ndots", "value": "2"}, {"name": "edns0"}])
+        );
+        assert_eq!(spec["restartPolicy"], "OnFailure");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(
+            spec["securityContext"],
+            json!({"sysctls": [{"name": "net.ipv4.ip_forward", "value": "1"}], "supplementalGroups": [2375]})
+        );
+        let main = &spec["containers"][0];
+        assert_eq!(main["command"], json!(["dockerd-entrypoint.sh"]));
+        assert_eq!(main["args"], json!(["--debug"]));
+        assert_eq!(
+            (&main["tty"], &main["stdin"], &main["stdinOnce"]),
+            (&json!(true), &json!(true), &json!(true))
+        );
+        assert_eq!(
+            main["securityContext"],
+            json!({"privileged": true, "capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"], "drop": ["MKNOD"]},
+                   "runAsUser": 1000, "runAsGroup": 1000, "seccompProfile": {"type": "Unconfined"},
+                   "seLinuxOptions": {"type": "spc_t"}, "procMount": "Unmasked"})
+        );
+        assert_eq!(
+            main["resources"],
+            json!({"limits": {"cpu": "1500m"}, "requests": {"memory": "67108864", "cpu": "500m"}})
+        );
+        let env = main["env"].as_array().unwrap();
+        assert!(
+            env.contains(&json!({"name": "DOCKER_HOST", "value": "tcp://podbridge.builds:2375"}))
+        );
+        assert!(!main["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|mount| mount["mountPath"] == "/var/run/docker.sock"));
+        assert!(main["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "dev-shm", "mountPath": "/dev/shm"})));
+        assert_eq!(
+            pod["metadata"]["annotations"][APPARMOR_ANNOTATION],
+            "unconfined"
+        );
+        let mounts = pod["metadata"]["annotations"][labels::ANNOTATION_MOUNTS]
+            .as_str()
+            .unwrap();
+        assert!(mounts.contains(r#""type":"docker-socket""#), "{mounts}");
+        assert!(warnings(&workload(body, None), &context()).is_empty());
+        let no_host = RenderContext {
+            docker_host_for_pods: None,
+            ..context()
+        };
+        assert_eq!(warnings(&workload(body, None), &no_host).len(), 1);
+    }
+
+    #[test]
+    fn cleared_entrypoint_runs_cmd_as_command() {
+        let pod = pod_document(
+            &workload(r#"{"Image":"a","Entrypoint":[""],"Cmd":["ls","/"]}"#, None),
+            &identity(),
+            &context(),
+        );
+        let main = &pod["spec"]["containers"][0];
+        assert_eq!(main["command"], json!(["ls", "/"]));
+        assert_eq!(main.get("args"), None);
+    }
+
+    #[test]
+    fn host_network_keeps_cluster_dns() {
+        let pod = pod_document(
+            &workload(r#"{"Image":"a","HostConfig":{"NetworkMode":"host"}}"#, None),
+            &identity(),
+            &context(),
+        );
+        assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
+    }
+}

@@ -1,0 +1,587 @@
+//! Runs the compiled chain on one pod document: every mutation (files in order, rules in file
+//! order, each rule's allowed override labels right after it), then every validation, once.
+
+use std::collections::BTreeMap;
+
+use rhai::Dynamic;
+use serde_json::Value;
+
+use super::compile::{Check, Exception, Mutation, PolicySet, Rule, RuleKind, Validation};
+use super::file::Action;
+use super::matcher::Subject;
+use super::pointer::{self, Written};
+use super::pss;
+use super::report::{Change, Outcome, Problem, RuleResult};
+use super::script::{self, Ran};
+
+/// One request as the rules see it.
+pub struct Input<'a> {
+    pub pod: Value,
+    /// The original Docker create body, read-only.
+    pub request: &'a Value,
+    /// The image's config (User, Entrypoint, ExposedPorts...) when known.
+    pub image: Option<&'a Value>,
+    pub subject: Subject<'a>,
+    /// Exceptions expire at the end of their `expires` day.
+    pub today: jiff::civil::Date,
+}
+
+/// The chain's verdict and its trace.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub pod: Value,
+    pub results: Vec<RuleResult>,
+    /// `Audit` findings, for the create response's `Warnings`.
+    pub warnings: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl Evaluation {
+    /// `policy/rule` of every rule that changed the pod, for the pod's annotation.
+    pub fn applied_rules(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter(|r| r.result == Outcome::Applied)
+            .map(|r| format!("{}/{}", r.policy, r.rule))
+            .collect()
+    }
+}
+
+struct RuleRef<'a> {
+    policy: &'a str,
+    file: &'a str,
+    rule: &'a Rule,
+}
+
+impl RuleRef<'_> {
+    fn result(&self, result: Outcome, reason: impl Into<String>) -> RuleResult {
+        RuleResult {
+            policy: self.policy.to_string(),
+            rule: self.rule.name.clone(),
+            file: self.file.to_string(),
+            result,
+            reason: reason.into(),
+            changes: Vec::new(),
+            prints: Vec::new(),
+        }
+    }
+}
+
+pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
+    let mut evaluation = Evaluation {
+        pod: std::mem::take(&mut input.pod),
+        results: Vec::new(),
+        warnings: Vec::new(),
+        problems: Vec::new(),
+    };
+    let mut context: Option<script::Context> = None;
+    let (request, image, project) = (input.request, input.image, input.subject.project);
+    let mut script_context =
+        || -> script::Context { script::Context::new(request, image, project) };
+    refuse_unknown_labels(set, &input.subject, &mut evaluation);
+
+    let rules: Vec<RuleRef<'_>> = set
+        .policies
+        .iter()
+        .flat_map(|p| {
+            p.rules.iter().map(move |rule| RuleRef {
+                policy: &p.name,
+                file: &p.file,
+                rule,
+            })
+        })
+        .collect();
+    for rule in rules
+        .iter()
+        .filter(|r| matches!(r.rule.kind, RuleKind::Mutate(_)))
+    {
+        let RuleKind::Mutate(mutation) = &rule.rule.kind else {
+            continue;
+        };
+        if let Some(skip) = selection(rule, &input.subject) {
+            evaluation.results.push(skip);
+            continue;
+        }
+        let context = context.get_or_insert_with(&mut script_context);
+        let mut result = mutate(set, rule, mutation, context, &mut evaluation);
+        apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
+        if result.result == Outcome::Pass && !result.changes.is_empty() {
+            result.result = Outcome::Applied;
+        }
+        evaluation.results.push(result);
+    }
+    for rule in rules
+        .iter()
+        .filter(|r| matches!(r.rule.kind, RuleKind::Validate(_)))
+    {
+        let RuleKind::Validate(validation) = &rule.rule.kind else {
+            continue;
+        };
+        if let Some(skip) = selection(rule, &input.subject) {
+            evaluation.results.push(skip);
+            continue;
+        }
+        let context = context.get_or_insert_with(&mut script_context);
+        let result = validate(set, rule, validation, context, &input, &mut evaluation);
+        evaluation.results.push(result);
+    }
+    evaluation
+}
+
+fn selection(rule: &RuleRef<'_>, subject: &Subject<'_>) -> Option<RuleResult> {
+    if let Some(selector) = &rule.rule.selector {
+        if !selector.matches(subject) {
+            return Some(rule.result(Outcome::Skip, "not selected by match"));
+        }
+    }
+    if let Some(exclude) = &rule.rule.exclude {
+        if exclude.matches(subject) {
+            return Some(rule.result(Outcome::Skip, "excluded by exclude"));
+        }
+    }
+    None
+}
+
+fn refuse_unknown_labels(set: &PolicySet, subject: &Subject<'_>, evaluation: &mut Evaluation) {
+    for (label, value) in subject.labels {
+        if label.starts_with(crate::labels::OVERRIDE_LABEL_PREFIX)
+            && !set.declared_labels.contains(label)
+        {
+            let known: Vec<&str> = set.declared_labels.iter().map(String::as_str).collect();
+            evaluation.problems.push(Problem::OverrideRefused {
+                policy: String::new(),
+                rule: String::new(),
+                label: label.clone(),
+                message: format!(
+                    "label {label}={value:?} refused: no policy rule lets projects set it; the override labels in force are {known:?}"
+                ),
+            });
+        }
+    }
+}
+
+fn mutate(
+    set: &PolicySet,
+    rule: &RuleRef<'_>,
+    mutation: &Mutation,
+    context: &script::Context,
+    evaluation: &mut Evaluation,
+) -> RuleResult {
+    let mut result = rule.result(Outcome::Pass, "nothing to change");
+    let fail = |evaluation: &mut Evaluation, result: &mut RuleResult, message: String| {
+        evaluation.problems.push(Problem::RuleFailed {
+            policy: rule.policy.to_string(),
+            rule: rule.rule.name.clone(),
+            file: rule.file.to_string(),
+            message: message.clone(),
+        });
+        result.result = Outcome::Error;
+        result.reason = message;
+    };
+    if let Some(base) = &mutation.base {
+        let before = evaluation.pod.clone();
+        merge_under(&mut evaluation.pod, base);
+        record_diff(&before, &evaluation.pod, &mut result.changes);
+    }
+    for (path, value) in &mutation.set_defaults {
+        for concrete in pointer::expand(&evaluation.pod, path) {
+            match pointer::write(&mut evaluation.pod, &concrete, value.clone(), true) {
+                Ok(Written::Added) => result.changes.push(Change {
+                    pointer: concrete,
+                    before: None,
+                    after: Some(value.clone()),
+                    label: None,
+                }),
+                Ok(Written::Replaced(before)) => result.changes.push(Change {
+                    pointer: concrete,
+                    before: Some(before),
+                    after: Some(value.clone()),
+                    label: None,
+                }),
+                Ok(Written::Kept) => {}
+                Err(error) => {
+                    fail(
+                        evaluation,
+                        &mut result,
+                        format!("setDefaults {path}: {error}"),
+                    );
+                    return result;
+                }
+            }
+        }
+    }
+    if let Some(patches) = &mutation.patches {
+        let before = evaluation.pod.clone();
+        if let Err(error) = json_patch::patch(&mut evaluation.pod, patches) {
+            let failed_a_test = matches!(error.kind, json_patch::PatchErrorKind::TestFailed)
+                || matches!(
+                    patches.0.get(error.operation),
+                    Some(json_patch::PatchOperation::Test(_))
+                );
+            if failed_a_test {
+                // RFC 6902 patches are atomic: the document is back as it was.
+                result.result = Outcome::Skip;
+                result.reason = format!("test operation at {} did not match", error.path);
+                result.changes.clear();
+                return result;
+            }
+            let op = patches.0.get(error.operation);
+            let described = op
+                .map(|op| {
+                    serde_json::to_value(op)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            fail(
+                evaluation,
+                &mut result,
+                format!(
+                    "patch operation {} {described} failed at {}: {}{}",
+                    error.operation,
+                    error.path,
+                    error.kind,
+                    if matches!(error.kind, json_patch::PatchErrorKind::InvalidPointer) {
+                        " (the path does not exist; use setDefaults to create missing parents)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            return result;
+        }
+        record_diff(&before, &evaluation.pod, &mut result.changes);
+    }
+    if let Some(compiled) = &mutation.script {
+        let before = evaluation.pod.clone();
+        let pod = match rhai::serde::to_dynamic(&evaluation.pod) {
+            Ok(pod) => pod,
+            Err(error) => {
+                fail(
+                    evaluation,
+                    &mut result,
+                    format!("pod cannot be given to the script: {error}"),
+                );
+                return result;
+            }
+        };
+        let run = script::run(
+            &set.engine,
+            compiled,
+            &set.limits,
+            context,
+            &rule.rule.params,
+            pod,
+        );
+        result.prints = run.printed;
+        match run.ended {
+            Ok(Ran::Value(value)) => match script::from_dynamic(&value) {
+                Ok(Value::Object(map)) => {
+                    evaluation.pod = Value::Object(map);
+                    record_diff(&before, &evaluation.pod, &mut result.changes);
+                }
+                Ok(other) => fail(
+                    evaluation,
+                    &mut result,
+                    format!(
+                        "script must return the pod (an object), returned a {}",
+                        pointer::kind(&other)
+                    ),
+                ),
+                Err(message) => fail(evaluation, &mut result, message),
+            },
+            Ok(Ran::Denied(why)) => {
+                evaluation.problems.push(Problem::Denied {
+                    policy: rule.policy.to_string(),
+                    rule: rule.rule.name.clone(),
+                    file: rule.file.to_string(),
+                    message: why.clone(),
+                });
+                result.result = Outcome::Fail;
+                result.reason = why;
+            }
+            Err(message) => fail(evaluation, &mut result, format!("script error: {message}")),
+        }
+    }
+    if result.result == Outcome::Pass && !result.changes.is_empty() {
+        result.reason = format!("changed {} field(s)", result.changes.len());
+    }
+    result
+}
+
+fn apply_overrides(
+    rule: &RuleRef<'_>,
+    subject: &Subject<'_>,
+    evaluation: &mut Evaluation,
+    result: &mut RuleResult,
+) {
+    if matches!(result.result, Outcome::Error | Outcome::Fail) {
+        return;
+    }
+    for declared in &rule.rule.overrides {
+        let Some(raw) = subject.labels.get(&declared.label) else {
+            continue;
+        };
+        match declared.resolve(raw, subject.project) {
+            Ok(value) => {
+                match pointer::write(&mut evaluation.pod, &declared.path, value.clone(), false) {
+                    Ok(written) => {
+                        let before = match written {
+                            Written::Replaced(before) => Some(before),
+                            _ => None,
+                        };
+                        if before.as_ref() != Some(&value) {
+                            result.changes.push(Change {
+                                pointer: declared.path.clone(),
+                                before,
+                                after: Some(value),
+                                label: Some(declared.label.clone()),
+                            });
+                        }
+                        if result.result == Outcome::Skip {
+                            result.result = Outcome::Pass;
+                        }
+                        result.reason =
+                            format!("{}; label {} applied", result.reason, declared.label);
+                    }
+                    Err(error) => {
+                        evaluation.problems.push(Problem::RuleFailed {
+                            policy: rule.policy.to_string(),
+                            rule: rule.rule.name.clone(),
+                            file: rule.file.to_string(),
+                            message: format!("override {}: {error}", declared.label),
+                        });
+                        result.result = Outcome::Error;
+                    }
+                }
+            }
+            Err(message) => {
+                evaluation.problems.push(Problem::OverrideRefused {
+                    policy: rule.policy.to_string(),
+                    rule: rule.rule.name.clone(),
+                    label: declared.label.clone(),
+                    message: message.clone(),
+                });
+                result.result = Outcome::Error;
+                result.reason = message;
+            }
+        }
+    }
+}
+
+fn validate(
+    set: &PolicySet,
+    rule: &RuleRef<'_>,
+    validation: &Validation,
+    context: &script::Context,
+    input: &Input<'_>,
+    evaluation: &mut Evaluation,
+) -> RuleResult {
+    let exceptions: Vec<&Exception> = set
+        .exceptions
+        .iter()
+        .filter(|e| {
+            e.rules
+                .contains(&(rule.policy.to_string(), rule.rule.name.clone()))
+        })
+        .filter(|e| e.selector.matches(&input.subject))
+        .collect();
+    let active: Vec<&Exception> = exceptions
+        .iter()
+        .copied()
+        .filter(|e| input.today <= e.expires)
+        .collect();
+    let expired: Vec<String> = exceptions
+        .iter()
+        .filter(|e| input.today > e.expires)
+        .map(|e| format!("exception {} ({}) expired on {}", e.name, e.file, e.expires))
+        .collect();
+    let whole_rule_exempt = active.iter().find(|e| e.controls.is_empty());
+    if let Some(exception) = whole_rule_exempt {
+        return rule.result(
+            Outcome::Skip,
+            format!(
+                "exempted by {} ({}) until {}: {}",
+                exception.name, exception.file, exception.expires, exception.reason
+            ),
+        );
+    }
+    let mut violations: Vec<(String, String)> = Vec::new();
+    let mut prints = Vec::new();
+    match &validation.check {
+        Check::PodSecurity(level) => {
+            let exempt_controls: Vec<&str> = active
+                .iter()
+                .flat_map(|e| e.controls.iter().map(String::as_str))
+                .collect();
+            for violation in pss::check(&evaluation.pod, *level) {
+                if !exempt_controls.contains(&violation.control) {
+                    violations.push((
+                        violation.pointer,
+                        format!("{}: {}", violation.control, violation.message),
+                    ));
+                }
+            }
+        }
+        Check::Deny(expression) => {
+            let pod = rhai::serde::to_dynamic(&evaluation.pod).unwrap_or(Dynamic::UNIT);
+            let run = script::run(
+                &set.engine,
+                expression,
+                &set.limits,
+                context,
+                &rule.rule.params,
+                pod,
+            );
+            prints = run.printed;
+            match run.ended {
+                Ok(Ran::Value(value)) => match value.as_bool() {
+                    Ok(true) => violations.push((
+                        validation.field.clone().unwrap_or_default(),
+                        validation
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| "denied".into()),
+                    )),
+                    Ok(false) => {}
+                    Err(kind) => {
+                        let message =
+                            format!("deny expression must be true or false, returned {kind}");
+                        evaluation.problems.push(Problem::RuleFailed {
+                            policy: rule.policy.to_string(),
+                            rule: rule.rule.name.clone(),
+                            file: rule.file.to_string(),
+                            message: message.clone(),
+                        });
+                        return rule.result(Outcome::Error, message);
+                    }
+                },
+                Ok(Ran::Denied(why)) => {
+                    violations.push((validation.field.clone().unwrap_or_default(), why))
+                }
+                Err(message) => {
+                    let message = format!("deny expression error: {message}");
+                    evaluation.problems.push(Problem::RuleFailed {
+                        policy: rule.policy.to_string(),
+                        rule: rule.rule.name.clone(),
+                        file: rule.file.to_string(),
+                        message: message.clone(),
+                    });
+                    return rule.result(Outcome::Error, message);
+                }
+            }
+        }
+    }
+    let mut result = if violations.is_empty() {
+        rule.result(Outcome::Pass, "no violation")
+    } else {
+        let described: Vec<String> = violations
+            .iter()
+            .map(|(pointer, message)| {
+                if pointer.is_empty() {
+                    message.clone()
+                } else {
+                    format!("{message} (at {pointer})")
+                }
+            })
+            .collect();
+        let described = match (&validation.check, &validation.message) {
+            (Check::PodSecurity(_), Some(prefix)) => {
+                vec![format!("{prefix}: {}", described.join("; "))]
+            }
+            _ => described,
+        };
+        let mut message = described.join("; ");
+        if !expired.is_empty() {
+            message = format!("{message} [{}]", expired.join("; "));
+        }
+        match validation.action {
+            Action::Enforce => {
+                evaluation.problems.push(Problem::Denied {
+                    policy: rule.policy.to_string(),
+                    rule: rule.rule.name.clone(),
+                    file: rule.file.to_string(),
+                    message: message.clone(),
+                });
+                rule.result(Outcome::Fail, message)
+            }
+            Action::Audit => {
+                evaluation.warnings.push(format!(
+                    "policy {}/{} (audit): {message}",
+                    rule.policy, rule.rule.name
+                ));
+                rule.result(Outcome::Warn, message)
+            }
+        }
+    };
+    if !expired.is_empty() && result.result == Outcome::Pass {
+        result.reason = format!("{}; {}", result.reason, expired.join("; "));
+    }
+    result.prints = prints;
+    result
+}
+
+/// Deep-merges `base` under `target`: the target's own values win; objects merge key by key and
+/// arrays merge element by element, so a template's first container shapes `main`.
+fn merge_under(target: &mut Value, base: &Value) {
+    match (target, base) {
+        (Value::Object(target), Value::Object(base)) => {
+            for (key, base_value) in base {
+                match target.get_mut(key) {
+                    Some(existing) if !existing.is_null() => merge_under(existing, base_value),
+                    _ => {
+                        target.insert(key.clone(), base_value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(target), Value::Array(base)) => {
+            for (index, base_value) in base.iter().enumerate() {
+                if let Some(existing) = target.get_mut(index) {
+                    merge_under(existing, base_value);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Turns a structural diff into field changes with their old and new values.
+fn record_diff(before: &Value, after: &Value, changes: &mut Vec<Change>) {
+    if before == after {
+        return;
+    }
+    let patch = json_patch::diff(before, after);
+    for operation in patch.0 {
+        let (path, value) = match &operation {
+            json_patch::PatchOperation::Add(op) => (op.path.to_string(), Some(op.value.clone())),
+            json_patch::PatchOperation::Replace(op) => {
+                (op.path.to_string(), Some(op.value.clone()))
+            }
+            json_patch::PatchOperation::Remove(op) => (op.path.to_string(), None),
+            other => (
+                other.path().to_string(),
+                after.pointer(other.path().as_ref()).cloned(),
+            ),
+        };
+        changes.push(Change {
+            before: before.pointer(&path).cloned(),
+            after: value,
+            pointer: path,
+            label: None,
+        });
+    }
+}
+
+/// Labels that are not podbridge override knobs, for callers building a [`Subject`].
+pub fn labels_of(request: &Value) -> BTreeMap<String, String> {
+    request
+        .get("Labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,189 @@
+//! Policy documents as their authors write them (`Policy`, `PolicyException`), parsed close to
+//! the YAML and checked against the JSON Schemas in `schemas/` before anything is compiled.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The API group and version every policy document declares.
+pub const API_VERSION: &str = "podbridge.io/v1alpha1";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, rename = "match")]
+    pub match_: Option<SelectorSpec>,
+    #[serde(default)]
+    pub exclude: Option<SelectorSpec>,
+    #[serde(default)]
+    pub params: Option<Value>,
+    #[serde(default)]
+    pub mutate: Option<MutateSpec>,
+    #[serde(default)]
+    pub validate: Option<ValidateSpec>,
+    #[serde(default)]
+    pub overrides: Vec<OverrideSpec>,
+}
+
+/// `any` (OR) or `all` (AND) of filters, as in Kyverno.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorSpec {
+    #[serde(default)]
+    pub any: Option<Vec<FilterSpec>>,
+    #[serde(default)]
+    pub all: Option<Vec<FilterSpec>>,
+}
+
+/// Every listed field must match (AND); each list matches if any of its globs does.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    #[serde(default)]
+    pub images: Option<Vec<String>>,
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    #[serde(default)]
+    pub projects: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MutateSpec {
+    #[serde(default)]
+    pub base: Option<Value>,
+    /// Kept in file order: later defaults may rely on parents created by earlier ones.
+    #[serde(default)]
+    pub set_defaults: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub patches: Option<Value>,
+    #[serde(default)]
+    pub script: Option<String>,
+    #[serde(default)]
+    pub script_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum Action {
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Baseline,
+    Restricted,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSecuritySpec {
+    pub level: PodSecurityLevel,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ValidateSpec {
+    pub action: Action,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub pod_security: Option<PodSecuritySpec>,
+    #[serde(default)]
+    pub deny: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OverrideType {
+    String,
+    Integer,
+    Boolean,
+    Quantity,
+    KeyValues,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedFor {
+    pub projects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OverrideSpec {
+    pub label: String,
+    pub path: String,
+    #[serde(rename = "type")]
+    pub value_type: OverrideType,
+    #[serde(default)]
+    pub schema: Option<Value>,
+    #[serde(default)]
+    pub min: Option<Value>,
+    #[serde(default)]
+    pub max: Option<Value>,
+    #[serde(default)]
+    pub allowed_for: Option<AllowedFor>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExceptionDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ExceptionSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionSpec {
+    pub exceptions: Vec<ExemptedRules>,
+    #[serde(rename = "match")]
+    pub match_: SelectorSpec,
+    #[serde(default)]
+    pub controls: Vec<String>,
+    pub reason: String,
+    pub expires: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemptedRules {
+    pub policy: String,
+    pub rules: Vec<String>,
+}
