@@ -32,14 +32,19 @@ fn inspect_json(reference: &str, record: Option<&ImageRecord>) -> Value {
     })
 }
 
-/// `GET /images/{name}/json` (and `/history`): any reference the cluster may pull is answered.
+/// `GET /images/{name}/json` (and `/history`).
 pub async fn image_get(
     State(state): State<AppState>,
     Path(rest): Path<String>,
 ) -> Result<Response> {
     if let Some(name) = rest.strip_suffix("/json") {
-        let record = state.runtime.find_image(name);
-        return Ok(Json(inspect_json(name, record.as_ref())).into_response());
+        // Only images podbridge has seen (pulled, or used by a container): clients pull on 404,
+        // which records the reference, and `docker inspect` falls through to "No such object".
+        let record = state
+            .runtime
+            .find_image(name)
+            .ok_or_else(|| ApiError::NotFound(format!("No such image: {name}")))?;
+        return Ok(Json(inspect_json(&record.reference, Some(&record))).into_response());
     }
     if let Some(name) = rest.strip_suffix("/history") {
         return Ok(Json(json!([{"Id": image_id(name), "Created": 0, "CreatedBy": "", "Tags": [normalise_image(name)], "Size": 0, "Comment": ""}])).into_response());

@@ -111,10 +111,25 @@ async fn unknown_container_is_404_with_docker_message() {
 
 #[tokio::test]
 async fn images_with_slashes_route_to_inspect() {
-    let (status, _, body) = call("GET", "/images/testcontainers/ryuk:0.14.0/json").await;
-    assert_eq!(status, StatusCode::OK);
-    let image: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let app = router(state());
+    let pull = Request::post("/images/create?fromImage=testcontainers%2Fryuk&tag=0.14.0")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(pull).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let inspect = Request::get("/images/testcontainers/ryuk:0.14.0/json")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(inspect).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let image: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(image["RepoTags"][0], "testcontainers/ryuk:0.14.0");
+    let (status, _, body) = call("GET", "/images/never-seen:1/json").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("No such image: never-seen:1"));
 }
 
 #[tokio::test]
