@@ -194,6 +194,7 @@ impl Runtime {
             Err(_) => true,
         })
         .await;
+        self.sync_ports(&self.containers());
         let failure = self
             .find(&id)
             .ok()

@@ -49,6 +49,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
     loop {
         changes.borrow_and_update();
         let views = runtime.containers();
+        runtime.sync_ports(&views);
         let mut next = HashMap::new();
         for view in views {
             let current = Seen {

@@ -11,6 +11,7 @@ pub mod events;
 pub mod exec;
 pub mod logs;
 pub mod objects;
+pub mod ports;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -96,6 +97,8 @@ pub struct Runtime {
     attached: Mutex<HashMap<String, usize>>,
     creating_names: Mutex<HashSet<String>>,
     pub(crate) images: Mutex<BTreeMap<String, objects::ImageRecord>>,
+    /// Port forwards of running containers, by container id.
+    published: Mutex<HashMap<String, ports::Published>>,
 }
 
 impl Runtime {
@@ -126,6 +129,7 @@ impl Runtime {
             attached: Mutex::default(),
             creating_names: Mutex::default(),
             images: Mutex::default(),
+            published: Mutex::default(),
         })
     }
 

@@ -179,7 +179,7 @@ fn host_config_json(view: &ContainerView) -> Value {
 }
 
 /// `NetworkSettings.Ports`: every exposed or published port; `null` until published.
-fn ports_json(view: &ContainerView) -> Value {
+fn ports_json(state: &AppState, view: &ContainerView) -> Value {
     let mut ports = serde_json::Map::new();
     if let Some(exposed) = view.request["ExposedPorts"].as_object() {
         for port in exposed.keys() {
@@ -187,36 +187,17 @@ fn ports_json(view: &ContainerView) -> Value {
         }
     }
     if let Some(bindings) = view.request["HostConfig"]["PortBindings"].as_object() {
-        for (port, binds) in bindings {
-            let published: Vec<Value> = if view.state.running {
-                binds
-                    .as_array()
-                    .map(|list| {
-                        list.iter()
-                            .map(|b| {
-                                let host_port = b["HostPort"]
-                                    .as_str()
-                                    .filter(|p| !p.is_empty())
-                                    .map(String::from)
-                                    .unwrap_or_else(|| {
-                                        port.split('/').next().unwrap_or_default().to_string()
-                                    });
-                                json!({"HostIp": "0.0.0.0", "HostPort": host_port})
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            ports.insert(
-                port.clone(),
-                if published.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Array(published)
-                },
-            );
+        for port in bindings.keys() {
+            ports.insert(port.clone(), Value::Null);
+        }
+    }
+    if view.state.running {
+        for (port, host_ports) in state.runtime.published_ports(&view.id) {
+            let list: Vec<Value> = host_ports
+                .iter()
+                .map(|p| json!({"HostIp": "0.0.0.0", "HostPort": p.to_string()}))
+                .collect();
+            ports.insert(port, Value::Array(list));
         }
     }
     Value::Object(ports)
@@ -314,7 +295,7 @@ fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
         "NetworkSettings": {
             "Bridge": "", "SandboxID": view.pod.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default(),
             "SandboxKey": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "Ports": ports_json(view), "SecondaryIPAddresses": Value::Null, "SecondaryIPv6Addresses": Value::Null,
+            "Ports": ports_json(state, view), "SecondaryIPAddresses": Value::Null, "SecondaryIPv6Addresses": Value::Null,
             "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
             "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 }, "IPv6Gateway": "", "MacAddress": "",
             "Networks": networks_json(state, view),
@@ -362,7 +343,7 @@ fn list_json(state: &AppState, view: &ContainerView) -> Value {
         .collect::<Vec<_>>()
         .join(" ");
     let mut ports = Vec::new();
-    if let Some(map) = ports_json(view).as_object() {
+    if let Some(map) = ports_json(state, view).as_object() {
         for (key, bindings) in map {
             let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
             let private: u16 = port.parse().unwrap_or(0);
