@@ -173,9 +173,22 @@ impl Runtime {
             }
         }
         self.set_last_exit(view, None).await?;
-        let objects = self.spec_objects(view)?;
+        let mut objects = self.spec_objects(view)?;
+        super::binds::mount_file_binds(&mut objects.pod);
         self.applier.apply_rendered(&objects).await?;
         info!(container = %short, pod = %view.pod_name, "Pod applied");
+        if super::binds::has_init_container(&objects.pod) {
+            if let Err(error) = self
+                .copy_binds(&view.id, &view.pod_name, START_TIMEOUT)
+                .await
+            {
+                warn!(container = %short, %error, "Bind copy failed; removing pod");
+                self.applier
+                    .delete(&self.applier.pods(), &view.pod_name, Some(0))
+                    .await?;
+                return Err(error);
+            }
+        }
         let id = view.id.clone();
         self.wait_until(START_TIMEOUT, |rt| match rt.find(&id) {
             Ok(v) => {

@@ -95,8 +95,12 @@ impl Runtime {
         argv: Vec<String>,
         params: &AttachParams,
     ) -> Result<AttachedProcess> {
+        let container = params
+            .container
+            .clone()
+            .unwrap_or_else(|| MAIN_CONTAINER.into());
         let params = AttachParams {
-            container: Some(MAIN_CONTAINER.into()),
+            container: Some(container),
             ..clone_params(params)
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, self.pods_api().exec(pod, argv, &params)).await
@@ -124,7 +128,19 @@ impl Runtime {
         argv: Vec<String>,
         stdin: Option<Bytes>,
     ) -> Result<ExecOutput> {
+        self.exec_capture_in(pod, MAIN_CONTAINER, argv, stdin).await
+    }
+
+    /// [`Runtime::exec_capture`] in any container of the pod (the bind-copy init container).
+    pub async fn exec_capture_in(
+        &self,
+        pod: &str,
+        container: &str,
+        argv: Vec<String>,
+        stdin: Option<Bytes>,
+    ) -> Result<ExecOutput> {
         let params = AttachParams::default()
+            .container(container)
             .stdin(stdin.is_some())
             .stdout(true)
             .stderr(true);

@@ -6,6 +6,7 @@
 //! rebuilds everything here from the watches.
 
 pub mod archive;
+pub mod binds;
 pub mod containers;
 pub mod events;
 pub mod exec;

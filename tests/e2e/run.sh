@@ -178,6 +178,18 @@ t_restart_podbridge() {
     docker start survivor >/dev/null && expect_eq "$(docker inspect survivor --format '{{.State.Running}}')" true &&
     docker rm -f survivor >/dev/null
 }
+t_ports() {
+  docker run -d --name www -p 80 busybox sh -c 'echo hello-http > /tmp/index.html; httpd -f -p 80 -h /tmp' >/dev/null || return 1
+  local port; port=$(docker port www 80/tcp | head -1 | sed 's/.*://')
+  [ -n "$port" ] && expect_eq "$(curl -s -m 5 "127.0.0.1:$port/index.html")" hello-http &&
+    docker inspect www --format '{{json .NetworkSettings.Ports}}' | grep -q "\"HostPort\":\"$port\"" &&
+    docker rm -f www >/dev/null
+}
+t_binds() {
+  mkdir -p "$WORK/bind/sub" && echo bound >"$WORK/bind/x" && echo deep >"$WORK/bind/sub/y" && echo one >"$WORK/one.txt" &&
+    expect_eq "$(timeout 120 docker run --rm -v "$WORK/bind:/data" -v "$WORK/one.txt:/etc/one.txt:ro" busybox \
+      sh -c 'cat /data/x /data/sub/y /etc/one.txt' | tr '\n' ' ')" "bound deep one "
+}
 t_docker_py() {
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
   "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_checks.py"
@@ -209,6 +221,8 @@ check "docker pull / images" t_pull_images
 check "networks and volumes" t_networks_volumes
 check "docker events" t_events
 check "podbridge restart keeps containers" t_restart_podbridge
+check "published ports (-p 80)" t_ports
+check "bind mounts (directory and file)" t_binds
 check "docker-py" t_docker_py
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; log "podbridge log tail:"; tail -20 "$WORK/podbridge.log" >&2; fi
