@@ -66,6 +66,11 @@ pub const ROLE_CONTAINER_SERVICE: &str = "container-service";
 /// [`ROLE`] of a Service that makes a Docker network alias, hostname or name resolvable.
 pub const ROLE_ALIAS_SERVICE: &str = "alias-service";
 
+/// [`ROLE`] of a ConfigMap holding a tar copied into a container before it started.
+pub const ROLE_ARCHIVE: &str = "archive";
+/// Annotation on an archive ConfigMap: the directory the tar is unpacked into.
+pub const ANNOTATION_ARCHIVE_PATH: &str = "podbridge.io/archive-path";
+
 /// Makes any text a valid label value (≤63 chars of `[A-Za-z0-9._-]`, alphanumeric at both
 /// ends), so host names and project paths can be labels.
 pub fn sanitize_value(text: &str) -> String {

@@ -54,6 +54,49 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
+/// Directories every image is assumed to have when there is no filesystem to look at.
+const WELL_KNOWN_DIRECTORIES: [&str; 16] = [
+    "/",
+    "/etc",
+    "/tmp",
+    "/opt",
+    "/usr",
+    "/usr/local",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+    "/home",
+    "/root",
+    "/srv",
+    "/mnt",
+    "/bin",
+    "/docker-entrypoint-initdb.d",
+    "/app",
+];
+
+/// Without a running process there is no filesystem to look at: a path with a trailing `/` or a
+/// well-known directory is reported as a directory; anything else is "not found", so `docker cp`
+/// copies into its parent under the new name, as it does for a missing destination.
+fn created_stat(view: &ContainerView, path: &str) -> Result<PathStat> {
+    let (_, base) = split_path(path);
+    let trimmed = path.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    if path.ends_with('/') || WELL_KNOWN_DIRECTORIES.contains(&trimmed) {
+        Ok(PathStat {
+            name: base,
+            size: 4096,
+            mode: go_file_mode(0o040755),
+            mtime: super::state::ZERO_TIME.into(),
+            link_target: String::new(),
+        })
+    } else {
+        Err(RuntimeError::NotFound(format!(
+            "Could not find the file {path} in container {}",
+            view.name
+        )))
+    }
+}
+
 impl Runtime {
     fn require_running(&self, view: &ContainerView) -> Result<()> {
         if view.state.running && view.pod.is_some() {
@@ -68,6 +111,9 @@ impl Runtime {
 
     /// `lstat` of `path` in the container; `NotFound` if it does not exist.
     pub async fn stat_path(&self, view: &ContainerView, path: &str) -> Result<PathStat> {
+        if !view.state.running {
+            return created_stat(view, path);
+        }
         self.require_running(view)?;
         let script = "stat -c '%s %f %Y' -- \"$0\" && { readlink -- \"$0\" || true; }";
         let output = self
@@ -141,6 +187,9 @@ impl Runtime {
 
     /// Extracts a tar into the directory `path` (which must exist), as `PUT /archive` does.
     pub async fn archive_put(&self, view: &ContainerView, path: &str, tar: Bytes) -> Result<()> {
+        if !view.state.running {
+            return self.store_prestart_archive(view, path, tar).await;
+        }
         let stat = self.stat_path(view, path).await?;
         if stat.mode & (1 << 31) == 0 {
             return Err(RuntimeError::BadRequest(format!(

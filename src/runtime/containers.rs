@@ -175,6 +175,7 @@ impl Runtime {
         self.set_last_exit(view, None).await?;
         let mut objects = self.spec_objects(view)?;
         super::binds::mount_file_binds(&mut objects.pod);
+        self.mount_prestart_archives(view.short_id(), &mut objects.pod);
         self.applier.apply_rendered(&objects).await?;
         info!(container = %short, pod = %view.pod_name, "Pod applied");
         if super::binds::has_init_container(&objects.pod) {

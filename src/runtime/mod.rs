@@ -13,6 +13,7 @@ pub mod exec;
 pub mod logs;
 pub mod objects;
 pub mod ports;
+pub mod prestart;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

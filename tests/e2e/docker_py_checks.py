@@ -73,6 +73,25 @@ def archive_roundtrip():
         container.remove(force=True)
 
 
+def archive_before_start():
+    import io
+    import tarfile
+    container = client.containers.create("busybox", ["cat", "/tmp/early.txt"])
+    try:
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as tar:
+            payload = b"early\n"
+            info = tarfile.TarInfo("early.txt")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        assert container.put_archive("/tmp", data.getvalue())
+        container.start()
+        assert container.wait()["StatusCode"] == 0
+        assert container.logs() == b"early\n", container.logs()
+    finally:
+        container.remove(force=True)
+
+
 def images_networks_volumes():
     client.images.pull("alpine", tag="latest")
     assert client.images.get("alpine:latest").id.startswith("sha256:")
@@ -89,5 +108,6 @@ check("containers.run exit code", run_exit_code)
 check("detached, exec_run, list filters, kill", detached_exec_and_kill)
 check("logs and wait", logs_and_wait)
 check("put_archive / get_archive", archive_roundtrip)
+check("put_archive before start", archive_before_start)
 check("images, networks, volumes", images_networks_volumes)
 sys.exit(1 if failures else 0)

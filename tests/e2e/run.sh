@@ -190,6 +190,13 @@ t_binds() {
     expect_eq "$(timeout 120 docker run --rm -v "$WORK/bind:/data" -v "$WORK/one.txt:/etc/one.txt:ro" busybox \
       sh -c 'cat /data/x /data/sub/y /etc/one.txt' | tr '\n' ' ')" "bound deep one "
 }
+t_cp_before_start() {
+  docker create --name pre busybox sh -c 'cat /etc/pre.conf /opt/app/dd/f; ls /etc/passwd' >/dev/null || return 1
+  echo pre-content >"$WORK/pre.conf" && mkdir -p "$WORK/ddx" && echo inner >"$WORK/ddx/f" &&
+    docker cp "$WORK/pre.conf" pre:/etc && docker cp "$WORK/ddx" pre:/opt/app/dd &&
+    expect_eq "$(timeout 120 docker start -a pre | tr '\n' ' ')" "pre-content inner /etc/passwd " &&
+    docker rm pre >/dev/null
+}
 t_docker_py() {
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
   "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_checks.py"
@@ -223,6 +230,7 @@ check "docker events" t_events
 check "podbridge restart keeps containers" t_restart_podbridge
 check "published ports (-p 80)" t_ports
 check "bind mounts (directory and file)" t_binds
+check "docker cp before start" t_cp_before_start
 check "docker-py" t_docker_py
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; log "podbridge log tail:"; tail -20 "$WORK/podbridge.log" >&2; fi
