@@ -151,8 +151,9 @@ t_name_conflict() {
     grep -q 'is already in use' "$WORK/err" && docker rm dup >/dev/null
 }
 t_no_such_container() {
-  docker container inspect nope 2>&1 | grep -q 'No such container: nope' &&
-    docker inspect nope 2>&1 | grep -q 'No such object: nope'
+  local out
+  out=$(docker container inspect nope 2>&1); grep -q 'No such container: nope' <<<"$out" || { echo "$out"; return 1; }
+  out=$(docker inspect nope 2>&1); grep -q 'No such object: nope' <<<"$out" || { echo "$out"; return 1; }
 }
 t_pull_images() { docker pull busybox >/dev/null && docker images --format '{{.Repository}}:{{.Tag}}' | grep -qx 'busybox:latest'; }
 t_networks_volumes() {
