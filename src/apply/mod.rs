@@ -150,7 +150,8 @@ impl Applier {
         Ok(())
     }
 
-    async fn delete_labelled<K>(
+    /// Deletes every object of kind `K` matching `selector`.
+    pub async fn delete_labelled<K>(
         &self,
         api: &Api<K>,
         selector: &str,

@@ -13,8 +13,6 @@ use super::{ContainerView, Result, Runtime, RuntimeError};
 use crate::labels;
 use crate::render::RenderedObjects;
 
-/// How long `start` waits for `main` to run before answering anyway.
-const START_TIMEOUT: Duration = Duration::from_secs(50);
 /// How long a delete waits for the watch to confirm the objects are gone.
 const GONE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -180,7 +178,7 @@ impl Runtime {
         info!(container = %short, pod = %view.pod_name, "Pod applied");
         if super::binds::has_init_container(&objects.pod) {
             if let Err(error) = self
-                .copy_binds(&view.id, &view.pod_name, START_TIMEOUT)
+                .copy_binds(&view.id, &view.pod_name, self.start_timeout())
                 .await
             {
                 warn!(container = %short, %error, "Bind copy failed; removing pod");
@@ -191,7 +189,7 @@ impl Runtime {
             }
         }
         let id = view.id.clone();
-        self.wait_until(START_TIMEOUT, |rt| match rt.find(&id) {
+        self.wait_until(self.start_timeout(), |rt| match rt.find(&id) {
             Ok(v) => {
                 if !v.state.error.is_empty() && v.state.status == "running" {
                     return true;

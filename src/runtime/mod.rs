@@ -99,6 +99,9 @@ pub struct Runtime {
     attached: Mutex<HashMap<String, usize>>,
     creating_names: Mutex<HashSet<String>>,
     pub(crate) images: Mutex<BTreeMap<String, objects::ImageRecord>>,
+    /// How long `start` waits for `main` to run before answering anyway (config
+    /// `start_timeout_seconds`).
+    start_timeout_seconds: std::sync::atomic::AtomicU64,
     /// Port forwards of running containers, by container id.
     published: Mutex<HashMap<String, ports::Published>>,
 }
@@ -132,6 +135,7 @@ impl Runtime {
             creating_names: Mutex::default(),
             images: Mutex::default(),
             published: Mutex::default(),
+            start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),
         })
     }
 
@@ -197,6 +201,31 @@ impl Runtime {
                 Err(error) => warn!(%kind, %error, "Watch failed; retrying"),
             }
         }
+    }
+
+    pub fn set_start_timeout(&self, timeout: Duration) {
+        self.start_timeout_seconds
+            .store(timeout.as_secs().max(1), Ordering::Relaxed);
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_seconds.load(Ordering::Relaxed))
+    }
+
+    /// Deletes every object of this instance (`cleanup_on_exit`).
+    pub async fn delete_everything(&self) -> Result<()> {
+        let selector = format!("{}={}", labels::INSTANCE, self.instance);
+        self.applier
+            .delete_labelled(&self.applier.pods(), &selector, Some(0))
+            .await?;
+        self.applier
+            .delete_labelled(&self.applier.services(), &selector, None)
+            .await?;
+        self.applier
+            .delete_labelled(&self.applier.config_maps(), &selector, None)
+            .await?;
+        info!(namespace = %self.namespace, instance = %self.instance, "Deleted this instance's objects");
+        Ok(())
     }
 
     /// True once the cluster answered and every store holds a complete list.

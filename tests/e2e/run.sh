@@ -36,7 +36,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 export DOCKER_HOST=tcp://127.0.0.1:$PORT
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
-KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_LOG=info,kube=warn \
+KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_LOG=info,kube=warn PODBRIDGE_CLEANUP_ON_EXIT=false \
   "$E2E_BIN" serve --namespace "$NS" --instance e2e >"$WORK/podbridge.log" 2>&1 &
 PB_PID=$!
 
@@ -198,6 +198,13 @@ t_cp_before_start() {
     expect_eq "$(timeout 120 docker start -a pre | tr '\n' ' ')" "pre-content inner /etc/passwd " &&
     docker rm pre >/dev/null
 }
+t_cleanup_on_exit() {
+  # cleanup_on_exit (the default): stopping podbridge deletes everything of its instance.
+  docker run -d --name leftover busybox sleep 300 >/dev/null || return 1
+  expect_eq "$(kc get pods -l podbridge.io/instance=e2e -o name | wc -l)" 1 || return 1
+  kill "$PB_PID"; wait "$PB_PID" 2>/dev/null
+  expect_eq "$(kc get pods,configmaps,services -l podbridge.io/instance=e2e -o name | wc -l)" 0
+}
 t_docker_py() {
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
   "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_checks.py"
@@ -233,6 +240,7 @@ check "published ports (-p 80)" t_ports
 check "bind mounts (directory and file)" t_binds
 check "docker cp before start" t_cp_before_start
 check "docker-py" t_docker_py
+check "cleanup on exit" t_cleanup_on_exit
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; log "podbridge log tail:"; tail -20 "$WORK/podbridge.log" >&2; fi
 echo "$PASSED passed, $FAILED failed"

@@ -30,6 +30,8 @@ use crate::translate::Translator;
 pub const API_VERSION: &str = "1.51";
 /// Oldest API version podbridge accepts.
 pub const MIN_API_VERSION: &str = "1.24";
+/// How long a shutdown waits for open connections.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Engine version reported by `/version`.
 pub const ENGINE_VERSION: &str = "28.3.0";
 
@@ -298,10 +300,11 @@ pub async fn run(
         }
         None => None,
     };
+    runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
     runtime.spawn_watchers();
     info!(%namespace, %instance, address = %tcp.local_addr()?, "Serving the Docker API");
     let app = router(AppState {
-        runtime,
+        runtime: runtime.clone(),
         translator,
     });
     let mut tasks = vec![tokio::spawn({
@@ -319,8 +322,35 @@ pub async fn run(
                 .await
         }));
     }
-    for task in tasks {
-        task.await.map_err(std::io::Error::other)??;
+    let serving = async {
+        for task in tasks {
+            task.await.map_err(std::io::Error::other)??;
+        }
+        Ok::<_, ServeError>(())
+    };
+    // The first signal drains; followers, waits and hijacked streams may never end, so a second
+    // signal or the drain limit stops waiting for them.
+    let drain_limit = async {
+        shutdown_signal().await;
+        tokio::select! {
+            _ = tokio::time::sleep(DRAIN_LIMIT) => {}
+            _ = shutdown_signal() => {}
+        }
+    };
+    tokio::select! {
+        result = serving => result?,
+        _ = drain_limit => info!("Open connections closed at the drain limit"),
+    }
+    if config.cleanup_on_exit {
+        let cleanup = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            runtime.delete_everything(),
+        );
+        match cleanup.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => error!(%error, "Cleanup on exit failed"),
+            Err(_) => error!("Cleanup on exit timed out"),
+        }
     }
     Ok(())
 }
