@@ -215,9 +215,15 @@ impl Runtime {
             .filter(|e| !e.is_empty());
         if let Some(reason) = failure {
             warn!(container = %short, %reason, "Start failed; removing pod");
-            self.applier
-                .delete(&self.applier.pods(), &view.pod_name, Some(0))
-                .await?;
+            if view.auto_remove() {
+                // Docker removes an AutoRemove container whose start failed; `run --rm` waits
+                // for exactly that (`wait?condition=removed`).
+                self.remove_now(view).await?;
+            } else {
+                self.applier
+                    .delete(&self.applier.pods(), &view.pod_name, Some(0))
+                    .await?;
+            }
             return Err(RuntimeError::StartFailed {
                 id: view.id.clone(),
                 reason,

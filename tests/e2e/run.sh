@@ -37,7 +37,7 @@ export DOCKER_HOST=tcp://127.0.0.1:$PORT
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
 KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_LOG=info,kube=warn PODBRIDGE_CLEANUP_ON_EXIT=false \
-  "$E2E_BIN" serve --namespace "$NS" --instance e2e >"$WORK/podbridge.log" 2>&1 &
+  PODBRIDGE_UNIX_SOCKET=$WORK/docker.sock "$E2E_BIN" serve --namespace "$NS" --instance e2e >"$WORK/podbridge.log" 2>&1 &
 PB_PID=$!
 
 cleanup() {
@@ -79,6 +79,13 @@ t_ping() {
     curl -s "127.0.0.1:$PORT/v1.12/version" | grep -q 'too old'
 }
 t_version() { docker version --format '{{.Server.APIVersion}}' | grep -qx 1.51; }
+t_unix_socket() { expect_eq "$(DOCKER_HOST=unix://$WORK/docker.sock timeout 120 docker run --rm busybox echo via-unix)" via-unix; }
+t_start_failure() {
+  # An image the cluster cannot pull: start reports the kubelet's reason; --rm still removes.
+  local out; out=$(timeout 120 docker run --rm example.invalid/nope:1 true 2>&1)
+  grep -Eq 'ErrImagePull|ImagePullBackOff|InvalidImageName' <<<"$out" || { echo "$out"; return 1; }
+  sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
+}
 t_run_rm() {
   expect_eq "$(timeout 120 docker run --rm busybox echo hi)" hi || return 1
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
@@ -214,6 +221,8 @@ check "ping headers and version prefixes" t_ping
 check "docker version" t_version
 check "docker run --rm busybox echo hi" t_run_rm
 check "docker run exit code" t_run_exit_code
+check "unix socket" t_unix_socket
+check "start failure is reported and --rm cleans up" t_start_failure
 check "docker run stderr" t_run_stderr
 check "docker run -d" t_run_detached
 check "docker ps filters" t_ps_filters
