@@ -52,35 +52,3 @@ pub const ROLE_CONTAINER: &str = "container";
 pub const ROLE_CONTAINER_SERVICE: &str = "container-service";
 /// [`ROLE`] of a Service that makes a Docker network alias, hostname or name resolvable.
 pub const ROLE_ALIAS_SERVICE: &str = "alias-service";
-
-/// Makes any text a valid label value (≤63 chars of `[A-Za-z0-9._-]`, alphanumeric at both
-/// ends), so host names and project paths can be labels.
-pub fn sanitize_value(text: &str) -> String {
-    let mapped: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    mapped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn label_values_are_sanitised() {
-        assert_eq!(
-            super::sanitize_value("group/project path"),
-            "group-project-path"
-        );
-        assert_eq!(super::sanitize_value("--x--"), "x");
-        assert_eq!(super::sanitize_value(&"a".repeat(80)).len(), 63);
-    }
-}

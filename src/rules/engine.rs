@@ -93,37 +93,32 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
             })
         })
         .collect();
-    for rule in rules
-        .iter()
-        .filter(|r| matches!(r.rule.kind, RuleKind::Mutate(_)))
-    {
-        let RuleKind::Mutate(mutation) = &rule.rule.kind else {
-            continue;
-        };
-        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, input.request) {
-            evaluation.results.push(skip);
-            continue;
+    // Two passes over the same order: every mutation, then every validation.
+    for validating in [false, true] {
+        for rule in &rules {
+            let is_validation = matches!(rule.rule.kind, RuleKind::Validate(_));
+            if is_validation != validating {
+                continue;
+            }
+            if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, input.request) {
+                evaluation.results.push(skip);
+                continue;
+            }
+            let result = match &rule.rule.kind {
+                RuleKind::Mutate(mutation) => {
+                    let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
+                    apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
+                    if result.result == Outcome::Pass && !result.changes.is_empty() {
+                        result.result = Outcome::Applied;
+                    }
+                    result
+                }
+                RuleKind::Validate(validation) => {
+                    validate(set, rule, validation, &context, &input, &mut evaluation)
+                }
+            };
+            evaluation.results.push(result);
         }
-        let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
-        apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
-        if result.result == Outcome::Pass && !result.changes.is_empty() {
-            result.result = Outcome::Applied;
-        }
-        evaluation.results.push(result);
-    }
-    for rule in rules
-        .iter()
-        .filter(|r| matches!(r.rule.kind, RuleKind::Validate(_)))
-    {
-        let RuleKind::Validate(validation) = &rule.rule.kind else {
-            continue;
-        };
-        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, input.request) {
-            evaluation.results.push(skip);
-            continue;
-        }
-        let result = validate(set, rule, validation, &context, &input, &mut evaluation);
-        evaluation.results.push(result);
     }
     evaluation
 }
