@@ -263,7 +263,7 @@ pub fn translate(global: &GlobalFlags, args: &TranslateArgs) -> Result<Outcome, 
                 stderr.push_str(&format!("warning: {warning}\n"));
             }
             if args.explain {
-                stderr.push_str(&translation.explain);
+                stderr.push_str(&translation.explain());
             }
             Outcome {
                 stdout: objects_yaml(&translation.objects),

@@ -22,6 +22,31 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
+/// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
+const KEYS: [&str; 20] = [
+    "namespace",
+    "instance",
+    "project",
+    "policies",
+    "rules_dir",
+    "name_prefix",
+    "init_image",
+    "labels",
+    "annotations",
+    "docker_host_for_pods",
+    "listen",
+    "unix_socket",
+    "dry_run",
+    "log",
+    "scripts",
+    "start_timeout_seconds",
+    "cleanup_on_exit",
+    "reaper_idle_seconds",
+    "lock",
+    "config",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -123,7 +148,14 @@ impl Config {
             };
         }
         figment = figment
-            .merge(Env::prefixed("PODBRIDGE_").split("__"))
+            .merge(
+                Env::prefixed("PODBRIDGE_")
+                    .filter(|key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        KEYS.contains(&key.split("__").next().unwrap_or_default())
+                    })
+                    .split("__"),
+            )
             .merge(Env::prefixed("K8S_LABEL_").map(|key| format!("labels.{key}").into()))
             .merge(Env::prefixed("K8S_ANNOTATION_").map(|key| format!("annotations.{key}").into()))
             .merge(Serialized::defaults(overrides));
@@ -147,7 +179,7 @@ impl Config {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "podbridge".into());
-        crate::labels::sanitize_value(&host)
+        crate::render::label_value(&host)
     }
 }
 
@@ -187,6 +219,33 @@ mod tests {
             )
             .unwrap();
             assert_eq!(config.namespace.as_deref(), Some("from-flag"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_key_can_come_from_the_environment() {
+        let serialized = serde_json::to_value(Config::default()).unwrap();
+        let mut fields: Vec<&str> = serialized
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.push("config");
+        fields.sort();
+        let mut keys = KEYS.to_vec();
+        keys.sort();
+        assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn unrelated_podbridge_variables_are_ignored() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PODBRIDGE_CLUSTER_STATE", "/var/lib/x");
+            jail.set_env("PODBRIDGE_NAME_PREFIX", "ci");
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.name_prefix, "ci");
             Ok(())
         });
     }

@@ -70,35 +70,3 @@ pub const ROLE_ALIAS_SERVICE: &str = "alias-service";
 pub const ROLE_ARCHIVE: &str = "archive";
 /// Annotation on an archive ConfigMap: the directory the tar is unpacked into.
 pub const ANNOTATION_ARCHIVE_PATH: &str = "podbridge.io/archive-path";
-
-/// Makes any text a valid label value (≤63 chars of `[A-Za-z0-9._-]`, alphanumeric at both
-/// ends), so host names and project paths can be labels.
-pub fn sanitize_value(text: &str) -> String {
-    let mapped: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    mapped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn label_values_are_sanitised() {
-        assert_eq!(
-            super::sanitize_value("group/project path"),
-            "group-project-path"
-        );
-        assert_eq!(super::sanitize_value("--x--"), "x");
-        assert_eq!(super::sanitize_value(&"a".repeat(80)).len(), 63);
-    }
-}

@@ -70,10 +70,6 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
 
 pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
     (
-        "security-defaults.rhai",
-        include_str!("../rules/security-defaults.rhai"),
-    ),
-    (
         "restricted-defaults.rhai",
         include_str!("../rules/restricted-defaults.rhai"),
     ),

@@ -26,8 +26,14 @@ pub struct Translation {
     /// Docker's `Warnings`: fields podbridge cannot honour and `Audit` policy findings.
     pub warnings: Vec<String>,
     pub results: Vec<RuleResult>,
-    /// The human-readable per-rule report (`--explain`).
-    pub explain: String,
+}
+
+impl Translation {
+    /// The human-readable per-rule report (`--explain`), built on demand: the server only needs
+    /// it for dry runs.
+    pub fn explain(&self) -> String {
+        rules::report::explain(&self.results)
+    }
 }
 
 /// Why a create request is refused; each maps to one Docker status in `api::error`.
@@ -119,8 +125,6 @@ impl Translator {
     pub fn translate(&self, request: &CreateRequest<'_>) -> Result<Translation, TranslateError> {
         let decoded = decode::decode_create(request.body, request.name, request.image)?;
         let workload = &decoded.workload;
-        // Decoding succeeded, so the body is JSON; rules see it as the client sent it.
-        let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
         let image_json = request
             .image
             .and_then(|image| serde_json::to_value(image).ok());
@@ -131,7 +135,8 @@ impl Translator {
             &policies,
             rules::Input {
                 pod,
-                request: &body,
+                // Decoding succeeded, so the body is JSON; rules see it as the client sent it.
+                request: rules::RequestBody::new(request.body),
                 image: image_json.as_ref(),
                 subject: Subject {
                     image: &image,
@@ -142,7 +147,6 @@ impl Translator {
                 today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
             },
         );
-        let explain = rules::report::explain(&evaluation.results);
         if let Some(error) = refusal(&evaluation.problems, &evaluation.results) {
             return Err(error);
         }
@@ -173,7 +177,6 @@ impl Translator {
             objects,
             warnings,
             results: evaluation.results,
-            explain,
         })
     }
 }

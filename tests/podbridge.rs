@@ -4,6 +4,8 @@
 
 mod podbridge {
     pub mod cli;
+    pub mod cluster;
     pub mod policy_load;
     pub mod policy_tests;
+    pub mod support;
 }

@@ -106,6 +106,10 @@ pub fn decode_create(
 }
 
 fn parse_body(body: &[u8]) -> Result<ContainerCreateBody> {
+    // Fast path; the path-tracking parser runs only to explain a failure.
+    if let Ok(parsed) = serde_json::from_slice(body) {
+        return Ok(parsed);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let parsed: ContainerCreateBody =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {

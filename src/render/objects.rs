@@ -48,12 +48,16 @@ pub fn objects(
             })
         }
     };
-    let pod: Pod = serde_path_to_error::deserialize(pod).map_err(|error| {
-        RenderError::DeserializePodFailed {
-            field: error.path().to_string(),
-            message: error.into_inner().to_string(),
-        }
-    })?;
+    // Fast path; the path-tracking deserializer runs only to name the field of a failure.
+    let pod: Pod = match serde::Deserialize::deserialize(&pod) {
+        Ok(pod) => pod,
+        Err(_) => serde_path_to_error::deserialize(&pod).map_err(|error| {
+            RenderError::DeserializePodFailed {
+                field: error.path().to_string(),
+                message: error.into_inner().to_string(),
+            }
+        })?,
+    };
     let namespace = pod
         .metadata
         .namespace

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use rhai::{Dynamic, Engine};
 use serde_json::Value;
 
+use super::condition::Preconditions;
 use super::file::{
     Action, ExceptionDocument, MutateSpec, PodSecurityLevel, PolicyDocument, RuleSpec,
     ValidateSpec, API_VERSION,
@@ -68,6 +69,7 @@ pub(super) struct Rule {
     pub selector: Option<Selector>,
     pub exclude: Option<Selector>,
     pub params: Dynamic,
+    pub preconditions: Option<Preconditions>,
     pub kind: RuleKind,
     pub overrides: Vec<Override>,
 }
@@ -94,6 +96,8 @@ pub(super) struct Validation {
 pub(super) enum Check {
     PodSecurity(PodSecurityLevel),
     Deny(Script),
+    /// Pointers (with `*`) that must not exist in the pod.
+    Forbid(Vec<String>),
 }
 
 pub(super) struct Exception {
@@ -306,6 +310,7 @@ fn compile_rule(
         selector: spec.match_.as_ref().map(Selector::compile),
         exclude: spec.exclude.as_ref().map(Selector::compile),
         params: script::params_dynamic(spec.params.as_ref()),
+        preconditions: spec.preconditions.as_ref().map(Preconditions::compile),
         kind,
         overrides,
         name: spec.name,
@@ -367,9 +372,9 @@ fn compile_validation(
     spec: &ValidateSpec,
     invalid: &impl Fn(&str, String) -> Error,
 ) -> Result<Validation, Error> {
-    let check = match (&spec.pod_security, &spec.deny) {
-        (Some(pss), None) => Check::PodSecurity(pss.level),
-        (None, Some(expression)) => {
+    let check = match (&spec.pod_security, &spec.deny, &spec.forbid) {
+        (Some(pss), None, None) => Check::PodSecurity(pss.level),
+        (None, Some(expression), None) => {
             Check::Deny(script::compile_expression(engine, expression).map_err(|e| {
                 invalid(
                     "/validate/deny",
@@ -377,10 +382,11 @@ fn compile_validation(
                 )
             })?)
         }
+        (None, None, Some(paths)) => Check::Forbid(paths.clone()),
         _ => {
             return Err(invalid(
                 "/validate",
-                "exactly one of podSecurity or deny".into(),
+                "exactly one of podSecurity, deny or forbid".into(),
             ))
         }
     };

@@ -12,13 +12,14 @@ use super::matcher::Subject;
 use super::pointer::{self, Written};
 use super::pss;
 use super::report::{Change, Outcome, Problem, RuleResult};
+use super::request::RequestBody;
 use super::script::{self, Ran};
 
 /// One request as the rules see it.
 pub struct Input<'a> {
     pub pod: Value,
     /// The original Docker create body, read-only.
-    pub request: &'a Value,
+    pub request: RequestBody<'a>,
     /// The image's config (User, Entrypoint, ExposedPorts...) when known.
     pub image: Option<&'a Value>,
     pub subject: Subject<'a>,
@@ -74,10 +75,12 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         warnings: Vec::new(),
         problems: Vec::new(),
     };
-    let mut context: Option<script::Context> = None;
-    let (request, image, project) = (input.request, input.image, input.subject.project);
-    let mut script_context =
-        || -> script::Context { script::Context::new(request, image, project) };
+    let context = LazyContext {
+        request: &input.request,
+        image: input.image,
+        project: input.subject.project,
+        converted: std::cell::OnceCell::new(),
+    };
     refuse_unknown_labels(set, &input.subject, &mut evaluation);
 
     let rules: Vec<RuleRef<'_>> = set
@@ -91,44 +94,58 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
             })
         })
         .collect();
-    for rule in rules
-        .iter()
-        .filter(|r| matches!(r.rule.kind, RuleKind::Mutate(_)))
-    {
-        let RuleKind::Mutate(mutation) = &rule.rule.kind else {
-            continue;
-        };
-        if let Some(skip) = selection(rule, &input.subject) {
-            evaluation.results.push(skip);
-            continue;
+    // Two passes over the same order: every mutation, then every validation.
+    for validating in [false, true] {
+        for rule in &rules {
+            let is_validation = matches!(rule.rule.kind, RuleKind::Validate(_));
+            if is_validation != validating {
+                continue;
+            }
+            if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, &input.request) {
+                evaluation.results.push(skip);
+                continue;
+            }
+            let result = match &rule.rule.kind {
+                RuleKind::Mutate(mutation) => {
+                    let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
+                    apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
+                    if result.result == Outcome::Pass && !result.changes.is_empty() {
+                        result.result = Outcome::Applied;
+                    }
+                    result
+                }
+                RuleKind::Validate(validation) => {
+                    validate(set, rule, validation, &context, &input, &mut evaluation)
+                }
+            };
+            evaluation.results.push(result);
         }
-        let context = context.get_or_insert_with(&mut script_context);
-        let mut result = mutate(set, rule, mutation, context, &mut evaluation);
-        apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
-        if result.result == Outcome::Pass && !result.changes.is_empty() {
-            result.result = Outcome::Applied;
-        }
-        evaluation.results.push(result);
-    }
-    for rule in rules
-        .iter()
-        .filter(|r| matches!(r.rule.kind, RuleKind::Validate(_)))
-    {
-        let RuleKind::Validate(validation) = &rule.rule.kind else {
-            continue;
-        };
-        if let Some(skip) = selection(rule, &input.subject) {
-            evaluation.results.push(skip);
-            continue;
-        }
-        let context = context.get_or_insert_with(&mut script_context);
-        let result = validate(set, rule, validation, context, &input, &mut evaluation);
-        evaluation.results.push(result);
     }
     evaluation
 }
 
-fn selection(rule: &RuleRef<'_>, subject: &Subject<'_>) -> Option<RuleResult> {
+/// The read-only script inputs, converted to Rhai values only if some script runs: most
+/// requests under the default policy run none, and the conversion is the costly part.
+struct LazyContext<'a> {
+    request: &'a RequestBody<'a>,
+    image: Option<&'a Value>,
+    project: Option<&'a str>,
+    converted: std::cell::OnceCell<script::Context>,
+}
+
+impl LazyContext<'_> {
+    fn get(&self) -> &script::Context {
+        self.converted
+            .get_or_init(|| script::Context::new(self.request.get(), self.image, self.project))
+    }
+}
+
+fn selection(
+    rule: &RuleRef<'_>,
+    subject: &Subject<'_>,
+    pod: &Value,
+    request: &RequestBody<'_>,
+) -> Option<RuleResult> {
     if let Some(selector) = &rule.rule.selector {
         if !selector.matches(subject) {
             return Some(rule.result(Outcome::Skip, "not selected by match"));
@@ -137,6 +154,11 @@ fn selection(rule: &RuleRef<'_>, subject: &Subject<'_>) -> Option<RuleResult> {
     if let Some(exclude) = &rule.rule.exclude {
         if exclude.matches(subject) {
             return Some(rule.result(Outcome::Skip, "excluded by exclude"));
+        }
+    }
+    if let Some(preconditions) = &rule.rule.preconditions {
+        if !preconditions.hold(pod, request) {
+            return Some(rule.result(Outcome::Skip, "preconditions not met"));
         }
     }
     None
@@ -164,7 +186,7 @@ fn mutate(
     set: &PolicySet,
     rule: &RuleRef<'_>,
     mutation: &Mutation,
-    context: &script::Context,
+    context: &LazyContext<'_>,
     evaluation: &mut Evaluation,
 ) -> RuleResult {
     let mut result = rule.result(Outcome::Pass, "nothing to change");
@@ -269,7 +291,7 @@ fn mutate(
             &set.engine,
             compiled,
             &set.limits,
-            context,
+            context.get(),
             &rule.rule.params,
             pod,
         );
@@ -373,7 +395,7 @@ fn validate(
     set: &PolicySet,
     rule: &RuleRef<'_>,
     validation: &Validation,
-    context: &script::Context,
+    context: &LazyContext<'_>,
     input: &Input<'_>,
     evaluation: &mut Evaluation,
 ) -> RuleResult {
@@ -423,13 +445,32 @@ fn validate(
                 }
             }
         }
+        Check::Forbid(patterns) => {
+            for pattern in patterns {
+                for concrete in pointer::expand(&evaluation.pod, pattern) {
+                    if evaluation
+                        .pod
+                        .pointer(&concrete)
+                        .is_some_and(|v| !v.is_null())
+                    {
+                        violations.push((
+                            concrete,
+                            validation
+                                .message
+                                .clone()
+                                .unwrap_or_else(|| "forbidden".into()),
+                        ));
+                    }
+                }
+            }
+        }
         Check::Deny(expression) => {
             let pod = rhai::serde::to_dynamic(&evaluation.pod).unwrap_or(Dynamic::UNIT);
             let run = script::run(
                 &set.engine,
                 expression,
                 &set.limits,
-                context,
+                context.get(),
                 &rule.rule.params,
                 pod,
             );

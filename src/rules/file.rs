@@ -47,11 +47,46 @@ pub struct RuleSpec {
     #[serde(default)]
     pub params: Option<Value>,
     #[serde(default)]
+    pub preconditions: Option<PreconditionsSpec>,
+    #[serde(default)]
     pub mutate: Option<MutateSpec>,
     #[serde(default)]
     pub validate: Option<ValidateSpec>,
     #[serde(default)]
     pub overrides: Vec<OverrideSpec>,
+}
+
+/// Conditions on the pod or the request, checked natively (no script) before a rule runs; a
+/// rule whose preconditions do not hold is skipped, as in Kyverno.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreconditionsSpec {
+    #[serde(default)]
+    pub all: Option<Vec<ConditionSpec>>,
+    #[serde(default)]
+    pub any: Option<Vec<ConditionSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConditionSpec {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub request_path: Option<String>,
+    pub operator: ConditionOperator,
+    #[serde(default)]
+    pub value: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ConditionOperator {
+    Equals,
+    NotEquals,
+    In,
+    NotIn,
+    Exists,
+    NotExists,
 }
 
 /// `any` (OR) or `all` (AND) of filters, as in Kyverno.
@@ -125,6 +160,8 @@ pub struct ValidateSpec {
     pub pod_security: Option<PodSecuritySpec>,
     #[serde(default)]
     pub deny: Option<String>,
+    #[serde(default)]
+    pub forbid: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -10,7 +10,13 @@ pub fn tokens(pointer: &str) -> Vec<String> {
     }
     pointer[1..]
         .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .map(|t| {
+            if t.contains('~') {
+                t.replace("~1", "/").replace("~0", "~")
+            } else {
+                t.to_string()
+            }
+        })
         .collect()
 }
 
@@ -21,32 +27,56 @@ pub fn escape(token: &str) -> String {
 /// Expands `*` tokens against the document: one concrete pointer per existing element.
 /// Pointers without `*` come back unchanged, even when they do not exist yet.
 pub fn expand(document: &Value, pointer: &str) -> Vec<String> {
-    let mut prefixes = vec![(String::new(), Some(document))];
-    for token in tokens(pointer) {
-        let mut next = Vec::new();
-        for (prefix, node) in prefixes {
-            if token == "*" {
-                match node {
-                    Some(Value::Array(items)) => {
-                        for (index, item) in items.iter().enumerate() {
-                            next.push((format!("{prefix}/{index}"), Some(item)));
-                        }
-                    }
-                    Some(Value::Object(map)) => {
-                        for (key, item) in map {
-                            next.push((format!("{prefix}/{}", escape(key)), Some(item)));
-                        }
-                    }
-                    _ => {}
-                }
-            } else {
-                let child = node.and_then(|n| child(n, &token));
-                next.push((format!("{prefix}/{}", escape(&token)), child));
-            }
-        }
-        prefixes = next;
+    if !pointer.split('/').any(|token| token == "*") {
+        return vec![pointer.to_string()];
     }
-    prefixes.into_iter().map(|(p, _)| p).collect()
+    let tokens: Vec<&str> = pointer[1..].split('/').collect();
+    let mut concrete = String::with_capacity(pointer.len() + 8);
+    let mut found = Vec::new();
+    walk(Some(document), &tokens, &mut concrete, &mut found);
+    found
+}
+
+/// Depth-first over the escaped tokens, reusing one buffer for the pointer being built.
+fn walk(node: Option<&Value>, tokens: &[&str], concrete: &mut String, found: &mut Vec<String>) {
+    let Some((token, rest)) = tokens.split_first() else {
+        found.push(concrete.clone());
+        return;
+    };
+    let length = concrete.len();
+    if *token == "*" {
+        match node {
+            Some(Value::Array(items)) => {
+                for (index, item) in items.iter().enumerate() {
+                    concrete.push('/');
+                    concrete.push_str(&index.to_string());
+                    walk(Some(item), rest, concrete, found);
+                    concrete.truncate(length);
+                }
+            }
+            Some(Value::Object(map)) => {
+                for (key, item) in map {
+                    concrete.push('/');
+                    concrete.push_str(&escape(key));
+                    walk(Some(item), rest, concrete, found);
+                    concrete.truncate(length);
+                }
+            }
+            _ => {}
+        }
+    } else {
+        concrete.push('/');
+        concrete.push_str(token);
+        let next = node.and_then(|n| {
+            if token.contains('~') {
+                child(n, &token.replace("~1", "/").replace("~0", "~"))
+            } else {
+                child(n, token)
+            }
+        });
+        walk(next, rest, concrete, found);
+        concrete.truncate(length);
+    }
 }
 
 fn child<'a>(node: &'a Value, token: &str) -> Option<&'a Value> {

@@ -61,7 +61,8 @@ start() {
   local name=$1 pid; shift
   if alive "$name"; then log "$name already running"; return 0; fi
   mkdir -p "$RUN" "$LOGS"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # fds 8/9 are up.sh/install.sh locks: the daemons must not inherit (and hold) them
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 8>&- 9>&- &
   pid=$!
   echo "$pid $(starttime "$pid")" >"$RUN/$name.pid"
 }

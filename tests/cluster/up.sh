@@ -215,7 +215,8 @@ start_etcd() {
   start etcd etcd --name podbridge --data-dir "$STATE/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster podbridge=http://127.0.0.1:2380 --log-level warn
+    --initial-cluster podbridge=http://127.0.0.1:2380 --log-level warn \
+    --heartbeat-interval 100 --election-timeout 500   # single member: elect itself sooner
 }
 
 start_apiserver() {
@@ -236,7 +237,7 @@ start_apiserver() {
 
 # the controllers a single-node test cluster needs (no nodeipam: podCIDR is static; no cloud,
 # CSR signing, HPA): fewer controllers, each with its own ServiceAccount credentials, start faster
-KCM_CONTROLLERS=serviceaccount,namespace,garbagecollector,endpoint,endpointslice,endpointslicemirroring
+KCM_CONTROLLERS=serviceaccount-token,serviceaccount,namespace,garbagecollector,endpoint,endpointslice,endpointslicemirroring
 KCM_CONTROLLERS+=,replicaset,replicationcontroller,deployment,statefulset,daemonset,job,cronjob
 KCM_CONTROLLERS+=,podgc,nodelifecycle,persistentvolume-binder,attachdetach,pvc-protection,pv-protection
 KCM_CONTROLLERS+=,root-ca-cert-publisher,resourcequota,ttl,disruption,clusterrole-aggregation
@@ -267,7 +268,7 @@ start_dnsmasq() {
   touch "$STATE/dns/hosts"
   # never forwards anything (--no-resolv): names outside the cluster fail fast
   start dnsmasq dnsmasq --keep-in-foreground --no-resolv --no-hosts --addn-hosts="$STATE/dns/hosts" \
-    --listen-address="$NODE_IP" --bind-interfaces --local=/cluster.local/ --domain-needed \
+    --listen-address="$NODE_IP" --bind-interfaces --local=/#/ --domain-needed \
     --pid-file="$RUN/dnsmasq.self.pid" --log-facility=- --cache-size=0
 }
 
@@ -300,7 +301,12 @@ waitfor kube-scheduler 60 curl -sf http://127.0.0.1:10251/healthz
 waitfor kube-controller-manager 60 curl -sf http://127.0.0.1:10252/healthz
 waitfor kube-proxy 60 curl -sf http://127.0.0.1:10256/healthz
 waitfor kubelet 60 curl -sf http://127.0.0.1:10248/healthz || { tail -20 "$LOGS/kubelet.log" >&2; exit 1; }
-waitfor "node $NODE_NAME" 90 node_ready || { tail -20 "$LOGS/kubelet.log" >&2; exit 1; }
+# after a restart the node object still says Ready from before: require a fresh heartbeat
+node_ready_now() {
+  api "/api/v1/nodes/$NODE_NAME" | jq -e --argjson t "$((T_START / 1000000000))" \
+    '.status.conditions[] | select(.type=="Ready") | .status=="True" and (.lastHeartbeatTime | fromdateiso8601) >= $t' >/dev/null
+}
+waitfor "node $NODE_NAME" 90 node_ready_now || { tail -20 "$LOGS/kubelet.log" >&2; exit 1; }
 waitfor "default ServiceAccount token" 60 sa_token_ready || { tail -20 "$LOGS/kube-controller-manager.log" >&2; exit 1; }
 wait "$PUSH_PID" || { cat "$LOGS/images.log" >&2; die "registry push failed"; }
 log "images pushed to $REGISTRY"

@@ -270,7 +270,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| kube_config.default_namespace.clone());
     context.namespace = namespace.clone();
-    let instance = crate::labels::sanitize_value(&context.instance_id);
+    let instance = crate::render::label_value(&context.instance_id);
     let client = kube::Client::try_from(kube_config)?;
     let runtime = Runtime::new(client, namespace.clone(), instance.clone());
     let translator = Arc::new(Translator::new(policies, context));

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The project's one test command (README, .ci/run): format and lint, unit and golden policy tests,
+# then the real single-node Kubernetes (built and started on first use, reused after) and every
+# test that needs it. Cluster-backed tests never skip: if the cluster cannot start, this fails and
+# prints the component log that says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+passed=0
+failed_stage=""
+stage() {
+    echo
+    echo "==> $*"
+}
+done_stage() { passed=$((passed + 1)); }
+trap 'if [ -n "$failed_stage" ]; then echo; echo "stages: $passed passed, 1 failed ($failed_stage)"; fi' EXIT
+
+failed_stage="format and lint"
+stage "$failed_stage"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+done_stage
+
+failed_stage="unit, integration and golden policy tests"
+stage "$failed_stage"
+cargo test --quiet
+done_stage
+
+failed_stage="policy test command on the shipped golden tests"
+stage "$failed_stage"
+cargo run --quiet -- policy test tests/rules | tail -n 1
+done_stage
+
+failed_stage="test cluster"
+stage "$failed_stage (tests/cluster/up.sh)"
+tests/cluster/up.sh >/tmp/podbridge-cluster-up.out
+admin_kubeconfig=$(tail -n 1 /tmp/podbridge-cluster-up.out)
+echo "cluster ready, admin kubeconfig: $admin_kubeconfig"
+done_stage
+
+failed_stage="cluster smoke test"
+stage "$failed_stage"
+tests/cluster/smoke.sh
+done_stage
+
+failed_stage="cluster-backed Rust tests"
+stage "$failed_stage"
+namespace=podbridge-rust-tests
+tests/cluster/namespace.sh --delete "$namespace" >/dev/null 2>&1 || true
+export PODBRIDGE_TEST_KUBECONFIG
+PODBRIDGE_TEST_KUBECONFIG=$(tests/cluster/namespace.sh "$namespace" | tail -n 1)
+PODBRIDGE_TEST_NAMESPACE=$namespace cargo test --quiet --test podbridge -- --ignored
+tests/cluster/namespace.sh --delete "$namespace" >/dev/null
+done_stage
+
+if [ -x tests/e2e/run.sh ]; then
+    failed_stage="end-to-end with real Docker clients"
+    stage "$failed_stage"
+    tests/e2e/run.sh
+    done_stage
+fi
+
+failed_stage=""
+cd "$root"
+echo
+echo "stages: $passed passed, 0 failed"
