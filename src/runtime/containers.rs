@@ -78,6 +78,37 @@ impl Runtime {
         result
     }
 
+    /// Replaces the stored objects of an existing container (network connect/disconnect on
+    /// the create request); a running container also gets its Services updated at once.
+    pub async fn update_spec(&self, view: &ContainerView, objects: &RenderedObjects) -> Result<()> {
+        self.write_spec(&view.name, &view.id, objects).await?;
+        if view.state.running {
+            let wanted: Vec<String> = objects
+                .services
+                .iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect();
+            for service in &objects.services {
+                self.applier
+                    .apply(&self.applier.services(), service)
+                    .await?;
+            }
+            for service in self.services_of(view.short_id()) {
+                if let Some(name) = service
+                    .metadata
+                    .name
+                    .as_deref()
+                    .filter(|n| !wanted.iter().any(|w| w == n))
+                {
+                    self.applier
+                        .delete(&self.applier.services(), name, None)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn write_spec(&self, name: &str, id: &str, objects: &RenderedObjects) -> Result<()> {
         let pod_meta = &objects.pod.metadata;
         let pod_name = pod_meta

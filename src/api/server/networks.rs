@@ -189,17 +189,45 @@ pub async fn network_prune(State(state): State<AppState>, query: Query) -> Resul
     Ok(Json(json!({"NetworksDeleted": deleted})))
 }
 
-/// Connect/disconnect: accepted for existing networks and containers. Aliases come from the
-/// create request, which rendering turns into Services at start.
+/// Connect/disconnect: the endpoint is written into the stored create request and the container
+/// translated again, so its alias Services follow (at once if it runs, else at start).
 pub async fn network_connect(
     State(state): State<AppState>,
     Path(id): Path<String>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    find_network(&state, &id)?;
-    state
+    let network = find_network(&state, &id)?;
+    let name = network["Name"].as_str().unwrap_or_default().to_string();
+    let view = state
         .runtime
         .find(body["Container"].as_str().unwrap_or_default())?;
+    let mut request = view.request.clone();
+    let endpoint = if body["EndpointConfig"].is_object() {
+        body["EndpointConfig"].clone()
+    } else {
+        json!({})
+    };
+    if !request["NetworkingConfig"].is_object() {
+        request["NetworkingConfig"] = json!({});
+    }
+    if !request["NetworkingConfig"]["EndpointsConfig"].is_object() {
+        request["NetworkingConfig"]["EndpointsConfig"] = json!({});
+    }
+    let endpoints = &mut request["NetworkingConfig"]["EndpointsConfig"];
+    if let Some(existing) = endpoints.get(&name).filter(|e| e.is_object()) {
+        let mut merged = existing.clone();
+        let mut aliases: Vec<Value> = merged["Aliases"].as_array().cloned().unwrap_or_default();
+        for alias in endpoint["Aliases"].as_array().cloned().unwrap_or_default() {
+            if !aliases.contains(&alias) {
+                aliases.push(alias);
+            }
+        }
+        merged["Aliases"] = Value::Array(aliases);
+        endpoints[&name] = merged;
+    } else {
+        endpoints[&name] = endpoint;
+    }
+    retranslate(&state, &view, &request).await?;
     Ok(StatusCode::OK)
 }
 
@@ -208,9 +236,46 @@ pub async fn network_disconnect(
     Path(id): Path<String>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    find_network(&state, &id)?;
-    state
+    let network = find_network(&state, &id)?;
+    let name = network["Name"].as_str().unwrap_or_default().to_string();
+    let network_id = network["Id"].as_str().unwrap_or_default().to_string();
+    let view = state
         .runtime
         .find(body["Container"].as_str().unwrap_or_default())?;
+    let mut request = view.request.clone();
+    let mut changed = false;
+    if let Some(endpoints) = request["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {
+        changed |= endpoints.remove(&name).is_some();
+        changed |= endpoints.remove(&network_id).is_some();
+    }
+    if changed {
+        retranslate(&state, &view, &request).await?;
+    }
     Ok(StatusCode::OK)
+}
+
+async fn retranslate(
+    state: &AppState,
+    view: &crate::runtime::ContainerView,
+    request: &Value,
+) -> Result<()> {
+    let body = serde_json::to_vec(request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = crate::model::ContainerId::parse(&view.id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let identity = crate::render::Identity {
+        id,
+        created: view.created.clone(),
+    };
+    let create = crate::translate::CreateRequest {
+        body: &body,
+        name: Some(&view.name),
+        image: None,
+        identity,
+    };
+    let translation = state.translator.translate(&create)?;
+    state
+        .runtime
+        .update_spec(view, &translation.objects)
+        .await?;
+    Ok(())
 }
