@@ -102,6 +102,8 @@ pub struct Runtime {
     /// How long `start` waits for `main` to run before answering anyway (config
     /// `start_timeout_seconds`).
     start_timeout_seconds: std::sync::atomic::AtomicU64,
+    /// Kinds whose watch is failing (cluster unreachable): `_ping` answers 503 meanwhile.
+    failing_watches: Mutex<HashSet<String>>,
     /// Port forwards of running containers, by container id.
     published: Mutex<HashMap<String, ports::Published>>,
 }
@@ -135,6 +137,7 @@ impl Runtime {
             creating_names: Mutex::default(),
             images: Mutex::default(),
             published: Mutex::default(),
+            failing_watches: Mutex::default(),
             start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),
         })
     }
@@ -197,8 +200,14 @@ impl Runtime {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => self.changes.send_modify(|generation| *generation += 1),
-                Err(error) => warn!(%kind, %error, "Watch failed; retrying"),
+                Ok(_) => {
+                    self.failing_watches.lock().unwrap().remove(&kind);
+                    self.changes.send_modify(|generation| *generation += 1);
+                }
+                Err(error) => {
+                    self.failing_watches.lock().unwrap().insert(kind.clone());
+                    warn!(%kind, %error, "Watch failed; retrying");
+                }
             }
         }
     }
@@ -228,9 +237,10 @@ impl Runtime {
         Ok(())
     }
 
-    /// True once the cluster answered and every store holds a complete list.
+    /// True once the cluster answered and every store holds a complete list, and while no watch
+    /// is failing.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.failing_watches.lock().unwrap().is_empty()
     }
 
     /// A receiver that changes whenever any watched object changes.
