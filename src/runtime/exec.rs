@@ -331,7 +331,11 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(200)).await;
             drop(writer);
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), process.join()).await;
+        tracing::info!(container = %view.short_id(), bytes = data.len(), "Stdin delivered");
+        // Without the v5 protocol there is no stdin EOF; ending the session makes the runtime
+        // close the container's stdin (`stdinOnce`).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        process.abort();
     }
 }
 

@@ -86,6 +86,7 @@ t_start_failure() {
   grep -Eq 'ErrImagePull|ImagePullBackOff|InvalidImageName' <<<"$out" || { echo "$out"; return 1; }
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
 }
+t_run_stdin() { expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000; }
 t_run_rm() {
   expect_eq "$(timeout 120 docker run --rm busybox echo hi)" hi || return 1
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
@@ -224,6 +225,7 @@ check "docker run exit code" t_run_exit_code
 check "unix socket" t_unix_socket
 check "start failure is reported and --rm cleans up" t_start_failure
 check "docker run stderr" t_run_stderr
+check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached
 check "docker ps filters" t_ps_filters
 check "docker inspect" t_inspect
