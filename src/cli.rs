@@ -125,6 +125,8 @@ pub enum Command {
     Operator(crate::operator::OperatorArgs),
     /// Serve only the readiness and kubeconfig endpoints.
     Readiness(crate::readiness::ReadinessArgs),
+    /// Serve the Docker Engine API, running containers as pods in the namespace.
+    Serve,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +186,8 @@ pub enum Error {
     Readiness(#[from] crate::readiness::Error),
     #[error("starting the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] crate::api::server::ServeError),
 }
 
 impl From<policy_store::Error> for Error {
@@ -392,6 +396,32 @@ pub fn readiness(
             let _ = tokio::signal::ctrl_c().await;
         };
         Ok(crate::readiness::serve(&args.listen, state, shutdown).await?)
+    })?;
+    Ok(Outcome {
+        stdout: String::new(),
+        stderr: String::new(),
+        code: 0,
+    })
+}
+
+/// `podbridge serve`: load configuration and policies (failing before any port is bound), then
+/// serve until SIGTERM / ctrl-c.
+pub fn serve(global: &GlobalFlags) -> Result<Outcome, Error> {
+    let config = global.load_config()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let set = policy_store::load(&config)?;
+    let policies = policy_store::shared(set);
+    let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
+    runtime.block_on(async {
+        let _watcher = policy_store::watch(config.clone(), policies.clone())?;
+        crate::api::server::run(&config, policies, render_context(&config)).await?;
+        Ok::<_, Error>(())
     })?;
     Ok(Outcome {
         stdout: String::new(),

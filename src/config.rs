@@ -179,7 +179,7 @@ impl Config {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "podbridge".into());
-        crate::labels::sanitize_value(&host)
+        crate::render::label_value(&host)
     }
 }
 

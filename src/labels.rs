@@ -34,6 +34,19 @@ pub const ANNOTATION_IMAGE: &str = "podbridge.io/image";
 /// Prefix of the container labels a policy may declare as override knobs.
 pub const OVERRIDE_LABEL_PREFIX: &str = "podbridge.io/";
 
+/// [`ROLE`] value of the ConfigMap that *is* a created container: it stores the rendered objects
+/// until `start` applies them, and outlives the pod so `inspect` keeps working after `stop`.
+pub const ROLE_CONTAINER_SPEC: &str = "container-spec";
+/// [`ROLE`] value of a ConfigMap recording a Docker network.
+pub const ROLE_NETWORK: &str = "network";
+/// [`ROLE`] value of a ConfigMap recording a Docker volume.
+pub const ROLE_VOLUME: &str = "volume";
+/// Annotation on a container-spec ConfigMap: JSON of the last exit (`ExitCode`, `StartedAt`,
+/// `FinishedAt`, `OOMKilled`) when the pod had to be deleted to stop it.
+pub const ANNOTATION_LAST_EXIT: &str = "podbridge.io/last-exit";
+/// Annotation on network/volume ConfigMaps: the Docker object as JSON.
+pub const ANNOTATION_OBJECT: &str = "podbridge.io/object";
+
 /// Annotation: the networks the container joined and their aliases, compact JSON
 /// (`{"demo_backend":["demo-web-1","web"]}`).
 pub const ANNOTATION_NETWORKS: &str = "podbridge.io/networks";
@@ -70,34 +83,7 @@ pub const PSA_WARN: &str = "pod-security.kubernetes.io/warn";
 /// the job's namespace by it.
 pub const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
 
-/// Makes any text a valid label value (≤63 chars of `[A-Za-z0-9._-]`, alphanumeric at both
-/// ends), so host names and project paths can be labels.
-pub fn sanitize_value(text: &str) -> String {
-    let mapped: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    mapped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn label_values_are_sanitised() {
-        assert_eq!(
-            super::sanitize_value("group/project path"),
-            "group-project-path"
-        );
-        assert_eq!(super::sanitize_value("--x--"), "x");
-        assert_eq!(super::sanitize_value(&"a".repeat(80)).len(), 63);
-    }
-}
+/// [`ROLE`] of a ConfigMap holding a tar copied into a container before it started.
+pub const ROLE_ARCHIVE: &str = "archive";
+/// Annotation on an archive ConfigMap: the directory the tar is unpacked into.
+pub const ANNOTATION_ARCHIVE_PATH: &str = "podbridge.io/archive-path";

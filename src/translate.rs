@@ -125,8 +125,6 @@ impl Translator {
     pub fn translate(&self, request: &CreateRequest<'_>) -> Result<Translation, TranslateError> {
         let decoded = decode::decode_create(request.body, request.name, request.image)?;
         let workload = &decoded.workload;
-        // Decoding succeeded, so the body is JSON; rules see it as the client sent it.
-        let body: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
         let image_json = request
             .image
             .and_then(|image| serde_json::to_value(image).ok());
@@ -137,7 +135,8 @@ impl Translator {
             &policies,
             rules::Input {
                 pod,
-                request: &body,
+                // Decoding succeeded, so the body is JSON; rules see it as the client sent it.
+                request: rules::RequestBody::new(request.body),
                 image: image_json.as_ref(),
                 subject: Subject {
                     image: &image,

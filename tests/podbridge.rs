@@ -7,4 +7,5 @@ mod podbridge {
     pub mod cluster;
     pub mod policy_load;
     pub mod policy_tests;
+    pub mod support;
 }

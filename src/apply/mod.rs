@@ -1,1 +1,232 @@
-//! apply: placeholder, filled in by its owner.
+//! apply: the cluster writes — server-side apply of rendered objects under one field manager,
+//! deletes by label, and a dry-run printer that shows the same objects without a cluster.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::labels;
+use crate::render::RenderedObjects;
+
+/// The field manager of every server-side apply podbridge makes.
+pub const FIELD_MANAGER: &str = "podbridge";
+
+pub type Result<T, E = ApplyError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("applying {kind} {name}: {source}")]
+    ApplyFailed {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    DeleteFailed {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("listing {kind} labelled {selector}: {source}")]
+    ListFailed {
+        kind: &'static str,
+        selector: String,
+        source: kube::Error,
+    },
+    #[error("object has no name")]
+    Unnamed,
+}
+
+/// Writes podbridge's objects into one namespace.
+#[derive(Clone)]
+pub struct Applier {
+    client: Client,
+    namespace: String,
+}
+
+impl Applier {
+    pub fn new(client: Client, namespace: impl Into<String>) -> Self {
+        Applier {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Server-side apply of one object (forced: podbridge owns what it renders).
+    pub async fn apply<K>(&self, api: &Api<K>, object: &K) -> Result<K>
+    where
+        K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let name = object.meta().name.clone().ok_or(ApplyError::Unnamed)?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut body = serde_json::to_value(object).map_err(|_| ApplyError::Unnamed)?;
+        body["apiVersion"] = K::api_version(&Default::default()).into_owned().into();
+        body["kind"] = K::kind(&Default::default()).into_owned().into();
+        if let Some(meta) = body["metadata"].as_object_mut() {
+            meta.remove("resourceVersion");
+            meta.remove("uid");
+            meta.remove("creationTimestamp");
+            meta.remove("managedFields");
+        }
+        api.patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|source| ApplyError::ApplyFailed {
+                kind: kind_of::<K>(),
+                name,
+                source,
+            })
+    }
+
+    /// Applies the pod's companions and then the pod.
+    pub async fn apply_rendered(&self, objects: &RenderedObjects) -> Result<()> {
+        for config_map in &objects.config_maps {
+            self.apply(&self.config_maps(), config_map).await?;
+        }
+        for service in &objects.services {
+            self.apply(&self.services(), service).await?;
+        }
+        self.apply(&self.pods(), &objects.pod).await?;
+        Ok(())
+    }
+
+    /// Deletes one object; already gone is success.
+    pub async fn delete<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        grace_seconds: Option<u32>,
+    ) -> Result<()>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let params = DeleteParams {
+            grace_period_seconds: grace_seconds,
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(ApplyError::DeleteFailed {
+                kind: kind_of::<K>(),
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Deletes every pod, service and ConfigMap of one container (by its short-id label).
+    pub async fn delete_container(
+        &self,
+        instance: &str,
+        short_id: &str,
+        grace_seconds: Option<u32>,
+    ) -> Result<()> {
+        let selector = format!(
+            "{}={instance},{}={short_id}",
+            labels::INSTANCE,
+            labels::CONTAINER_ID
+        );
+        self.delete_labelled(&self.pods(), &selector, grace_seconds)
+            .await?;
+        self.delete_labelled(&self.services(), &selector, grace_seconds)
+            .await?;
+        self.delete_labelled(&self.config_maps(), &selector, grace_seconds)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every object of kind `K` matching `selector`.
+    pub async fn delete_labelled<K>(
+        &self,
+        api: &Api<K>,
+        selector: &str,
+        grace_seconds: Option<u32>,
+    ) -> Result<()>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let list = api
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .map_err(|source| ApplyError::ListFailed {
+                kind: kind_of::<K>(),
+                selector: selector.to_string(),
+                source,
+            })?;
+        for item in list.items {
+            if let Some(name) = item.metadata.name {
+                self.delete(api, &name, grace_seconds).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_of<K: Resource>() -> &'static str
+where
+    K::DynamicType: Default,
+{
+    match K::kind(&Default::default()).as_ref() {
+        "Pod" => "Pod",
+        "Service" => "Service",
+        "ConfigMap" => "ConfigMap",
+        _ => "object",
+    }
+}
+
+/// The objects as a multi-document YAML stream, as `--dry-run` prints them.
+pub fn dry_run_yaml(objects: &RenderedObjects) -> String {
+    fn document<K: Serialize + Resource>(object: &K) -> String
+    where
+        K::DynamicType: Default,
+    {
+        let mut value = serde_json::to_value(object).unwrap_or_default();
+        value["apiVersion"] = K::api_version(&Default::default()).into_owned().into();
+        value["kind"] = K::kind(&Default::default()).into_owned().into();
+        format!("---\n{}", serde_yaml::to_string(&value).unwrap_or_default())
+    }
+    let mut out = String::new();
+    for config_map in &objects.config_maps {
+        out.push_str(&document(config_map));
+    }
+    for service in &objects.services {
+        out.push_str(&document(service));
+    }
+    out.push_str(&document(&objects.pod));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_run_prints_kind_and_api_version() {
+        let pod: Pod =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}})).unwrap();
+        let yaml = dry_run_yaml(&RenderedObjects {
+            pod,
+            services: vec![],
+            config_maps: vec![],
+        });
+        assert!(yaml.starts_with("---\n"));
+        assert!(yaml.contains("kind: Pod"));
+        assert!(yaml.contains("apiVersion: v1"));
+    }
+}

@@ -146,11 +146,11 @@ pub fn build(session: &BridgeSession, namespace: &str, job_pod: Option<&Pod>) ->
     namespace_labels.extend([
         (
             labels::PROJECT.to_string(),
-            labels::sanitize_value(&spec.project),
+            crate::render::label_value(&spec.project),
         ),
         (
             labels::JOB_ID.to_string(),
-            labels::sanitize_value(&spec.job_id),
+            crate::render::label_value(&spec.job_id),
         ),
         (labels::PSA_ENFORCE.to_string(), profile.to_string()),
         (

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use crate::model::ContainerId;
 
-pub use names::{dns_label, is_dns1035_label, is_dns1123_label, pod_name, volume_claim_name};
+pub use names::{
+    dns_label, is_dns1035_label, is_dns1123_label, label_value, pod_name, volume_claim_name,
+};
 pub use objects::{objects, RenderedObjects};
 pub use pod::{
     pod_document, warnings, BIND_MOUNT_ROOT, INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER,

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::file::{ConditionOperator, ConditionSpec, PreconditionsSpec};
 use super::pointer;
+use super::request::RequestBody;
 
 #[derive(Debug, Clone)]
 enum Target {
@@ -40,10 +41,10 @@ impl Condition {
     }
 
     /// With a `*` in the path, the condition holds when it holds for any element.
-    fn holds(&self, pod: &Value, request: &Value) -> bool {
+    fn holds(&self, pod: &Value, request: &RequestBody<'_>) -> bool {
         let (document, path) = match &self.target {
             Target::Pod(path) => (pod, path),
-            Target::Request(path) => (request, path),
+            Target::Request(path) => (request.get(), path),
         };
         let found: Vec<Option<&Value>> = if path.contains('*') {
             pointer::expand(document, path)
@@ -85,7 +86,7 @@ impl Preconditions {
         }
     }
 
-    pub fn hold(&self, pod: &Value, request: &Value) -> bool {
+    pub fn hold(&self, pod: &Value, request: &RequestBody<'_>) -> bool {
         match self {
             Preconditions::All(conditions) => conditions.iter().all(|c| c.holds(pod, request)),
             Preconditions::Any(conditions) => conditions.iter().any(|c| c.holds(pod, request)),
@@ -105,7 +106,8 @@ mod tests {
     #[test]
     fn operators_on_pod_and_request() {
         let pod = json!({"spec": {"containers": [{"securityContext": {"privileged": true}}, {"name": "b"}]}});
-        let request = json!({"HostConfig": {"NetworkMode": "bridge"}});
+        let body = json!({"HostConfig": {"NetworkMode": "bridge"}}).to_string();
+        let request = RequestBody::new(body.as_bytes());
         let not_privileged = preconditions(json!({"all": [
             {"path": "/spec/containers/*/securityContext/privileged", "operator": "NotEquals", "value": true}]}));
         assert!(!not_privileged.hold(&pod, &request));

@@ -12,13 +12,14 @@ use super::matcher::Subject;
 use super::pointer::{self, Written};
 use super::pss;
 use super::report::{Change, Outcome, Problem, RuleResult};
+use super::request::RequestBody;
 use super::script::{self, Ran};
 
 /// One request as the rules see it.
 pub struct Input<'a> {
     pub pod: Value,
     /// The original Docker create body, read-only.
-    pub request: &'a Value,
+    pub request: RequestBody<'a>,
     /// The image's config (User, Entrypoint, ExposedPorts...) when known.
     pub image: Option<&'a Value>,
     pub subject: Subject<'a>,
@@ -75,7 +76,7 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         problems: Vec::new(),
     };
     let context = LazyContext {
-        request: input.request,
+        request: &input.request,
         image: input.image,
         project: input.subject.project,
         converted: std::cell::OnceCell::new(),
@@ -93,37 +94,32 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
             })
         })
         .collect();
-    for rule in rules
-        .iter()
-        .filter(|r| matches!(r.rule.kind, RuleKind::Mutate(_)))
-    {
-        let RuleKind::Mutate(mutation) = &rule.rule.kind else {
-            continue;
-        };
-        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, input.request) {
-            evaluation.results.push(skip);
-            continue;
+    // Two passes over the same order: every mutation, then every validation.
+    for validating in [false, true] {
+        for rule in &rules {
+            let is_validation = matches!(rule.rule.kind, RuleKind::Validate(_));
+            if is_validation != validating {
+                continue;
+            }
+            if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, &input.request) {
+                evaluation.results.push(skip);
+                continue;
+            }
+            let result = match &rule.rule.kind {
+                RuleKind::Mutate(mutation) => {
+                    let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
+                    apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
+                    if result.result == Outcome::Pass && !result.changes.is_empty() {
+                        result.result = Outcome::Applied;
+                    }
+                    result
+                }
+                RuleKind::Validate(validation) => {
+                    validate(set, rule, validation, &context, &input, &mut evaluation)
+                }
+            };
+            evaluation.results.push(result);
         }
-        let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
-        apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
-        if result.result == Outcome::Pass && !result.changes.is_empty() {
-            result.result = Outcome::Applied;
-        }
-        evaluation.results.push(result);
-    }
-    for rule in rules
-        .iter()
-        .filter(|r| matches!(r.rule.kind, RuleKind::Validate(_)))
-    {
-        let RuleKind::Validate(validation) = &rule.rule.kind else {
-            continue;
-        };
-        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, input.request) {
-            evaluation.results.push(skip);
-            continue;
-        }
-        let result = validate(set, rule, validation, &context, &input, &mut evaluation);
-        evaluation.results.push(result);
     }
     evaluation
 }
@@ -131,7 +127,7 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
 /// The read-only script inputs, converted to Rhai values only if some script runs: most
 /// requests under the default policy run none, and the conversion is the costly part.
 struct LazyContext<'a> {
-    request: &'a Value,
+    request: &'a RequestBody<'a>,
     image: Option<&'a Value>,
     project: Option<&'a str>,
     converted: std::cell::OnceCell<script::Context>,
@@ -140,7 +136,7 @@ struct LazyContext<'a> {
 impl LazyContext<'_> {
     fn get(&self) -> &script::Context {
         self.converted
-            .get_or_init(|| script::Context::new(self.request, self.image, self.project))
+            .get_or_init(|| script::Context::new(self.request.get(), self.image, self.project))
     }
 }
 
@@ -148,7 +144,7 @@ fn selection(
     rule: &RuleRef<'_>,
     subject: &Subject<'_>,
     pod: &Value,
-    request: &Value,
+    request: &RequestBody<'_>,
 ) -> Option<RuleResult> {
     if let Some(selector) = &rule.rule.selector {
         if !selector.matches(subject) {

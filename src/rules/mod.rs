@@ -13,12 +13,14 @@ pub mod pointer;
 pub mod pss;
 pub mod quantity;
 pub mod report;
+mod request;
 pub mod script;
 
 pub use compile::{compile, PolicySet, SharedPolicySet, Source};
 pub use engine::{evaluate, labels_of, Evaluation, Input};
 pub use matcher::Subject;
 pub use report::{Change, Outcome, Problem, RuleResult};
+pub use request::RequestBody;
 pub use script::Limits;
 
 /// Errors in policy files, each naming the file, the rule and the field to fix.

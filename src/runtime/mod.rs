@@ -1,1 +1,422 @@
-//! runtime: placeholder, filled in by its owner.
+//! runtime: podbridge's live view of its containers, fed by watches of the pods, ConfigMaps and
+//! Services labelled with its instance, and the container lifecycle built on that view.
+//!
+//! No state lives only in this process: a created container is a ConfigMap holding the rendered
+//! objects (role `container-spec`), a started one also has its pod, and a restarted podbridge
+//! rebuilds everything here from the watches.
+
+pub mod archive;
+pub mod binds;
+pub mod containers;
+pub mod events;
+pub mod exec;
+pub mod logs;
+pub mod objects;
+pub mod ports;
+pub mod prestart;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio::sync::{broadcast, watch};
+use tracing::{info, warn};
+
+use crate::apply::{Applier, ApplyError};
+use crate::labels;
+pub use state::{ContainerState, ContainerView, LastExit};
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    #[error("No such exec instance: {0}")]
+    NoSuchExec(String),
+    #[error("Container {0} is not running")]
+    NotRunning(String),
+    #[error("name {name} in use by {id}")]
+    NameInUse { name: String, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the cluster view is not synced yet")]
+    NotReady,
+    #[error("container {id} failed to start: {reason}")]
+    StartFailed { id: String, reason: String },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{operation} on pod {pod}: {source}")]
+    Kube {
+        operation: &'static str,
+        pod: String,
+        source: kube::Error,
+    },
+    #[error("{operation} on pod {pod} timed out after {seconds}s")]
+    Timeout {
+        operation: &'static str,
+        pod: String,
+        seconds: u64,
+    },
+    #[error("stored container spec {name} is unreadable: {reason}")]
+    BadSpec { name: String, reason: String },
+}
+
+type Writers = (
+    reflector::store::Writer<Pod>,
+    reflector::store::Writer<ConfigMap>,
+    reflector::store::Writer<Service>,
+);
+
+/// The watch-fed index and everything that acts on it.
+pub struct Runtime {
+    pub client: Client,
+    pub namespace: String,
+    pub instance: String,
+    pub applier: Applier,
+    pods: Store<Pod>,
+    config_maps: Store<ConfigMap>,
+    services: Store<Service>,
+    writers: Mutex<Option<Writers>>,
+    changes: watch::Sender<u64>,
+    events: broadcast::Sender<serde_json::Value>,
+    ready: AtomicBool,
+    pub(crate) execs: Mutex<HashMap<String, exec::ExecRecord>>,
+    /// Exit of containers that auto-remove deleted, for `wait?condition=removed`.
+    last_exits: Mutex<HashMap<String, LastExit>>,
+    /// Number of attach streams per container id; auto-remove waits for them to drain.
+    attached: Mutex<HashMap<String, usize>>,
+    creating_names: Mutex<HashSet<String>>,
+    pub(crate) images: Mutex<BTreeMap<String, objects::ImageRecord>>,
+    /// How long `start` waits for `main` to run before answering anyway (config
+    /// `start_timeout_seconds`).
+    start_timeout_seconds: std::sync::atomic::AtomicU64,
+    /// Kinds whose watch is failing (cluster unreachable): `_ping` answers 503 meanwhile.
+    failing_watches: Mutex<HashSet<String>>,
+    /// Port forwards of running containers, by container id.
+    published: Mutex<HashMap<String, ports::Published>>,
+}
+
+impl Runtime {
+    /// A runtime over `client`; nothing is watched until [`Runtime::spawn_watchers`].
+    pub fn new(
+        client: Client,
+        namespace: impl Into<String>,
+        instance: impl Into<String>,
+    ) -> Arc<Self> {
+        let namespace = namespace.into();
+        let (pods, pod_writer) = reflector::store();
+        let (config_maps, config_map_writer) = reflector::store();
+        let (services, service_writer) = reflector::store();
+        Arc::new(Runtime {
+            applier: Applier::new(client.clone(), namespace.clone()),
+            client,
+            namespace,
+            instance: instance.into(),
+            pods,
+            config_maps,
+            services,
+            writers: Mutex::new(Some((pod_writer, config_map_writer, service_writer))),
+            changes: watch::channel(0).0,
+            events: broadcast::channel(1024).0,
+            ready: AtomicBool::new(false),
+            execs: Mutex::default(),
+            last_exits: Mutex::default(),
+            attached: Mutex::default(),
+            creating_names: Mutex::default(),
+            images: Mutex::default(),
+            published: Mutex::default(),
+            failing_watches: Mutex::default(),
+            start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),
+        })
+    }
+
+    /// Starts one watcher per kind and, once all three stores are synced, the reconciler that
+    /// derives Docker events and performs auto-remove.
+    pub fn spawn_watchers(self: &Arc<Self>) {
+        let Some((pod_writer, config_map_writer, service_writer)) =
+            self.writers.lock().unwrap().take()
+        else {
+            return;
+        };
+        let selector = format!("{}={}", labels::INSTANCE, self.instance);
+        let config = watcher::Config::default().labels(&selector);
+        tokio::spawn(self.clone().watch_kind(
+            Api::<Pod>::namespaced(self.client.clone(), &self.namespace),
+            pod_writer,
+            config.clone(),
+        ));
+        tokio::spawn(self.clone().watch_kind(
+            Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace),
+            config_map_writer,
+            config.clone(),
+        ));
+        tokio::spawn(self.clone().watch_kind(
+            Api::<Service>::namespaced(self.client.clone(), &self.namespace),
+            service_writer,
+            config,
+        ));
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let synced = async {
+                runtime.pods.wait_until_ready().await.ok();
+                runtime.config_maps.wait_until_ready().await.ok();
+                runtime.services.wait_until_ready().await.ok();
+            };
+            synced.await;
+            runtime.ready.store(true, Ordering::SeqCst);
+            info!(namespace = %runtime.namespace, instance = %runtime.instance, "Watch caches synced");
+            events::reconcile(runtime).await;
+        });
+    }
+
+    async fn watch_kind<K>(
+        self: Arc<Self>,
+        api: Api<K>,
+        writer: reflector::store::Writer<K>,
+        config: watcher::Config,
+    ) where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let kind = K::kind(&()).to_string();
+        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    self.failing_watches.lock().unwrap().remove(&kind);
+                    self.changes.send_modify(|generation| *generation += 1);
+                }
+                Err(error) => {
+                    self.failing_watches.lock().unwrap().insert(kind.clone());
+                    warn!(%kind, %error, "Watch failed; retrying");
+                }
+            }
+        }
+    }
+
+    pub fn set_start_timeout(&self, timeout: Duration) {
+        self.start_timeout_seconds
+            .store(timeout.as_secs().max(1), Ordering::Relaxed);
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_seconds.load(Ordering::Relaxed))
+    }
+
+    /// Deletes every object of this instance (`cleanup_on_exit`).
+    pub async fn delete_everything(&self) -> Result<()> {
+        let selector = format!("{}={}", labels::INSTANCE, self.instance);
+        self.applier
+            .delete_labelled(&self.applier.pods(), &selector, Some(0))
+            .await?;
+        self.applier
+            .delete_labelled(&self.applier.services(), &selector, None)
+            .await?;
+        self.applier
+            .delete_labelled(&self.applier.config_maps(), &selector, None)
+            .await?;
+        info!(namespace = %self.namespace, instance = %self.instance, "Deleted this instance's objects");
+        Ok(())
+    }
+
+    /// True once the cluster answered and every store holds a complete list, and while no watch
+    /// is failing.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && self.failing_watches.lock().unwrap().is_empty()
+    }
+
+    /// A receiver that changes whenever any watched object changes.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<serde_json::Value> {
+        self.events.subscribe()
+    }
+
+    pub fn pods_api(&self) -> Api<Pod> {
+        self.applier.pods()
+    }
+
+    /// Waits until `done` holds on the current view, waking on every watch change.
+    pub async fn wait_until<F: Fn(&Runtime) -> bool>(&self, timeout: Duration, done: F) -> bool {
+        let mut changes = self.subscribe_changes();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            if done(self) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return done(self),
+            }
+        }
+    }
+
+    /// Every container, newest first.
+    pub fn containers(&self) -> Vec<ContainerView> {
+        let pods: HashMap<String, Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter_map(|pod| {
+                Some((
+                    pod.metadata
+                        .labels
+                        .as_ref()?
+                        .get(labels::CONTAINER_ID)?
+                        .clone(),
+                    pod,
+                ))
+            })
+            .collect();
+        let mut views: Vec<ContainerView> = self
+            .config_maps
+            .state()
+            .into_iter()
+            .filter(|cm| has_role(&cm.metadata, labels::ROLE_CONTAINER_SPEC))
+            .filter_map(|cm| {
+                let short = cm
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get(labels::CONTAINER_ID)?
+                    .clone();
+                ContainerView::new(cm, pods.get(&short).cloned())
+            })
+            .collect();
+        views.sort_by(|a, b| b.created.cmp(&a.created));
+        views
+    }
+
+    /// Finds a container by full ID, name (with or without `/`) or unique ID prefix.
+    pub fn find(&self, reference: &str) -> Result<ContainerView> {
+        let containers = self.containers();
+        let wanted = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(view) = containers
+            .iter()
+            .find(|c| c.id == reference || c.name == wanted)
+        {
+            return Ok(view.clone());
+        }
+        let lower = reference.to_ascii_lowercase();
+        let mut matches = containers
+            .iter()
+            .filter(|c| !lower.is_empty() && c.id.starts_with(&lower));
+        match (matches.next(), matches.next()) {
+            (Some(view), None) => Ok(view.clone()),
+            (Some(_), Some(_)) => Err(RuntimeError::BadRequest(format!(
+                "multiple IDs found with provided prefix: {reference}"
+            ))),
+            _ => Err(RuntimeError::NoSuchContainer(reference.to_string())),
+        }
+    }
+
+    pub fn services_of(&self, short_id: &str) -> Vec<Arc<Service>> {
+        self.services
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::CONTAINER_ID))
+                    .map(String::as_str)
+                    == Some(short_id)
+            })
+            .collect()
+    }
+
+    /// ConfigMaps podbridge keeps for networks or volumes (`role`).
+    pub fn objects_with_role(&self, role: &str) -> Vec<Arc<ConfigMap>> {
+        self.config_maps
+            .state()
+            .into_iter()
+            .filter(|cm| has_role(&cm.metadata, role))
+            .collect()
+    }
+
+    pub(crate) fn emit(&self, event: serde_json::Value) {
+        let _ = self.events.send(event);
+    }
+
+    /// Registers an attach stream so auto-remove waits for its output to drain.
+    pub fn attach_guard(self: &Arc<Self>, id: &str) -> AttachGuard {
+        *self
+            .attached
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default() += 1;
+        AttachGuard {
+            runtime: self.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    fn attached_count(&self, id: &str) -> usize {
+        self.attached.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn record_removed_exit(&self, id: &str, exit: LastExit) {
+        self.last_exits.lock().unwrap().insert(id.to_string(), exit);
+    }
+
+    pub(crate) fn removed_exit(&self, id: &str) -> Option<LastExit> {
+        self.last_exits.lock().unwrap().get(id).cloned()
+    }
+}
+
+/// Drop guard of [`Runtime::attach_guard`].
+pub struct AttachGuard {
+    runtime: Arc<Runtime>,
+    id: String,
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        let mut attached = self.runtime.attached.lock().unwrap();
+        if let Some(count) = attached.get_mut(&self.id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                attached.remove(&self.id);
+            }
+        }
+        drop(attached);
+        self.runtime
+            .changes
+            .send_modify(|generation| *generation += 1);
+    }
+}
+
+fn has_role(meta: &kube::api::ObjectMeta, role: &str) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(labels::ROLE))
+        .map(String::as_str)
+        == Some(role)
+}
+
+/// Current time as RFC 3339 with nanoseconds, Docker's timestamp format.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().to_string()
+}

@@ -2,8 +2,7 @@
 //! a real API server under the namespace-scoped ServiceAccount (not admin), and a translated
 //! busybox pod really runs. Needs `tests/cluster/up.sh`; `tests/run.sh` provides the namespace.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use super::support;
 use std::time::{Duration, Instant};
 
 struct Cluster {
@@ -29,34 +28,9 @@ fn run(
     stdin: Option<&str>,
     kubeconfig: Option<&str>,
 ) -> (bool, String, String) {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(kubeconfig) = kubeconfig {
-        command.env("KUBECONFIG", kubeconfig);
-    }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let env: Vec<(&str, &str)> = kubeconfig.map(|k| ("KUBECONFIG", k)).into_iter().collect();
+    let ran = support::run(program, args, stdin, &env);
+    (ran.ok(), ran.stdout, ran.stderr)
 }
 
 fn translate(cluster: &Cluster, request: &str, extra: &[&str]) -> String {

@@ -1,0 +1,140 @@
+//! The one place podbridge errors become Docker error responses (`{"message": "..."}`).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::runtime::RuntimeError;
+use crate::translate::TranslateError;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// An error a Docker client sees; each variant fixes the status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// 404 with no body: HEAD requests must not carry one.
+    #[error("not found")]
+    NotFoundNoBody,
+    #[error("{0}")]
+    Conflict(String),
+    /// 304 with an empty body (start of a running container, stop of a stopped one).
+    #[error("not modified")]
+    NotModified,
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) | ApiError::NotFoundNoBody => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotModified => StatusCode::NOT_MODIFIED,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn no_such_container(name: &str) -> Self {
+        ApiError::NotFound(format!("No such container: {name}"))
+    }
+}
+
+/// Body of every Docker error response.
+pub fn error_body(message: &str) -> String {
+    serde_json::json!({ "message": message }).to_string()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.to_string();
+        let mut response = match self {
+            ApiError::NotModified | ApiError::NotFoundNoBody => status.into_response(),
+            other => (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                error_body(&other.to_string()),
+            )
+                .into_response(),
+        };
+        if status.is_server_error() {
+            response.extensions_mut().insert(LoggedError(message));
+        }
+        response
+    }
+}
+
+/// Marker the logging middleware reads so a 5xx is logged once, with its message.
+#[derive(Clone, Debug)]
+pub struct LoggedError(pub String);
+
+impl From<RuntimeError> for ApiError {
+    fn from(error: RuntimeError) -> Self {
+        match error {
+            RuntimeError::NoSuchContainer(name) => ApiError::no_such_container(&name),
+            RuntimeError::NoSuchExec(id) => {
+                ApiError::NotFound(format!("No such exec instance: {id}"))
+            }
+            RuntimeError::NotRunning(id) => {
+                ApiError::Conflict(format!("Container {id} is not running"))
+            }
+            RuntimeError::NameInUse { name, id } => ApiError::Conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". \
+                 You have to remove (or rename) that container to be able to reuse that name."
+            )),
+            RuntimeError::Conflict(message) => ApiError::Conflict(message),
+            RuntimeError::NotFound(message) => ApiError::NotFound(message),
+            RuntimeError::BadRequest(message) => ApiError::BadRequest(message),
+            RuntimeError::NotReady => {
+                ApiError::Unavailable("podbridge is not connected to the cluster yet".into())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<TranslateError> for ApiError {
+    fn from(error: TranslateError) -> Self {
+        let message = error.to_string();
+        match error.status() {
+            403 => ApiError::Forbidden(message),
+            400..=499 => ApiError::BadRequest(message),
+            _ => ApiError::Internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_body_is_docker_json() {
+        let response = ApiError::Conflict("busy".into()).into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn not_modified_has_no_body_type() {
+        let response = ApiError::NotModified.into_response();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert!(response.headers().get(header::CONTENT_TYPE).is_none());
+    }
+}

@@ -1,0 +1,718 @@
+//! Container handlers: create, inspect, list, start, stop, kill, restart, wait, remove, rename,
+//! logs and attach.
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use super::extract::{labels_match, parse_filters, query_bool, query_i64, Query};
+use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
+use super::AppState;
+use crate::api::error::{ApiError, Result};
+use crate::labels;
+use crate::model::ContainerId;
+use crate::render::Identity;
+use crate::runtime::containers::{Outcome, WaitCondition};
+use crate::runtime::logs::LogOptions;
+use crate::runtime::objects::{image_id, normalise_image};
+use crate::runtime::ContainerView;
+use crate::translate::CreateRequest;
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn generated_name(id: &str) -> String {
+    const ADJECTIVES: [&str; 8] = [
+        "brave", "calm", "eager", "fond", "keen", "lucid", "quirky", "zen",
+    ];
+    const NAMES: [&str; 8] = [
+        "turing", "hopper", "lovelace", "knuth", "ritchie", "thompson", "liskov", "hamilton",
+    ];
+    let byte = u8::from_str_radix(&id[..2], 16).unwrap_or(0) as usize;
+    format!(
+        "{}_{}_{}",
+        ADJECTIVES[byte % 8],
+        NAMES[(byte / 8) % 8],
+        &id[..6]
+    )
+}
+
+/// `POST /containers/create`: translate, then record the container as its spec ConfigMap.
+pub async fn container_create(
+    State(state): State<AppState>,
+    query: Query,
+    body: Bytes,
+) -> Result<Response> {
+    let name = query
+        .get("name")
+        .map(|n| n.strip_prefix('/').unwrap_or(n).to_string())
+        .filter(|n| !n.is_empty());
+    if let Some(name) = &name {
+        if !valid_name(name) {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if let Some(existing) = state
+            .runtime
+            .containers()
+            .into_iter()
+            .find(|c| &c.name == name)
+        {
+            return Err(crate::runtime::RuntimeError::NameInUse {
+                name: name.clone(),
+                id: existing.id,
+            }
+            .into());
+        }
+    }
+    let id = ContainerId::random();
+    let name = name.unwrap_or_else(|| generated_name(id.as_str()));
+    let identity = Identity {
+        id: id.clone(),
+        created: crate::runtime::now_rfc3339(),
+    };
+    let request = CreateRequest {
+        body: &body,
+        name: Some(&name),
+        image: None,
+        identity,
+    };
+    let translation = state.translator.translate(&request)?;
+    state
+        .runtime
+        .create_container(&name, id.as_str(), &translation.objects)
+        .await?;
+    if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+        if let Some(image) = value["Image"].as_str() {
+            state.runtime.note_image(image);
+        }
+    }
+    tracing::info!(container = %id.short(), %name, "Container created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"Id": id.as_str(), "Warnings": translation.warnings})),
+    )
+        .into_response())
+}
+
+fn find(state: &AppState, id: &str) -> Result<ContainerView> {
+    Ok(state.runtime.find(id)?)
+}
+
+fn strings_or_null(value: &Value) -> Value {
+    match value {
+        Value::String(s) => json!([s]),
+        Value::Array(_) => value.clone(),
+        _ => Value::Null,
+    }
+}
+
+/// Docker `Config`: the create request with Docker's defaults filled in.
+fn config_json(view: &ContainerView) -> Value {
+    let request = &view.request;
+    let pick = |key: &str, default: Value| -> Value {
+        match request.get(key) {
+            Some(v) if !v.is_null() => v.clone(),
+            _ => default,
+        }
+    };
+    json!({
+        "Hostname": request["Hostname"].as_str().filter(|h| !h.is_empty()).unwrap_or(view.short_id()),
+        "Domainname": pick("Domainname", json!("")), "User": pick("User", json!("")),
+        "AttachStdin": pick("AttachStdin", json!(false)), "AttachStdout": pick("AttachStdout", json!(false)),
+        "AttachStderr": pick("AttachStderr", json!(false)), "ExposedPorts": pick("ExposedPorts", Value::Null),
+        "Tty": pick("Tty", json!(false)), "OpenStdin": pick("OpenStdin", json!(false)),
+        "StdinOnce": pick("StdinOnce", json!(false)), "Env": pick("Env", json!([])),
+        "Cmd": strings_or_null(&request["Cmd"]), "Healthcheck": pick("Healthcheck", Value::Null),
+        "Image": pick("Image", json!(view.image)), "Volumes": pick("Volumes", Value::Null),
+        "WorkingDir": pick("WorkingDir", json!("")), "Entrypoint": strings_or_null(&request["Entrypoint"]),
+        "OnBuild": Value::Null, "Labels": pick("Labels", json!({})), "StopSignal": pick("StopSignal", Value::Null),
+        "StopTimeout": pick("StopTimeout", Value::Null),
+    })
+}
+
+/// Docker `HostConfig`: the request's, with the fields clients read always present.
+fn host_config_json(view: &ContainerView) -> Value {
+    let mut host = match &view.request["HostConfig"] {
+        Value::Object(map) => Value::Object(map.clone()),
+        _ => json!({}),
+    };
+    if host["LogConfig"]["Type"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        host["LogConfig"] = json!({"Type": "json-file", "Config": {}});
+    }
+    let mode = host["NetworkMode"].as_str().unwrap_or_default();
+    if mode.is_empty() || mode == "default" {
+        host["NetworkMode"] = json!("bridge");
+    }
+    for (key, default) in [
+        ("PortBindings", json!({})),
+        (
+            "RestartPolicy",
+            json!({"Name": "no", "MaximumRetryCount": 0}),
+        ),
+        ("AutoRemove", json!(false)),
+        ("Binds", Value::Null),
+        ("Privileged", json!(false)),
+        ("Memory", json!(0)),
+        ("NanoCpus", json!(0)),
+    ] {
+        if host.get(key).is_none_or(Value::is_null) && !default.is_null() {
+            host[key] = default;
+        }
+    }
+    host
+}
+
+/// `NetworkSettings.Ports`: every exposed or published port; `null` until published.
+fn ports_json(state: &AppState, view: &ContainerView) -> Value {
+    let mut ports = serde_json::Map::new();
+    if let Some(exposed) = view.request["ExposedPorts"].as_object() {
+        for port in exposed.keys() {
+            ports.insert(port.clone(), Value::Null);
+        }
+    }
+    if let Some(bindings) = view.request["HostConfig"]["PortBindings"].as_object() {
+        for port in bindings.keys() {
+            ports.insert(port.clone(), Value::Null);
+        }
+    }
+    if view.state.running {
+        for (port, host_ports) in state.runtime.published_ports(&view.id) {
+            let list: Vec<Value> = host_ports
+                .iter()
+                .map(|p| json!({"HostIp": "0.0.0.0", "HostPort": p.to_string()}))
+                .collect();
+            ports.insert(port, Value::Array(list));
+        }
+    }
+    Value::Object(ports)
+}
+
+/// The networks a container is on, with the Id clients compare against `/networks`.
+fn networks_json(state: &AppState, view: &ContainerView) -> Value {
+    let ip = view.pod_ip().unwrap_or_default();
+    let mut names: Vec<(String, Value)> = Vec::new();
+    if let Some(endpoints) = view.request["NetworkingConfig"]["EndpointsConfig"].as_object() {
+        for (name, config) in endpoints {
+            names.push((name.clone(), config.clone()));
+        }
+    }
+    let mode = view.request["HostConfig"]["NetworkMode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !mode.is_empty() && !names.iter().any(|(n, _)| *n == mode) {
+        names.push((mode, json!({})));
+    }
+    if names.is_empty() {
+        names.push(("bridge".into(), json!({})));
+    }
+    let stored = state.runtime.stored_objects(labels::ROLE_NETWORK);
+    let mut networks = serde_json::Map::new();
+    for (name, config) in names {
+        let name = if name == "default" {
+            "bridge".to_string()
+        } else {
+            name
+        };
+        let found = stored
+            .iter()
+            .find(|n| n["Name"].as_str() == Some(&name) || n["Id"].as_str() == Some(&name));
+        let (display, network_id) = match found {
+            Some(network) => (
+                network["Name"].as_str().unwrap_or(&name).to_string(),
+                network["Id"].clone(),
+            ),
+            None => (
+                name.clone(),
+                json!(crate::runtime::objects::object_id("network", &name)),
+            ),
+        };
+        networks.insert(
+            display,
+            json!({"IPAMConfig": config.get("IPAMConfig").cloned().unwrap_or(Value::Null), "Links": Value::Null,
+                "Aliases": config.get("Aliases").cloned().unwrap_or(Value::Null), "MacAddress": "",
+                "NetworkID": network_id, "EndpointID": if ip.is_empty() { "".to_string() } else { view.id.clone() },
+                "Gateway": "", "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 },
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": Value::Null,
+                "DNSNames": config.get("Aliases").cloned().unwrap_or(Value::Null), "GwPriority": 0}),
+        );
+    }
+    Value::Object(networks)
+}
+
+fn command_of(view: &ContainerView) -> (String, Vec<Value>) {
+    let mut argv: Vec<Value> = Vec::new();
+    for key in ["Entrypoint", "Cmd"] {
+        match &view.request[key] {
+            Value::Array(items) => argv.extend(items.iter().cloned()),
+            Value::String(s) => argv.push(json!(s)),
+            _ => {}
+        }
+    }
+    let path = argv
+        .first()
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    (path, argv.into_iter().skip(1).collect())
+}
+
+fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
+    let (path, args) = command_of(view);
+    let s = &view.state;
+    let mut state_json = json!({
+        "Status": s.status, "Running": s.running, "Paused": false, "Restarting": false,
+        "OOMKilled": s.oom_killed, "Dead": s.status == "dead", "Pid": if s.running { 1 } else { 0 },
+        "ExitCode": s.exit_code, "Error": s.error, "StartedAt": s.started_at, "FinishedAt": s.finished_at,
+    });
+    if let Some(health) = s.health {
+        state_json["Health"] = json!({"Status": health, "FailingStreak": 0, "Log": []});
+    }
+    let ip = view.pod_ip().unwrap_or_default();
+    json!({
+        "Id": view.id, "Created": view.created, "Path": path, "Args": args, "State": state_json,
+        "Image": image_id(&view.image), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "", "LogPath": "",
+        "Name": format!("/{}", view.name), "RestartCount": 0, "Driver": "overlay2", "Platform": "linux",
+        "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": Value::Null,
+        "HostConfig": host_config_json(view), "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "Mounts": mounts_json(view), "Config": config_json(view),
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": view.pod.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default(),
+            "SandboxKey": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Ports": ports_json(state, view), "SecondaryIPAddresses": Value::Null, "SecondaryIPv6Addresses": Value::Null,
+            "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 }, "IPv6Gateway": "", "MacAddress": "",
+            "Networks": networks_json(state, view),
+        },
+        "Pod": view.pod_name,
+    })
+}
+
+fn mounts_json(view: &ContainerView) -> Value {
+    let mut mounts = Vec::new();
+    if let Some(binds) = view.request["HostConfig"]["Binds"].as_array() {
+        for bind in binds.iter().filter_map(Value::as_str) {
+            let parts: Vec<&str> = bind.split(':').collect();
+            if parts.len() < 2 {
+                continue;
+            }
+            let named = !parts[0].starts_with('/');
+            mounts.push(json!({"Type": if named { "volume" } else { "bind" }, "Name": if named { parts[0] } else { "" },
+                "Source": parts[0], "Destination": parts[1], "Driver": if named { "local" } else { "" },
+                "Mode": parts.get(2).copied().unwrap_or(""), "RW": parts.get(2) != Some(&"ro"), "Propagation": ""}));
+        }
+    }
+    if let Some(list) = view.request["HostConfig"]["Mounts"].as_array() {
+        for mount in list {
+            mounts.push(json!({"Type": mount["Type"], "Name": if mount["Type"] == "volume" { mount["Source"].clone() } else { json!("") },
+                "Source": mount["Source"], "Destination": mount["Target"], "Driver": "local", "Mode": "",
+                "RW": !mount["ReadOnly"].as_bool().unwrap_or(false), "Propagation": ""}));
+        }
+    }
+    Value::Array(mounts)
+}
+
+pub async fn container_inspect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let view = find(&state, &id)?;
+    Ok(Json(inspect_json(&state, &view)))
+}
+
+fn list_json(state: &AppState, view: &ContainerView) -> Value {
+    let (path, args) = command_of(view);
+    let command = std::iter::once(path)
+        .chain(args.iter().filter_map(|a| a.as_str().map(String::from)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut ports = Vec::new();
+    if let Some(map) = ports_json(state, view).as_object() {
+        for (key, bindings) in map {
+            let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+            let private: u16 = port.parse().unwrap_or(0);
+            match bindings.as_array() {
+                Some(list) => {
+                    for binding in list {
+                        let public: u16 = binding["HostPort"]
+                            .as_str()
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(0);
+                        ports.push(json!({"IP": "0.0.0.0", "PrivatePort": private, "PublicPort": public, "Type": proto}));
+                    }
+                }
+                None => ports.push(json!({"PrivatePort": private, "Type": proto})),
+            }
+        }
+    }
+    let created = view
+        .created
+        .parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .unwrap_or(0);
+    json!({
+        "Id": view.id, "Names": [format!("/{}", view.name)], "Image": view.image, "ImageID": image_id(&view.image),
+        "Command": command, "Created": created, "Ports": ports, "Labels": view.docker_labels(),
+        "State": view.state.status, "Status": view.state.human_status(jiff::Timestamp::now()),
+        "HostConfig": {"NetworkMode": host_config_json(view)["NetworkMode"]},
+        "NetworkSettings": {"Networks": networks_json(state, view)}, "Mounts": mounts_json(view),
+    })
+}
+
+fn container_matches(
+    state: &AppState,
+    view: &ContainerView,
+    filters: &HashMap<String, Vec<String>>,
+) -> bool {
+    filters.iter().all(|(key, values)| {
+        values.is_empty()
+            || match key.as_str() {
+                "label" => labels_match(&view.docker_labels(), values),
+                "name" => values.iter().any(|v| {
+                    let pattern = v.strip_prefix('/').unwrap_or(v);
+                    regex::Regex::new(pattern)
+                        .map(|re| re.is_match(&view.name))
+                        .unwrap_or_else(|_| view.name.contains(pattern))
+                }),
+                "id" => values.iter().any(|v| view.id.starts_with(v.as_str())),
+                "status" => values.iter().any(|v| v == view.state.status),
+                "exited" => values.iter().any(|v| {
+                    view.state.is_exited() && v.parse::<i64>().ok() == Some(view.state.exit_code)
+                }),
+                "ancestor" => values.iter().any(|v| {
+                    normalise_image(v) == normalise_image(&view.image)
+                        || image_id(&view.image).starts_with(v.as_str())
+                }),
+                "network" => {
+                    let networks = networks_json(state, view);
+                    values.iter().any(|v| {
+                        networks.as_object().is_some_and(|m| {
+                            m.iter()
+                                .any(|(name, n)| name == v || n["NetworkID"].as_str() == Some(v))
+                        })
+                    })
+                }
+                "health" => values
+                    .iter()
+                    .any(|v| view.state.health.unwrap_or("none") == v),
+                _ => true,
+            }
+    })
+}
+
+pub async fn container_list(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
+    let filters = parse_filters(query.get("filters"))?;
+    let all = query_bool(&query, "all")
+        || filters.contains_key("status")
+        || filters.contains_key("exited");
+    let limit = query_i64(&query, "limit").filter(|l| *l > 0);
+    let mut list: Vec<Value> = state
+        .runtime
+        .containers()
+        .iter()
+        .filter(|v| all || v.state.running)
+        .filter(|v| container_matches(&state, v, &filters))
+        .map(|v| list_json(&state, v))
+        .collect();
+    if let Some(limit) = limit {
+        list.truncate(limit as usize);
+    }
+    Ok(Json(Value::Array(list)))
+}
+
+pub async fn container_start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let view = find(&state, &id)?;
+    match state.runtime.start(&view).await? {
+        Outcome::Done => Ok(StatusCode::NO_CONTENT),
+        Outcome::AlreadyInState => Err(ApiError::NotModified),
+    }
+}
+
+pub async fn container_stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode> {
+    let view = find(&state, &id)?;
+    let timeout = query_i64(&query, "t").or_else(|| query_i64(&query, "timeout"));
+    match state.runtime.stop(&view, timeout).await? {
+        Outcome::Done => Ok(StatusCode::NO_CONTENT),
+        Outcome::AlreadyInState => Err(ApiError::NotModified),
+    }
+}
+
+pub async fn container_restart(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode> {
+    let view = find(&state, &id)?;
+    let timeout = query_i64(&query, "t").or_else(|| query_i64(&query, "timeout"));
+    state.runtime.stop(&view, timeout).await?;
+    let view = find(&state, &id)?;
+    state.runtime.start(&view).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn container_kill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode> {
+    let view = find(&state, &id)?;
+    state
+        .runtime
+        .kill(&view, query.get("signal").map(String::as_str))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn container_delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode> {
+    let view = find(&state, &id)?;
+    state
+        .runtime
+        .remove(&view, query_bool(&query, "force"))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn container_rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode> {
+    let view = find(&state, &id)?;
+    let name = query.get("name").cloned().unwrap_or_default();
+    state.runtime.rename(&view, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/wait`: headers at once, the body when the condition holds.
+pub async fn container_wait(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<Response> {
+    let view = find(&state, &id)?;
+    let condition = match query.get("condition").map(String::as_str) {
+        None | Some("") | Some("not-running") => WaitCondition::NotRunning,
+        Some("next-exit") => WaitCondition::NextExit,
+        Some("removed") => WaitCondition::Removed,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid condition: \"{other}\""
+            )))
+        }
+    };
+    let runtime = state.runtime.clone();
+    // Evaluate the starting point now, so next-exit measures from this request.
+    let id = view.id.clone();
+    let waiter = async move { runtime.wait(&id, condition).await };
+    let waiter = Box::pin(waiter);
+    let body = futures::stream::once(async move {
+        let body = match waiter.await {
+            Ok(exit) => json!({"StatusCode": exit.exit_code, "Error": Value::Null}),
+            Err(error) => json!({"StatusCode": -1, "Error": {"Message": error.to_string()}}),
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{body}\n")))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+fn log_options(query: &HashMap<String, String>) -> LogOptions {
+    LogOptions {
+        follow: query_bool(query, "follow"),
+        since: query.get("since").and_then(|s| s.parse().ok()),
+        until: query.get("until").and_then(|s| s.parse().ok()),
+        tail: query
+            .get("tail")
+            .and_then(|t| t.parse::<i64>().ok())
+            .filter(|t| *t >= 0),
+        timestamps: query_bool(query, "timestamps"),
+        next_run: false,
+    }
+}
+
+/// `GET /containers/{id}/logs`: frames for non-TTY containers, raw bytes for TTY.
+pub async fn container_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<Response> {
+    let view = find(&state, &id)?;
+    if !query_bool(&query, "stdout") && !query_bool(&query, "stderr") {
+        return Err(ApiError::BadRequest(
+            "Bad parameters: you must choose at least one stream".into(),
+        ));
+    }
+    let tty = view.tty();
+    let lines = state.runtime.logs(&view, log_options(&query));
+    let body = lines.map(move |line| {
+        Ok::<_, std::convert::Infallible>(if tty { line } else { frame(STDOUT, &line) })
+    });
+    let media = if tty { RAW } else { MULTIPLEXED };
+    Ok(([(header::CONTENT_TYPE, media)], Body::from_stream(body)).into_response())
+}
+
+/// `POST /containers/{id}/attach`: the container's output from its first byte (attach usually
+/// precedes start), over a hijacked connection; stdin is delivered via `pods/attach`.
+pub async fn container_attach(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+    request: Request,
+) -> Result<Response> {
+    let view = find(&state, &id)?;
+    if !query_bool(&query, "stream") && !query_bool(&query, "logs") {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let tty = view.tty();
+    let runtime = state.runtime.clone();
+    let want_output = query_bool(&query, "stdout") || query_bool(&query, "stderr");
+    let want_stdin =
+        query_bool(&query, "stdin") && view.request["OpenStdin"].as_bool().unwrap_or(false);
+    let options = LogOptions {
+        follow: query_bool(&query, "stream"),
+        tail: if view.state.running { Some(0) } else { None },
+        ..Default::default()
+    };
+    Ok(hijack(request, tty, move |mut session| async move {
+        let guard = runtime.attach_guard(&view.id);
+        if want_stdin {
+            if let Some(mut input) = session.input.take() {
+                let runtime = runtime.clone();
+                let view = view.clone();
+                tokio::spawn(async move {
+                    let mut buffered = Vec::new();
+                    let _ = input.read_to_end(&mut buffered).await;
+                    runtime.attach_stdin(&view, Bytes::from(buffered)).await;
+                });
+            }
+        }
+        if want_output {
+            let lines = runtime.logs(&view, options);
+            futures::pin_mut!(lines);
+            while let Some(line) = lines.next().await {
+                let bytes = if tty { line } else { frame(STDOUT, &line) };
+                if !session.output.send(bytes).await {
+                    break;
+                }
+            }
+        }
+        session.output.close().await;
+        drop(guard);
+    }))
+}
+
+pub async fn container_resize() -> StatusCode {
+    StatusCode::OK
+}
+
+pub async fn container_top(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let view = find(&state, &id)?;
+    let output = state
+        .runtime
+        .exec_capture(
+            &view.pod_name,
+            vec!["ps".into(), "-o".into(), "pid,user,args".into()],
+            None,
+        )
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let titles: Vec<&str> = lines
+        .next()
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let processes: Vec<Vec<String>> = lines
+        .map(|l| {
+            let mut parts: Vec<String> = l
+                .splitn(titles.len().max(1), char::is_whitespace)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+            parts.resize(titles.len(), String::new());
+            parts
+        })
+        .collect();
+    Ok(Json(json!({"Titles": titles, "Processes": processes})))
+}
+
+pub async fn container_stats(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let view = find(&state, &id)?;
+    Ok(Json(
+        json!({"id": view.id, "name": format!("/{}", view.name), "read": crate::runtime::now_rfc3339(),
+        "cpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 1},
+        "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 1},
+        "memory_stats": {"usage": 0, "limit": 0}, "networks": {}, "pids_stats": {}, "blkio_stats": {}}),
+    ))
+}
+
+pub async fn container_update() -> Json<Value> {
+    Json(json!({"Warnings": ["podbridge does not update running pods"]}))
+}
+
+pub async fn container_pause() -> ApiError {
+    ApiError::NotImplemented("pause is not supported: Kubernetes pods cannot be frozen".into())
+}
+
+pub async fn container_prune(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
+    let filters = parse_filters(query.get("filters"))?;
+    let mut deleted = Vec::new();
+    for view in state.runtime.containers() {
+        if view.state.running || !container_matches(&state, &view, &filters) {
+            continue;
+        }
+        state.runtime.remove(&view, false).await?;
+        deleted.push(view.id.clone());
+    }
+    Ok(Json(
+        json!({"ContainersDeleted": deleted, "SpaceReclaimed": 0}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_docker_rules() {
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name("we b"));
+        assert!(generated_name(&"ab".repeat(32)).ends_with("ababab"));
+    }
+}

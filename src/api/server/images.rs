@@ -1,0 +1,168 @@
+//! Image handlers. The cluster pulls images itself, so podbridge answers from the references it
+//! has seen and reports pulls as complete.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::extract::{parse_filters, query_bool, Query};
+use super::AppState;
+use crate::api::error::{ApiError, Result};
+use crate::runtime::objects::{image_id, normalise_image, ImageRecord};
+
+fn inspect_json(reference: &str, record: Option<&ImageRecord>) -> Value {
+    let normalised = normalise_image(reference);
+    let id = record
+        .map(|r| r.id.clone())
+        .unwrap_or_else(|| image_id(&normalised));
+    let created = record
+        .and_then(|r| jiff::Timestamp::from_second(r.created).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
+    json!({
+        "Id": id, "RepoTags": [normalised], "RepoDigests": [], "Parent": "", "Comment": "", "Created": created,
+        "DockerVersion": "", "Author": "", "Architecture": super::system::arch(), "Os": "linux",
+        "Size": 0, "VirtualSize": 0, "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "RootFS": {"Type": "layers", "Layers": []}, "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "Config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": Value::Null,
+            "Entrypoint": Value::Null, "ExposedPorts": Value::Null, "Labels": {}, "WorkingDir": "", "Volumes": Value::Null},
+    })
+}
+
+/// `GET /images/{name}/json` (and `/history`).
+pub async fn image_get(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Response> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        // Only images podbridge has seen (pulled, or used by a container): clients pull on 404,
+        // which records the reference, and `docker inspect` falls through to "No such object".
+        let record = state
+            .runtime
+            .find_image(name)
+            .ok_or_else(|| ApiError::NotFound(format!("No such image: {name}")))?;
+        return Ok(Json(inspect_json(&record.reference, Some(&record))).into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        return Ok(Json(json!([{"Id": image_id(name), "Created": 0, "CreatedBy": "", "Tags": [normalise_image(name)], "Size": 0, "Comment": ""}])).into_response());
+    }
+    Err(ApiError::NotFound(format!(
+        "page not found: /images/{rest}"
+    )))
+}
+
+/// `POST /images/{name}/tag` and `/push`.
+pub async fn image_post(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    query: Query,
+) -> Result<Response> {
+    if let Some(name) = rest.strip_suffix("/tag") {
+        let repo = query.get("repo").cloned().unwrap_or_default();
+        let tag = query
+            .get("tag")
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "latest".into());
+        if state.runtime.find_image(name).is_none() {
+            return Err(ApiError::NotFound(format!("No such image: {name}")));
+        }
+        state.runtime.note_image(&format!("{repo}:{tag}"));
+        return Ok(StatusCode::CREATED.into_response());
+    }
+    if rest.ends_with("/push") {
+        return Err(ApiError::NotImplemented(
+            "podbridge cannot push images".into(),
+        ));
+    }
+    Err(ApiError::NotFound(format!(
+        "page not found: /images/{rest}"
+    )))
+}
+
+pub async fn image_delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    let in_use = state
+        .runtime
+        .containers()
+        .iter()
+        .any(|c| normalise_image(&c.image) == normalise_image(&name));
+    if in_use {
+        return Err(ApiError::Conflict(format!("conflict: unable to remove repository reference \"{name}\" - container is using its referenced image")));
+    }
+    match state.runtime.forget_image(&name) {
+        Some(record) => Ok(Json(
+            json!([{"Untagged": record.reference}, {"Deleted": record.id}]),
+        )),
+        None => Err(ApiError::NotFound(format!("No such image: {name}"))),
+    }
+}
+
+pub async fn image_list(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
+    let filters = parse_filters(query.get("filters"))?;
+    let references = filters.get("reference").cloned().unwrap_or_default();
+    let list: Vec<Value> = state
+        .runtime
+        .images()
+        .into_iter()
+        .filter(|image| references.is_empty() || references.iter().any(|r| normalise_image(r) == image.reference || image.reference.starts_with(r.as_str())))
+        .map(|image| {
+            json!({"Id": image.id, "ParentId": "", "RepoTags": [image.reference], "RepoDigests": [], "Created": image.created,
+                "Size": 0, "SharedSize": -1, "VirtualSize": 0, "Labels": {}, "Containers": -1})
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// `POST /images/create`: a progress stream every client accepts as a completed pull.
+pub async fn image_create(State(state): State<AppState>, query: Query) -> Result<Response> {
+    let from = query.get("fromImage").cloned().unwrap_or_default();
+    if from.is_empty() {
+        return Err(ApiError::NotImplemented(
+            "image import is not supported by podbridge".into(),
+        ));
+    }
+    let tag = query.get("tag").filter(|t| !t.is_empty()).cloned();
+    let reference = match tag {
+        Some(tag)
+            if !from.contains('@')
+                && !from.rsplit('/').next().unwrap_or_default().contains(':') =>
+        {
+            if tag.starts_with("sha256:") {
+                format!("{from}@{tag}")
+            } else {
+                format!("{from}:{tag}")
+            }
+        }
+        _ => from,
+    };
+    let record = state.runtime.note_image(&reference);
+    let (name, tag) = record
+        .reference
+        .rsplit_once(':')
+        .unwrap_or((&record.reference, "latest"));
+    let lines = [
+        json!({"status": format!("Pulling from {name}"), "id": tag}),
+        json!({"status": format!("Digest: {}", record.id)}),
+        json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
+    ];
+    let chunks: Vec<Result<axum::body::Bytes, std::convert::Infallible>> = lines
+        .iter()
+        .map(|l| Ok(axum::body::Bytes::from(format!("{l}\r\n"))))
+        .collect();
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response())
+}
+
+pub async fn image_prune(query: Query) -> Json<Value> {
+    let _ = query_bool(&query, "dangling");
+    Json(json!({"ImagesDeleted": [], "SpaceReclaimed": 0}))
+}

@@ -1,0 +1,373 @@
+//! The Docker Engine API server: the axum router, version-prefix handling, the headers every
+//! response carries, and the listeners (TCP and unix socket).
+
+mod archive;
+mod containers;
+mod exec;
+mod extract;
+mod images;
+mod networks;
+mod stream;
+mod system;
+mod volumes;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, head, post};
+use axum::Router;
+use tower::Layer;
+use tracing::{error, info};
+
+use crate::api::error::{ApiError, LoggedError};
+use crate::runtime::Runtime;
+use crate::translate::Translator;
+
+/// API version podbridge advertises.
+pub const API_VERSION: &str = "1.51";
+/// Oldest API version podbridge accepts.
+pub const MIN_API_VERSION: &str = "1.24";
+/// How long a shutdown waits for open connections.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Engine version reported by `/version`.
+pub const ENGINE_VERSION: &str = "28.3.0";
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    pub translator: Arc<Translator>,
+}
+
+/// Every Docker route, unversioned; `/v1.NN/...` is stripped before routing.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/_ping", get(system::ping).head(system::ping_head))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/events", get(system::events))
+        .route("/system/df", get(system::disk_usage))
+        .route("/containers/create", post(containers::container_create))
+        .route("/containers/json", get(containers::container_list))
+        .route("/containers/prune", post(containers::container_prune))
+        .route("/containers/{id}/json", get(containers::container_inspect))
+        .route("/containers/{id}/start", post(containers::container_start))
+        .route("/containers/{id}/stop", post(containers::container_stop))
+        .route(
+            "/containers/{id}/restart",
+            post(containers::container_restart),
+        )
+        .route("/containers/{id}/kill", post(containers::container_kill))
+        .route("/containers/{id}/wait", post(containers::container_wait))
+        .route(
+            "/containers/{id}/rename",
+            post(containers::container_rename),
+        )
+        .route(
+            "/containers/{id}/resize",
+            post(containers::container_resize),
+        )
+        .route("/containers/{id}/logs", get(containers::container_logs))
+        .route(
+            "/containers/{id}/attach",
+            post(containers::container_attach),
+        )
+        .route("/containers/{id}/top", get(containers::container_top))
+        .route("/containers/{id}/stats", get(containers::container_stats))
+        .route(
+            "/containers/{id}/update",
+            post(containers::container_update),
+        )
+        .route("/containers/{id}/pause", post(containers::container_pause))
+        .route(
+            "/containers/{id}/unpause",
+            post(containers::container_pause),
+        )
+        .route(
+            "/containers/{id}",
+            axum::routing::delete(containers::container_delete),
+        )
+        .route("/containers/{id}/exec", post(exec::exec_create))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::container_archive_get)
+                .put(archive::container_archive_put)
+                .head(archive::container_archive_head),
+        )
+        .route("/exec/{id}/start", post(exec::exec_start))
+        .route("/exec/{id}/resize", post(exec::exec_resize))
+        .route("/exec/{id}/json", get(exec::exec_inspect))
+        .route("/images/json", get(images::image_list))
+        .route("/images/create", post(images::image_create))
+        .route("/images/prune", post(images::image_prune))
+        .route(
+            "/images/{*rest}",
+            get(images::image_get)
+                .delete(images::image_delete)
+                .post(images::image_post),
+        )
+        .route("/networks", get(networks::network_list))
+        .route("/networks/create", post(networks::network_create))
+        .route("/networks/prune", post(networks::network_prune))
+        .route(
+            "/networks/{id}",
+            get(networks::network_inspect).delete(networks::network_delete),
+        )
+        .route("/networks/{id}/connect", post(networks::network_connect))
+        .route(
+            "/networks/{id}/disconnect",
+            post(networks::network_disconnect),
+        )
+        .route("/volumes", get(volumes::volume_list))
+        .route("/volumes/create", post(volumes::volume_create))
+        .route("/volumes/prune", post(volumes::volume_prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::volume_inspect).delete(volumes::volume_delete),
+        )
+        .route("/build", post(unsupported))
+        .route("/session", post(unsupported))
+        .route("/swarm", get(unsupported))
+        .route("/commit", post(unsupported))
+        .route("/auth", post(system::auth))
+        .route("/distribution/{*rest}", get(unsupported))
+        .route("/plugins", get(system::empty_list))
+        .route("/_nothing", head(unsupported))
+        .fallback(not_found)
+        .with_state(state);
+    let versioned = middleware::from_fn(strip_version).layer(routes);
+    Router::new()
+        .fallback_service(versioned)
+        .layer(middleware::from_fn(log_server_errors))
+        .layer(middleware::from_fn(docker_headers))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("page not found: {}", uri.path()))
+}
+
+async fn unsupported(uri: Uri) -> ApiError {
+    ApiError::NotImplemented(format!("{} is not supported by podbridge", uri.path()))
+}
+
+/// `/v1.NN/rest` → `/rest`; versions below the minimum get Docker's 400.
+async fn strip_version(mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if let Some((version, rest)) = split_version(path) {
+        if version_lt(&version, MIN_API_VERSION) {
+            return ApiError::BadRequest(format!(
+                "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, \
+                 please upgrade your client to a newer version"
+            ))
+            .into_response();
+        }
+        let rest = rest.to_string();
+        let path_and_query = match request.uri().query() {
+            Some(query) => format!("{rest}?{query}"),
+            None => rest,
+        };
+        if let Ok(uri) = Uri::builder().path_and_query(path_and_query).build() {
+            *request.uri_mut() = uri;
+        }
+    }
+    next.run(request).await
+}
+
+/// `/v1.44/_ping` → `("1.44", "/_ping")`.
+fn split_version(path: &str) -> Option<(String, &str)> {
+    let after = path.strip_prefix("/v")?;
+    let end = after.find('/').unwrap_or(after.len());
+    let version = &after[..end];
+    let (major, minor) = version.split_once('.')?;
+    if major.is_empty()
+        || minor.is_empty()
+        || !major.bytes().all(|b| b.is_ascii_digit())
+        || !minor.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let rest = &after[end..];
+    Some((
+        version.to_string(),
+        if rest.is_empty() { "/" } else { rest },
+    ))
+}
+
+fn version_lt(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> (u32, u32) {
+        let (major, minor) = v.split_once('.').unwrap_or((v, "0"));
+        (major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
+    };
+    parse(a) < parse(b)
+}
+
+/// The headers Docker puts on every response.
+async fn docker_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    headers.insert("Ostype", HeaderValue::from_static("linux"));
+    headers.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    headers.insert(
+        header::SERVER,
+        HeaderValue::from_static(concat!(
+            "Docker/28.3.0 (linux) podbridge/",
+            env!("CARGO_PKG_VERSION")
+        )),
+    );
+    response
+}
+
+/// Logs every 5xx once, with the request line and the message the client got.
+async fn log_server_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    if response.status().is_server_error() && response.status() != StatusCode::NOT_IMPLEMENTED {
+        let message = response
+            .extensions()
+            .get::<LoggedError>()
+            .map(|e| e.0.clone())
+            .unwrap_or_default();
+        error!(%method, %path, status = response.status().as_u16(), %message, "Request failed");
+    }
+    response
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("loading the Kubernetes client configuration (kubeconfig or in-cluster): {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    KubeClient(#[from] kube::Error),
+    #[error("listen address {address:?} is invalid: {source}")]
+    BadListenAddress {
+        address: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the runtime from `config` and serves on its TCP address and optional unix socket.
+pub async fn run(
+    config: &crate::config::Config,
+    policies: crate::rules::SharedPolicySet,
+    mut context: crate::render::RenderContext,
+) -> Result<(), ServeError> {
+    let kube_config = kube::Config::infer().await?;
+    let namespace = config
+        .namespace
+        .clone()
+        .unwrap_or_else(|| kube_config.default_namespace.clone());
+    context.namespace = namespace.clone();
+    let instance = crate::render::label_value(&context.instance_id);
+    let client = kube::Client::try_from(kube_config)?;
+    let runtime = Runtime::new(client, namespace.clone(), instance.clone());
+    let translator = Arc::new(Translator::new(policies, context));
+    let listen: std::net::SocketAddr =
+        config
+            .listen
+            .parse()
+            .map_err(|source| ServeError::BadListenAddress {
+                address: config.listen.clone(),
+                source,
+            })?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
+    let unix = match &config.unix_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            Some(
+                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
+                    address: path.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
+    runtime.spawn_watchers();
+    info!(%namespace, %instance, address = %tcp.local_addr()?, "Serving the Docker API");
+    let app = router(AppState {
+        runtime: runtime.clone(),
+        translator,
+    });
+    let mut tasks = vec![tokio::spawn({
+        let app = app.clone();
+        async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    })];
+    if let Some(unix) = unix {
+        tasks.push(tokio::spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }));
+    }
+    let serving = async {
+        for task in tasks {
+            task.await.map_err(std::io::Error::other)??;
+        }
+        Ok::<_, ServeError>(())
+    };
+    // The first signal drains; followers, waits and hijacked streams may never end, so a second
+    // signal or the drain limit stops waiting for them.
+    let drain_limit = async {
+        shutdown_signal().await;
+        tokio::select! {
+            _ = tokio::time::sleep(DRAIN_LIMIT) => {}
+            _ = shutdown_signal() => {}
+        }
+    };
+    tokio::select! {
+        result = serving => result?,
+        _ = drain_limit => info!("Open connections closed at the drain limit"),
+    }
+    if config.cleanup_on_exit {
+        let cleanup = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            runtime.delete_everything(),
+        );
+        match cleanup.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => error!(%error, "Cleanup on exit failed"),
+            Err(_) => error!("Cleanup on exit timed out"),
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! System endpoints: `_ping`, `version`, `info`, `events`, `system/df`, `auth`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::extract::{labels_match, parse_filters, query_i64, Query};
+use super::{AppState, API_VERSION, ENGINE_VERSION, MIN_API_VERSION};
+use crate::api::error::Result;
+
+fn ping_response(state: &AppState, body: &'static str) -> Response {
+    let ready = state.runtime.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = (status, if ready { body } else { "" }).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert("Builder-Version", HeaderValue::from_static("1"));
+    headers.insert("Swarm", HeaderValue::from_static("inactive"));
+    response
+}
+
+/// `GET /_ping`: `OK` once the watch caches are synced, 503 before.
+pub async fn ping(State(state): State<AppState>) -> Response {
+    ping_response(&state, "OK")
+}
+
+pub async fn ping_head(State(state): State<AppState>) -> Response {
+    ping_response(&state, "")
+}
+
+pub(super) fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub async fn version() -> Json<serde_json::Value> {
+    let details = json!({"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch(),
+        "GitCommit": "podbridge", "GoVersion": "go1.24", "KernelVersion": kernel_version(), "Experimental": "false",
+        "BuildTime": "2026-01-01T00:00:00.000000000+00:00"});
+    Json(json!({
+        "Platform": {"Name": "podbridge (Docker Engine API on Kubernetes)"},
+        "Components": [{"Name": "Engine", "Version": ENGINE_VERSION, "Details": details}],
+        "Version": ENGINE_VERSION, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "podbridge", "GoVersion": "go1.24", "Os": "linux", "Arch": arch(),
+        "KernelVersion": kernel_version(), "BuildTime": "2026-01-01T00:00:00.000000000+00:00",
+    }))
+}
+
+fn mem_total() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
+}
+
+pub async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let runtime = &state.runtime;
+    let containers = runtime.containers();
+    let running = containers.iter().filter(|c| c.state.running).count();
+    let stopped = containers.iter().filter(|c| c.state.is_exited()).count();
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Json(json!({
+        "ID": format!("podbridge-{}", runtime.instance), "Name": format!("podbridge-{}", runtime.namespace),
+        "ServerVersion": ENGINE_VERSION, "OperatingSystem": format!("Kubernetes namespace {}", runtime.namespace),
+        "OSType": "linux", "OSVersion": "", "Architecture": std::env::consts::ARCH, "NCPU": ncpu, "MemTotal": mem_total(),
+        "KernelVersion": kernel_version(), "IndexServerAddress": "https://index.docker.io/v1/",
+        "DockerRootDir": "/var/lib/docker", "Driver": "overlay2", "DriverStatus": [], "Labels": [],
+        "SecurityOptions": [], "Runtimes": {"runc": {"path": "runc"}}, "DefaultRuntime": "runc",
+        "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false},
+        "Containers": containers.len(), "ContainersRunning": running, "ContainersPaused": 0,
+        "ContainersStopped": stopped, "Images": runtime.images().len(), "Debug": false,
+        "LoggingDriver": "json-file", "CgroupDriver": "systemd", "CgroupVersion": "2",
+        "Plugins": {"Volume": ["local"], "Network": ["bridge"], "Log": ["json-file"]},
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
+        "ExperimentalBuild": false, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Warnings": [],
+    }))
+}
+
+/// `GET /events`: NDJSON of events derived from the watch, filtered like Docker.
+pub async fn events(State(state): State<AppState>, query: Query) -> Result<Response> {
+    let filters = parse_filters(query.get("filters"))?;
+    let until = query_i64(&query, "until");
+    let mut receiver = state.runtime.subscribe_events();
+    let stream = async_stream::stream! {
+        let deadline = until.map(|u| {
+            let wait = (u - jiff::Timestamp::now().as_second()).max(0) as u64;
+            tokio::time::Instant::now() + std::time::Duration::from_secs(wait)
+        });
+        loop {
+            let next = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => receiver.recv().await,
+            };
+            match next {
+                Ok(event) => {
+                    if event_matches(&event, &filters) {
+                        let mut line = event.to_string();
+                        line.push('\n');
+                        yield Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(line));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn event_matches(event: &serde_json::Value, filters: &HashMap<String, Vec<String>>) -> bool {
+    let attributes = event["Actor"]["Attributes"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    filters.iter().all(|(key, values)| {
+        values.is_empty()
+            || match key.as_str() {
+                "type" => values.iter().any(|v| event["Type"].as_str() == Some(v)),
+                "event" => values.iter().any(|v| {
+                    event["Action"]
+                        .as_str()
+                        .is_some_and(|a| a == v || a.starts_with(&format!("{v}:")))
+                }),
+                "label" => labels_match(&attributes, values),
+                "container" => values.iter().any(|v| {
+                    event["Actor"]["ID"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(v.as_str()))
+                        || attributes.get("name").and_then(|n| n.as_str()) == Some(v)
+                }),
+                "image" => values
+                    .iter()
+                    .any(|v| attributes.get("image").and_then(|n| n.as_str()) == Some(v)),
+                _ => true,
+            }
+    })
+}
+
+pub async fn disk_usage(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let _ = &state;
+    Json(json!({"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": []}))
+}
+
+pub async fn auth() -> Json<serde_json::Value> {
+    Json(json!({"Status": "Login Succeeded", "IdentityToken": ""}))
+}
+
+pub async fn empty_list() -> Json<serde_json::Value> {
+    Json(json!([]))
+}

@@ -1,0 +1,538 @@
+//! Container lifecycle on the cluster: create (spec ConfigMap), start (apply the pod), stop,
+//! kill, remove, rename and wait — each idempotent, each reading state from the watch store.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Patch, PatchParams};
+use tracing::{info, warn};
+
+use super::state::{LastExit, SPEC_DATA_KEY};
+use super::{ContainerView, Result, Runtime, RuntimeError};
+use crate::labels;
+use crate::render::RenderedObjects;
+
+/// How long a delete waits for the watch to confirm the objects are gone.
+const GONE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Outcome of operations Docker answers with 304 when there is nothing to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    AlreadyInState,
+}
+
+/// What `wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+/// The serialised form of [`RenderedObjects`] kept in a spec ConfigMap.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredObjects {
+    pod: Pod,
+    #[serde(default)]
+    services: Vec<Service>,
+    #[serde(default)]
+    config_maps: Vec<ConfigMap>,
+}
+
+impl Runtime {
+    /// Records a created container: a ConfigMap named like the pod, holding the rendered
+    /// objects. Fails with a conflict if the Docker name is taken.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        id: &str,
+        objects: &RenderedObjects,
+    ) -> Result<()> {
+        {
+            let mut creating = self.creating_names.lock().unwrap();
+            if let Some(existing) = self.containers().into_iter().find(|c| c.name == name) {
+                return Err(RuntimeError::NameInUse {
+                    name: name.into(),
+                    id: existing.id,
+                });
+            }
+            if !creating.insert(name.to_string()) {
+                return Err(RuntimeError::NameInUse {
+                    name: name.into(),
+                    id: "(being created)".into(),
+                });
+            }
+        }
+        let result = self.write_spec(name, id, objects).await;
+        if result.is_ok() {
+            let id = id.to_string();
+            self.wait_until(Duration::from_secs(10), |rt| {
+                rt.containers().iter().any(|c| c.id == id)
+            })
+            .await;
+        }
+        self.creating_names.lock().unwrap().remove(name);
+        result
+    }
+
+    /// Replaces the stored objects of an existing container (network connect/disconnect on
+    /// the create request); a running container also gets its Services updated at once.
+    pub async fn update_spec(&self, view: &ContainerView, objects: &RenderedObjects) -> Result<()> {
+        self.write_spec(&view.name, &view.id, objects).await?;
+        if view.state.running {
+            let wanted: Vec<String> = objects
+                .services
+                .iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect();
+            for service in &objects.services {
+                self.applier
+                    .apply(&self.applier.services(), service)
+                    .await?;
+            }
+            for service in self.services_of(view.short_id()) {
+                if let Some(name) = service
+                    .metadata
+                    .name
+                    .as_deref()
+                    .filter(|n| !wanted.iter().any(|w| w == n))
+                {
+                    self.applier
+                        .delete(&self.applier.services(), name, None)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_spec(&self, name: &str, id: &str, objects: &RenderedObjects) -> Result<()> {
+        let pod_meta = &objects.pod.metadata;
+        let pod_name = pod_meta
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("podbridge-{}", &id[..12]));
+        let mut spec_labels: BTreeMap<String, String> = pod_meta.labels.clone().unwrap_or_default();
+        spec_labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+        spec_labels.insert(labels::INSTANCE.into(), self.instance.clone());
+        spec_labels.insert(labels::CONTAINER_ID.into(), id[..12].to_string());
+        spec_labels.insert(labels::ROLE.into(), labels::ROLE_CONTAINER_SPEC.into());
+        let mut annotations = pod_meta.annotations.clone().unwrap_or_default();
+        annotations.insert(labels::ANNOTATION_CONTAINER_ID.into(), id.into());
+        annotations.insert(labels::ANNOTATION_NAME.into(), name.into());
+        let stored = StoredObjects {
+            pod: objects.pod.clone(),
+            services: objects.services.clone(),
+            config_maps: objects.config_maps.clone(),
+        };
+        let data = serde_json::to_string(&stored).map_err(|e| RuntimeError::BadSpec {
+            name: pod_name.clone(),
+            reason: e.to_string(),
+        })?;
+        let spec = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(pod_name),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(spec_labels),
+                annotations: Some(annotations),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(SPEC_DATA_KEY.to_string(), data)])),
+            ..Default::default()
+        };
+        self.applier
+            .apply(&self.applier.config_maps(), &spec)
+            .await?;
+        Ok(())
+    }
+
+    fn spec_objects(&self, view: &ContainerView) -> Result<RenderedObjects> {
+        let raw = view
+            .spec
+            .data
+            .as_ref()
+            .and_then(|d| d.get(SPEC_DATA_KEY))
+            .ok_or_else(|| RuntimeError::BadSpec {
+                name: view.pod_name.clone(),
+                reason: format!("no {SPEC_DATA_KEY}"),
+            })?;
+        let stored: StoredObjects =
+            serde_json::from_str(raw).map_err(|e| RuntimeError::BadSpec {
+                name: view.pod_name.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut pod = stored.pod;
+        // The pod carries the current Docker name, which rename may have changed.
+        pod.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(labels::ANNOTATION_NAME.into(), view.name.clone());
+        Ok(RenderedObjects {
+            pod,
+            services: stored.services,
+            config_maps: stored.config_maps,
+        })
+    }
+
+    /// Applies the stored objects and waits until `main` runs (or already ended).
+    pub async fn start(&self, view: &ContainerView) -> Result<Outcome> {
+        if view.state.running {
+            return Ok(Outcome::AlreadyInState);
+        }
+        let short = view.short_id().to_string();
+        if view.pod.is_some() {
+            // A finished pod cannot run again: replace it under the same deterministic name.
+            self.applier
+                .delete(&self.applier.pods(), &view.pod_name, Some(0))
+                .await?;
+            let gone = self
+                .wait_until(GONE_TIMEOUT, |rt| {
+                    rt.find(&view.id).map(|v| v.pod.is_none()).unwrap_or(true)
+                })
+                .await;
+            if !gone {
+                return Err(RuntimeError::Timeout {
+                    operation: "delete before restart",
+                    pod: view.pod_name.clone(),
+                    seconds: GONE_TIMEOUT.as_secs(),
+                });
+            }
+        }
+        self.set_last_exit(view, None).await?;
+        let mut objects = self.spec_objects(view)?;
+        super::binds::mount_file_binds(&mut objects.pod);
+        self.mount_prestart_archives(view.short_id(), &mut objects.pod);
+        self.applier.apply_rendered(&objects).await?;
+        info!(container = %short, pod = %view.pod_name, "Pod applied");
+        if super::binds::has_init_container(&objects.pod) {
+            if let Err(error) = self
+                .copy_binds(&view.id, &view.pod_name, self.start_timeout())
+                .await
+            {
+                warn!(container = %short, %error, "Bind copy failed; removing pod");
+                self.applier
+                    .delete(&self.applier.pods(), &view.pod_name, Some(0))
+                    .await?;
+                return Err(error);
+            }
+        }
+        let id = view.id.clone();
+        self.wait_until(self.start_timeout(), |rt| match rt.find(&id) {
+            Ok(v) => {
+                if !v.state.error.is_empty() && v.state.status == "running" {
+                    return true;
+                }
+                let main_running = v
+                    .pod
+                    .as_deref()
+                    .and_then(super::state::main_status)
+                    .and_then(|s| s.state.as_ref())
+                    .map(|s| s.running.is_some())
+                    .unwrap_or(false);
+                main_running || v.state.is_exited()
+            }
+            Err(_) => true,
+        })
+        .await;
+        self.sync_ports(&self.containers());
+        let failure = self
+            .find(&id)
+            .ok()
+            .filter(|v| v.state.status == "running")
+            .map(|v| v.state.error)
+            .filter(|e| !e.is_empty());
+        if let Some(reason) = failure {
+            warn!(container = %short, %reason, "Start failed; removing pod");
+            if view.auto_remove() {
+                // Docker removes an AutoRemove container whose start failed; `run --rm` waits
+                // for exactly that (`wait?condition=removed`).
+                self.remove_now(view).await?;
+            } else {
+                self.applier
+                    .delete(&self.applier.pods(), &view.pod_name, Some(0))
+                    .await?;
+            }
+            return Err(RuntimeError::StartFailed {
+                id: view.id.clone(),
+                reason,
+            });
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn set_last_exit(&self, view: &ContainerView, exit: Option<&LastExit>) -> Result<()> {
+        let has = view
+            .spec
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(labels::ANNOTATION_LAST_EXIT));
+        if exit.is_none() && !has {
+            return Ok(());
+        }
+        let value = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {labels::ANNOTATION_LAST_EXIT: value}}});
+        self.applier
+            .config_maps()
+            .patch(
+                &view.pod_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| RuntimeError::Kube {
+                operation: "record exit",
+                pod: view.pod_name.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the container's process 1 through an exec of `kill`.
+    pub async fn signal(&self, view: &ContainerView, signal: &str) -> Result<()> {
+        let name = signal_name(signal);
+        let output = self
+            .exec_capture(
+                &view.pod_name,
+                vec!["kill".into(), "-s".into(), name.clone(), "1".into()],
+                None,
+            )
+            .await?;
+        if output.exit_code != 0 {
+            return Err(RuntimeError::Conflict(format!(
+                "cannot send {name} to container {}: {}",
+                view.short_id(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ends the container for good: records the exit (SIGKILL semantics, 137) and deletes the pod.
+    async fn kill_pod(&self, view: &ContainerView) -> Result<()> {
+        let exit = LastExit {
+            exit_code: 137,
+            started_at: view.state.started_at.clone(),
+            finished_at: super::now_rfc3339(),
+            oom_killed: false,
+        };
+        self.set_last_exit(view, Some(&exit)).await?;
+        self.applier
+            .delete(&self.applier.pods(), &view.pod_name, Some(0))
+            .await?;
+        let id = view.id.clone();
+        self.wait_until(GONE_TIMEOUT, |rt| {
+            rt.find(&id).map(|v| !v.state.running).unwrap_or(true)
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Docker stop: the stop signal, `timeout` seconds of grace, then SIGKILL.
+    pub async fn stop(&self, view: &ContainerView, timeout: Option<i64>) -> Result<Outcome> {
+        if !view.state.running {
+            return Ok(Outcome::AlreadyInState);
+        }
+        let grace = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
+        if grace > 0 {
+            if let Err(error) = self.signal(view, &view.stop_signal()).await {
+                warn!(container = %view.short_id(), %error, "Stop signal not delivered; killing");
+            } else {
+                let id = view.id.clone();
+                let stopped = self
+                    .wait_until(Duration::from_secs(grace as u64), |rt| {
+                        rt.find(&id).map(|v| !v.state.running).unwrap_or(true)
+                    })
+                    .await;
+                if stopped {
+                    return Ok(Outcome::Done);
+                }
+            }
+        }
+        self.kill_pod(view).await?;
+        Ok(Outcome::Done)
+    }
+
+    /// Docker kill: any signal is delivered by exec; SIGKILL ends the pod.
+    pub async fn kill(&self, view: &ContainerView, signal: Option<&str>) -> Result<()> {
+        if !view.state.running {
+            return Err(RuntimeError::Conflict(format!(
+                "Cannot kill container: {}: Container {} is not running",
+                view.short_id(),
+                view.id
+            )));
+        }
+        let signal = signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL");
+        if signal_name(signal) == "KILL" {
+            return self.kill_pod(view).await;
+        }
+        self.signal(view, signal).await
+    }
+
+    /// Docker remove: deletes the spec, pod, services and ConfigMaps of the container.
+    pub async fn remove(&self, view: &ContainerView, force: bool) -> Result<()> {
+        if view.state.running && !force {
+            return Err(RuntimeError::Conflict(format!(
+                "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                view.id
+            )));
+        }
+        self.remove_now(view).await
+    }
+
+    pub(crate) async fn remove_now(&self, view: &ContainerView) -> Result<()> {
+        let exit = LastExit {
+            exit_code: if view.state.running {
+                137
+            } else {
+                view.state.exit_code
+            },
+            started_at: view.state.started_at.clone(),
+            finished_at: if view.state.running {
+                super::now_rfc3339()
+            } else {
+                view.state.finished_at.clone()
+            },
+            oom_killed: view.state.oom_killed,
+        };
+        self.record_removed_exit(&view.id, exit);
+        self.applier
+            .delete_container(&self.instance, view.short_id(), Some(0))
+            .await?;
+        let id = view.id.clone();
+        self.wait_until(GONE_TIMEOUT, |rt| rt.find(&id).is_err())
+            .await;
+        info!(container = %view.short_id(), "Container removed");
+        Ok(())
+    }
+
+    /// Docker rename: the name annotation on the spec (and the pod, if any).
+    pub async fn rename(&self, view: &ContainerView, new_name: &str) -> Result<()> {
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        if new_name.is_empty() {
+            return Err(RuntimeError::BadRequest(
+                "Error when allocating new name: Invalid container name".into(),
+            ));
+        }
+        if let Some(other) = self
+            .containers()
+            .into_iter()
+            .find(|c| c.name == new_name && c.id != view.id)
+        {
+            return Err(RuntimeError::NameInUse {
+                name: new_name.into(),
+                id: other.id,
+            });
+        }
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {labels::ANNOTATION_NAME: new_name}}});
+        let params = PatchParams::default();
+        self.applier
+            .config_maps()
+            .patch(&view.pod_name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|source| RuntimeError::Kube {
+                operation: "rename",
+                pod: view.pod_name.clone(),
+                source,
+            })?;
+        if view.pod.is_some() {
+            let _ = self
+                .applier
+                .pods()
+                .patch(&view.pod_name, &params, &Patch::Merge(&patch))
+                .await;
+        }
+        let (id, wanted) = (view.id.clone(), new_name.to_string());
+        self.wait_until(Duration::from_secs(10), |rt| {
+            rt.find(&id).map(|v| v.name == wanted).unwrap_or(true)
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Docker wait: the exit code once `condition` holds. Watch-driven; cancellation-safe.
+    pub async fn wait(&self, id: &str, condition: WaitCondition) -> Result<LastExit> {
+        let initial = self.find(id)?;
+        let initial_key = initial.state.exit_key.clone();
+        let mut last_seen: Option<LastExit> = None;
+        let mut changes = self.subscribe_changes();
+        loop {
+            changes.borrow_and_update();
+            match self.find(id) {
+                Err(_) => {
+                    return Ok(self.removed_exit(id).or(last_seen).unwrap_or_default());
+                }
+                Ok(view) => {
+                    let exit = view.state.is_exited().then(|| LastExit {
+                        exit_code: view.state.exit_code,
+                        started_at: view.state.started_at.clone(),
+                        finished_at: view.state.finished_at.clone(),
+                        oom_killed: view.state.oom_killed,
+                    });
+                    let done = match condition {
+                        WaitCondition::NotRunning => !view.state.running,
+                        WaitCondition::NextExit => {
+                            view.state.is_exited() && view.state.exit_key != initial_key
+                        }
+                        WaitCondition::Removed => false,
+                    };
+                    if exit.is_some() {
+                        last_seen = exit;
+                    }
+                    if done {
+                        return Ok(last_seen.unwrap_or_default());
+                    }
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(RuntimeError::NotReady);
+            }
+        }
+    }
+}
+
+/// `SIGTERM`, `TERM`, `15` → the name busybox and coreutils `kill -s` accept.
+pub fn signal_name(signal: &str) -> String {
+    let upper = signal.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    match name.parse::<u32>() {
+        Ok(number) => match number {
+            1 => "HUP",
+            2 => "INT",
+            3 => "QUIT",
+            6 => "ABRT",
+            9 => "KILL",
+            10 => "USR1",
+            12 => "USR2",
+            13 => "PIPE",
+            14 => "ALRM",
+            15 => "TERM",
+            17 => "CHLD",
+            18 => "CONT",
+            19 => "STOP",
+            20 => "TSTP",
+            28 => "WINCH",
+            _ => return number.to_string(),
+        }
+        .to_string(),
+        Err(_) => name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name("SIGTERM"), "TERM");
+        assert_eq!(signal_name("9"), "KILL");
+        assert_eq!(signal_name("hup"), "HUP");
+        assert_eq!(signal_name("SIGRTMIN"), "RTMIN");
+    }
+}

@@ -1,0 +1,129 @@
+//! Docker events derived from the watch, and the reconciler that performs auto-remove.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{ContainerView, Runtime};
+
+/// How long auto-remove waits for attached clients to drain a finished container's output.
+const ATTACH_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Docker event (1.51 shape, with the legacy `status`/`id`/`from`).
+pub fn container_event(
+    view: &ContainerView,
+    action: &str,
+    extra: &[(&str, String)],
+) -> serde_json::Value {
+    let mut attributes = view.docker_labels();
+    attributes.insert("image".into(), view.image.clone().into());
+    attributes.insert("name".into(), view.name.clone().into());
+    for (key, value) in extra {
+        attributes.insert(key.to_string(), value.clone().into());
+    }
+    let now = jiff::Timestamp::now();
+    serde_json::json!({
+        "status": action, "id": view.id, "from": view.image,
+        "Type": "container", "Action": action,
+        "Actor": {"ID": view.id, "Attributes": attributes},
+        "scope": "local", "time": now.as_second(), "timeNano": now.as_nanosecond() as i64,
+    })
+}
+
+struct Seen {
+    status: &'static str,
+    health: Option<&'static str>,
+    exit_key: Option<String>,
+    view: ContainerView,
+}
+
+/// Diffs the container views on every watch change: emits create/start/die/destroy/health
+/// events and removes exited auto-remove containers once their attach streams are done.
+pub async fn reconcile(runtime: Arc<Runtime>) {
+    let mut changes = runtime.subscribe_changes();
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut first = true;
+    let removing: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+    loop {
+        changes.borrow_and_update();
+        let views = runtime.containers();
+        runtime.sync_ports(&views);
+        let mut next = HashMap::new();
+        for view in views {
+            let current = Seen {
+                status: view.state.status,
+                health: view.state.health,
+                exit_key: view.state.exit_key.clone(),
+                view: view.clone(),
+            };
+            if !first {
+                match seen.get(&view.id) {
+                    None => {
+                        runtime.emit(container_event(&view, "create", &[]));
+                        if view.state.running {
+                            runtime.emit(container_event(&view, "start", &[]));
+                        }
+                    }
+                    Some(before) => {
+                        if view.state.running && before.status != "running" {
+                            runtime.emit(container_event(&view, "start", &[]));
+                        }
+                        if view.state.is_exited() && before.exit_key != view.state.exit_key {
+                            runtime.emit(container_event(
+                                &view,
+                                "die",
+                                &[("exitCode", view.state.exit_code.to_string())],
+                            ));
+                        }
+                        if view.state.health != before.health {
+                            if let Some(health) = view.state.health {
+                                runtime.emit(container_event(
+                                    &view,
+                                    &format!("health_status: {health}"),
+                                    &[],
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            if view.auto_remove() && view.state.is_exited() && view.pod.is_some() {
+                let fresh = removing.lock().unwrap().insert(view.id.clone());
+                if fresh {
+                    tokio::spawn(auto_remove(runtime.clone(), view.clone(), removing.clone()));
+                }
+            }
+            next.insert(view.id.clone(), current);
+        }
+        if !first {
+            for (id, before) in &seen {
+                if !next.contains_key(id) {
+                    runtime.emit(container_event(&before.view, "destroy", &[]));
+                }
+            }
+        }
+        seen = next;
+        first = false;
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn auto_remove(
+    runtime: Arc<Runtime>,
+    view: ContainerView,
+    removing: Arc<std::sync::Mutex<HashSet<String>>>,
+) {
+    let id = view.id.clone();
+    runtime
+        .wait_until(ATTACH_DRAIN_TIMEOUT, |rt| rt.attached_count(&id) == 0)
+        .await;
+    match runtime.remove_now(&view).await {
+        Ok(()) => info!(container = %view.short_id(), "Auto-removed"),
+        Err(error) => warn!(container = %view.short_id(), %error, "Auto-remove failed"),
+    }
+    removing.lock().unwrap().remove(&view.id);
+}

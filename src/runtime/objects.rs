@@ -1,0 +1,220 @@
+//! Docker images, networks and volumes. Images are the references podbridge has seen (the
+//! cluster pulls them itself); networks and volumes are labelled ConfigMaps so they survive a
+//! restart of podbridge.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sha2::{Digest, Sha256};
+
+use super::{Result, Runtime, RuntimeError};
+use crate::labels;
+
+/// An image reference podbridge has been asked about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    pub reference: String,
+    pub id: String,
+    pub created: i64,
+}
+
+/// `alpine` → `alpine:latest`; `docker.io/library/x:1` → `x:1`; digests are kept.
+pub fn normalise_image(reference: &str) -> String {
+    let mut name = reference.trim().to_string();
+    for prefix in [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+        "index.docker.io/",
+    ] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            name = rest.to_string();
+            break;
+        }
+    }
+    if name.contains('@') {
+        return name;
+    }
+    let last = name.rsplit('/').next().unwrap_or(&name);
+    if !last.contains(':') {
+        name.push_str(":latest");
+    }
+    name
+}
+
+/// A stable image ID for a reference (compose stores it in a label and compares it later).
+pub fn image_id(reference: &str) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(normalise_image(reference).as_bytes()))
+    )
+}
+
+/// A stable 64-hex ID for a named network or volume.
+pub fn object_id(kind: &str, name: &str) -> String {
+    hex::encode(Sha256::digest(format!("{kind}/{name}").as_bytes()))
+}
+
+/// Networks every Docker host has.
+pub const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
+
+impl Runtime {
+    /// Records an image reference (pull, create) and returns it.
+    pub fn note_image(&self, reference: &str) -> ImageRecord {
+        let normalised = normalise_image(reference);
+        let mut images = self.images.lock().unwrap();
+        images
+            .entry(normalised.clone())
+            .or_insert_with(|| ImageRecord {
+                id: image_id(&normalised),
+                reference: normalised,
+                created: jiff::Timestamp::now().as_second(),
+            })
+            .clone()
+    }
+
+    /// Every image seen: pulled ones and those of existing containers.
+    pub fn images(&self) -> Vec<ImageRecord> {
+        for container in self.containers() {
+            self.note_image(&container.image);
+        }
+        self.images.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Finds an image by reference or (prefix of) ID.
+    pub fn find_image(&self, reference: &str) -> Option<ImageRecord> {
+        let normalised = normalise_image(reference);
+        let wanted = reference
+            .strip_prefix("sha256:")
+            .unwrap_or(reference)
+            .to_ascii_lowercase();
+        self.images().into_iter().find(|image| {
+            image.reference == normalised
+                || (wanted.len() >= 4
+                    && image.id.trim_start_matches("sha256:").starts_with(&wanted))
+        })
+    }
+
+    pub fn forget_image(&self, reference: &str) -> Option<ImageRecord> {
+        let found = self.find_image(reference)?;
+        self.images.lock().unwrap().remove(&found.reference);
+        Some(found)
+    }
+
+    /// Docker objects (network or volume JSON) stored in ConfigMaps with `role`.
+    pub fn stored_objects(&self, role: &str) -> Vec<serde_json::Value> {
+        self.objects_with_role(role)
+            .iter()
+            .filter_map(|cm| {
+                cm.metadata
+                    .annotations
+                    .as_ref()?
+                    .get(labels::ANNOTATION_OBJECT)
+            })
+            .filter_map(|raw| serde_json::from_str(raw).ok())
+            .collect()
+    }
+
+    /// Stores a Docker network or volume object under a name derived from its ID.
+    pub async fn store_object(
+        &self,
+        role: &str,
+        id: &str,
+        object: &serde_json::Value,
+    ) -> Result<()> {
+        let config_map = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("podbridge-{role}-{}", &id[..12])),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([
+                    (
+                        labels::MANAGED_BY.to_string(),
+                        labels::MANAGED_BY_VALUE.to_string(),
+                    ),
+                    (labels::INSTANCE.to_string(), self.instance.clone()),
+                    (labels::ROLE.to_string(), role.to_string()),
+                ])),
+                annotations: Some(BTreeMap::from([(
+                    labels::ANNOTATION_OBJECT.to_string(),
+                    object.to_string(),
+                )])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.applier
+            .apply(&self.applier.config_maps(), &config_map)
+            .await?;
+        let (role, id) = (role.to_string(), id.to_string());
+        self.wait_until(std::time::Duration::from_secs(10), |rt| {
+            rt.stored_objects(&role).iter().any(|o| {
+                o["Id"].as_str() == Some(&id)
+                    || o["Name"].as_str() == object["Name"].as_str() && role == labels::ROLE_VOLUME
+            })
+        })
+        .await;
+        Ok(())
+    }
+
+    pub async fn delete_object(&self, role: &str, id: &str) -> Result<()> {
+        let name = format!("podbridge-{role}-{}", &id[..12]);
+        self.applier
+            .delete(&self.applier.config_maps(), &name, None)
+            .await?;
+        let role = role.to_string();
+        let id = id.to_string();
+        self.wait_until(std::time::Duration::from_secs(10), |rt| {
+            !rt.objects_with_role(&role)
+                .iter()
+                .any(|cm| cm.metadata.name.as_deref() == Some(name.as_str()))
+        })
+        .await;
+        let _ = id;
+        Ok(())
+    }
+
+    /// Finds a stored network/volume by ID, ID prefix or name.
+    pub fn find_object(&self, role: &str, reference: &str) -> Result<serde_json::Value> {
+        let objects = self.stored_objects(role);
+        objects
+            .iter()
+            .find(|o| o["Id"].as_str() == Some(reference) || o["Name"].as_str() == Some(reference))
+            .or_else(|| {
+                objects.iter().find(|o| {
+                    reference.len() >= 3
+                        && o["Id"].as_str().is_some_and(|id| id.starts_with(reference))
+                })
+            })
+            .cloned()
+            .ok_or_else(|| {
+                RuntimeError::NotFound(if role == labels::ROLE_VOLUME {
+                    format!("get {reference}: no such volume")
+                } else {
+                    format!("network {reference} not found")
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_normalise() {
+        assert_eq!(normalise_image("alpine"), "alpine:latest");
+        assert_eq!(normalise_image("docker.io/library/redis:7"), "redis:7");
+        assert_eq!(
+            normalise_image("localhost:5000/x"),
+            "localhost:5000/x:latest"
+        );
+        assert_eq!(
+            normalise_image("testcontainers/ryuk:0.14.0"),
+            "testcontainers/ryuk:0.14.0"
+        );
+        assert_eq!(
+            image_id("alpine"),
+            image_id("docker.io/library/alpine:latest")
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! Maps the cluster's view of one container (its spec ConfigMap and, once started, its Pod) to
+//! Docker's container state. Pure: no I/O, so every mapping is unit-tested.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod};
+use serde::{Deserialize, Serialize};
+
+use crate::labels;
+
+/// Docker's zero time, which clients print as "never".
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// Key of the spec ConfigMap's data holding the rendered objects.
+pub const SPEC_DATA_KEY: &str = "objects.json";
+/// The one container podbridge runs the Docker process in.
+pub const MAIN_CONTAINER: &str = "main";
+
+/// What a stop recorded before it had to delete the pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LastExit {
+    pub exit_code: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+}
+
+/// Docker's `State` of one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerState {
+    /// `created`, `running`, `restarting`, `removing`, `exited` or `dead`.
+    pub status: &'static str,
+    pub running: bool,
+    pub exit_code: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub oom_killed: bool,
+    pub error: String,
+    /// `starting`, `healthy` or `unhealthy`; `None` without a healthcheck.
+    pub health: Option<&'static str>,
+    /// Identifies one exit (pod uid + finish time), so `wait?condition=next-exit` can tell a new
+    /// exit from the one it saw when it began.
+    pub exit_key: Option<String>,
+}
+
+impl ContainerState {
+    fn created() -> Self {
+        ContainerState {
+            status: "created",
+            running: false,
+            exit_code: 0,
+            started_at: ZERO_TIME.into(),
+            finished_at: ZERO_TIME.into(),
+            oom_killed: false,
+            error: String::new(),
+            health: None,
+            exit_key: None,
+        }
+    }
+
+    fn exited(last: &LastExit, key: String) -> Self {
+        ContainerState {
+            status: "exited",
+            exit_code: last.exit_code,
+            started_at: last.started_at.clone(),
+            finished_at: last.finished_at.clone(),
+            oom_killed: last.oom_killed,
+            exit_key: Some(key),
+            ..ContainerState::created()
+        }
+    }
+
+    pub fn is_exited(&self) -> bool {
+        matches!(self.status, "exited" | "dead")
+    }
+
+    /// Docker's list `Status` column: `Up …`, `Exited (N) …`, `Created`.
+    pub fn human_status(&self, now: jiff::Timestamp) -> String {
+        let ago = |at: &str| -> String {
+            at.parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| human_duration((now.as_second() - t.as_second()).max(0)))
+                .unwrap_or_else(|| "Less than a second".into())
+        };
+        match self.status {
+            "running" => {
+                let health = match self.health {
+                    Some("healthy") => " (healthy)",
+                    Some("unhealthy") => " (unhealthy)",
+                    Some(_) => " (health: starting)",
+                    None => "",
+                };
+                format!("Up {}{health}", ago(&self.started_at))
+            }
+            "exited" | "dead" => {
+                format!("Exited ({}) {} ago", self.exit_code, ago(&self.finished_at))
+            }
+            "removing" => "Removal In Progress".into(),
+            _ => "Created".into(),
+        }
+    }
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+/// The Docker state of a container from its pod (if started) and the last recorded exit.
+pub fn container_state(
+    pod: Option<&Pod>,
+    last_exit: Option<&LastExit>,
+    has_healthcheck: bool,
+) -> ContainerState {
+    let Some(pod) = pod else {
+        return match last_exit {
+            Some(last) => ContainerState::exited(last, format!("last/{}", last.finished_at)),
+            None => ContainerState::created(),
+        };
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let status = pod.status.as_ref();
+    let main = main_status(pod);
+    if let Some(terminated) = main
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+    {
+        let last = LastExit {
+            exit_code: terminated.exit_code as i64,
+            started_at: terminated
+                .started_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| ZERO_TIME.into()),
+            finished_at: terminated
+                .finished_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| ZERO_TIME.into()),
+            oom_killed: terminated.reason.as_deref() == Some("OOMKilled"),
+        };
+        let key = format!("{uid}/{}", last.finished_at);
+        let mut state = ContainerState::exited(&last, key);
+        state.error = match terminated.reason.as_deref() {
+            Some("Error" | "Completed" | "OOMKilled") | None => String::new(),
+            Some(other) => terminated
+                .message
+                .clone()
+                .unwrap_or_else(|| other.to_string()),
+        };
+        return state;
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        if let Some(last) = last_exit {
+            return ContainerState::exited(last, format!("last/{}", last.finished_at));
+        }
+        return ContainerState {
+            status: "removing",
+            running: false,
+            ..ContainerState::created()
+        };
+    }
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    if matches!(phase, "Failed" | "Succeeded") {
+        let last = LastExit {
+            exit_code: if phase == "Succeeded" { 0 } else { 137 },
+            started_at: status
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| ZERO_TIME.into()),
+            finished_at: ZERO_TIME.into(),
+            oom_killed: false,
+        };
+        let mut state = ContainerState::exited(&last, format!("{uid}/phase"));
+        state.status = "dead";
+        state.error = status.and_then(|s| s.message.clone()).unwrap_or_default();
+        return state;
+    }
+    let running = main
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.running.as_ref());
+    let waiting_error = main
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+        .filter(|w| is_start_failure(w.reason.as_deref().unwrap_or_default()))
+        .map(|w| {
+            format!(
+                "{}: {}",
+                w.reason.clone().unwrap_or_default(),
+                w.message.clone().unwrap_or_default()
+            )
+        });
+    let ready = main.map(|s| s.ready).unwrap_or(false);
+    ContainerState {
+        status: "running",
+        running: true,
+        started_at: running
+            .and_then(|r| r.started_at.as_ref())
+            .map(|t| t.0.to_string())
+            .or_else(|| {
+                pod.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+            })
+            .unwrap_or_else(|| ZERO_TIME.into()),
+        error: waiting_error.unwrap_or_default(),
+        health: has_healthcheck.then_some(if ready { "healthy" } else { "starting" }),
+        ..ContainerState::created()
+    }
+}
+
+/// Waiting reasons that mean the container will not start without intervention.
+pub fn is_start_failure(reason: &str) -> bool {
+    matches!(
+        reason,
+        "ErrImagePull"
+            | "ImagePullBackOff"
+            | "ErrImageNeverPull"
+            | "InvalidImageName"
+            | "CreateContainerError"
+            | "CreateContainerConfigError"
+            | "RunContainerError"
+            | "CrashLoopBackOff"
+    )
+}
+
+/// Status of the `main` container, if the kubelet reported one.
+pub fn main_status(pod: &Pod) -> Option<&ContainerStatus> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == MAIN_CONTAINER))
+}
+
+/// One container as podbridge sees it: the spec ConfigMap, the pod if any, and the derived state.
+#[derive(Debug, Clone)]
+pub struct ContainerView {
+    pub id: String,
+    pub name: String,
+    pub pod_name: String,
+    pub created: String,
+    pub image: String,
+    /// The original create body.
+    pub request: serde_json::Value,
+    pub spec: Arc<ConfigMap>,
+    pub pod: Option<Arc<Pod>>,
+    pub state: ContainerState,
+}
+
+impl ContainerView {
+    /// Builds the view; `None` if the ConfigMap is not a container spec.
+    pub fn new(spec: Arc<ConfigMap>, pod: Option<Arc<Pod>>) -> Option<Self> {
+        let annotations = spec.metadata.annotations.as_ref()?;
+        let id = annotations.get(labels::ANNOTATION_CONTAINER_ID)?.clone();
+        let request: serde_json::Value = annotations
+            .get(labels::ANNOTATION_CREATE_REQUEST)
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        let last_exit: Option<LastExit> = annotations
+            .get(labels::ANNOTATION_LAST_EXIT)
+            .and_then(|r| serde_json::from_str(r).ok());
+        let state = container_state(
+            pod.as_deref(),
+            last_exit.as_ref(),
+            has_healthcheck(&request),
+        );
+        Some(ContainerView {
+            name: annotations
+                .get(labels::ANNOTATION_NAME)
+                .cloned()
+                .unwrap_or_default(),
+            created: annotations
+                .get(labels::ANNOTATION_CREATED)
+                .cloned()
+                .unwrap_or_default(),
+            image: annotations
+                .get(labels::ANNOTATION_IMAGE)
+                .cloned()
+                .or_else(|| request["Image"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+            pod_name: spec.metadata.name.clone().unwrap_or_default(),
+            id,
+            request,
+            spec,
+            pod,
+            state,
+        })
+    }
+
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    pub fn tty(&self) -> bool {
+        self.request["Tty"].as_bool().unwrap_or(false)
+    }
+
+    pub fn auto_remove(&self) -> bool {
+        self.request["HostConfig"]["AutoRemove"]
+            .as_bool()
+            .unwrap_or(false)
+    }
+
+    /// Docker labels from the create request.
+    pub fn docker_labels(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.request["Labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn pod_ip(&self) -> Option<String> {
+        self.pod
+            .as_ref()?
+            .status
+            .as_ref()?
+            .pod_ip
+            .clone()
+            .filter(|ip| !ip.is_empty())
+    }
+
+    pub fn stop_signal(&self) -> String {
+        self.request["StopSignal"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("SIGTERM")
+            .to_string()
+    }
+}
+
+/// Whether the create request configures a healthcheck (`NONE` disables it).
+pub fn has_healthcheck(request: &serde_json::Value) -> bool {
+    match request["Healthcheck"]["Test"].as_array() {
+        Some(test) => !test.is_empty() && test[0].as_str() != Some("NONE"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u1"},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn no_pod_is_created() {
+        let state = container_state(None, None, false);
+        assert_eq!(state.status, "created");
+        assert!(!state.running);
+        assert_eq!(state.finished_at, ZERO_TIME);
+    }
+
+    #[test]
+    fn terminated_main_is_exited_with_its_code() {
+        let p = pod(
+            serde_json::json!({"phase": "Failed", "containerStatuses": [{
+            "name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 3, "reason": "Error",
+                "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:05Z"}}}]}),
+        );
+        let state = container_state(Some(&p), None, false);
+        assert_eq!(state.status, "exited");
+        assert_eq!(state.exit_code, 3);
+        assert_eq!(state.finished_at, "2026-01-01T00:00:05Z");
+        assert_eq!(state.exit_key.as_deref(), Some("u1/2026-01-01T00:00:05Z"));
+    }
+
+    #[test]
+    fn oom_is_reported() {
+        let p = pod(
+            serde_json::json!({"phase": "Failed", "containerStatuses": [{
+            "name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
+        assert!(container_state(Some(&p), None, false).oom_killed);
+    }
+
+    #[test]
+    fn running_with_healthcheck_follows_readiness() {
+        let p = pod(
+            serde_json::json!({"phase": "Running", "containerStatuses": [{
+            "name": "main", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}),
+        );
+        let state = container_state(Some(&p), None, true);
+        assert!(state.running);
+        assert_eq!(state.health, Some("healthy"));
+        assert_eq!(container_state(Some(&p), None, false).health, None);
+    }
+
+    #[test]
+    fn recorded_exit_survives_pod_deletion() {
+        let last = LastExit {
+            exit_code: 137,
+            finished_at: "2026-01-01T00:00:05Z".into(),
+            ..Default::default()
+        };
+        let state = container_state(None, Some(&last), false);
+        assert_eq!((state.status, state.exit_code), ("exited", 137));
+    }
+
+    #[test]
+    fn human_status_reads_like_docker() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let last = LastExit {
+            exit_code: 1,
+            finished_at: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            container_state(None, Some(&last), false).human_status(now),
+            "Exited (1) 10 minutes ago"
+        );
+    }
+}
