@@ -420,6 +420,21 @@ pub fn serve(global: &GlobalFlags) -> Result<Outcome, Error> {
     let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
     runtime.block_on(async {
         let _watcher = policy_store::watch(config.clone(), policies.clone())?;
+        if let Some(listen) = config.readiness_listen.clone() {
+            // docker-ready pings this very server: `/_ping` answers 200 only once the cluster
+            // is reachable and the watch caches are synced.
+            let probe = crate::readiness::PingProbe {
+                address: config.listen.clone(),
+            };
+            let state = crate::readiness::state(&config, std::sync::Arc::new(probe)).await;
+            tokio::spawn(async move {
+                if let Err(error) =
+                    crate::readiness::serve(&listen, state, std::future::pending()).await
+                {
+                    tracing::error!(%error, "Readiness endpoints not served");
+                }
+            });
+        }
         crate::api::server::run(&config, policies, render_context(&config)).await?;
         Ok::<_, Error>(())
     })?;

@@ -24,7 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "namespace",
     "instance",
     "project",
@@ -37,6 +37,7 @@ const KEYS: [&str; 20] = [
     "docker_host_for_pods",
     "listen",
     "unix_socket",
+    "readiness_listen",
     "dry_run",
     "log",
     "scripts",
@@ -74,6 +75,9 @@ pub struct Config {
     pub listen: String,
     /// Optional unix socket for the Docker API, served beside TCP.
     pub unix_socket: Option<PathBuf>,
+    /// Where `serve` also answers `/docker-ready`, `/kubernetes-ready` and `/kubeconfig`
+    /// (loopback only: the kubeconfig is a credential); `None` turns them off.
+    pub readiness_listen: Option<String>,
     /// Answer Docker clients without a cluster and print what would be applied.
     pub dry_run: bool,
     /// tracing filter, e.g. `info` or `podbridge=debug`.
@@ -112,6 +116,7 @@ impl Default for Config {
             docker_host_for_pods: None,
             listen: "127.0.0.1:2475".into(),
             unix_socket: None,
+            readiness_listen: Some(crate::readiness::DEFAULT_LISTEN.into()),
             dry_run: false,
             log: "info".into(),
             scripts: ScriptLimits {

@@ -55,12 +55,15 @@ PODBRIDGE_TEST_NAMESPACE=$namespace cargo test --quiet --test podbridge -- --ign
 tests/cluster/namespace.sh --delete "$namespace" >/dev/null
 done_stage
 
-if [ -x tests/e2e/run.sh ]; then
-    failed_stage="end-to-end with real Docker clients"
-    stage "$failed_stage"
-    tests/e2e/run.sh
-    done_stage
-fi
+failed_stage="end-to-end with real Docker clients"
+stage "$failed_stage"
+tests/e2e/run.sh
+done_stage
+
+failed_stage="operator: per-job namespaces"
+stage "$failed_stage"
+tests/e2e/operator.sh
+done_stage
 
 failed_stage=""
 cd "$root"
