@@ -108,7 +108,12 @@ t_inspect() {
   expect_eq "$(docker inspect web --format '{{.Name}} {{.Config.Image}} {{.HostConfig.LogConfig.Type}} {{json .NetworkSettings.Ports}}')" "/web busybox json-file {}" &&
     docker inspect web --format '{{.NetworkSettings.IPAddress}}' | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$'
 }
-t_logs() { docker logs web | grep -q '^started$' && docker logs --tail 1 web | grep -q '^tick' && docker logs -t web | head -1 | grep -Eq '^20[0-9-]+T[0-9:.]+Z started$'; }
+t_logs() {
+  local all last stamped
+  all=$(docker logs web) && last=$(docker logs --tail 1 web) && stamped=$(docker logs -t web) || return 1
+  grep -qx started <<<"$all" && grep -q '^tick' <<<"$last" && expect_eq "$(wc -l <<<"$last")" 1 &&
+    grep -Eq '^20[0-9-]+T[0-9:.]+Z started$' <<<"$(head -1 <<<"$stamped")"
+}
 t_exec() {
   expect_eq "$(docker exec web sh -c 'echo in-exec')" in-exec &&
     { docker exec web sh -c 'exit 5'; expect_eq $? 5; } &&
