@@ -86,7 +86,10 @@ t_start_failure() {
   grep -Eq 'ErrImagePull|ImagePullBackOff|InvalidImageName' <<<"$out" || { echo "$out"; return 1; }
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
 }
-t_run_stdin() { expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000; }
+t_run_stdin() {
+  expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
+    expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
+}
 t_run_rm() {
   expect_eq "$(timeout 120 docker run --rm busybox echo hi)" hi || return 1
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
@@ -157,6 +160,7 @@ t_logs_follow_ends() {
 t_create_start_attach() {
   docker create --name made busybox echo from-created >/dev/null &&
     expect_eq "$(docker ps -a --filter name=made --format '{{.Status}}')" Created &&
+    expect_eq "$(timeout 60 docker start -a made)" from-created &&
     expect_eq "$(timeout 60 docker start -a made)" from-created && docker rm made >/dev/null
 }
 t_name_conflict() {
