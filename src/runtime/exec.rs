@@ -289,9 +289,14 @@ fn clone_params(params: &AttachParams) -> AttachParams {
 }
 
 impl Runtime {
-    /// Delivers a client's stdin to a container started with `OpenStdin` through `pods/attach`,
-    /// once `main` runs. Closing the attach ends the container's stdin (`stdinOnce`).
-    pub async fn attach_stdin(&self, view: &ContainerView, data: Bytes) {
+    /// Streams a client's stdin to a container started with `OpenStdin` through `pods/attach`,
+    /// once `main` runs (until then it waits in the client's socket). At the client's EOF the
+    /// attach session ends, which closes the container's stdin (`stdinOnce`).
+    pub async fn attach_stdin<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        view: &ContainerView,
+        mut input: R,
+    ) {
         let id = view.id.clone();
         let running = self
             .wait_until(Duration::from_secs(300), |rt| {
@@ -325,13 +330,14 @@ impl Runtime {
             tracing::warn!(container = %view.short_id(), "Attaching stdin failed");
             return;
         };
+        let mut copied = 0;
         if let Some(mut writer) = process.stdin() {
-            let _ = writer.write_all(&data).await;
+            copied = tokio::io::copy(&mut input, &mut writer).await.unwrap_or(0);
             let _ = writer.flush().await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             drop(writer);
         }
-        tracing::info!(container = %view.short_id(), bytes = data.len(), "Stdin delivered");
+        tracing::info!(container = %view.short_id(), bytes = copied, "Stdin delivered");
         // Without the v5 protocol there is no stdin EOF; ending the session makes the runtime
         // close the container's stdin (`stdinOnce`).
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -86,7 +86,10 @@ t_start_failure() {
   grep -Eq 'ErrImagePull|ImagePullBackOff|InvalidImageName' <<<"$out" || { echo "$out"; return 1; }
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
 }
-t_run_stdin() { expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000; }
+t_run_stdin() {
+  expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
+    expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
+}
 t_run_rm() {
   expect_eq "$(timeout 120 docker run --rm busybox echo hi)" hi || return 1
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
@@ -108,7 +111,12 @@ t_inspect() {
   expect_eq "$(docker inspect web --format '{{.Name}} {{.Config.Image}} {{.HostConfig.LogConfig.Type}} {{json .NetworkSettings.Ports}}')" "/web busybox json-file {}" &&
     docker inspect web --format '{{.NetworkSettings.IPAddress}}' | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$'
 }
-t_logs() { docker logs web | grep -q '^started$' && docker logs --tail 1 web | grep -q '^tick' && docker logs -t web | head -1 | grep -Eq '^20[0-9-]+T[0-9:.]+Z started$'; }
+t_logs() {
+  local all last stamped
+  all=$(docker logs web) && last=$(docker logs --tail 1 web) && stamped=$(docker logs -t web) || return 1
+  grep -qx started <<<"$all" && grep -q '^tick' <<<"$last" && expect_eq "$(wc -l <<<"$last")" 1 &&
+    grep -Eq '^20[0-9-]+T[0-9:.]+Z started$' <<<"$(head -1 <<<"$stamped")"
+}
 t_exec() {
   expect_eq "$(docker exec web sh -c 'echo in-exec')" in-exec &&
     { docker exec web sh -c 'exit 5'; expect_eq $? 5; } &&
@@ -152,6 +160,7 @@ t_logs_follow_ends() {
 t_create_start_attach() {
   docker create --name made busybox echo from-created >/dev/null &&
     expect_eq "$(docker ps -a --filter name=made --format '{{.Status}}')" Created &&
+    expect_eq "$(timeout 60 docker start -a made)" from-created &&
     expect_eq "$(timeout 60 docker start -a made)" from-created && docker rm made >/dev/null
 }
 t_name_conflict() {

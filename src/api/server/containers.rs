@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 use super::extract::{labels_match, parse_filters, query_bool, query_i64, Query};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
@@ -601,6 +600,7 @@ pub async fn container_attach(
     let options = LogOptions {
         follow: query_bool(&query, "stream"),
         tail: if view.state.running { Some(0) } else { None },
+        next_run: !view.state.running,
         ..Default::default()
     };
     Ok(hijack(request, tty, move |mut session| async move {
@@ -609,11 +609,7 @@ pub async fn container_attach(
             if let Some(mut input) = session.input.take() {
                 let runtime = runtime.clone();
                 let view = view.clone();
-                tokio::spawn(async move {
-                    let mut buffered = Vec::new();
-                    let _ = input.read_to_end(&mut buffered).await;
-                    runtime.attach_stdin(&view, Bytes::from(buffered)).await;
-                });
+                tokio::spawn(async move { runtime.attach_stdin(&view, &mut input).await });
             }
         }
         if want_output {

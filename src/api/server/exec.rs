@@ -72,7 +72,9 @@ async fn run_exec(
     input: Option<tokio::io::ReadHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>,
 ) {
     let params = AttachParams {
-        stdin: record.attach_stdin && input.is_some(),
+        // A TTY without stdin loses output on Kubernetes' side (the pty is torn down before it is
+        // drained); with stdin attached (and simply never written) the output arrives.
+        stdin: (record.attach_stdin && input.is_some()) || record.tty,
         stdout: true,
         stderr: !record.tty,
         tty: record.tty,
@@ -105,23 +107,30 @@ async fn run_exec(
     // (closing it early would close the whole v4 exec stream).
     let (stdin_done_tx, stdin_done_rx) =
         tokio::sync::oneshot::channel::<tokio::io::WriteHalf<tokio::io::SimplexStream>>();
-    if let (Some(mut input), Some(mut writer)) = (input, stdin_writer) {
-        tokio::spawn(async move {
-            let mut buffer = vec![0u8; 16 * 1024];
-            loop {
-                match input.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if writer.write_all(&buffer[..n]).await.is_err() {
-                            break;
+    // Held until the process ends when the client sends no stdin: dropping it would close the
+    // whole v4 exec stream.
+    let mut idle_stdin = None;
+    match (input, stdin_writer) {
+        (Some(mut input), Some(mut writer)) => {
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    match input.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if writer.write_all(&buffer[..n]).await.is_err() {
+                                break;
+                            }
                         }
                     }
                 }
-            }
-            let _ = stdin_done_tx.send(writer);
-        });
-    } else {
-        drop(stdin_done_tx);
+                let _ = stdin_done_tx.send(writer);
+            });
+        }
+        (_, writer) => {
+            idle_stdin = writer;
+            drop(stdin_done_tx);
+        }
     }
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(32);
     let tty = record.tty;
@@ -161,6 +170,7 @@ async fn run_exec(
         None => None,
     };
     drop(stdin_done_rx);
+    drop(idle_stdin);
     runtime.exec_finish(&record.id, exit_code_of(status.as_ref()));
 }
 
