@@ -55,6 +55,24 @@ struct RuleRef<'a> {
 }
 
 impl RuleRef<'_> {
+    fn failed(&self, message: String) -> Problem {
+        Problem::RuleFailed {
+            policy: self.policy.to_string(),
+            rule: self.rule.name.clone(),
+            file: self.file.to_string(),
+            message,
+        }
+    }
+
+    fn denied(&self, message: String) -> Problem {
+        Problem::Denied {
+            policy: self.policy.to_string(),
+            rule: self.rule.name.clone(),
+            file: self.file.to_string(),
+            message,
+        }
+    }
+
     fn result(&self, result: Outcome, reason: impl Into<String>) -> RuleResult {
         RuleResult {
             policy: self.policy.to_string(),
@@ -191,12 +209,7 @@ fn mutate(
 ) -> RuleResult {
     let mut result = rule.result(Outcome::Pass, "nothing to change");
     let fail = |evaluation: &mut Evaluation, result: &mut RuleResult, message: String| {
-        evaluation.problems.push(Problem::RuleFailed {
-            policy: rule.policy.to_string(),
-            rule: rule.rule.name.clone(),
-            file: rule.file.to_string(),
-            message: message.clone(),
-        });
+        evaluation.problems.push(rule.failed(message.clone()));
         result.result = Outcome::Error;
         result.reason = message;
     };
@@ -313,12 +326,7 @@ fn mutate(
                 Err(message) => fail(evaluation, &mut result, message),
             },
             Ok(Ran::Denied(why)) => {
-                evaluation.problems.push(Problem::Denied {
-                    policy: rule.policy.to_string(),
-                    rule: rule.rule.name.clone(),
-                    file: rule.file.to_string(),
-                    message: why.clone(),
-                });
+                evaluation.problems.push(rule.denied(why.clone()));
                 result.result = Outcome::Fail;
                 result.reason = why;
             }
@@ -367,12 +375,9 @@ fn apply_overrides(
                             format!("{}; label {} applied", result.reason, declared.label);
                     }
                     Err(error) => {
-                        evaluation.problems.push(Problem::RuleFailed {
-                            policy: rule.policy.to_string(),
-                            rule: rule.rule.name.clone(),
-                            file: rule.file.to_string(),
-                            message: format!("override {}: {error}", declared.label),
-                        });
+                        evaluation
+                            .problems
+                            .push(rule.failed(format!("override {}: {error}", declared.label)));
                         result.result = Outcome::Error;
                     }
                 }
@@ -488,12 +493,7 @@ fn validate(
                     Err(kind) => {
                         let message =
                             format!("deny expression must be true or false, returned {kind}");
-                        evaluation.problems.push(Problem::RuleFailed {
-                            policy: rule.policy.to_string(),
-                            rule: rule.rule.name.clone(),
-                            file: rule.file.to_string(),
-                            message: message.clone(),
-                        });
+                        evaluation.problems.push(rule.failed(message.clone()));
                         return rule.result(Outcome::Error, message);
                     }
                 },
@@ -502,12 +502,7 @@ fn validate(
                 }
                 Err(message) => {
                     let message = format!("deny expression error: {message}");
-                    evaluation.problems.push(Problem::RuleFailed {
-                        policy: rule.policy.to_string(),
-                        rule: rule.rule.name.clone(),
-                        file: rule.file.to_string(),
-                        message: message.clone(),
-                    });
+                    evaluation.problems.push(rule.failed(message.clone()));
                     return rule.result(Outcome::Error, message);
                 }
             }
@@ -538,12 +533,7 @@ fn validate(
         }
         match validation.action {
             Action::Enforce => {
-                evaluation.problems.push(Problem::Denied {
-                    policy: rule.policy.to_string(),
-                    rule: rule.rule.name.clone(),
-                    file: rule.file.to_string(),
-                    message: message.clone(),
-                });
+                evaluation.problems.push(rule.denied(message.clone()));
                 rule.result(Outcome::Fail, message)
             }
             Action::Audit => {
