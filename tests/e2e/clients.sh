@@ -66,7 +66,7 @@ export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 TESTCONTAINERS_CONNECTION_MODE=doc
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH TESTCONTAINERS_RYUK_DISABLED
 
 KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=$NODE_IP:$PORT PODBRIDGE_DOCKER_HOST_FOR_PODS=$DOCKER_HOST \
-  PODBRIDGE_LOG=info,kube=warn PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 \
+  PODBRIDGE_LOG=info,kube=warn PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 PODBRIDGE_START_TIMEOUT_SECONDS=30 \
   "$E2E_BIN" serve --namespace "$NS" --instance e2e-clients >"$WORK/podbridge.log" 2>&1 &
 PB_PID=$!
 
@@ -144,6 +144,23 @@ t_compose_down() {
     expect_eq "$(docker volume ls -q | grep -c pbe2e)" 0 &&
     wait_gone 30 cluster_objects
 }
+t_compose_foreground_exit_code() {
+  local out rc
+  out=$(timeout 180 "$COMPOSE" --ansi never -p pbone -f "$HERE/compose/oneshot.yaml" up --exit-code-from tester 2>&1); rc=$?
+  timeout 120 "$COMPOSE" -p pbone -f "$HERE/compose/oneshot.yaml" down >/dev/null 2>&1
+  grep -q '^tester-1  | +PONG' <<<"$out" && grep -q '^tester-1  | tester-done' <<<"$out" || { echo "$out"; return 1; }
+  expect_eq "$rc" 3 && wait_gone 30 cluster_objects
+}
+
+# --- start that cannot happen --------------------------------------------------------------------
+t_unschedulable_start_fails() {
+  # (this podbridge runs with start_timeout_seconds=30) an unschedulable pod is a failed start
+  # with the scheduler's reason, not a "running" container
+  local out; out=$(timeout 120 docker run -d --name huge -m 900g busybox sleep 60 2>&1)
+  grep -q 'did not start within 30s: Unschedulable: .*Insufficient memory' <<<"$out" || { echo "$out"; return 1; }
+  expect_eq "$(docker inspect huge --format '{{.State.Running}}')" false && docker rm huge >/dev/null &&
+    wait_gone 30 cluster_objects
+}
 
 # --- testcontainers ------------------------------------------------------------------------------
 # Each script prints leftover=<id>: a container it started and never stopped, then dies without its
@@ -171,6 +188,8 @@ check "compose: published port 18080:80" t_compose_published_port
 check "compose: named volume" t_compose_named_volume
 check "compose: second up changes nothing" t_compose_up_again_is_noop
 check "compose down removes everything" t_compose_down
+check "compose up --exit-code-from (foreground)" t_compose_foreground_exit_code
+check "unschedulable start is reported" t_unschedulable_start_fails
 check "testcontainers-python (redis, logs wait, mapped port, Ryuk)" t_tc_python
 check "testcontainers-node (redis, logs wait, mapped port, Ryuk)" t_tc_node
 
