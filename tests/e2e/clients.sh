@@ -53,7 +53,10 @@ if [ ! -d "$NODE_DIR/node_modules/testcontainers" ]; then
   mkdir -p "$NODE_DIR" && (cd "$NODE_DIR" && npm init -y >/dev/null && npm install -q testcontainers@11 >&2) ||
     fail_setup "npm install testcontainers failed"
 fi
-cp "$HERE/tc_node_check.mjs" "$NODE_DIR/"
+cp "$HERE/tc_node_check.mjs" "$HERE/tc_node_compose.mjs" "$NODE_DIR/"
+# testcontainers' compose modules run `docker compose`: the binary as a CLI plugin
+mkdir -p "$WORK/docker-config/cli-plugins" && ln -s "$COMPOSE" "$WORK/docker-config/cli-plugins/docker-compose"
+export DOCKER_CONFIG=$WORK/docker-config
 
 # --- podbridge on the node address ---------------------------------------------------------------
 KUBECONFIG_NS=$("$CLUSTER/namespace.sh" "$NS" 2>/dev/null | tail -1)
@@ -108,6 +111,7 @@ wait_gone() {
   done
 }
 cluster_objects() { kc get pods,services,configmaps -l podbridge.io/instance=e2e-clients -o name; }
+non_ryuk_objects() { cluster_objects | grep -v testcontainers-ryuk; }
 
 # --- docker compose v2 ---------------------------------------------------------------------------
 compose() { timeout 180 "$COMPOSE" -p pbe2e -f "$HERE/compose/compose.yaml" "$@"; }
@@ -181,6 +185,15 @@ t_tc_node() {
   (cd "$NODE_DIR" && timeout 240 node tc_node_check.mjs) >"$WORK/tcnode.out" 2>&1 || { cat "$WORK/tcnode.out"; return 1; }
   cat "$WORK/tcnode.out"; grep -q 'reply="+PONG' "$WORK/tcnode.out" && reaped "$WORK/tcnode.out"
 }
+t_tc_python_compose() {
+  timeout 240 "$VENV/bin/python" "$HERE/tc_python_compose.py" "$HERE/compose" || return 1
+  expect_eq "$(docker ps -aq | wc -l)" 0 && wait_gone 30 cluster_objects
+}
+t_tc_node_compose() {
+  (cd "$NODE_DIR" && timeout 240 node tc_node_compose.mjs "$HERE/compose") || return 1
+  expect_eq "$(docker ps -aq --filter label=com.docker.compose.project | wc -l)" 0 &&
+    wait_gone 30 non_ryuk_objects
+}
 
 check "compose up: network, healthcheck gate, volume, port" t_compose_up
 check "compose: service name and alias resolve on the network" t_compose_network_aliases
@@ -192,6 +205,8 @@ check "compose up --exit-code-from (foreground)" t_compose_foreground_exit_code
 check "unschedulable start is reported" t_unschedulable_start_fails
 check "testcontainers-python (redis, logs wait, mapped port, Ryuk)" t_tc_python
 check "testcontainers-node (redis, logs wait, mapped port, Ryuk)" t_tc_node
+check "testcontainers-python DockerCompose" t_tc_python_compose
+check "testcontainers-node DockerComposeEnvironment" t_tc_node_compose
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; log "podbridge log tail:"; tail -20 "$WORK/podbridge.log" >&2; fi
 echo "$PASSED passed, $FAILED failed"
