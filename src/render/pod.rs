@@ -120,13 +120,22 @@ pub fn warnings(workload: &Workload, ctx: &RenderContext) -> Vec<String> {
         .mounts
         .iter()
         .find(|mount| matches!(mount.source, MountSource::DockerSocket { .. }));
-    match (socket, &ctx.docker_host_for_pods) {
+    let mut warnings = match (socket, &ctx.docker_host_for_pods) {
         (Some(mount), None) => vec![format!(
             "the Docker socket bind at {} is not available: podbridge has no address reachable from pods configured",
             mount.target
         )],
         _ => Vec::new(),
+    };
+    for mount in &workload.mounts {
+        if let MountSource::Volume { name } = &mount.source {
+            warnings.push(format!(
+                "volume {name} at {} is backed by an emptyDir: its data lives as long as this container and is not shared with other containers",
+                mount.target
+            ));
+        }
     }
+    warnings
 }
 
 /// Labels that identify an object as podbridge's; `objects` re-asserts them after policy.
@@ -282,14 +291,14 @@ impl Volumes {
                     }));
                     continue;
                 }
-                MountSource::Volume { name } => {
-                    let claim = names::volume_claim_name(name);
-                    (
-                        format!("volume-{index}"),
-                        json!({"persistentVolumeClaim": {"claimName": claim}}),
-                        json!({"type": "volume", "name": name, "claimName": claim}),
-                    )
-                }
+                // A named volume is an emptyDir of this container's pod: nothing provisions
+                // claims in a session namespace (no StorageClass is assumed), and a claim that
+                // never binds would leave the pod Pending. `warnings` tells the client.
+                MountSource::Volume { name } => (
+                    format!("volume-{index}"),
+                    json!({"emptyDir": {}}),
+                    json!({"type": "volume", "name": name}),
+                ),
                 MountSource::Anonymous => (
                     format!("anonymous-{index}"),
                     json!({"emptyDir": {}}),
@@ -743,7 +752,7 @@ pub(super) mod tests {
         );
         assert_eq!(
             spec["volumes"][1],
-            json!({"name": "volume-1", "persistentVolumeClaim": {"claimName": names::volume_claim_name("demo_cache")}})
+            json!({"name": "volume-1", "emptyDir": {}})
         );
         assert_eq!(
             spec["volumes"][2],
@@ -846,12 +855,18 @@ pub(super) mod tests {
             .as_str()
             .unwrap();
         assert!(mounts.contains(r#""type":"docker-socket""#), "{mounts}");
-        assert!(warnings(&workload(body, None), &context()).is_empty());
+        // the only warning: the named volume `dind-data` is an emptyDir
+        let found = warnings(&workload(body, None), &context());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("volume dind-data at /var/lib/docker"),
+            "{found:?}"
+        );
         let no_host = RenderContext {
             docker_host_for_pods: None,
             ..context()
         };
-        assert_eq!(warnings(&workload(body, None), &no_host).len(), 1);
+        assert_eq!(warnings(&workload(body, None), &no_host).len(), 2);
     }
 
     #[test]

@@ -220,30 +220,40 @@ impl Runtime {
             }
         }
         let id = view.id.clone();
-        self.wait_until(self.start_timeout(), |rt| match rt.find(&id) {
-            Ok(v) => {
-                if !v.state.error.is_empty() && v.state.status == "running" {
-                    return true;
+        let settled = self
+            .wait_until(self.start_timeout(), |rt| match rt.find(&id) {
+                Ok(v) => {
+                    if !v.state.error.is_empty() && v.state.status == "running" {
+                        return true;
+                    }
+                    let main_running = v
+                        .pod
+                        .as_deref()
+                        .and_then(super::state::main_status)
+                        .and_then(|s| s.state.as_ref())
+                        .map(|s| s.running.is_some())
+                        .unwrap_or(false);
+                    main_running || v.state.is_exited()
                 }
-                let main_running = v
-                    .pod
-                    .as_deref()
-                    .and_then(super::state::main_status)
-                    .and_then(|s| s.state.as_ref())
-                    .map(|s| s.running.is_some())
-                    .unwrap_or(false);
-                main_running || v.state.is_exited()
-            }
-            Err(_) => true,
-        })
-        .await;
+                Err(_) => true,
+            })
+            .await;
         self.sync_ports(&self.containers());
         let failure = self
             .find(&id)
             .ok()
             .filter(|v| v.state.status == "running")
-            .map(|v| v.state.error)
-            .filter(|e| !e.is_empty());
+            .and_then(|v| {
+                if !v.state.error.is_empty() {
+                    Some(v.state.error)
+                } else if settled {
+                    None
+                } else {
+                    // Never ran within the start timeout (unschedulable, a claim that never
+                    // binds, a slow pull): report why instead of a "running" container that isn't.
+                    Some(not_started_reason(v.pod.as_deref(), self.start_timeout()))
+                }
+            });
         if let Some(reason) = failure {
             warn!(container = %short, %reason, "Start failed; removing pod");
             if view.auto_remove() {
@@ -524,6 +534,35 @@ pub fn signal_name(signal: &str) -> String {
     }
 }
 
+/// Why a pod has not started its main container: the scheduler's condition if it failed,
+/// otherwise the pod phase.
+fn not_started_reason(pod: Option<&Pod>, timeout: Duration) -> String {
+    let status = pod.and_then(|p| p.status.as_ref());
+    let unscheduled = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        })
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("Unscheduled"),
+                c.message.as_deref().unwrap_or_default()
+            )
+        });
+    let detail = unscheduled.unwrap_or_else(|| {
+        format!(
+            "pod phase {}",
+            status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+        )
+    });
+    format!(
+        "container did not start within {}s: {detail}",
+        timeout.as_secs()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,5 +573,24 @@ mod tests {
         assert_eq!(signal_name("9"), "KILL");
         assert_eq!(signal_name("hup"), "HUP");
         assert_eq!(signal_name("SIGRTMIN"), "RTMIN");
+    }
+
+    #[test]
+    fn not_started_reason_prefers_the_scheduler() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient memory."}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            not_started_reason(Some(&pod), Duration::from_secs(30)),
+            "container did not start within 30s: Unschedulable: 0/1 nodes are available: 1 Insufficient memory."
+        );
+        let pulling: Pod =
+            serde_json::from_value(serde_json::json!({"status": {"phase": "Pending"}})).unwrap();
+        assert_eq!(
+            not_started_reason(Some(&pulling), Duration::from_secs(5)),
+            "container did not start within 5s: pod phase Pending"
+        );
     }
 }
