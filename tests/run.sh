@@ -60,6 +60,11 @@ stage "$failed_stage"
 tests/e2e/run.sh
 done_stage
 
+failed_stage="compose, testcontainers-python/-node and Ryuk"
+stage "$failed_stage"
+tests/e2e/clients.sh
+done_stage
+
 failed_stage="operator: per-job namespaces"
 stage "$failed_stage"
 tests/e2e/operator.sh

@@ -8,8 +8,12 @@ CLUSTER=$ROOT/tests/cluster
 TAGS=(0.8.1 0.14.0)   # testcontainers-python 4.15, testcontainers-node 12
 TARGET=${RYUK_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/ryuk}
 OUT=$TARGET/ryuk-image.tar
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$TARGET \
-  cargo build --quiet --release --offline --manifest-path "$ROOT/tests/e2e/ryuk/Cargo.toml" >&2
+build_ryuk() {
+  RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$TARGET \
+    cargo build --quiet --release "$@" --manifest-path "$ROOT/tests/e2e/ryuk/Cargo.toml" >&2
+}
+# Offline first (the crates are usually in Cargo's cache already); fetch them on a fresh machine.
+build_ryuk --offline 2>/dev/null || build_ryuk
 BIN=$TARGET/release/podbridge-test-ryuk
 KEY=$(cat "$BIN" "$0" | sha256sum | cut -c1-16)
 if [ -f "$OUT" ] && [ "$(cat "$OUT.key" 2>/dev/null)" = "$KEY" ]; then exit 0; fi
