@@ -14,6 +14,7 @@ pub mod logs;
 pub mod objects;
 pub mod ports;
 pub mod prestart;
+pub mod reaper;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -272,6 +272,15 @@ pub async fn run(
     context.namespace = namespace.clone();
     let instance = crate::render::label_value(&context.instance_id);
     let client = kube::Client::try_from(kube_config)?;
+    // lifecycle (src/runtime/reaper.rs): liveness Lease first, so peers see this instance.
+    let reaper = crate::runtime::reaper::Reaper::new(
+        client.clone(),
+        namespace.clone(),
+        instance.clone(),
+        std::time::Duration::from_secs(config.reaper_idle_seconds),
+    )
+    .spawn()
+    .await;
     let runtime = Runtime::new(client, namespace.clone(), instance.clone());
     let translator = Arc::new(Translator::new(policies, context));
     let listen: std::net::SocketAddr =
@@ -352,6 +361,7 @@ pub async fn run(
             Err(_) => error!("Cleanup on exit timed out"),
         }
     }
+    reaper.stop(config.cleanup_on_exit).await;
     Ok(())
 }
 
