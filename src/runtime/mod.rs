@@ -10,6 +10,7 @@ pub mod binds;
 pub mod containers;
 pub mod events;
 pub mod exec;
+pub mod lease;
 pub mod logs;
 pub mod objects;
 pub mod ports;

@@ -56,7 +56,7 @@ new_namespace() {
 # serve NAME PORT ARGS...: start podbridge in the background (log $WORK/NAME.log); sets PID
 serve() {
   local name=$1 port=$2; shift 2
-  PODBRIDGE_LISTEN=127.0.0.1:$port PODBRIDGE_READINESS_LISTEN= PODBRIDGE_LOG=info,kube=warn \
+  PODBRIDGE_LISTEN=127.0.0.1:$port PODBRIDGE_READINESS_LISTEN=127.0.0.1:$(free_port) NO_COLOR=1 PODBRIDGE_LOG=info,kube=warn \
     "$E2E_BIN" serve "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
   PID=$!
   PIDS+=("$PID")
@@ -78,6 +78,8 @@ check() {
   fi
 }
 
+# logged NAME PATTERN: the log of NAME (colours stripped) matches PATTERN
+logged() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/$1.log" | grep -Eq "$2"; }
 expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
 
 cluster_up() {
@@ -112,10 +114,38 @@ t_reaper() {
   sleep 7
   [ "$(count "$NS" podbridge.io/instance=lc-b)" -ge 2 ] || { echo "B lost its own objects"; return 1; }
   expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$pb docker ps -a --format '{{.Names}}')" b1 &&
-    grep -q 'Reaped the objects of a gone instance' "$WORK/reaper-b.log" && kill "$b"
+    logged reaper-b 'Reaped the objects of a gone instance.*lc-a' && kill "$b"
+}
+
+# Two instances with --lock on one namespace: the second answers /_ping only after the first
+# exits (SIGTERM: released at once); a third takes over from a SIGKILLed holder once its Lease
+# expires.
+t_lock() {
+  cluster_up && new_namespace || return 1
+  local pa pb pc a b c
+  pa=$(free_port); pb=$(free_port); pc=$(free_port)
+  KUBECONFIG=$KCFG serve lock-a "$pa" --namespace "$NS" --instance lock-a --lock; a=$PID
+  wait_ping "$pa" || { echo "A did not start"; cat "$WORK/lock-a.log"; return 1; }
+  KUBECONFIG=$KCFG serve lock-b "$pb" --namespace "$NS" --instance lock-b --lock; b=$PID
+  sleep 4
+  expect_eq "$(ping_code "$pb")" 000 || return 1
+  logged lock-b 'Waiting for the namespace lock.*holder=lock-a' ||
+    { echo "B does not say who holds the lock"; cat "$WORK/lock-b.log"; return 1; }
+  expect_eq "$(KUBECONFIG=$KCFG kubectl -n "$NS" get lease podbridge-lock -o jsonpath='{.spec.holderIdentity}')" lock-a || return 1
+  kill "$a"; wait "$a" 2>/dev/null
+  wait_ping "$pb" 100 || { echo "B did not take over within 10 s of A's exit"; cat "$WORK/lock-b.log"; return 1; }
+  logged lock-a 'Namespace lock released' || { echo "A did not release"; cat "$WORK/lock-a.log"; return 1; }
+  KUBECONFIG=$KCFG serve lock-c "$pc" --namespace "$NS" --instance lock-c --lock; c=$PID
+  sleep 3
+  expect_eq "$(ping_code "$pc")" 000 || return 1
+  kill -9 "$b"
+  wait_ping "$pc" 300 || { echo "C did not take over within 30 s of B's SIGKILL"; cat "$WORK/lock-c.log"; return 1; }
+  expect_eq "$(KUBECONFIG=$KCFG kubectl -n "$NS" get lease podbridge-lock -o jsonpath='{.spec.holderIdentity}')" lock-c &&
+    kill "$c"
 }
 
 check "reaper removes a SIGKILLed instance's objects, keeps its own" t_reaper
+check "namespace lock: second instance serves only after the first" t_lock
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; fi
 echo "$PASSED passed, $FAILED failed"
