@@ -439,6 +439,12 @@ pub fn serve(global: &GlobalFlags, args: &ServeArgs) -> Result<Outcome, Error> {
     let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
     runtime.block_on(async {
         let _watcher = policy_store::watch(config.clone(), policies.clone())?;
+        if config.dry_run {
+            // no cluster: no readiness endpoints, which would only report its absence
+            let context = render_context(&config);
+            crate::api::server::dry_run::run(&config, policies, context).await?;
+            return Ok(());
+        }
         if let Some(listen) = config.readiness_listen.clone() {
             // docker-ready pings this very server: `/_ping` answers 200 only once the cluster
             // is reachable and the watch caches are synced.

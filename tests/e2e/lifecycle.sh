@@ -144,6 +144,37 @@ t_lock() {
     kill "$c"
 }
 
+# No cluster at all: create translates, start prints, logs/ps/rm work, a policy refusal is a 403.
+t_dry_run() {
+  local port; port=$(free_port)
+  KUBECONFIG=/nonexistent serve dry-run "$port" --dry-run
+  wait_ping "$port" 100 || { echo "dry-run server did not start"; cat "$WORK/dry-run.log"; return 1; }
+  export DOCKER_HOST=tcp://127.0.0.1:$port
+  local id logs
+  id=$(timeout 30 docker run --name web -d busybox sleep 1) || return 1
+  logs=$(docker logs web) || return 1
+  grep -q '^kind: Pod$' <<<"$logs" && grep -q '# policy rules:' <<<"$logs" && grep -q 'security-context' <<<"$logs" ||
+    { echo "logs lack the objects or the explanation:"; echo "$logs"; return 1; }
+  grep -q '^kind: Pod$' "$WORK/dry-run.out" || { echo "start printed nothing on stdout"; return 1; }
+  expect_eq "$(docker ps -a --format '{{.Names}} {{.Image}} {{.State}}')" "web busybox exited" &&
+    expect_eq "$(docker ps -q)" "" &&
+    expect_eq "$(docker inspect web --format '{{.Id}} {{.State.ExitCode}}')" "$id 0" &&
+    expect_eq "$(timeout 10 docker wait web)" 0 || return 1
+  grep -q 'kind: Pod' <<<"$(timeout 30 docker run --rm busybox echo hi)" || { echo "attached run printed no objects"; return 1; }
+  docker rm web >/dev/null && expect_eq "$(docker ps -aq)" "" || return 1
+  local refused
+  refused=$(timeout 30 docker run --privileged busybox true 2>&1)
+  grep -q 'blocked by policy' <<<"$refused" || { echo "privileged run not refused:"; echo "$refused"; return 1; }
+  expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -XPOST -H 'Content-Type: application/json' \
+    -d '{"Image":"busybox","HostConfig":{"Privileged":true}}' "127.0.0.1:$port/v1.44/containers/create")" 403 || return 1
+  unset DOCKER_HOST
+  KUBECONFIG=/nonexistent "$E2E_BIN" serve >"$WORK/nocluster.out" 2>&1
+  local code=$?
+  [ "$code" != 0 ] && tail -1 "$WORK/nocluster.out" | grep -q -- '--dry-run' && tail -1 "$WORK/nocluster.out" | grep -q 'tests/cluster/up.sh' ||
+    { echo "serve without a cluster (exit $code):"; cat "$WORK/nocluster.out"; return 1; }
+}
+
+check "dry-run server without a cluster; serve without one says so" t_dry_run
 check "reaper removes a SIGKILLed instance's objects, keeps its own" t_reaper
 check "namespace lock: second instance serves only after the first" t_lock
 

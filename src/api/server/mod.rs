@@ -3,6 +3,7 @@
 
 mod archive;
 mod containers;
+pub mod dry_run;
 mod exec;
 mod extract;
 mod images;
@@ -138,6 +139,11 @@ pub fn router(state: AppState) -> Router {
         .route("/_nothing", head(unsupported))
         .fallback(not_found)
         .with_state(state);
+    docker_service(routes)
+}
+
+/// Wraps Docker routes in the version-prefix stripping, 5xx logging and Docker headers.
+fn docker_service(routes: Router) -> Router {
     let versioned = middleware::from_fn(strip_version).layer(routes);
     Router::new()
         .fallback_service(versioned)
