@@ -43,6 +43,8 @@ pub enum Error {
     ReleaseFailed(#[source] kube::Error),
     #[error("{operation} Lease {LOCK_NAME} timed out after {}s", CALL_TIMEOUT.as_secs())]
     TimedOut { operation: &'static str },
+    #[error("Lease {LOCK_NAME} was lost while serving (taken over, or not renewed in time)")]
+    Lost,
 }
 
 /// What to do with the Lease as read.

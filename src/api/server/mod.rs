@@ -411,11 +411,11 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        result = serving => result?,
-        _ = drain_limit => info!("Open connections closed at the drain limit"),
-        _ = lock_lost => error!("Namespace lock lost; stopping"),
-    }
+    let lost = tokio::select! {
+        result = serving => { result?; false }
+        _ = drain_limit => { info!("Open connections closed at the drain limit"); false }
+        _ = lock_lost => true,
+    };
     if config.cleanup_on_exit {
         let cleanup = tokio::time::timeout(
             std::time::Duration::from_secs(30),
@@ -428,6 +428,9 @@ pub async fn run(
         }
     }
     reaper.stop(config.cleanup_on_exit).await;
+    if lost {
+        return Err(crate::runtime::lease::Error::Lost.into());
+    }
     if let Some(lock) = lock {
         lock.release().await?;
     }
