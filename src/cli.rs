@@ -90,6 +90,10 @@ pub struct FlagLayer {
     annotations: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock: Option<bool>,
 }
 
 impl GlobalFlags {
@@ -104,6 +108,7 @@ impl GlobalFlags {
             labels: self.labels.iter().cloned().collect(),
             annotations: self.annotations.iter().cloned().collect(),
             log: self.log.clone(),
+            ..FlagLayer::default()
         }
     }
 
@@ -126,7 +131,18 @@ pub enum Command {
     /// Serve only the readiness and kubeconfig endpoints.
     Readiness(crate::readiness::ReadinessArgs),
     /// Serve the Docker Engine API, running containers as pods in the namespace.
-    Serve,
+    Serve(ServeArgs),
+}
+
+/// `podbridge serve` flags; like the global ones, they are a configuration layer.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Answer Docker clients without any cluster: translate, print what would be applied.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Hold the namespace Lease `podbridge-lock` while serving; wait while another instance does.
+    #[arg(long)]
+    pub lock: bool,
 }
 
 #[derive(Debug, Args)]
@@ -406,8 +422,11 @@ pub fn readiness(
 
 /// `podbridge serve`: load configuration and policies (failing before any port is bound), then
 /// serve until SIGTERM / ctrl-c.
-pub fn serve(global: &GlobalFlags) -> Result<Outcome, Error> {
-    let config = global.load_config()?;
+pub fn serve(global: &GlobalFlags, args: &ServeArgs) -> Result<Outcome, Error> {
+    let mut layer = global.layer();
+    layer.dry_run = args.dry_run.then_some(true);
+    layer.lock = args.lock.then_some(true);
+    let config = Config::load(global.config.as_deref(), &layer)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log)
@@ -420,6 +439,12 @@ pub fn serve(global: &GlobalFlags) -> Result<Outcome, Error> {
     let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
     runtime.block_on(async {
         let _watcher = policy_store::watch(config.clone(), policies.clone())?;
+        if config.dry_run {
+            // no cluster: no readiness endpoints, which would only report its absence
+            let context = render_context(&config);
+            crate::api::server::dry_run::run(&config, policies, context).await?;
+            return Ok(());
+        }
         if let Some(listen) = config.readiness_listen.clone() {
             // docker-ready pings this very server: `/_ping` answers 200 only once the cluster
             // is reachable and the watch caches are synced.

@@ -87,3 +87,7 @@ pub const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
 pub const ROLE_ARCHIVE: &str = "archive";
 /// Annotation on an archive ConfigMap: the directory the tar is unpacked into.
 pub const ANNOTATION_ARCHIVE_PATH: &str = "podbridge.io/archive-path";
+
+/// [`ROLE`] of an instance's liveness Lease (`podbridge-instance-<id>`), renewed while it serves;
+/// the reaper removes the objects of instances whose Lease went quiet.
+pub const ROLE_HEARTBEAT: &str = "heartbeat";

@@ -10,7 +10,7 @@ fn run(cli: &Cli) -> anyhow::Result<cli::Outcome> {
         Command::Config => cli::show_config(&cli.global)?,
         Command::Operator(args) => cli::operator(&cli.global, args)?,
         Command::Readiness(args) => cli::readiness(&cli.global, args)?,
-        Command::Serve => cli::serve(&cli.global)?,
+        Command::Serve(args) => cli::serve(&cli.global, args)?,
     })
 }
 

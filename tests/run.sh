@@ -65,6 +65,11 @@ stage "$failed_stage"
 tests/e2e/clients.sh
 done_stage
 
+failed_stage="lifecycle: reaper, namespace lock, dry-run server"
+stage "$failed_stage"
+tests/e2e/lifecycle.sh
+done_stage
+
 failed_stage="operator: per-job namespaces"
 stage "$failed_stage"
 tests/e2e/operator.sh

@@ -10,10 +10,12 @@ pub mod binds;
 pub mod containers;
 pub mod events;
 pub mod exec;
+pub mod lease;
 pub mod logs;
 pub mod objects;
 pub mod ports;
 pub mod prestart;
+pub mod reaper;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -3,6 +3,7 @@
 
 mod archive;
 mod containers;
+pub mod dry_run;
 mod exec;
 mod extract;
 mod images;
@@ -138,6 +139,11 @@ pub fn router(state: AppState) -> Router {
         .route("/_nothing", head(unsupported))
         .fallback(not_found)
         .with_state(state);
+    docker_service(routes)
+}
+
+/// Wraps Docker routes in the version-prefix stripping, 5xx logging and Docker headers.
+fn docker_service(routes: Router) -> Router {
     let versioned = middleware::from_fn(strip_version).layer(routes);
     Router::new()
         .fallback_service(versioned)
@@ -256,6 +262,52 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("namespace lock: {0}")]
+    Lock(#[from] crate::runtime::lease::Error),
+    /// No source: the reason is already one line, and the way forward must end it.
+    #[error(
+        "no Kubernetes cluster reachable ({reason}). Start the test cluster with \
+         tests/cluster/up.sh (or point KUBECONFIG at yours), or run `podbridge serve --dry-run` to \
+         answer Docker clients without a cluster and print what would be applied"
+    )]
+    NoCluster { reason: String },
+}
+
+/// How long `serve` waits for the API server's first answer before saying there is no cluster.
+const CLUSTER_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The innermost cause of `error`, the part a user can act on.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// A client for a cluster that answers, or [`ServeError::NoCluster`] in one line.
+async fn reachable_cluster() -> Result<kube::Client, ServeError> {
+    let kube_config = kube::Config::infer().await.map_err(|error| {
+        let reason = match std::env::var("KUBECONFIG").ok().filter(|p| !p.is_empty()) {
+            Some(path) => format!("KUBECONFIG={path}: {}", root_cause(&error)),
+            None => "no kubeconfig at ~/.kube/config and not running in a cluster".into(),
+        };
+        ServeError::NoCluster { reason }
+    })?;
+    let url = kube_config.cluster_url.to_string();
+    let client = kube::Client::try_from(kube_config)?;
+    match tokio::time::timeout(CLUSTER_PROBE_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(error)) => Err(ServeError::NoCluster {
+            reason: format!("{url}: {}", root_cause(&error)),
+        }),
+        Err(_) => Err(ServeError::NoCluster {
+            reason: format!(
+                "{url} did not answer within {}s",
+                CLUSTER_PROBE_TIMEOUT.as_secs()
+            ),
+        }),
+    }
 }
 
 /// Builds the runtime from `config` and serves on its TCP address and optional unix socket.
@@ -264,14 +316,30 @@ pub async fn run(
     policies: crate::rules::SharedPolicySet,
     mut context: crate::render::RenderContext,
 ) -> Result<(), ServeError> {
-    let kube_config = kube::Config::infer().await?;
+    let client = reachable_cluster().await?;
     let namespace = config
         .namespace
         .clone()
-        .unwrap_or_else(|| kube_config.default_namespace.clone());
+        .unwrap_or_else(|| client.default_namespace().to_string());
     context.namespace = namespace.clone();
     let instance = crate::render::label_value(&context.instance_id);
-    let client = kube::Client::try_from(kube_config)?;
+    // lifecycle (src/runtime/lease.rs): with `lock`, hold the namespace Lease before binding.
+    let lock = match config.lock {
+        false => None,
+        true => tokio::select! {
+            lock = crate::runtime::lease::acquire(client.clone(), &namespace, &instance) => Some(lock?),
+            _ = shutdown_signal() => return Ok(()),
+        },
+    };
+    // lifecycle (src/runtime/reaper.rs): liveness Lease first, so peers see this instance.
+    let reaper = crate::runtime::reaper::Reaper::new(
+        client.clone(),
+        namespace.clone(),
+        instance.clone(),
+        std::time::Duration::from_secs(config.reaper_idle_seconds),
+    )
+    .spawn()
+    .await;
     let runtime = Runtime::new(client, namespace.clone(), instance.clone());
     let translator = Arc::new(Translator::new(policies, context));
     let listen: std::net::SocketAddr =
@@ -337,10 +405,17 @@ pub async fn run(
             _ = shutdown_signal() => {}
         }
     };
-    tokio::select! {
-        result = serving => result?,
-        _ = drain_limit => info!("Open connections closed at the drain limit"),
-    }
+    let lock_lost = async {
+        match &lock {
+            Some(lock) => lock.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let lost = tokio::select! {
+        result = serving => { result?; false }
+        _ = drain_limit => { info!("Open connections closed at the drain limit"); false }
+        _ = lock_lost => true,
+    };
     if config.cleanup_on_exit {
         let cleanup = tokio::time::timeout(
             std::time::Duration::from_secs(30),
@@ -351,6 +426,13 @@ pub async fn run(
             Ok(Err(error)) => error!(%error, "Cleanup on exit failed"),
             Err(_) => error!("Cleanup on exit timed out"),
         }
+    }
+    reaper.stop(config.cleanup_on_exit).await;
+    if lost {
+        return Err(crate::runtime::lease::Error::Lost.into());
+    }
+    if let Some(lock) = lock {
+        lock.release().await?;
     }
     Ok(())
 }

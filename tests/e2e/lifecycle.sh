@@ -1,0 +1,183 @@
+#!/bin/bash
+# End-to-end lifecycle checks: the reaper, the namespace lease lock and the dry-run server.
+#
+#   tests/e2e/lifecycle.sh      build podbridge, run every check, print "N passed, M failed"
+#
+# The reaper and lock checks need the cluster of tests/cluster (up.sh) and use fresh namespaces
+# from tests/cluster/namespace.sh (minimal Role); the dry-run check needs no cluster at all.
+# Environment: E2E_BIN (a built podbridge; skips the build), E2E_KEEP=1 (keep namespaces and
+# logs), E2E_ONLY=regex (run matching checks only).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CLUSTER=$ROOT/tests/cluster
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$(mktemp -d)
+PASSED=0
+FAILED=0
+FAILURES=()
+PIDS=()
+NAMESPACES=()
+
+log() { printf '[lifecycle] %s\n' "$*" >&2; }
+
+if [ -z "${E2E_BIN:-}" ]; then
+  log "building podbridge"
+  (cd "$ROOT" && cargo build --quiet --offline 2>&1 || cargo build --quiet) >&2 || { echo "0 passed, 1 failed"; exit 1; }
+  E2E_BIN=$CARGO_TARGET_DIR/debug/podbridge
+fi
+unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  if [ "${E2E_KEEP:-0}" = 1 ]; then
+    log "kept namespaces ${NAMESPACES[*]}, logs in $WORK"
+  else
+    for ns in "${NAMESPACES[@]}"; do "$CLUSTER/namespace.sh" --delete "$ns" >/dev/null 2>&1; done
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ping_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "127.0.0.1:$1/_ping"; }
+# wait_ping PORT [TENTHS]: until /_ping answers 200
+wait_ping() {
+  for _ in $(seq "${2:-300}"); do [ "$(ping_code "$1")" = 200 ] && return 0; sleep 0.1; done
+  return 1
+}
+# new_namespace: a fresh namespace with the minimal Role; sets NS and KCFG
+new_namespace() {
+  NS=pb-lc-$$-$RANDOM
+  KCFG=$("$CLUSTER/namespace.sh" "$NS" 2>/dev/null | tail -1)
+  NAMESPACES+=("$NS")
+  [ -f "$KCFG" ]
+}
+# serve NAME PORT ARGS...: start podbridge in the background (log $WORK/NAME.log); sets PID
+serve() {
+  local name=$1 port=$2; shift 2
+  PODBRIDGE_LISTEN=127.0.0.1:$port PODBRIDGE_READINESS_LISTEN=127.0.0.1:$(free_port) NO_COLOR=1 PODBRIDGE_LOG=info,kube=warn \
+    "$E2E_BIN" serve "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+  PID=$!
+  PIDS+=("$PID")
+}
+# count NS SELECTOR: objects of every kind the reaper handles, plus Leases, matching SELECTOR
+count() {
+  KUBECONFIG=$KCFG kubectl -n "$1" get pods,services,configmaps,secrets,persistentvolumeclaims,leases \
+    -l "$2" -o name 2>/dev/null | wc -l
+}
+
+check() {
+  local name=$1; shift
+  if [ -n "${E2E_ONLY:-}" ] && ! [[ $name =~ $E2E_ONLY ]]; then return; fi
+  local out=$WORK/check.out
+  if "$@" >"$out" 2>&1; then
+    PASSED=$((PASSED + 1)); printf 'ok   %s\n' "$name"
+  else
+    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL %s\n' "$name"; sed 's/^/     | /' "$out" | tail -25
+  fi
+}
+
+# logged NAME PATTERN: the log of NAME (colours stripped) matches PATTERN
+logged() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/$1.log" | grep -Eq "$2"; }
+expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
+
+cluster_up() {
+  curl -sf -m 3 127.0.0.1:${PODBRIDGE_READY_PORT:-2476}/kubernetes-ready >/dev/null ||
+    { echo "no cluster: run tests/cluster/up.sh first"; return 1; }
+}
+
+# Instance A is killed with SIGKILL (no cleanup); B, with a 5 s idle time, reaps A's objects and
+# Lease but keeps its own.
+t_reaper() {
+  cluster_up && new_namespace || return 1
+  local pa pb a b
+  pa=$(free_port); pb=$(free_port)
+  KUBECONFIG=$KCFG serve reaper-a "$pa" --namespace "$NS" --instance lc-a; a=$PID
+  wait_ping "$pa" || { echo "A did not start"; cat "$WORK/reaper-a.log"; return 1; }
+  DOCKER_HOST=tcp://127.0.0.1:$pa timeout 120 docker run -d --name a1 busybox sleep 600 >/dev/null &&
+    DOCKER_HOST=tcp://127.0.0.1:$pa docker create --name a2 busybox true >/dev/null || return 1
+  local before; before=$(count "$NS" podbridge.io/instance=lc-a)
+  [ "$before" -ge 3 ] || { echo "A has only $before objects"; return 1; }
+  kill -9 "$a"
+  PODBRIDGE_REAPER_IDLE_SECONDS=5 KUBECONFIG=$KCFG serve reaper-b "$pb" --namespace "$NS" --instance lc-b; b=$PID
+  wait_ping "$pb" || { echo "B did not start"; cat "$WORK/reaper-b.log"; return 1; }
+  DOCKER_HOST=tcp://127.0.0.1:$pb docker create --name b1 busybox true >/dev/null || return 1
+  local left=$before
+  for _ in $(seq 60); do
+    left=$(count "$NS" podbridge.io/instance=lc-a)
+    [ "$left" = 0 ] && break
+    sleep 1
+  done
+  expect_eq "$left" 0 || { KUBECONFIG=$KCFG kubectl -n "$NS" get all,cm,leases --show-labels; tail "$WORK/reaper-b.log"; return 1; }
+  # B's own objects (container spec and Lease) stay, well past its idle time
+  sleep 7
+  [ "$(count "$NS" podbridge.io/instance=lc-b)" -ge 2 ] || { echo "B lost its own objects"; return 1; }
+  expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$pb docker ps -a --format '{{.Names}}')" b1 &&
+    logged reaper-b 'Reaped the objects of a gone instance.*lc-a' && kill "$b"
+}
+
+# Two instances with --lock on one namespace: the second answers /_ping only after the first
+# exits (SIGTERM: released at once); a third takes over from a SIGKILLed holder once its Lease
+# expires.
+t_lock() {
+  cluster_up && new_namespace || return 1
+  local pa pb pc a b c
+  pa=$(free_port); pb=$(free_port); pc=$(free_port)
+  KUBECONFIG=$KCFG serve lock-a "$pa" --namespace "$NS" --instance lock-a --lock; a=$PID
+  wait_ping "$pa" || { echo "A did not start"; cat "$WORK/lock-a.log"; return 1; }
+  KUBECONFIG=$KCFG serve lock-b "$pb" --namespace "$NS" --instance lock-b --lock; b=$PID
+  sleep 4
+  expect_eq "$(ping_code "$pb")" 000 || return 1
+  logged lock-b 'Waiting for the namespace lock.*holder=lock-a' ||
+    { echo "B does not say who holds the lock"; cat "$WORK/lock-b.log"; return 1; }
+  expect_eq "$(KUBECONFIG=$KCFG kubectl -n "$NS" get lease podbridge-lock -o jsonpath='{.spec.holderIdentity}')" lock-a || return 1
+  kill "$a"; wait "$a" 2>/dev/null
+  wait_ping "$pb" 100 || { echo "B did not take over within 10 s of A's exit"; cat "$WORK/lock-b.log"; return 1; }
+  logged lock-a 'Namespace lock released' || { echo "A did not release"; cat "$WORK/lock-a.log"; return 1; }
+  KUBECONFIG=$KCFG serve lock-c "$pc" --namespace "$NS" --instance lock-c --lock; c=$PID
+  sleep 3
+  expect_eq "$(ping_code "$pc")" 000 || return 1
+  kill -9 "$b"
+  wait_ping "$pc" 300 || { echo "C did not take over within 30 s of B's SIGKILL"; cat "$WORK/lock-c.log"; return 1; }
+  expect_eq "$(KUBECONFIG=$KCFG kubectl -n "$NS" get lease podbridge-lock -o jsonpath='{.spec.holderIdentity}')" lock-c &&
+    kill "$c"
+}
+
+# No cluster at all: create translates, start prints, logs/ps/rm work, a policy refusal is a 403.
+t_dry_run() {
+  local port; port=$(free_port)
+  KUBECONFIG=/nonexistent serve dry-run "$port" --dry-run
+  wait_ping "$port" 100 || { echo "dry-run server did not start"; cat "$WORK/dry-run.log"; return 1; }
+  export DOCKER_HOST=tcp://127.0.0.1:$port
+  local id logs
+  id=$(timeout 30 docker run --name web -d busybox sleep 1) || return 1
+  logs=$(docker logs web) || return 1
+  grep -q '^kind: Pod$' <<<"$logs" && grep -q '# policy rules:' <<<"$logs" && grep -q 'security-context' <<<"$logs" ||
+    { echo "logs lack the objects or the explanation:"; echo "$logs"; return 1; }
+  grep -q '^kind: Pod$' "$WORK/dry-run.out" || { echo "start printed nothing on stdout"; return 1; }
+  expect_eq "$(docker ps -a --format '{{.Names}} {{.Image}} {{.State}}')" "web busybox exited" &&
+    expect_eq "$(docker ps -q)" "" &&
+    expect_eq "$(docker inspect web --format '{{.Id}} {{.State.ExitCode}}')" "$id 0" &&
+    expect_eq "$(timeout 10 docker wait web)" 0 || return 1
+  grep -q 'kind: Pod' <<<"$(timeout 30 docker run --rm busybox echo hi)" || { echo "attached run printed no objects"; return 1; }
+  docker rm web >/dev/null && expect_eq "$(docker ps -aq)" "" || return 1
+  local refused
+  refused=$(timeout 30 docker run --privileged busybox true 2>&1)
+  grep -q 'blocked by policy' <<<"$refused" || { echo "privileged run not refused:"; echo "$refused"; return 1; }
+  expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -XPOST -H 'Content-Type: application/json' \
+    -d '{"Image":"busybox","HostConfig":{"Privileged":true}}' "127.0.0.1:$port/v1.44/containers/create")" 403 || return 1
+  unset DOCKER_HOST
+  KUBECONFIG=/nonexistent "$E2E_BIN" serve >"$WORK/nocluster.out" 2>&1
+  local code=$?
+  [ "$code" != 0 ] && tail -1 "$WORK/nocluster.out" | grep -q -- '--dry-run' && tail -1 "$WORK/nocluster.out" | grep -q 'tests/cluster/up.sh' ||
+    { echo "serve without a cluster (exit $code):"; cat "$WORK/nocluster.out"; return 1; }
+}
+
+check "dry-run server without a cluster; serve without one says so" t_dry_run
+check "reaper removes a SIGKILLed instance's objects, keeps its own" t_reaper
+check "namespace lock: second instance serves only after the first" t_lock
+
+if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; fi
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
