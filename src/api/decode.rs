@@ -348,6 +348,15 @@ impl Decoder<'_> {
                 }
             }
         }
+        // `-P`: every exposed port (the image's included) without a binding gets a free host port.
+        if host.publish_all_ports.unwrap_or(false) {
+            for bindings in ports.values_mut().filter(|bindings| bindings.is_empty()) {
+                bindings.push(HostBinding {
+                    host_ip: None,
+                    host_port: None,
+                });
+            }
+        }
         Ok(ports
             .into_iter()
             .map(|((port, protocol), bindings)| PortSpec {
@@ -1513,6 +1522,22 @@ mod tests {
             workload.ports[1].bindings[0].host_ip.as_deref(),
             Some("127.0.0.1")
         );
+    }
+
+    #[test]
+    fn publish_all_binds_every_exposed_port_including_the_images() {
+        let image: ImageConfig =
+            serde_json::from_str(r#"{"ExposedPorts":{"6379/tcp":{}}}"#).unwrap();
+        let body = r#"{"Image":"a","HostConfig":{"PublishAllPorts":true,"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}}"#;
+        let workload = decode_create(body.as_bytes(), None, Some(&image))
+            .unwrap()
+            .workload;
+        let bindings: Vec<(u16, Option<u16>)> = workload
+            .ports
+            .iter()
+            .flat_map(|port| port.bindings.iter().map(|b| (port.port, b.host_port)))
+            .collect();
+        assert_eq!(bindings, [(80, Some(8080)), (6379, None)]);
     }
 
     #[test]

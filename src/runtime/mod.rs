@@ -16,6 +16,7 @@ pub mod objects;
 pub mod ports;
 pub mod prestart;
 pub mod reaper;
+pub mod registry;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -101,6 +102,8 @@ pub struct Runtime {
     attached: Mutex<HashMap<String, usize>>,
     creating_names: Mutex<HashSet<String>>,
     pub(crate) images: Mutex<BTreeMap<String, objects::ImageRecord>>,
+    /// Image configs read from registries.
+    pub registry: registry::RegistryClient,
     /// How long `start` waits for `main` to run before answering anyway (config
     /// `start_timeout_seconds`).
     start_timeout_seconds: std::sync::atomic::AtomicU64,
@@ -138,6 +141,7 @@ impl Runtime {
             attached: Mutex::default(),
             creating_names: Mutex::default(),
             images: Mutex::default(),
+            registry: registry::RegistryClient::new(),
             published: Mutex::default(),
             failing_watches: Mutex::default(),
             start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),

@@ -73,6 +73,22 @@ impl Runtime {
             .clone()
     }
 
+    /// Records an image reference whose config podbridge read from its registry: the ID becomes
+    /// the config digest, as in Docker.
+    pub fn note_image_with_id(&self, reference: &str, id: &str) -> ImageRecord {
+        let normalised = normalise_image(reference);
+        let mut images = self.images.lock().unwrap();
+        let record = images
+            .entry(normalised.clone())
+            .or_insert_with(|| ImageRecord {
+                id: id.to_owned(),
+                reference: normalised,
+                created: jiff::Timestamp::now().as_second(),
+            });
+        record.id = id.to_owned();
+        record.clone()
+    }
+
     /// Every image seen: pulled ones and those of existing containers.
     pub fn images(&self) -> Vec<ImageRecord> {
         for container in self.containers() {

@@ -173,6 +173,26 @@ t_no_such_container() {
   out=$(docker inspect nope 2>&1); grep -q 'No such object: nope' <<<"$out" || { echo "$out"; return 1; }
 }
 t_pull_images() { docker pull busybox >/dev/null && docker images --format '{{.Repository}}:{{.Tag}}' | grep -qx 'busybox:latest'; }
+t_registry_image_config() {
+  # The config comes from the loopback registry: inspect shows it and -P publishes the image's ports.
+  local image=127.0.0.1:5000/library/redis:latest out port
+  docker pull "$image" >/dev/null || return 1
+  expect_eq "$(docker image inspect "$image" --format '{{json .Config.ExposedPorts}} {{json .Config.Cmd}}')" '{"6379/tcp":{}} ["redis-server"]' &&
+    docker image inspect "$image" --format '{{.Id}}' | grep -Eq '^sha256:[0-9a-f]{64}$' || return 1
+  out=$(docker pull 127.0.0.1:5000/library/nope:1 2>&1) && { echo "pull of a missing image succeeded: $out"; return 1; }
+  grep -q 'not found' <<<"$out" || { echo "$out"; return 1; }
+  local started=$SECONDS
+  docker create --name hubcfg redis:7 >/dev/null && docker rm hubcfg >/dev/null &&
+    [ $((SECONDS - started)) -lt 5 ] || { echo "create with a docker.io image took $((SECONDS - started))s"; return 1; }
+  docker run -d --name rds -P "$image" >/dev/null || return 1
+  port=$(docker port rds 6379/tcp | head -1 | sed 's/.*://')
+  [ -n "$port" ] || { echo "6379 not published"; docker inspect rds --format '{{json .NetworkSettings.Ports}}'; return 1; }
+  for _ in $(seq 60); do
+    out=$(python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=3); s.sendall(b"PING\r\n"); print(s.recv(64).decode().strip())' "$port" 2>/dev/null)
+    [ "$out" = +PONG ] && break; sleep 1
+  done
+  expect_eq "$out" +PONG && docker rm -f rds >/dev/null
+}
 t_networks_volumes() {
   docker network create e2enet >/dev/null && docker network ls --format '{{.Name}}' | grep -qx e2enet &&
     docker network inspect e2enet --format '{{.Name}}' | grep -qx e2enet && docker network rm e2enet >/dev/null &&
@@ -253,6 +273,7 @@ check "docker create + start -a" t_create_start_attach
 check "duplicate name is 409" t_name_conflict
 check "No such container" t_no_such_container
 check "docker pull / images" t_pull_images
+check "image config from the registry (pull, inspect, -P, redis PING)" t_registry_image_config
 check "networks and volumes" t_networks_volumes
 check "docker events" t_events
 check "podbridge restart keeps containers" t_restart_podbridge

@@ -81,10 +81,18 @@ pub async fn container_create(
         id: id.clone(),
         created: crate::runtime::now_rfc3339(),
     };
+    let image_config = match serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|value| value["Image"].as_str().map(str::to_owned))
+    {
+        Some(image) => super::images::config_for_create(&state, &image).await,
+        None => None,
+    };
+    let body = with_image_exposed_ports(body, image_config.as_ref());
     let request = CreateRequest {
         body: &body,
         name: Some(&name),
-        image: None,
+        image: image_config.as_ref(),
         identity,
     };
     let translation = state.translator.translate(&request)?;
@@ -103,6 +111,34 @@ pub async fn container_create(
         Json(json!({"Id": id.as_str(), "Warnings": translation.warnings})),
     )
         .into_response())
+}
+
+/// Docker's container `Config.ExposedPorts` includes the image's: merged into the stored request
+/// so inspect shows them and `-P` publishes them.
+fn with_image_exposed_ports(
+    body: axum::body::Bytes,
+    image: Option<&crate::model::ImageConfig>,
+) -> axum::body::Bytes {
+    let Some(image_ports) = image.and_then(|config| config.exposed_ports.as_ref()) else {
+        return body;
+    };
+    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let Some(object) = request.as_object_mut() else {
+        return body;
+    };
+    let exposed = object.entry("ExposedPorts").or_insert_with(|| json!({}));
+    if exposed.is_null() {
+        *exposed = json!({});
+    }
+    let Some(exposed) = exposed.as_object_mut() else {
+        return body;
+    };
+    for port in image_ports.keys() {
+        exposed.entry(port.clone()).or_insert_with(|| json!({}));
+    }
+    serde_json::to_vec(&request).map_or(body, axum::body::Bytes::from)
 }
 
 fn find(state: &AppState, id: &str) -> Result<ContainerView> {

@@ -1,35 +1,109 @@
-//! Image handlers. The cluster pulls images itself, so podbridge answers from the references it
-//! has seen and reports pulls as complete.
+//! Image handlers. The cluster pulls images itself: a pull reads only the image's config from its
+//! registry (when podbridge can reach it), and inspect answers from the references podbridge has
+//! seen with that config.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::extract::{parse_filters, query_bool, Query};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
+use crate::model::ImageConfig;
 use crate::runtime::objects::{image_id, normalise_image, ImageRecord};
+use crate::runtime::registry::{Credentials, ImageDetails, RegistryError};
 
-fn inspect_json(reference: &str, record: Option<&ImageRecord>) -> Value {
+/// How long `create` and inspect wait for an image config before going on without it.
+const QUICK_LOOKUP: Duration = Duration::from_secs(2);
+/// How long a pull waits for the image config.
+const PULL_LOOKUP: Duration = Duration::from_secs(20);
+
+/// The image's details from the registry client (cache first), within `limit`.
+async fn lookup(
+    state: &AppState,
+    reference: &str,
+    credentials: Option<&Credentials>,
+    limit: Duration,
+) -> std::result::Result<Arc<ImageDetails>, RegistryError> {
+    match tokio::time::timeout(
+        limit,
+        state.runtime.registry.details(reference, credentials),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(RegistryError::RequestTimedOut {
+            url: reference.to_owned(),
+        }),
+    }
+}
+
+/// The config `create` translates with: known quickly, or not at all (the translation then
+/// leaves the image's defaults to the cluster, as it always did).
+pub(super) async fn config_for_create(state: &AppState, reference: &str) -> Option<ImageConfig> {
+    match lookup(state, reference, None, QUICK_LOOKUP).await {
+        Ok(details) => {
+            state.runtime.note_image_with_id(reference, &details.id);
+            Some(details.config.clone())
+        }
+        Err(error) => {
+            tracing::warn!(%reference, %error, "Image config unknown, translating without it");
+            None
+        }
+    }
+}
+
+fn inspect_json(
+    reference: &str,
+    record: Option<&ImageRecord>,
+    details: Option<&ImageDetails>,
+) -> Value {
     let normalised = normalise_image(reference);
-    let id = record
-        .map(|r| r.id.clone())
+    let id = details
+        .map(|d| d.id.clone())
+        .or_else(|| record.map(|r| r.id.clone()))
         .unwrap_or_else(|| image_id(&normalised));
-    let created = record
-        .and_then(|r| jiff::Timestamp::from_second(r.created).ok())
-        .map(|t| t.to_string())
+    let created = details
+        .and_then(|d| d.created.clone())
+        .or_else(|| {
+            record
+                .and_then(|r| jiff::Timestamp::from_second(r.created).ok())
+                .map(|t| t.to_string())
+        })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
-    json!({
+    let mut inspect = json!({
         "Id": id, "RepoTags": [normalised], "RepoDigests": [], "Parent": "", "Comment": "", "Created": created,
         "DockerVersion": "", "Author": "", "Architecture": super::system::arch(), "Os": "linux",
         "Size": 0, "VirtualSize": 0, "GraphDriver": {"Name": "overlay2", "Data": {}},
         "RootFS": {"Type": "layers", "Layers": []}, "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         "Config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": Value::Null,
             "Entrypoint": Value::Null, "ExposedPorts": Value::Null, "Labels": {}, "WorkingDir": "", "Volumes": Value::Null},
-    })
+    });
+    if let Some(details) = details {
+        if let Ok(Value::Object(config)) = serde_json::to_value(&details.config) {
+            for (key, value) in config.into_iter().filter(|(_, value)| !value.is_null()) {
+                inspect["Config"][key] = value;
+            }
+        }
+        if let Some(architecture) = &details.architecture {
+            inspect["Architecture"] = json!(architecture);
+        }
+        if let Some(os) = &details.os {
+            inspect["Os"] = json!(os);
+        }
+        if let Some(digest) = &details.manifest_digest {
+            let repository = normalised
+                .rsplit_once(':')
+                .map_or(normalised.as_str(), |(name, _)| name);
+            inspect["RepoDigests"] = json!([format!("{repository}@{digest}")]);
+        }
+    }
+    inspect
 }
 
 /// `GET /images/{name}/json` (and `/history`).
@@ -44,7 +118,15 @@ pub async fn image_get(
             .runtime
             .find_image(name)
             .ok_or_else(|| ApiError::NotFound(format!("No such image: {name}")))?;
-        return Ok(Json(inspect_json(&record.reference, Some(&record))).into_response());
+        let details = lookup(&state, &record.reference, None, QUICK_LOOKUP)
+            .await
+            .ok();
+        return Ok(Json(inspect_json(
+            &record.reference,
+            Some(&record),
+            details.as_deref(),
+        ))
+        .into_response());
     }
     if let Some(name) = rest.strip_suffix("/history") {
         return Ok(Json(json!([{"Id": image_id(name), "Created": 0, "CreatedBy": "", "Tags": [normalise_image(name)], "Size": 0, "Comment": ""}])).into_response());
@@ -120,7 +202,11 @@ pub async fn image_list(State(state): State<AppState>, query: Query) -> Result<J
 }
 
 /// `POST /images/create`: a progress stream every client accepts as a completed pull.
-pub async fn image_create(State(state): State<AppState>, query: Query) -> Result<Response> {
+pub async fn image_create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Query,
+) -> Result<Response> {
     let from = query.get("fromImage").cloned().unwrap_or_default();
     if from.is_empty() {
         return Err(ApiError::NotImplemented(
@@ -141,16 +227,43 @@ pub async fn image_create(State(state): State<AppState>, query: Query) -> Result
         }
         _ => from,
     };
-    let record = state.runtime.note_image(&reference);
-    let (name, tag) = record
-        .reference
+    let credentials = headers
+        .get("x-registry-auth")
+        .and_then(|value| value.to_str().ok())
+        .and_then(Credentials::from_registry_auth);
+    let normalised = normalise_image(&reference);
+    let (name, tag) = normalised
         .rsplit_once(':')
-        .unwrap_or((&record.reference, "latest"));
-    let lines = [
-        json!({"status": format!("Pulling from {name}"), "id": tag}),
-        json!({"status": format!("Digest: {}", record.id)}),
-        json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
-    ];
+        .unwrap_or((&normalised, "latest"));
+    let pulling = json!({"status": format!("Pulling from {name}"), "id": tag});
+    let lines = match lookup(&state, &reference, credentials.as_ref(), PULL_LOOKUP).await {
+        Ok(details) => {
+            let record = state.runtime.note_image_with_id(&reference, &details.id);
+            let digest = details.manifest_digest.clone().unwrap_or(record.id);
+            vec![
+                pulling,
+                json!({"status": format!("Digest: {digest}")}),
+                json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
+            ]
+        }
+        Err(error) if error.is_missing_image() => {
+            tracing::info!(%reference, %error, "Pull of a missing image");
+            let message = error.to_string();
+            vec![
+                pulling,
+                json!({"errorDetail": {"message": message}, "error": message}),
+            ]
+        }
+        Err(error) => {
+            tracing::warn!(%reference, %error, "Image config unknown, the cluster pulls the image itself");
+            let record = state.runtime.note_image(&reference);
+            vec![
+                pulling,
+                json!({"status": format!("Digest: {}", record.id)}),
+                json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
+            ]
+        }
+    };
     let chunks: Vec<Result<axum::body::Bytes, std::convert::Infallible>> = lines
         .iter()
         .map(|l| Ok(axum::body::Bytes::from(format!("{l}\r\n"))))

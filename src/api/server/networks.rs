@@ -266,10 +266,14 @@ async fn retranslate(
         id,
         created: view.created.clone(),
     };
+    let image_config = match request["Image"].as_str() {
+        Some(image) => super::images::config_for_create(state, image).await,
+        None => None,
+    };
     let create = crate::translate::CreateRequest {
         body: &body,
         name: Some(&view.name),
-        image: None,
+        image: image_config.as_ref(),
         identity,
     };
     let translation = state.translator.translate(&create)?;

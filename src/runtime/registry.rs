@@ -1,0 +1,775 @@
+//! runtime: a small Registry HTTP API v2 client that reads an image's config (manifest, then
+//! config blob), with token auth and a bounded in-memory cache by normalised reference.
+//!
+//! Only registries on loopback are contacted (plain HTTP); podbridge has no TLS client, so for
+//! any other registry the config is unknown and callers translate without it, as before.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, HOST, LOCATION, WWW_AUTHENTICATE};
+use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::model::{ImageConfig, ImageRef};
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Manifest media types podbridge understands, in the order it asks for them.
+const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.index.v1+json";
+/// Platform picked from a manifest list or index.
+const PLATFORM_OS: &str = "linux";
+const PLATFORM_ARCHITECTURE: &str = "amd64";
+/// How long one network step (connect, request, body) may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest manifest, config or token response read.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Configs kept in memory; the oldest is evicted first.
+const CACHE_CAPACITY: usize = 256;
+/// Redirects followed for one request (blob stores may redirect).
+const MAX_REDIRECTS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid reference format: {reference}: {reason}")]
+    ParseReferenceFailed { reference: String, reason: String },
+    #[error("registry {registry} is not on loopback: podbridge has no TLS client, the image config is unknown")]
+    RegistryNotSupported { registry: String },
+    #[error("manifest for {reference} not found: manifest unknown: manifest unknown")]
+    ManifestNotFound { reference: String },
+    #[error("pull access denied for {reference}, repository does not exist or may require 'docker login'")]
+    AccessDenied { reference: String },
+    #[error("request to {url} failed: {reason}")]
+    RequestFailed { url: String, reason: String },
+    #[error("request to {url} timed out")]
+    RequestTimedOut { url: String },
+    #[error("{url} answered {status}")]
+    UnexpectedStatus { url: String, status: StatusCode },
+    #[error("cannot parse {what} of {reference}: {reason}")]
+    ParseFailed {
+        what: &'static str,
+        reference: String,
+        reason: String,
+    },
+    #[error("{reference} has no {PLATFORM_OS}/{PLATFORM_ARCHITECTURE} image")]
+    NoMatchingPlatform { reference: String },
+    #[error("config blob of {reference} does not match its digest {digest}")]
+    DigestMismatch { reference: String, digest: String },
+}
+
+impl RegistryError {
+    /// Errors that mean the image does not exist (or is not readable), as opposed to a registry
+    /// podbridge cannot talk to.
+    pub fn is_missing_image(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::ManifestNotFound { .. } | RegistryError::AccessDenied { .. }
+        )
+    }
+}
+
+/// Basic credentials for a registry, from the `X-Registry-Auth` header of a pull.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Credentials {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+impl Credentials {
+    /// Decodes `X-Registry-Auth`: base64url JSON `{username, password, serveraddress}`. Empty or
+    /// unreadable headers mean no credentials (Docker sends `e30=`, i.e. `{}`, when logged out).
+    pub fn from_registry_auth(header: &str) -> Option<Self> {
+        let header = header.trim();
+        let engines = [
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            base64::engine::general_purpose::STANDARD,
+        ];
+        let raw = engines
+            .iter()
+            .find_map(|engine| engine.decode(header).ok())?;
+        let credentials: Credentials = serde_json::from_slice(&raw).ok()?;
+        (!credentials.username.is_empty() || !credentials.password.is_empty())
+            .then_some(credentials)
+    }
+
+    fn basic(&self) -> String {
+        let pair = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+}
+
+/// What the registry says about an image: its config and where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageDetails {
+    /// The config digest, Docker's image ID.
+    pub id: String,
+    /// The manifest digest (`RepoDigests`), when the registry reported it.
+    pub manifest_digest: Option<String>,
+    pub config: ImageConfig,
+    pub created: Option<String>,
+    pub architecture: Option<String>,
+    pub os: Option<String>,
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Challenge {
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+    Basic,
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            after.split_once(',').map_or((after, ""), |(v, r)| (v, r))
+        };
+        params.insert(key, value.to_owned());
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(Challenge::Bearer {
+        realm: params.remove("realm")?,
+        service: params.remove("service"),
+        scope: params.remove("scope"),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Descriptor {
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+}
+
+/// What a manifest points to next.
+#[derive(Debug, PartialEq)]
+enum ManifestTarget {
+    Config(String),
+    Manifest(String),
+}
+
+fn parse_manifest(reference: &str, body: &[u8]) -> Result<ManifestTarget> {
+    let manifest: Manifest =
+        serde_json::from_slice(body).map_err(|error| RegistryError::ParseFailed {
+            what: "manifest",
+            reference: reference.to_owned(),
+            reason: error.to_string(),
+        })?;
+    if let Some(manifests) = manifest.manifests {
+        return manifests
+            .into_iter()
+            .find(|entry| {
+                entry.platform.as_ref().is_some_and(|platform| {
+                    platform.os == PLATFORM_OS && platform.architecture == PLATFORM_ARCHITECTURE
+                })
+            })
+            .map(|entry| ManifestTarget::Manifest(entry.digest))
+            .ok_or_else(|| RegistryError::NoMatchingPlatform {
+                reference: reference.to_owned(),
+            });
+    }
+    match manifest.config {
+        Some(config) => Ok(ManifestTarget::Config(config.digest)),
+        None => Err(RegistryError::ParseFailed {
+            what: "manifest",
+            reference: reference.to_owned(),
+            reason: format!(
+                "no config descriptor (media type {})",
+                manifest.media_type.as_deref().unwrap_or("unknown")
+            ),
+        }),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigBlob {
+    #[serde(default)]
+    config: Option<ImageConfig>,
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    os: Option<String>,
+}
+
+fn parse_config_blob(reference: &str, digest: &str, body: &[u8]) -> Result<ImageDetails> {
+    if let Some(expected) = digest.strip_prefix("sha256:") {
+        if hex::encode(Sha256::digest(body)) != expected {
+            return Err(RegistryError::DigestMismatch {
+                reference: reference.to_owned(),
+                digest: digest.to_owned(),
+            });
+        }
+    }
+    let blob: ConfigBlob =
+        serde_json::from_slice(body).map_err(|error| RegistryError::ParseFailed {
+            what: "image config",
+            reference: reference.to_owned(),
+            reason: error.to_string(),
+        })?;
+    Ok(ImageDetails {
+        id: digest.to_owned(),
+        manifest_digest: None,
+        config: blob.config.unwrap_or_default(),
+        created: blob.created,
+        architecture: blob.architecture,
+        os: blob.os,
+    })
+}
+
+/// `http://host[:port]/path?query`, split for a request.
+#[derive(Debug, Clone, PartialEq)]
+struct Url {
+    host: String,
+    port: u16,
+    authority: String,
+    path_and_query: String,
+}
+
+impl Url {
+    fn parse(url: &str) -> Result<Self> {
+        let not_supported = || RegistryError::RegistryNotSupported {
+            registry: url.to_owned(),
+        };
+        let rest = url.strip_prefix("http://").ok_or_else(not_supported)?;
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = split_host_port(authority).ok_or_else(not_supported)?;
+        if !is_loopback(&host) {
+            return Err(not_supported());
+        }
+        Ok(Url {
+            host,
+            port: port.unwrap_or(80),
+            authority: authority.to_owned(),
+            path_and_query: path.to_owned(),
+        })
+    }
+
+    fn text(&self) -> String {
+        format!("http://{}{}", self.authority, self.path_and_query)
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => Some(port.parse().ok()?),
+            None => None,
+        };
+        return Some((host.to_owned(), port));
+    }
+    match authority.split_once(':') {
+        Some((host, port)) => Some((host.to_owned(), Some(port.parse().ok()?))),
+        None => Some((authority.to_owned(), None)),
+    }
+}
+
+/// Registries podbridge talks to: plain HTTP on this machine's loopback.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// `application/x-www-form-urlencoded` value encoding for token query parameters.
+fn encode_query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+/// Reads image configs from registries and remembers them.
+#[derive(Default)]
+pub struct RegistryClient {
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, Arc<ImageDetails>>,
+    order: VecDeque<String>,
+}
+
+impl RegistryClient {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cached details of `reference`, without any network call.
+    pub fn cached(&self, reference: &str) -> Option<Arc<ImageDetails>> {
+        let key = ImageRef::parse(reference).ok()?.normalised();
+        self.cache.lock().unwrap().entries.get(&key).cloned()
+    }
+
+    /// The details of `reference`, from the cache or the registry.
+    pub async fn details(
+        &self,
+        reference: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Arc<ImageDetails>> {
+        let image =
+            ImageRef::parse(reference).map_err(|error| RegistryError::ParseReferenceFailed {
+                reference: reference.to_owned(),
+                reason: error.to_string(),
+            })?;
+        let key = image.normalised();
+        if let Some(found) = self.cache.lock().unwrap().entries.get(&key).cloned() {
+            return Ok(found);
+        }
+        let details = Arc::new(fetch(&image, credentials).await?);
+        let mut cache = self.cache.lock().unwrap();
+        if !cache.entries.contains_key(&key) {
+            cache.order.push_back(key.clone());
+            while cache.order.len() > CACHE_CAPACITY {
+                if let Some(oldest) = cache.order.pop_front() {
+                    cache.entries.remove(&oldest);
+                }
+            }
+        }
+        cache.entries.insert(key, details.clone());
+        Ok(details)
+    }
+}
+
+/// Manifest (following an index to its linux/amd64 entry), then config blob.
+async fn fetch(image: &ImageRef, credentials: Option<&Credentials>) -> Result<ImageDetails> {
+    let host = split_host_port(&image.registry).map(|(host, _)| host);
+    if !host.as_deref().is_some_and(is_loopback) {
+        return Err(RegistryError::RegistryNotSupported {
+            registry: image.registry.clone(),
+        });
+    }
+    let reference = image.normalised();
+    let mut session = Session {
+        image,
+        credentials,
+        token: None,
+    };
+    let mut target = image
+        .digest
+        .clone()
+        .or_else(|| image.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    let mut manifest_digest = None;
+    for _ in 0..2 {
+        let reply = session
+            .get(&format!("manifests/{target}"), Some(MANIFEST_ACCEPT))
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::ManifestNotFound { reference });
+        }
+        manifest_digest = reply
+            .headers
+            .get("docker-content-digest")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .or(manifest_digest);
+        match parse_manifest(&reference, &reply.body)? {
+            ManifestTarget::Manifest(digest) => target = digest,
+            ManifestTarget::Config(config_digest) => {
+                let reply = session.get(&format!("blobs/{config_digest}"), None).await?;
+                let mut details = parse_config_blob(&reference, &config_digest, &reply.body)?;
+                details.manifest_digest = manifest_digest;
+                return Ok(details);
+            }
+        }
+    }
+    Err(RegistryError::ParseFailed {
+        what: "manifest",
+        reference,
+        reason: "an index points to another index".into(),
+    })
+}
+
+/// The requests for one image, carrying the token once one was issued.
+struct Session<'a> {
+    image: &'a ImageRef,
+    credentials: Option<&'a Credentials>,
+    token: Option<String>,
+}
+
+impl Session<'_> {
+    /// `GET /v2/<repository>/<path>`; 2xx and 404 are answers, 401 authenticates once.
+    async fn get(&mut self, path: &str, accept: Option<&str>) -> Result<Reply> {
+        let url = Url::parse(&format!(
+            "http://{}/v2/{}/{path}",
+            self.image.registry, self.image.repository
+        ))?;
+        let mut reply = request(&url, accept, self.token.as_deref()).await?;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            let challenge = reply
+                .headers
+                .get(WWW_AUTHENTICATE)
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_challenge);
+            let authorization = match challenge {
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }) => {
+                    let scope = scope
+                        .unwrap_or_else(|| format!("repository:{}:pull", self.image.repository));
+                    format!(
+                        "Bearer {}",
+                        self.fetch_token(&realm, service.as_deref(), &scope).await?
+                    )
+                }
+                Some(Challenge::Basic) if self.credentials.is_some() => {
+                    self.credentials.map(Credentials::basic).unwrap_or_default()
+                }
+                _ => {
+                    return Err(RegistryError::AccessDenied {
+                        reference: self.image.normalised(),
+                    })
+                }
+            };
+            self.token = Some(authorization);
+            reply = request(&url, accept, self.token.as_deref()).await?;
+            if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN {
+                return Err(RegistryError::AccessDenied {
+                    reference: self.image.normalised(),
+                });
+            }
+        }
+        if reply.status.is_success() || reply.status == StatusCode::NOT_FOUND {
+            Ok(reply)
+        } else {
+            Err(RegistryError::UnexpectedStatus {
+                url: url.text(),
+                status: reply.status,
+            })
+        }
+    }
+
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
+        let mut query = vec![format!("scope={}", encode_query_value(scope))];
+        if let Some(service) = service {
+            query.push(format!("service={}", encode_query_value(service)));
+        }
+        let separator = if realm.contains('?') { '&' } else { '?' };
+        let url = Url::parse(&format!("{realm}{separator}{}", query.join("&")))?;
+        let basic = self.credentials.map(Credentials::basic);
+        let reply = request(&url, None, basic.as_deref()).await?;
+        if !reply.status.is_success() {
+            return Err(RegistryError::AccessDenied {
+                reference: self.image.normalised(),
+            });
+        }
+        #[derive(Deserialize)]
+        struct TokenReply {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let parsed: TokenReply =
+            serde_json::from_slice(&reply.body).map_err(|error| RegistryError::ParseFailed {
+                what: "token reply",
+                reference: self.image.normalised(),
+                reason: error.to_string(),
+            })?;
+        parsed
+            .token
+            .or(parsed.access_token)
+            .ok_or_else(|| RegistryError::ParseFailed {
+                what: "token reply",
+                reference: self.image.normalised(),
+                reason: "no token".into(),
+            })
+    }
+}
+
+/// One GET over a fresh HTTP/1.1 connection, following redirects within loopback; every step is
+/// bounded by [`STEP_TIMEOUT`].
+async fn request(url: &Url, accept: Option<&str>, authorization: Option<&str>) -> Result<Reply> {
+    let mut url = url.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let reply = request_once(&url, accept, authorization).await?;
+        if reply.status.is_redirection() {
+            if let Some(location) = reply
+                .headers
+                .get(LOCATION)
+                .and_then(|value| value.to_str().ok())
+            {
+                url = if location.starts_with('/') {
+                    Url {
+                        path_and_query: location.to_owned(),
+                        ..url
+                    }
+                } else {
+                    Url::parse(location)?
+                };
+                continue;
+            }
+        }
+        return Ok(reply);
+    }
+    Err(RegistryError::RequestFailed {
+        url: url.text(),
+        reason: "too many redirects".into(),
+    })
+}
+
+async fn request_once(
+    url: &Url,
+    accept: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<Reply> {
+    let failed = |reason: String| RegistryError::RequestFailed {
+        url: url.text(),
+        reason,
+    };
+    let timed_out = |_| RegistryError::RequestTimedOut { url: url.text() };
+    let stream = timeout(
+        STEP_TIMEOUT,
+        TcpStream::connect((url.host.as_str(), url.port)),
+    )
+    .await
+    .map_err(timed_out)?
+    .map_err(|error| failed(error.to_string()))?;
+    let (mut sender, connection) = timeout(
+        STEP_TIMEOUT,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(timed_out)?
+    .map_err(|error| failed(error.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "Registry connection ended");
+        }
+    });
+    let mut builder = hyper::Request::get(url.path_and_query.as_str()).header(HOST, &url.authority);
+    if let Some(accept) = accept {
+        builder = builder.header(ACCEPT, accept);
+    }
+    if let Some(authorization) = authorization {
+        let value =
+            HeaderValue::from_str(authorization).map_err(|error| failed(error.to_string()))?;
+        builder = builder.header(AUTHORIZATION, value);
+    }
+    let request = builder
+        .body(Empty::<Bytes>::new())
+        .map_err(|error| failed(error.to_string()))?;
+    let response = timeout(STEP_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(timed_out)?
+        .map_err(|error| failed(error.to_string()))?;
+    let (parts, body) = response.into_parts();
+    let body = timeout(STEP_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+        .await
+        .map_err(timed_out)?
+        .map_err(|error| failed(error.to_string()))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_is_parsed() {
+        let challenge = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/redis:pull""#,
+        );
+        assert_eq!(
+            challenge,
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/redis:pull".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge("Bearer realm=http://127.0.0.1:5001/token, service=local"),
+            Some(Challenge::Bearer {
+                realm: "http://127.0.0.1:5001/token".into(),
+                service: Some("local".into()),
+                scope: None,
+            })
+        );
+        assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+    }
+
+    #[test]
+    fn registry_auth_header_is_decoded() {
+        let encoded = base64::engine::general_purpose::URL_SAFE
+            .encode(r#"{"username":"me","password":"s3cr?t>","serveraddress":"127.0.0.1:5000"}"#);
+        let credentials = Credentials::from_registry_auth(&encoded).unwrap();
+        assert_eq!(credentials.username, "me");
+        assert_eq!(credentials.password, "s3cr?t>");
+        assert_eq!(credentials.basic(), "Basic bWU6czNjcj90Pg==");
+        assert_eq!(Credentials::from_registry_auth("e30="), None);
+        assert_eq!(Credentials::from_registry_auth("not base64!"), None);
+    }
+
+    #[test]
+    fn manifest_points_to_config() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":7,"digest":"sha256:abc"},
+            "layers":[]}"#;
+        assert_eq!(
+            parse_manifest("r", body).unwrap(),
+            ManifestTarget::Config("sha256:abc".into())
+        );
+    }
+
+    #[test]
+    fn index_picks_linux_amd64() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {"digest":"sha256:arm","platform":{"architecture":"arm64","os":"linux"}},
+            {"digest":"sha256:att","platform":{"architecture":"unknown","os":"unknown"}},
+            {"digest":"sha256:amd","platform":{"architecture":"amd64","os":"linux"}}]}"#;
+        assert_eq!(
+            parse_manifest("r", body).unwrap(),
+            ManifestTarget::Manifest("sha256:amd".into())
+        );
+        let arm_only =
+            br#"{"manifests":[{"digest":"sha256:arm","platform":{"architecture":"arm64","os":"linux"}}]}"#;
+        assert!(matches!(
+            parse_manifest("r", arm_only),
+            Err(RegistryError::NoMatchingPlatform { .. })
+        ));
+        assert!(parse_manifest("r", b"{}").is_err());
+        assert!(parse_manifest("r", b"not json").is_err());
+    }
+
+    #[test]
+    fn config_blob_is_parsed_and_verified() {
+        let body = br#"{"architecture":"amd64","os":"linux","created":"2024-01-01T00:00:00Z",
+            "config":{"Cmd":["redis-server"],"Entrypoint":["docker-entrypoint.sh"],"Env":["PATH=/bin"],
+            "ExposedPorts":{"6379/tcp":{}},"WorkingDir":"/data","Labels":{"a":"b"}},"rootfs":{"type":"layers"}}"#;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(body)));
+        let details = parse_config_blob("r", &digest, body).unwrap();
+        assert_eq!(details.id, digest);
+        assert_eq!(details.config.cmd, Some(vec!["redis-server".to_owned()]));
+        assert!(details
+            .config
+            .exposed_ports
+            .as_ref()
+            .unwrap()
+            .contains_key("6379/tcp"));
+        assert_eq!(details.config.working_dir.as_deref(), Some("/data"));
+        assert_eq!(details.architecture.as_deref(), Some("amd64"));
+        assert!(matches!(
+            parse_config_blob("r", "sha256:0000", body),
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn only_loopback_is_contacted() {
+        assert!(Url::parse("http://127.0.0.1:5000/v2/").is_ok());
+        assert!(Url::parse("http://localhost/v2/").is_ok());
+        assert!(Url::parse("http://[::1]:5000/v2/").is_ok());
+        assert!(Url::parse("https://127.0.0.1:5000/v2/").is_err());
+        assert!(Url::parse("http://registry-1.docker.io/v2/").is_err());
+        assert_eq!(
+            encode_query_value("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
+    }
+
+    #[tokio::test]
+    async fn remote_registries_fail_fast() {
+        let client = RegistryClient::new();
+        let started = std::time::Instant::now();
+        for reference in [
+            "busybox",
+            "quay.io/x/y:1",
+            "ghcr.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            let error = client.details(reference, None).await.unwrap_err();
+            assert!(
+                matches!(error, RegistryError::RegistryNotSupported { .. }),
+                "{error}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
