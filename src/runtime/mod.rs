@@ -108,6 +108,8 @@ pub struct Runtime {
     failing_watches: Mutex<HashSet<String>>,
     /// Port forwards of running containers, by container id.
     published: Mutex<HashMap<String, ports::Published>>,
+    /// Where published ports bind when a binding names no `HostIp` (config `listen`'s host).
+    publish_ip: Mutex<std::net::IpAddr>,
 }
 
 impl Runtime {
@@ -139,6 +141,7 @@ impl Runtime {
             creating_names: Mutex::default(),
             images: Mutex::default(),
             published: Mutex::default(),
+            publish_ip: Mutex::new(std::net::Ipv4Addr::LOCALHOST.into()),
             failing_watches: Mutex::default(),
             start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),
         })
