@@ -111,6 +111,8 @@ pub struct Runtime {
     failing_watches: Mutex<HashSet<String>>,
     /// Port forwards of running containers, by container id.
     published: Mutex<HashMap<String, ports::Published>>,
+    /// Where published ports bind when a binding names no `HostIp` (config `listen`'s host).
+    publish_ip: Mutex<std::net::IpAddr>,
 }
 
 impl Runtime {
@@ -143,6 +145,7 @@ impl Runtime {
             images: Mutex::default(),
             registry: registry::RegistryClient::new(),
             published: Mutex::default(),
+            publish_ip: Mutex::new(std::net::Ipv4Addr::LOCALHOST.into()),
             failing_watches: Mutex::default(),
             start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),
         })

@@ -63,9 +63,9 @@ KUBECONFIG_NS=$("$CLUSTER/namespace.sh" "$NS" 2>/dev/null | tail -1)
 [ -f "$KUBECONFIG_NS" ] || fail_setup "namespace.sh $NS failed"
 PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('$NODE_IP',0)); print(s.getsockname()[1])")
 export DOCKER_HOST=tcp://$NODE_IP:$PORT
-# published ports are loopback listeners; we run inside a container (/.dockerenv), so tell
-# testcontainers to use the Docker host mode with loopback rather than guess a gateway
-export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 TESTCONTAINERS_CONNECTION_MODE=docker_host
+# published ports bind on the DOCKER_HOST address (no host override needed); we run inside a
+# container (/.dockerenv), so tell testcontainers to use that address rather than guess a gateway
+export TESTCONTAINERS_CONNECTION_MODE=docker_host
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH TESTCONTAINERS_RYUK_DISABLED
 
 KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=$NODE_IP:$PORT PODBRIDGE_DOCKER_HOST_FOR_PODS=$DOCKER_HOST \
@@ -128,7 +128,7 @@ t_compose_network_aliases() {
   for i in $(seq 20); do [ "$(docker logs pbe2e-client-1 2>&1 | grep -c PONG)" = 2 ] && break; sleep 1; done
   expect_eq "$(docker logs pbe2e-client-1 2>&1 | tr -d '\r' | tr '\n' ' ')" "+PONG +PONG "
 }
-t_compose_published_port() { expect_eq "$(curl -s -m 5 127.0.0.1:18080/index.html)" hello-compose; }
+t_compose_published_port() { expect_eq "$(curl -s -m 5 "$NODE_IP:18080/index.html")" hello-compose; }
 t_compose_named_volume() {
   expect_eq "$(docker inspect pbe2e-redis-1 --format '{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}')" "volume pbe2e_data /data" &&
     docker volume ls -q | grep -qx pbe2e_data &&

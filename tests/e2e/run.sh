@@ -223,6 +223,18 @@ t_ports() {
     docker inspect www --format '{{json .NetworkSettings.Ports}}' | grep -q "\"HostPort\":\"$port\"" &&
     docker rm -f www >/dev/null
 }
+t_ports_udp() {
+  # busybox's nc has no -u: a static UDP echo is copied in before start.
+  cc -static -O2 -o "$WORK/udp-echo" "$ROOT/tests/e2e/udp_echo.c" || return 1
+  docker create --name udpecho -p 127.0.0.1::9999/udp busybox /udp-echo 9999 >/dev/null &&
+    docker cp "$WORK/udp-echo" udpecho:/udp-echo && docker start udpecho >/dev/null || return 1
+  local host; host=$(docker port udpecho 9999/udp | head -1)
+  expect_eq "${host%:*}" 127.0.0.1 &&
+    docker inspect udpecho --format '{{json .NetworkSettings.Ports}}' |
+      grep -qF "\"9999/udp\":[{\"HostIp\":\"127.0.0.1\",\"HostPort\":\"${host##*:}\"}]" &&
+    expect_eq "$(python3 "$ROOT/tests/e2e/udp_send.py" 127.0.0.1 "${host##*:}" udp-echo-ok)" udp-echo-ok &&
+    docker rm -f udpecho >/dev/null
+}
 t_binds() {
   mkdir -p "$WORK/bind/sub" && echo bound >"$WORK/bind/x" && echo deep >"$WORK/bind/sub/y" && echo one >"$WORK/one.txt" &&
     expect_eq "$(timeout 120 docker run --rm -v "$WORK/bind:/data" -v "$WORK/one.txt:/etc/one.txt:ro" busybox \
@@ -278,6 +290,7 @@ check "networks and volumes" t_networks_volumes
 check "docker events" t_events
 check "podbridge restart keeps containers" t_restart_podbridge
 check "published ports (-p 80)" t_ports
+check "published UDP port (-p 127.0.0.1::9999/udp)" t_ports_udp
 check "bind mounts (directory and file)" t_binds
 check "docker cp before start" t_cp_before_start
 check "docker-py" t_docker_py

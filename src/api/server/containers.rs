@@ -227,10 +227,10 @@ fn ports_json(state: &AppState, view: &ContainerView) -> Value {
         }
     }
     if view.state.running {
-        for (port, host_ports) in state.runtime.published_ports(&view.id) {
-            let list: Vec<Value> = host_ports
+        for (port, hosts) in state.runtime.published_ports(&view.id) {
+            let list: Vec<Value> = hosts
                 .iter()
-                .map(|p| json!({"HostIp": "0.0.0.0", "HostPort": p.to_string()}))
+                .map(|h| json!({"HostIp": h.ip().to_string(), "HostPort": h.port().to_string()}))
                 .collect();
             ports.insert(port, Value::Array(list));
         }
@@ -389,7 +389,7 @@ fn list_json(state: &AppState, view: &ContainerView) -> Value {
                             .as_str()
                             .and_then(|p| p.parse().ok())
                             .unwrap_or(0);
-                        ports.push(json!({"IP": "0.0.0.0", "PrivatePort": private, "PublicPort": public, "Type": proto}));
+                        ports.push(json!({"IP": binding["HostIp"], "PrivatePort": private, "PublicPort": public, "Type": proto}));
                     }
                 }
                 None => ports.push(json!({"PrivatePort": private, "Type": proto})),

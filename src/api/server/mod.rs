@@ -369,6 +369,7 @@ pub async fn run(
         None => None,
     };
     runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
+    runtime.set_publish_ip(crate::runtime::ports::publish_ip(&config.listen));
     runtime.spawn_watchers();
     info!(%namespace, %instance, address = %tcp.local_addr()?, "Serving the Docker API");
     let app = router(AppState {
