@@ -46,12 +46,9 @@ fn generated_name(id: &str) -> String {
     )
 }
 
-/// `POST /containers/create`: translate, then record the container as its spec ConfigMap.
-pub async fn container_create(
-    State(state): State<AppState>,
-    query: Query,
-    body: Bytes,
-) -> Result<Response> {
+/// The `name` query parameter of a create, without Docker's leading slash, checked against
+/// Docker's name rule. Shared with the dry-run server.
+pub(super) fn requested_name(query: &Query) -> Result<Option<String>> {
     let name = query
         .get("name")
         .map(|n| n.strip_prefix('/').unwrap_or(n).to_string())
@@ -62,6 +59,18 @@ pub async fn container_create(
                 "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )));
         }
+    }
+    Ok(name)
+}
+
+/// `POST /containers/create`: translate, then record the container as its spec ConfigMap.
+pub async fn container_create(
+    State(state): State<AppState>,
+    query: Query,
+    body: Bytes,
+) -> Result<Response> {
+    let name = requested_name(&query)?;
+    if let Some(name) = &name {
         if let Some(existing) = state
             .runtime
             .containers()

@@ -202,12 +202,6 @@ async fn info(State(state): State<DryRunState>) -> Json<Value> {
     }))
 }
 
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
 /// The text `start` prints and `logs` returns.
 fn report(
     name: &str,
@@ -237,28 +231,21 @@ async fn container_create(
     query: Query,
     body: Bytes,
 ) -> Result<Response> {
-    let name = query
-        .get("name")
-        .map(|n| n.strip_prefix('/').unwrap_or(n).to_string())
-        .filter(|n| !n.is_empty());
+    let name = super::containers::requested_name(&query)?;
     if let Some(name) = &name {
-        if !valid_name(name) {
-            return Err(ApiError::BadRequest(format!(
-                "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )));
-        }
-        if let Some(existing) = state
+        let existing = state
             .containers
             .lock()
             .unwrap()
             .values()
             .find(|c| &c.name == name)
-        {
-            return Err(ApiError::Conflict(format!(
-                "Conflict. The container name \"/{name}\" is already in use by container \"{}\". \
-                 You have to remove (or rename) that container to be able to reuse that name.",
-                existing.id
-            )));
+            .map(|c| c.id.clone());
+        if let Some(id) = existing {
+            return Err(crate::runtime::RuntimeError::NameInUse {
+                name: name.clone(),
+                id,
+            }
+            .into());
         }
     }
     let id = ContainerId::random();
