@@ -128,7 +128,9 @@ check "kubectl cp in and out (300 kB, checksums equal)" "kubelet" cp_ok
 pf_ok() {
   local port i
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  k port-forward pod/web "$port:8080" >"$W/pf.log" 2>&1 & PF=$!
+  # exec: $! must be kubectl itself, not a subshell around it, so that kill stops it.
+  KUBECONFIG=$NSKC exec "$KUBECTL" -n "$NS" port-forward pod/web "$port:8080" >"$W/pf.log" 2>&1 &
+  PF=$!
   for ((i = 0; i < 100; i++)); do
     if [ "$(curl -sf --max-time 2 "http://127.0.0.1:$port/index.html")" = hello-from-web ]; then
       kill "$PF"; PF=; return 0
