@@ -485,10 +485,7 @@ pub async fn container_start(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let view = find(&state, &id)?;
-    match state.runtime.start(&view).await? {
-        Outcome::Done => Ok(StatusCode::NO_CONTENT),
-        Outcome::AlreadyInState => Err(ApiError::NotModified),
-    }
+    no_content_unless_unchanged(state.runtime.start(&view).await?)
 }
 
 pub async fn container_stop(
@@ -497,11 +494,20 @@ pub async fn container_stop(
     query: Query,
 ) -> Result<StatusCode> {
     let view = find(&state, &id)?;
-    let timeout = query_i64(&query, "t").or_else(|| query_i64(&query, "timeout"));
-    match state.runtime.stop(&view, timeout).await? {
+    no_content_unless_unchanged(state.runtime.stop(&view, stop_timeout(&query)).await?)
+}
+
+/// Docker answers 304 when the container already was in the requested state.
+fn no_content_unless_unchanged(outcome: Outcome) -> Result<StatusCode> {
+    match outcome {
         Outcome::Done => Ok(StatusCode::NO_CONTENT),
         Outcome::AlreadyInState => Err(ApiError::NotModified),
     }
+}
+
+/// `t` (or `timeout`, API 1.42+): seconds to wait after the stop signal.
+fn stop_timeout(query: &Query) -> Option<i64> {
+    query_i64(query, "t").or_else(|| query_i64(query, "timeout"))
 }
 
 pub async fn container_restart(
@@ -510,8 +516,7 @@ pub async fn container_restart(
     query: Query,
 ) -> Result<StatusCode> {
     let view = find(&state, &id)?;
-    let timeout = query_i64(&query, "t").or_else(|| query_i64(&query, "timeout"));
-    state.runtime.stop(&view, timeout).await?;
+    state.runtime.stop(&view, stop_timeout(&query)).await?;
     let view = find(&state, &id)?;
     state.runtime.start(&view).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -663,41 +663,9 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let translator = Arc::new(Translator::new(policies, context));
     let app = router(DryRunState::new(translator));
-    let listen: std::net::SocketAddr =
-        config
-            .listen
-            .parse()
-            .map_err(|source| ServeError::BadListenAddress {
-                address: config.listen.clone(),
-                source,
-            })?;
-    let tcp = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            address: config.listen.clone(),
-            source,
-        })?;
-    info!(address = %tcp.local_addr()?, "Serving the Docker API as a dry run: nothing is applied, no cluster is used");
-    let mut tasks = vec![tokio::spawn({
-        let app = app.clone();
-        async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(super::shutdown_signal())
-                .await
-        }
-    })];
-    if let Some(path) = &config.unix_socket {
-        let _ = std::fs::remove_file(path);
-        let unix = tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
-            address: path.display().to_string(),
-            source,
-        })?;
-        tasks.push(tokio::spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(super::shutdown_signal())
-                .await
-        }));
-    }
+    let listeners = super::bind_listeners(config).await?;
+    info!(address = %listeners.tcp.local_addr()?, "Serving the Docker API as a dry run: nothing is applied, no cluster is used");
+    let tasks = super::serve_on(listeners, app);
     for task in tasks {
         task.await.map_err(std::io::Error::other)??;
     }

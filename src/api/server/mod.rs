@@ -310,6 +310,69 @@ async fn reachable_cluster() -> Result<kube::Client, ServeError> {
     }
 }
 
+/// The Docker API's listeners: TCP on `listen`, and the unix socket when one is configured.
+pub(super) struct Listeners {
+    tcp: tokio::net::TcpListener,
+    unix: Option<tokio::net::UnixListener>,
+}
+
+/// Binds every listener, so both the real and the dry-run server fail the same way on a bad
+/// address or a port in use.
+pub(super) async fn bind_listeners(
+    config: &crate::config::Config,
+) -> Result<Listeners, ServeError> {
+    let listen: std::net::SocketAddr =
+        config
+            .listen
+            .parse()
+            .map_err(|source| ServeError::BadListenAddress {
+                address: config.listen.clone(),
+                source,
+            })?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
+    let unix = match &config.unix_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            Some(
+                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
+                    address: path.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    Ok(Listeners { tcp, unix })
+}
+
+/// Serves `app` on every listener until the shutdown signal, one task per listener.
+pub(super) fn serve_on(
+    listeners: Listeners,
+    app: Router,
+) -> Vec<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let mut tasks = vec![tokio::spawn({
+        let app = app.clone();
+        async move {
+            axum::serve(listeners.tcp, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    })];
+    if let Some(unix) = listeners.unix {
+        tasks.push(tokio::spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }));
+    }
+    tasks
+}
+
 /// Builds the runtime from `config` and serves on its TCP address and optional unix socket.
 pub async fn run(
     config: &crate::config::Config,
@@ -342,55 +405,16 @@ pub async fn run(
     .await;
     let runtime = Runtime::new(client, namespace.clone(), instance.clone());
     let translator = Arc::new(Translator::new(policies, context));
-    let listen: std::net::SocketAddr =
-        config
-            .listen
-            .parse()
-            .map_err(|source| ServeError::BadListenAddress {
-                address: config.listen.clone(),
-                source,
-            })?;
-    let tcp = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            address: config.listen.clone(),
-            source,
-        })?;
-    let unix = match &config.unix_socket {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            Some(
-                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
-                    address: path.display().to_string(),
-                    source,
-                })?,
-            )
-        }
-        None => None,
-    };
+    let listeners = bind_listeners(config).await?;
     runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
     runtime.set_publish_ip(crate::runtime::ports::publish_ip(&config.listen));
     runtime.spawn_watchers();
-    info!(%namespace, %instance, address = %tcp.local_addr()?, "Serving the Docker API");
+    info!(%namespace, %instance, address = %listeners.tcp.local_addr()?, "Serving the Docker API");
     let app = router(AppState {
         runtime: runtime.clone(),
         translator,
     });
-    let mut tasks = vec![tokio::spawn({
-        let app = app.clone();
-        async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }
-    })];
-    if let Some(unix) = unix {
-        tasks.push(tokio::spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }));
-    }
+    let tasks = serve_on(listeners, app);
     let serving = async {
         for task in tasks {
             task.await.map_err(std::io::Error::other)??;
