@@ -65,7 +65,7 @@ stage "$failed_stage"
 tests/e2e/clients.sh
 done_stage
 
-failed_stage="lifecycle: reaper, namespace lock, dry-run server"
+failed_stage="lifecycle: reaper, namespace lock, dry-run server, bad input"
 stage "$failed_stage"
 tests/e2e/lifecycle.sh
 done_stage

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// 304 with an empty body (start of a running container, stop of a stopped one).
     #[error("not modified")]
     NotModified,
+    /// 413: a body above the route's limit (Docker has none; podbridge buffers bodies).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NotFoundNoBody => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified => StatusCode::NOT_MODIFIED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,19 +16,19 @@ pub type Result<T, E = ApplyError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("applying {kind} {name}: {source}")]
+    #[error("applying {kind} {name}: {}", explain(.source))]
     ApplyFailed {
         kind: &'static str,
         name: String,
         source: kube::Error,
     },
-    #[error("deleting {kind} {name}: {source}")]
+    #[error("deleting {kind} {name}: {}", explain(.source))]
     DeleteFailed {
         kind: &'static str,
         name: String,
         source: kube::Error,
     },
-    #[error("listing {kind} labelled {selector}: {source}")]
+    #[error("listing {kind} labelled {selector}: {}", explain(.source))]
     ListFailed {
         kind: &'static str,
         selector: String,
@@ -36,6 +36,17 @@ pub enum ApplyError {
     },
     #[error("object has no name")]
     Unnamed,
+}
+
+/// A Kubernetes client error in words a Docker user can act on: a cut or refused connection
+/// says that the API server is unreachable rather than only "client error (Connect)".
+pub fn explain(error: &kube::Error) -> String {
+    match error {
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            format!("the Kubernetes API server is unreachable ({error})")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Writes podbridge's objects into one namespace.

@@ -256,15 +256,21 @@ impl Runtime {
             });
         if let Some(reason) = failure {
             warn!(container = %short, %reason, "Start failed; removing pod");
-            if view.auto_remove() {
+            let cleanup = if view.auto_remove() {
                 // Docker removes an AutoRemove container whose start failed; `run --rm` waits
                 // for exactly that (`wait?condition=removed`).
-                self.remove_now(view).await?;
+                self.remove_now(view).await
             } else {
                 self.applier
                     .delete(&self.applier.pods(), &view.pod_name, Some(0))
-                    .await?;
-            }
+                    .await
+                    .map_err(RuntimeError::from)
+            };
+            // The client needs why the start failed first; a failed cleanup comes second.
+            let reason = match cleanup {
+                Ok(()) => reason,
+                Err(error) => format!("{reason}; removing its pod failed too: {error}"),
+            };
             return Err(RuntimeError::StartFailed {
                 id: view.id.clone(),
                 reason,

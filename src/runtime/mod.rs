@@ -60,7 +60,7 @@ pub enum RuntimeError {
     StartFailed { id: String, reason: String },
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    #[error("{operation} on pod {pod}: {source}")]
+    #[error("{operation} on pod {pod}: {}", crate::apply::explain(.source))]
     Kube {
         operation: &'static str,
         pod: String,

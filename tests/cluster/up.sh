@@ -146,6 +146,7 @@ nodeStatusUpdateFrequency: 1s     # Ready ~1 s after registration instead of 10 
 kubeAPIQPS: 50                    # default 5/10 throttles status updates when many pods start
 kubeAPIBurst: 100
 serializeImagePulls: false
+maxPods: 240                      # the /24 pod range; benches run 200 containers at once
 YAML
 
   cat >"$c/registry.yml" <<YAML

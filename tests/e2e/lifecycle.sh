@@ -174,9 +174,77 @@ t_dry_run() {
     { echo "serve without a cluster (exit $code):"; cat "$WORK/nocluster.out"; return 1; }
 }
 
+wait_port() { for _ in $(seq 50); do (: >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# api_call METHOD PATH [CURL ARGS...] (podbridge on $API_PORT): prints "STATUS BODY"
+api_call() {
+  local method=$1 path=$2; shift 2
+  curl -s -m 90 -o "$WORK/body" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
+    "$@" "127.0.0.1:$API_PORT$path"
+  printf ' %s' "$(cat "$WORK/body")"
+}
+# expect_error STATUS_REGEX MESSAGE_REGEX METHOD PATH [CURL ARGS...]: a Docker error body
+expect_error() {
+  local status=$1 pattern=$2 got; shift 2
+  got=$(api_call "$@")
+  [[ ${got%% *} =~ ^($status)$ ]] && jq -e --arg p "$pattern" '.message | test($p)' <<<"${got#* }" >/dev/null ||
+    { echo "$*: expected $status with a message matching /$pattern/, got: ${got:0:400}"; return 1; }
+}
+
+# Bad input gets Docker's status and {"message"}; the Kubernetes API (behind a TCP proxy) is cut
+# in the middle of a start and while idle; podbridge answers with errors, then carries on.
+t_bad_input() {
+  cluster_up && new_namespace || return 1
+  local kport proxy id
+  kport=$(free_port); API_PORT=$(free_port)
+  python3 "$ROOT/tests/e2e/tcp_proxy.py" "$kport" 127.0.0.1 6443 & proxy=$!; PIDS+=("$proxy")
+  wait_port "$kport" || { echo "proxy did not start"; return 1; }
+  sed "s#server: https://127.0.0.1:6443#server: https://127.0.0.1:$kport#" "$KCFG" >"$WORK/proxied.kubeconfig"
+  grep -q "127.0.0.1:$kport" "$WORK/proxied.kubeconfig" || { echo "kubeconfig server not rewritten"; return 1; }
+  PODBRIDGE_START_TIMEOUT_SECONDS=8 KUBECONFIG=$WORK/proxied.kubeconfig serve bad "$API_PORT" --namespace "$NS" --instance lc-bad
+  wait_ping "$API_PORT" || { echo "podbridge did not start"; cat "$WORK/bad.log"; return 1; }
+  head -c 3000000 /dev/zero | tr '\0' ' ' >"$WORK/big.json"
+  expect_error 400 'invalid JSON' POST /v1.44/containers/create -d '{"Image": "busybox",' &&
+    expect_error 400 '^Invalid container name \(bad/name\)' POST '/containers/create?name=bad/name' -d '{"Image":"busybox"}' &&
+    expect_error 404 '^No such container: nope$' GET /containers/nope/json &&
+    expect_error 404 '^No such container: nope$' POST /containers/nope/start &&
+    expect_error 404 '^No such exec instance: nope$' GET /exec/nope/json &&
+    expect_error 404 '^No such exec instance: nope$' POST /exec/nope/start -d '{}' &&
+    expect_error 413 'larger than' POST /containers/create --data-binary @"$WORK/big.json" &&
+    expect_error 403 'blocked by policy' POST /containers/create -d '{"Image":"busybox","HostConfig":{"Privileged":true}}' &&
+    expect_error 400 '[Ii]mage is required' POST /containers/create -d '{}' || return 1
+  # the cluster goes away while a start is waiting for its pod
+  id=$(api_call POST /containers/create -d '{"Image":"busybox","Cmd":["sleep","600"]}' | sed 's/^201 //' | jq -r .Id)
+  [ -n "$id" ] && [ "$id" != null ] || { echo "create failed"; return 1; }
+  api_call POST "/containers/$id/start" >"$WORK/start.out" &
+  local start=$!
+  sleep 0.3
+  kill -9 "$proxy"; wait "$proxy" 2>/dev/null
+  wait "$start"
+  grep -Eq '^5[0-9][0-9] \{"message":"..+"\}$' "$WORK/start.out" ||
+    { echo "start during the outage: $(cat "$WORK/start.out")"; return 1; }
+  # while it is away: writes fail fast with a message, reads come from the watch cache
+  expect_error '5[0-9][0-9]' '.' POST /containers/create -d '{"Image":"busybox"}' &&
+    expect_eq "$(api_call GET /containers/json?all=1 | cut -c1-3)" 200 || return 1
+  # it comes back: podbridge carries on without a restart
+  python3 "$ROOT/tests/e2e/tcp_proxy.py" "$kport" 127.0.0.1 6443 & proxy=$!; PIDS+=("$proxy")
+  wait_port "$kport" || { echo "proxy did not restart"; return 1; }
+  export DOCKER_HOST=tcp://127.0.0.1:$API_PORT
+  local out=""
+  for _ in $(seq 30); do
+    out=$(timeout 60 docker run --rm busybox echo back 2>&1) && break
+    sleep 1
+  done
+  expect_eq "$out" back && docker rm -f "$id" >/dev/null &&
+    expect_eq "$(docker ps -aq)" "" && kill -0 "$PID"
+  local rc=$?
+  unset DOCKER_HOST
+  return $rc
+}
+
 check "dry-run server without a cluster; serve without one says so" t_dry_run
 check "reaper removes a SIGKILLed instance's objects, keeps its own" t_reaper
 check "namespace lock: second instance serves only after the first" t_lock
+check "bad input and a cluster cut mid-request get Docker errors; serving goes on" t_bad_input
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; fi
 echo "$PASSED passed, $FAILED failed"

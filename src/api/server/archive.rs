@@ -1,12 +1,12 @@
 //! `docker cp`: `HEAD`/`GET`/`PUT /containers/{id}/archive`.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
-use super::extract::Query;
+use super::extract::{DockerBytes, Query};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
 use crate::runtime::archive::PathStat;
@@ -69,11 +69,15 @@ pub async fn container_archive_get(
         .into_response())
 }
 
+/// Largest tar `docker cp` may send into a container: podbridge holds it in memory while it
+/// streams it to the pod (or, before start, into archive ConfigMaps).
+pub const ARCHIVE_BODY_LIMIT: usize = 512 * 1024 * 1024;
+
 pub async fn container_archive_put(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Query,
-    body: Bytes,
+    DockerBytes(body): DockerBytes,
 ) -> Result<StatusCode> {
     let view = state.runtime.find(&id)?;
     let path = path_of(&query)?;

@@ -11,7 +11,7 @@ use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::extract::{labels_match, parse_filters, query_bool, query_i64, Query};
+use super::extract::{labels_match, parse_filters, query_bool, query_i64, DockerBytes, Query};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
@@ -67,7 +67,7 @@ pub(super) fn requested_name(query: &Query) -> Result<Option<String>> {
 pub async fn container_create(
     State(state): State<AppState>,
     query: Query,
-    body: Bytes,
+    DockerBytes(body): DockerBytes,
 ) -> Result<Response> {
     let name = requested_name(&query)?;
     if let Some(name) = &name {

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::extract::{labels_match, parse_filters, query_bool, Query};
+use super::extract::{labels_match, parse_filters, query_bool, DockerBytes, Query};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
 use super::{ServeError, ENGINE_VERSION};
 use crate::api::error::{ApiError, Result};
@@ -229,7 +229,7 @@ fn report(
 async fn container_create(
     State(state): State<DryRunState>,
     query: Query,
-    body: Bytes,
+    DockerBytes(body): DockerBytes,
 ) -> Result<Response> {
     let name = super::containers::requested_name(&query)?;
     if let Some(name) = &name {

@@ -9,6 +9,41 @@ use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
 
+/// A whole request body whose rejection (too large, broken) is a Docker error body.
+pub struct DockerBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for DockerBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(JSON_BODY_LIMIT, |limit| limit.0);
+        Bytes::from_request(request, state)
+            .await
+            .map(DockerBytes)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(format!(
+                        "request body is larger than {} bytes, the limit for this request",
+                        limit
+                    ))
+                } else {
+                    ApiError::BadRequest(format!("reading request body: {}", rejection.body_text()))
+                }
+            })
+    }
+}
+
+/// Limit for bodies that are JSON documents (create, network, exec, ...): far above any real
+/// request, low enough that a runaway client cannot make podbridge buffer much.
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The body limit a route set (request extension), so the 413 message can state it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 /// A JSON body; an empty body is `{}`. Content-Type is not checked (clients send `text/plain`).
 pub struct DockerJson<T>(pub T);
 
@@ -16,9 +51,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for DockerJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
+        let DockerBytes(bytes) = DockerBytes::from_request(request, state).await?;
         let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             b"{}"
         } else {

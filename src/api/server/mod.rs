@@ -14,15 +14,17 @@ mod volumes;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, head, post};
-use axum::Router;
+use axum::{Extension, Router};
 use tower::Layer;
 use tracing::{error, info};
 
+use self::extract::BodyLimit;
 use crate::api::error::{ApiError, LoggedError};
 use crate::runtime::Runtime;
 use crate::translate::Translator;
@@ -96,7 +98,9 @@ pub fn router(state: AppState) -> Router {
             "/containers/{id}/archive",
             get(archive::container_archive_get)
                 .put(archive::container_archive_put)
-                .head(archive::container_archive_head),
+                .head(archive::container_archive_head)
+                .route_layer(DefaultBodyLimit::max(archive::ARCHIVE_BODY_LIMIT))
+                .route_layer(Extension(BodyLimit(archive::ARCHIVE_BODY_LIMIT))),
         )
         .route("/exec/{id}/start", post(exec::exec_start))
         .route("/exec/{id}/resize", post(exec::exec_resize))

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Measurements behind benches/docker_run.sh that need a clock on both sides of podbridge.
+
+    docker_run.py baseline  N POD_JSON      the same pod, created and awaited directly through the
+                                            Kubernetes API (POST, watch to exit, DELETE, watch to
+                                            gone): prints one duration in ms per line
+    docker_run.py latency   N               podbridge vs the cluster: for N containers
+                                            (sh -c 'sleep 1'), the time between this script's own
+                                            pod watch seeing main running / terminated and
+                                            podbridge's answer (start returns, `start` event,
+                                            wait returns, `die` event); one line per sample
+    docker_run.py fill      N               creates N containers (sleep 3600) through podbridge
+                                            and starts them, 8 at a time; prints how many run
+
+Environment: DOCKER_PORT (podbridge on 127.0.0.1), KUBE_SERVER, KUBE_TOKEN, KUBE_CA (file),
+KUBE_NAMESPACE. Standard library only, so the bench needs no venv.
+"""
+import http.client
+import json
+import os
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+NS = os.environ["KUBE_NAMESPACE"]
+SERVER = urllib.parse.urlparse(os.environ["KUBE_SERVER"])
+TOKEN = os.environ["KUBE_TOKEN"]
+CA = os.environ["KUBE_CA"]
+DOCKER_PORT = int(os.environ["DOCKER_PORT"])
+
+
+def now_ms():
+    return time.monotonic() * 1000.0
+
+
+def kube(method, path, body=None, timeout=60):
+    ctx = ssl.create_default_context(cafile=CA)
+    conn = http.client.HTTPSConnection(SERVER.hostname, SERVER.port, context=ctx, timeout=timeout)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status >= 300 and not (method == "DELETE" and resp.status == 404):
+        raise RuntimeError(f"{method} {path}: {resp.status} {data[:300]!r}")
+    return json.loads(data) if data else None
+
+
+def docker(method, path, body=None, timeout=300):
+    conn = http.client.HTTPConnection("127.0.0.1", DOCKER_PORT, timeout=timeout)
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status >= 300:
+        raise RuntimeError(f"{method} {path}: {resp.status} {data[:300]!r}")
+    return json.loads(data) if data.strip() else None
+
+
+class PodWatch(threading.Thread):
+    """Watches the namespace's pods; records when each pod's `main` was first seen running,
+    terminated, and when the pod was deleted, keyed by pod name and by container-id label."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        listing = kube("GET", f"/api/v1/namespaces/{NS}/pods")
+        self.version = listing["metadata"]["resourceVersion"]
+        self.lock = threading.Condition()
+        self.seen = {}  # key -> {"running": t, "terminated": t, "deleted": t}
+        self.start()
+
+    def _mark(self, pod, what, t):
+        keys = [pod["metadata"]["name"]]
+        cid = pod["metadata"].get("labels", {}).get("podbridge.io/container-id")
+        if cid:
+            keys.append(cid)
+        with self.lock:
+            for key in keys:
+                self.seen.setdefault(key, {}).setdefault(what, t)
+            self.lock.notify_all()
+
+    def run(self):
+        ctx = ssl.create_default_context(cafile=CA)
+        conn = http.client.HTTPSConnection(SERVER.hostname, SERVER.port, context=ctx, timeout=3600)
+        conn.request("GET", f"/api/v1/namespaces/{NS}/pods?watch=1&resourceVersion={self.version}",
+                     headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        for line in resp:
+            t = now_ms()
+            event = json.loads(line)
+            pod = event["object"]
+            if event["type"] == "DELETED":
+                self._mark(pod, "deleted", t)
+                continue
+            for status in pod.get("status", {}).get("containerStatuses") or []:
+                if status["name"] != "main":
+                    continue
+                state = status.get("state", {})
+                if "running" in state:
+                    self._mark(pod, "running", t)
+                if "terminated" in state:
+                    self._mark(pod, "terminated", t)
+
+    def wait_for(self, key, what, timeout=120):
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while what not in self.seen.get(key, {}):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{key}: never saw {what}")
+                self.lock.wait(left)
+            return self.seen[key][what]
+
+
+class EventStream(threading.Thread):
+    """podbridge's /events: arrival time of each container action, keyed by (id[:12], action)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.lock = threading.Condition()
+        self.seen = {}
+        self.conn = http.client.HTTPConnection("127.0.0.1", DOCKER_PORT, timeout=3600)
+        self.conn.request("GET", "/events?filters=" + urllib.parse.quote('{"type":["container"]}'))
+        self.resp = self.conn.getresponse()
+        self.start()
+
+    def run(self):
+        buffer = b""
+        while True:
+            chunk = self.resp.read1(65536)
+            if not chunk:
+                return
+            t = now_ms()
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                key = (event.get("id", "")[:12], event.get("Action") or event.get("status"))
+                with self.lock:
+                    self.seen.setdefault(key, t)
+                    self.lock.notify_all()
+
+    def wait_for(self, cid, action, timeout=60):
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while (cid, action) not in self.seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{cid}: no {action} event")
+                self.lock.wait(left)
+            return self.seen[(cid, action)]
+
+
+def baseline(n, pod_file):
+    with open(pod_file) as f:
+        template = json.load(f)
+    watch = PodWatch()
+    for i in range(n):
+        pod = json.loads(json.dumps(template))
+        name = f"{pod['metadata']['name']}-{os.getpid()}-{i}"
+        pod["metadata"]["name"] = name
+        pod["metadata"]["namespace"] = NS
+        t0 = now_ms()
+        kube("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+        watch.wait_for(name, "terminated")
+        kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
+        watch.wait_for(name, "deleted")
+        print(f"{now_ms() - t0:.0f}", flush=True)
+
+
+def latency(n):
+    watch = PodWatch()
+    events = EventStream()
+    for i in range(n):
+        created = docker("POST", f"/containers/create?name=lat-{os.getpid()}-{i}",
+                         {"Image": "busybox", "Cmd": ["sh", "-c", "sleep 1"]})
+        cid = created["Id"][:12]
+        docker("POST", f"/containers/{cid}/start")
+        t_start = now_ms()
+        docker("POST", f"/containers/{cid}/wait")
+        t_wait = now_ms()
+        t_running = watch.wait_for(cid, "running")
+        t_terminated = watch.wait_for(cid, "terminated")
+        t_start_event = events.wait_for(cid, "start")
+        t_die_event = events.wait_for(cid, "die")
+        docker("DELETE", f"/containers/{cid}?force=1")
+        print(f"start_return={t_start - t_running:.0f} start_event={t_start_event - t_running:.0f} "
+              f"wait_return={t_wait - t_terminated:.0f} die_event={t_die_event - t_terminated:.0f}",
+              flush=True)
+
+
+def fill(n):
+    def one(i):
+        body = {"Image": "busybox", "Cmd": ["sleep", "3600"],
+                "Labels": {"podbridge.bench/fill": "1"}}
+        cid = docker("POST", f"/containers/create?name=fill-{i}", body)["Id"]
+        try:
+            docker("POST", f"/containers/{cid}/start")
+            return 1
+        except RuntimeError as error:
+            print(f"fill-{i}: {error}", file=sys.stderr)
+            return 0
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        print(sum(pool.map(one, range(n))))
+
+
+if __name__ == "__main__":
+    what, count = sys.argv[1], int(sys.argv[2])
+    if what == "baseline":
+        baseline(count, sys.argv[3])
+    elif what == "latency":
+        latency(count)
+    elif what == "fill":
+        fill(count)
+    else:
+        sys.exit(f"unknown measurement {what}")

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# docker_run.sh - what podbridge adds to running a container, measured in one run on the test
+# cluster against the same pod made directly.
+#
+#   benches/docker_run.sh [SAMPLES] [CONTAINERS]      (defaults 10 and 200)
+#
+# 1. start-to-exit: `docker run --rm busybox true` through podbridge (client start to client exit,
+#    pod removed) vs the same pod (podbridge's own translation of that request) created and awaited
+#    (a) with kubectl (create, watch to exit, delete --wait) and (b) directly through the API
+#    with a watch (no process start-up at all). Medians and ratios.
+# 2. state latency: a pod watch of its own sees `main` running/terminated; how much later
+#    podbridge's start call returns, its `start` event arrives, wait returns, `die` arrives.
+# 3. memory: podbridge's resident set idle, then with CONTAINERS containers running `sleep`.
+#
+# Uses a release build, a fresh namespace with the minimal Role (namespace.sh), podbridge on a
+# free loopback port, and a small policy overlay that requests 1m CPU/8Mi per container so that
+# 200 pods fit on this 2-core node (the default 100m would stop the scheduler at ~18). Leaves
+# nothing behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+samples=${1:-10}
+containers=${2:-200}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+tests/cluster/up.sh >/dev/null 2>&1 || { echo "test cluster failed to start (tests/cluster/up.sh)" >&2; exit 1; }
+cargo build --release --quiet --offline 2>/dev/null || cargo build --release --quiet
+bin=$CARGO_TARGET_DIR/release/podbridge
+
+tmp=$(mktemp -d)
+ns=pb-bench-$$
+kubeconfig=$(tests/cluster/namespace.sh "$ns" | tail -n 1)
+kc() { KUBECONFIG=$kubeconfig kubectl -n "$ns" "$@"; }
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export DOCKER_HOST=tcp://127.0.0.1:$port DOCKER_PORT=$port KUBE_NAMESPACE=$ns
+unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
+KUBE_SERVER=$(kc config view --raw -o jsonpath='{.clusters[0].cluster.server}')
+KUBE_TOKEN=$(kc config view --raw -o jsonpath='{.users[0].user.token}')
+kc config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$tmp/ca.crt"
+export KUBE_SERVER KUBE_TOKEN KUBE_CA=$tmp/ca.crt
+
+# The bench overlay: tiny requests (the baseline file of the same name is replaced).
+mkdir -p "$tmp/policy"
+cat >"$tmp/policy/30-resources.yaml" <<'YAML'
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: resources}
+spec:
+  rules:
+  - name: bench-requests
+    mutate:
+      setDefaults:
+        /spec/containers/0/resources/requests/cpu: 1m
+        /spec/containers/0/resources/requests/memory: 8Mi
+YAML
+cat >"$tmp/podbridge.toml" <<TOML
+namespace = "$ns"
+instance = "bench"
+listen = "127.0.0.1:$port"
+readiness_listen = "127.0.0.1:0"
+policies = ["$root/policies/baseline", "$tmp/policy"]
+log = "warn"
+TOML
+
+pb_pid=""
+cleanup() {
+    [ -n "$pb_pid" ] && { kill "$pb_pid" 2>/dev/null; wait "$pb_pid" 2>/dev/null; }
+    tests/cluster/namespace.sh --delete "$ns" >/dev/null 2>&1 || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+t_launch=$(date +%s%N)
+KUBECONFIG=$kubeconfig "$bin" serve --config "$tmp/podbridge.toml" >"$tmp/podbridge.log" 2>&1 &
+pb_pid=$!
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/_ping")" = 200 ]; do
+    kill -0 "$pb_pid" 2>/dev/null || { cat "$tmp/podbridge.log" >&2; exit 1; }
+    sleep 0.01
+done
+ready_ms=$((($(date +%s%N) - t_launch) / 1000000))
+rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pb_pid/status"; }
+median() { sort -n | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.0f", m}'; }
+ms() { echo $((($2 - $1) / 1000000)); }
+
+# the same pod: podbridge's translation of the request, renamed, without podbridge's labels
+"$bin" translate - --name bench --config "$tmp/podbridge.toml" <<<'{"Image":"busybox","Cmd":["true"]}' |
+    kc create --dry-run=client -o json -f - 2>/dev/null |
+    python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+items = doc.get("items", [doc])
+pod = next(i for i in items if i["kind"] == "Pod")
+pod["metadata"] = {"name": "direct", "labels": {"podbridge.bench/direct": "1"}}
+json.dump(pod, sys.stdout)' >"$tmp/pod.json"
+
+echo "warming up (image, caches)" >&2
+docker run --rm busybox true
+python3 benches/docker_run.py baseline 1 "$tmp/pod.json" >/dev/null
+
+podbridge_runs=()
+kubectl_runs=()
+api_runs=()
+for ((i = 0; i < samples; i++)); do
+    t=$(date +%s%N)
+    docker run --rm busybox true
+    podbridge_runs+=("$(ms "$t" "$(date +%s%N)")")
+
+    name=direct-k$i
+    sed "s/\"name\": \"direct\"/\"name\": \"$name\"/" "$tmp/pod.json" >"$tmp/pod-$i.json"
+    t=$(date +%s%N)
+    kc create -f "$tmp/pod-$i.json" >/dev/null
+    grep -m1 -qE 'Succeeded|Failed' < <(kc get pod "$name" -w -o jsonpath='{.status.phase}{"\n"}')
+    kc delete pod "$name" --wait=true >/dev/null
+    kubectl_runs+=("$(ms "$t" "$(date +%s%N)")")
+
+    api_runs+=("$(python3 benches/docker_run.py baseline 1 "$tmp/pod.json")")
+done
+pb_med=$(printf '%s\n' "${podbridge_runs[@]}" | median)
+kc_med=$(printf '%s\n' "${kubectl_runs[@]}" | median)
+api_med=$(printf '%s\n' "${api_runs[@]}" | median)
+
+echo
+echo "== start-to-exit, $samples samples each, interleaved (ms) =="
+printf '%-58s %6s   %s\n' "docker run --rm busybox true via podbridge" "$pb_med" "${podbridge_runs[*]}"
+printf '%-58s %6s   %s\n' "same pod: kubectl create, watch to exit, delete --wait" "$kc_med" "${kubectl_runs[*]}"
+printf '%-58s %6s   %s\n' "same pod: API POST, watch to exit, DELETE, watch to gone" "$api_med" "${api_runs[*]}"
+awk -v p="$pb_med" -v k="$kc_med" -v a="$api_med" 'BEGIN {
+    printf "podbridge / kubectl = %.2f (%+.0f%%)   podbridge / direct API = %.2f (%+.0f%%)\n",
+        p / k, (p / k - 1) * 100, p / a, (p / a - 1) * 100 }'
+
+echo
+echo "== state latency: podbridge answer minus the moment a pod watch saw the change (ms) =="
+python3 benches/docker_run.py latency "$samples" | tee "$tmp/latency.txt"
+python3 - "$tmp/latency.txt" <<'PY'
+import sys
+rows = [dict(kv.split("=") for kv in line.split()) for line in open(sys.argv[1]) if "=" in line]
+for key in ["start_return", "start_event", "wait_return", "die_event"]:
+    values = sorted(int(r[key]) for r in rows)
+    print(f"{key:13} median {values[len(values) // 2]:5d}  max {values[-1]:5d}")
+PY
+
+echo
+echo "== memory and start-up =="
+echo "podbridge start to /_ping 200 (cluster synced): $ready_ms ms"
+kc delete pods --all --wait=true >/dev/null 2>&1 || true
+sleep 2
+idle=$(rss)
+echo "podbridge RSS idle: $idle MiB"
+t=$(date +%s%N)
+running=$(python3 benches/docker_run.py fill "$containers")
+fill_ms=$(ms "$t" "$(date +%s%N)")
+sleep 3
+busy=$(rss)
+echo "podbridge RSS with $running running containers (of $containers requested): $busy MiB (started in $fill_ms ms)"
+t=$(date +%s%N)
+docker ps -q | wc -l | xargs printf 'docker ps lists %s containers'
+echo " in $(ms "$t" "$(date +%s%N)") ms"
+ids=$(docker ps -aq)
+t=$(date +%s%N)
+# shellcheck disable=SC2086
+[ -n "$ids" ] && docker rm -f $ids >/dev/null
+echo "docker rm -f of all: $(ms "$t" "$(date +%s%N)") ms; RSS after: $(rss) MiB"
