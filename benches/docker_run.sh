@@ -19,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# shellcheck source=tests/e2e/offline.sh
+. tests/e2e/offline.sh
 samples=${1:-10}
 containers=${2:-200}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}

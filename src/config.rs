@@ -24,7 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 24] = [
     "namespace",
     "instance",
     "project",
@@ -45,6 +45,9 @@ const KEYS: [&str; 21] = [
     "cleanup_on_exit",
     "reaper_idle_seconds",
     "lock",
+    "registry_lookup",
+    "registry_mirrors",
+    "registry_ca_files",
     "config",
 ];
 
@@ -92,6 +95,14 @@ pub struct Config {
     pub reaper_idle_seconds: u64,
     /// Hold a Lease so only one podbridge works in the namespace at a time.
     pub lock: bool,
+    /// Which registries image configs are read from: `all`, `loopback` (air-gapped runs and
+    /// tests) or `off`.
+    pub registry_lookup: crate::runtime::registry::Lookup,
+    /// `REGISTRY=URL` entries: read that registry's configs from the mirror instead (a CI's
+    /// pull-through cache); should match the mirrors the cluster's nodes pull through.
+    pub registry_mirrors: Vec<String>,
+    /// PEM files of CAs trusted for registries besides the system's roots.
+    pub registry_ca_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -127,6 +138,9 @@ impl Default for Config {
             cleanup_on_exit: true,
             reaper_idle_seconds: 3600,
             lock: false,
+            registry_lookup: Default::default(),
+            registry_mirrors: Vec::new(),
+            registry_ca_files: Vec::new(),
         }
     }
 }

@@ -1,10 +1,14 @@
 //! runtime: a small Registry HTTP API v2 client that reads an image's config (manifest, then
 //! config blob), with token auth and a bounded in-memory cache by normalised reference.
 //!
-//! Only registries on loopback are contacted (plain HTTP); podbridge has no TLS client, so for
-//! any other registry the config is unknown and callers translate without it, as before.
+//! Registries on loopback are spoken to in plain HTTP (as Docker treats `localhost`), every
+//! other one over TLS with the system's roots plus configured CA files. Which registries may be
+//! contacted at all is [`Lookup`]; a mirror can stand in for a registry (a CI's pull-through
+//! cache, or the test cluster's local registry for docker.io). When a registry may not be
+//! contacted the config is unknown and callers translate without it.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +19,9 @@ use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, HOST, LOCATION, WWW_AUTH
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -37,6 +43,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Configs kept in memory; the oldest is evicted first.
 const CACHE_CAPACITY: usize = 256;
+/// How long a tag's config is trusted before the registry is asked again (a tag can move).
+const CACHE_TTL: Duration = Duration::from_secs(600);
 /// Redirects followed for one request (blob stores may redirect).
 const MAX_REDIRECTS: usize = 3;
 
@@ -44,8 +52,14 @@ const MAX_REDIRECTS: usize = 3;
 pub enum RegistryError {
     #[error("invalid reference format: {reference}: {reason}")]
     ParseReferenceFailed { reference: String, reason: String },
-    #[error("registry {registry} is not on loopback: podbridge has no TLS client, the image config is unknown")]
-    RegistryNotSupported { registry: String },
+    #[error("registry {registry} is not contacted (registry_lookup = {lookup}): the image config is unknown")]
+    RegistryNotSupported { registry: String, lookup: Lookup },
+    #[error("registry mirror `{entry}`: {reason} (expected REGISTRY=URL, e.g. docker.io=https://mirror.example)")]
+    BadMirror { entry: String, reason: String },
+    #[error("login attempt to {url} failed with status: {status}")]
+    LoginFailed { url: String, status: StatusCode },
+    #[error("registry CA file {path}: {reason}")]
+    BadCaFile { path: String, reason: String },
     #[error("manifest for {reference} not found: manifest unknown: manifest unknown")]
     ManifestNotFound { reference: String },
     #[error("pull access denied for {reference}, repository does not exist or may require 'docker login'")]
@@ -277,6 +291,7 @@ fn parse_config_blob(reference: &str, digest: &str, body: &[u8]) -> Result<Image
 /// `http://host[:port]/path?query`, split for a request.
 #[derive(Debug, Clone, PartialEq)]
 struct Url {
+    tls: bool,
     host: String,
     port: u16,
     authority: String,
@@ -285,28 +300,37 @@ struct Url {
 
 impl Url {
     fn parse(url: &str) -> Result<Self> {
-        let not_supported = || RegistryError::RegistryNotSupported {
-            registry: url.to_owned(),
+        let unusable = |reason: &str| RegistryError::RequestFailed {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
         };
-        let rest = url.strip_prefix("http://").ok_or_else(not_supported)?;
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(unusable("only http and https URLs are followed"));
+        };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
         };
-        let (host, port) = split_host_port(authority).ok_or_else(not_supported)?;
-        if !is_loopback(&host) {
-            return Err(not_supported());
+        let (host, port) = split_host_port(authority).ok_or_else(|| unusable("bad host"))?;
+        if host.is_empty() {
+            return Err(unusable("no host"));
         }
         Ok(Url {
+            tls,
             host,
-            port: port.unwrap_or(80),
+            port: port.unwrap_or(if tls { 443 } else { 80 }),
             authority: authority.to_owned(),
             path_and_query: path.to_owned(),
         })
     }
 
     fn text(&self) -> String {
-        format!("http://{}{}", self.authority, self.path_and_query)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.path_and_query)
     }
 }
 
@@ -325,7 +349,7 @@ fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
     }
 }
 
-/// Registries podbridge talks to: plain HTTP on this machine's loopback.
+/// Registries spoken to in plain HTTP: this machine's loopback, as Docker allows for localhost.
 fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
@@ -352,16 +376,182 @@ struct Reply {
     body: Bytes,
 }
 
+/// Which registries podbridge reads image configs from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lookup {
+    /// Any registry (the cluster pulls from them anyway).
+    #[default]
+    All,
+    /// Registries (and mirrors) on this machine's loopback only: air-gapped runs and tests.
+    Loopback,
+    /// None: image configs are never known (kubedock's behaviour).
+    Off,
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Lookup::All => "all",
+            Lookup::Loopback => "loopback",
+            Lookup::Off => "off",
+        })
+    }
+}
+
+/// A registry served from another base URL (`docker.io=http://127.0.0.1:5000`).
+#[derive(Debug, Clone, PartialEq)]
+struct Mirror {
+    registry: String,
+    base: String,
+}
+
+impl Mirror {
+    fn parse(entry: &str) -> Result<Self> {
+        let bad = |reason: &str| RegistryError::BadMirror {
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (registry, base) = entry.split_once('=').ok_or_else(|| bad("no `=`"))?;
+        let base = base.trim().trim_end_matches('/');
+        Url::parse(base).map_err(|_| bad("the URL must start with http:// or https://"))?;
+        let registry = match registry.trim() {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            "" => return Err(bad("no registry before `=`")),
+            other => other,
+        };
+        Ok(Mirror {
+            registry: registry.to_owned(),
+            base: base.to_owned(),
+        })
+    }
+}
+
+/// Where and how image configs may be read: set once from podbridge's configuration.
+pub struct RegistryAccess {
+    lookup: Lookup,
+    mirrors: Vec<Mirror>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl RegistryAccess {
+    /// `mirrors` are `REGISTRY=URL` entries; `ca_files` are PEM bundles trusted besides the
+    /// system's roots (a private registry's CA).
+    pub fn new(lookup: Lookup, mirrors: &[String], ca_files: &[PathBuf]) -> Result<Self> {
+        let mirrors = mirrors
+            .iter()
+            .map(|entry| Mirror::parse(entry))
+            .collect::<Result<Vec<_>>>()?;
+        let mut roots = rustls::RootCertStore::empty();
+        // Unreadable system roots only mean fewer trusted registries, not a failure to start.
+        if lookup != Lookup::Off {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+        for path in ca_files {
+            let bad = |reason: String| RegistryError::BadCaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|error| bad(error.to_string()))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|error| bad(error.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|error| bad(error.to_string()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| RegistryError::BadCaFile {
+                path: String::new(),
+                reason: error.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(RegistryAccess {
+            lookup,
+            mirrors,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// Base URL serving `registry`'s `/v2/` API.
+    fn base(&self, registry: &str) -> String {
+        if let Some(mirror) = self.mirrors.iter().find(|m| m.registry == registry) {
+            return mirror.base.clone();
+        }
+        let registry = if registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        let host = split_host_port(registry).map(|(host, _)| host);
+        let scheme = if host.as_deref().is_some_and(is_loopback) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{registry}")
+    }
+
+    /// Whether `url` (a registry, a mirror, a token realm or a redirect) may be contacted.
+    fn allows(&self, url: &Url) -> bool {
+        match self.lookup {
+            Lookup::All => true,
+            Lookup::Loopback => is_loopback(&url.host),
+            Lookup::Off => false,
+        }
+    }
+}
+
+impl Default for RegistryAccess {
+    fn default() -> Self {
+        RegistryAccess::new(Lookup::default(), &[], &[]).expect("no CA files to read")
+    }
+}
+
 /// Reads image configs from registries and remembers them.
-#[derive(Default)]
 pub struct RegistryClient {
     cache: Mutex<Cache>,
+    access: Mutex<Arc<RegistryAccess>>,
+}
+
+/// Contacts nothing until [`RegistryClient::set_access`] says where it may go, so a runtime
+/// built without configuration (tests, tools) never reaches out.
+impl Default for RegistryClient {
+    fn default() -> Self {
+        let off = RegistryAccess::new(Lookup::Off, &[], &[]).expect("no CA files to read");
+        RegistryClient {
+            cache: Mutex::default(),
+            access: Mutex::new(Arc::new(off)),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<String, Arc<ImageDetails>>,
+    entries: HashMap<String, Cached>,
     order: VecDeque<String>,
+}
+
+struct Cached {
+    details: Arc<ImageDetails>,
+    fetched: std::time::Instant,
+    /// Pinned by digest: the content can never change, so the entry never goes stale.
+    pinned: bool,
+}
+
+impl Cached {
+    fn fresh(&self) -> bool {
+        self.pinned || self.fetched.elapsed() < CACHE_TTL
+    }
 }
 
 impl RegistryClient {
@@ -369,17 +559,26 @@ impl RegistryClient {
         Self::default()
     }
 
+    /// Replaces where configs are read from; the cache is kept (an image's config is the same
+    /// whichever mirror served it).
+    pub fn set_access(&self, access: RegistryAccess) {
+        *self.access.lock().unwrap() = Arc::new(access);
+    }
+
     /// The cached details of `reference`, without any network call.
     pub fn cached(&self, reference: &str) -> Option<Arc<ImageDetails>> {
         let key = ImageRef::parse(reference).ok()?.normalised();
-        self.cache.lock().unwrap().entries.get(&key).cloned()
+        let cache = self.cache.lock().unwrap();
+        cache.entries.get(&key).map(|entry| entry.details.clone())
     }
 
-    /// The details of `reference`, from the cache or the registry.
+    /// The details of `reference`: from the cache while fresh, else from the registry. `pull`
+    /// always asks the registry for a tag, as `docker pull` does.
     pub async fn details(
         &self,
         reference: &str,
         credentials: Option<&Credentials>,
+        pull: bool,
     ) -> Result<Arc<ImageDetails>> {
         let image =
             ImageRef::parse(reference).map_err(|error| RegistryError::ParseReferenceFailed {
@@ -387,10 +586,14 @@ impl RegistryClient {
                 reason: error.to_string(),
             })?;
         let key = image.normalised();
-        if let Some(found) = self.cache.lock().unwrap().entries.get(&key).cloned() {
-            return Ok(found);
+        let pinned = image.digest.is_some();
+        if let Some(entry) = self.cache.lock().unwrap().entries.get(&key) {
+            if entry.fresh() && (pinned || !pull) {
+                return Ok(entry.details.clone());
+            }
         }
-        let details = Arc::new(fetch(&image, credentials).await?);
+        let access = self.access.lock().unwrap().clone();
+        let details = Arc::new(fetch(&access, &image, credentials).await?);
         let mut cache = self.cache.lock().unwrap();
         if !cache.entries.contains_key(&key) {
             cache.order.push_back(key.clone());
@@ -400,21 +603,96 @@ impl RegistryClient {
                 }
             }
         }
-        cache.entries.insert(key, details.clone());
+        cache.entries.insert(
+            key,
+            Cached {
+                details: details.clone(),
+                fetched: std::time::Instant::now(),
+                pinned,
+            },
+        );
         Ok(details)
     }
 }
 
+/// Outcome of `docker login`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Login {
+    /// The registry accepted the credentials (or asks for none).
+    Accepted,
+    /// The registry may not be contacted ([`Lookup`]), so the credentials were not checked.
+    Unchecked,
+}
+
+impl RegistryClient {
+    /// Checks credentials as `docker login` does: `/v2/` with them, through a token realm if
+    /// the registry has one. `server` is the client's `serveraddress` (`https://index.docker.io/v1/`,
+    /// `localhost:5000`, ...).
+    pub async fn login(&self, server: &str, credentials: &Credentials) -> Result<Login> {
+        let access = self.access.lock().unwrap().clone();
+        let host = server
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let registry = match host {
+            "" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            other => other,
+        };
+        let url = Url::parse(&format!("{}/v2/", access.base(registry)))?;
+        if !access.allows(&url) {
+            return Ok(Login::Unchecked);
+        }
+        let failed = |status| RegistryError::LoginFailed {
+            url: url.text(),
+            status,
+        };
+        let reply = request(&access, &url, None, None).await?;
+        if reply.status != StatusCode::UNAUTHORIZED {
+            return Ok(Login::Accepted);
+        }
+        let challenge = reply
+            .headers
+            .get(WWW_AUTHENTICATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_challenge);
+        let basic = credentials.basic();
+        let reply = match challenge {
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let query = service
+                    .map(|service| format!("?service={}", encode_query_value(&service)))
+                    .unwrap_or_default();
+                let realm = Url::parse(&format!("{realm}{query}"))?;
+                request(&access, &realm, None, Some(&basic)).await?
+            }
+            _ => request(&access, &url, None, Some(&basic)).await?,
+        };
+        if reply.status.is_success() {
+            Ok(Login::Accepted)
+        } else {
+            Err(failed(reply.status))
+        }
+    }
+}
+
 /// Manifest (following an index to its linux/amd64 entry), then config blob.
-async fn fetch(image: &ImageRef, credentials: Option<&Credentials>) -> Result<ImageDetails> {
-    let host = split_host_port(&image.registry).map(|(host, _)| host);
-    if !host.as_deref().is_some_and(is_loopback) {
+async fn fetch(
+    access: &RegistryAccess,
+    image: &ImageRef,
+    credentials: Option<&Credentials>,
+) -> Result<ImageDetails> {
+    let base = access.base(&image.registry);
+    if !Url::parse(&base).is_ok_and(|url| access.allows(&url)) {
         return Err(RegistryError::RegistryNotSupported {
             registry: image.registry.clone(),
+            lookup: access.lookup,
         });
     }
     let reference = image.normalised();
     let mut session = Session {
+        access,
+        base,
         image,
         credentials,
         token: None,
@@ -457,6 +735,9 @@ async fn fetch(image: &ImageRef, credentials: Option<&Credentials>) -> Result<Im
 
 /// The requests for one image, carrying the token once one was issued.
 struct Session<'a> {
+    access: &'a RegistryAccess,
+    /// The registry's (or its mirror's) base URL.
+    base: String,
     image: &'a ImageRef,
     credentials: Option<&'a Credentials>,
     token: Option<String>,
@@ -466,10 +747,10 @@ impl Session<'_> {
     /// `GET /v2/<repository>/<path>`; 2xx and 404 are answers, 401 authenticates once.
     async fn get(&mut self, path: &str, accept: Option<&str>) -> Result<Reply> {
         let url = Url::parse(&format!(
-            "http://{}/v2/{}/{path}",
-            self.image.registry, self.image.repository
+            "{}/v2/{}/{path}",
+            self.base, self.image.repository
         ))?;
-        let mut reply = request(&url, accept, self.token.as_deref()).await?;
+        let mut reply = request(self.access, &url, accept, self.token.as_deref()).await?;
         if reply.status == StatusCode::UNAUTHORIZED {
             let challenge = reply
                 .headers
@@ -499,7 +780,7 @@ impl Session<'_> {
                 }
             };
             self.token = Some(authorization);
-            reply = request(&url, accept, self.token.as_deref()).await?;
+            reply = request(self.access, &url, accept, self.token.as_deref()).await?;
             if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN {
                 return Err(RegistryError::AccessDenied {
                     reference: self.image.normalised(),
@@ -524,7 +805,7 @@ impl Session<'_> {
         let separator = if realm.contains('?') { '&' } else { '?' };
         let url = Url::parse(&format!("{realm}{separator}{}", query.join("&")))?;
         let basic = self.credentials.map(Credentials::basic);
-        let reply = request(&url, None, basic.as_deref()).await?;
+        let reply = request(self.access, &url, None, basic.as_deref()).await?;
         if !reply.status.is_success() {
             return Err(RegistryError::AccessDenied {
                 reference: self.image.normalised(),
@@ -554,12 +835,27 @@ impl Session<'_> {
     }
 }
 
-/// One GET over a fresh HTTP/1.1 connection, following redirects within loopback; every step is
-/// bounded by [`STEP_TIMEOUT`].
-async fn request(url: &Url, accept: Option<&str>, authorization: Option<&str>) -> Result<Reply> {
+/// One GET over a fresh HTTP/1.1 connection, following redirects the access allows; every step
+/// is bounded by [`STEP_TIMEOUT`].
+async fn request(
+    access: &RegistryAccess,
+    url: &Url,
+    accept: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<Reply> {
+    let origin = url.authority.clone();
     let mut url = url.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let reply = request_once(&url, accept, authorization).await?;
+        if !access.allows(&url) {
+            return Err(RegistryError::RequestFailed {
+                url: url.text(),
+                reason: format!("not contacted (registry_lookup = {})", access.lookup),
+            });
+        }
+        // Credentials go only to the host they were meant for: a blob store a registry
+        // redirects to gets none (and signed URLs refuse requests that carry them).
+        let authorization = authorization.filter(|_| url.authority == origin);
+        let reply = request_once(access, &url, accept, authorization).await?;
         if reply.status.is_redirection() {
             if let Some(location) = reply
                 .headers
@@ -585,7 +881,12 @@ async fn request(url: &Url, accept: Option<&str>, authorization: Option<&str>) -
     })
 }
 
+/// A connection to a registry, plain or TLS.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
 async fn request_once(
+    access: &RegistryAccess,
     url: &Url,
     accept: Option<&str>,
     authorization: Option<&str>,
@@ -602,6 +903,19 @@ async fn request_once(
     .await
     .map_err(timed_out)?
     .map_err(|error| failed(error.to_string()))?;
+    let stream: Box<dyn Connection> = if url.tls {
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|error| failed(error.to_string()))?;
+        let connector = tokio_rustls::TlsConnector::from(access.tls.clone());
+        Box::new(
+            timeout(STEP_TIMEOUT, connector.connect(name, stream))
+                .await
+                .map_err(timed_out)?
+                .map_err(|error| failed(format!("TLS: {error}")))?,
+        )
+    } else {
+        Box::new(stream)
+    };
     let (mut sender, connection) = timeout(
         STEP_TIMEOUT,
         hyper::client::conn::http1::handshake(TokioIo::new(stream)),
@@ -743,28 +1057,71 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_is_contacted() {
-        assert!(Url::parse("http://127.0.0.1:5000/v2/").is_ok());
-        assert!(Url::parse("http://localhost/v2/").is_ok());
-        assert!(Url::parse("http://[::1]:5000/v2/").is_ok());
-        assert!(Url::parse("https://127.0.0.1:5000/v2/").is_err());
-        assert!(Url::parse("http://registry-1.docker.io/v2/").is_err());
+    fn urls_and_what_may_be_contacted() {
+        let parsed = Url::parse("https://quay.io/v2/x").unwrap();
+        assert!(parsed.tls && parsed.port == 443 && parsed.host == "quay.io");
+        let parsed = Url::parse("http://[::1]:5000/v2/").unwrap();
+        assert!(!parsed.tls && parsed.port == 5000 && parsed.host == "::1");
+        assert!(Url::parse("ftp://x/").is_err());
+        let loopback = RegistryAccess::new(Lookup::Loopback, &[], &[]).unwrap();
+        for (url, allowed) in [
+            ("http://127.0.0.1:5000/v2/", true),
+            ("https://localhost/v2/", true),
+            ("http://[::1]:5000/v2/", true),
+            ("https://registry-1.docker.io/v2/", false),
+        ] {
+            assert_eq!(loopback.allows(&Url::parse(url).unwrap()), allowed, "{url}");
+        }
+        let all = RegistryAccess::default();
+        assert!(all.allows(&Url::parse("https://registry-1.docker.io/v2/").unwrap()));
+        let off = RegistryAccess::new(Lookup::Off, &[], &[]).unwrap();
+        assert!(!off.allows(&Url::parse("http://127.0.0.1:5000/v2/").unwrap()));
         assert_eq!(
             encode_query_value("repository:a/b:pull"),
             "repository%3Aa%2Fb%3Apull"
         );
     }
 
+    #[test]
+    fn registries_map_to_base_urls_and_mirrors() {
+        let access = RegistryAccess::new(
+            Lookup::All,
+            &["index.docker.io=http://127.0.0.1:5000/".into()],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(access.base("docker.io"), "http://127.0.0.1:5000");
+        assert_eq!(access.base("quay.io"), "https://quay.io");
+        assert_eq!(access.base("localhost:5000"), "http://localhost:5000");
+        assert_eq!(access.base("127.0.0.1:5443"), "http://127.0.0.1:5443");
+        let plain = RegistryAccess::default();
+        assert_eq!(plain.base("docker.io"), "https://registry-1.docker.io");
+        for bad in ["docker.io", "=http://x", "docker.io=mirror.example"] {
+            let error = RegistryAccess::new(Lookup::All, &[bad.into()], &[])
+                .err()
+                .unwrap();
+            assert!(
+                matches!(error, RegistryError::BadMirror { .. }),
+                "{bad}: {error}"
+            );
+        }
+        let error = RegistryAccess::new(Lookup::All, &[], &["/nonexistent/ca.pem".into()])
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
+
     #[tokio::test]
-    async fn remote_registries_fail_fast() {
+    async fn registries_not_allowed_fail_fast() {
         let client = RegistryClient::new();
+        client.set_access(RegistryAccess::new(Lookup::Loopback, &[], &[]).unwrap());
         let started = std::time::Instant::now();
         for reference in [
             "busybox",
             "quay.io/x/y:1",
             "ghcr.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ] {
-            let error = client.details(reference, None).await.unwrap_err();
+            let error = client.details(reference, None, false).await.unwrap_err();
             assert!(
                 matches!(error, RegistryError::RegistryNotSupported { .. }),
                 "{error}"

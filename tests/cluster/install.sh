@@ -12,6 +12,8 @@ PACKAGES=(
   iproute2 procps util-linux kmod curl jq openssl python3 ca-certificates
   # images and the local registry
   busybox-static redis-server docker-registry
+  # htpasswd (bcrypt) for the TLS registry with basic auth in tests/e2e/run.sh
+  apache2-utils
   # building kubernetes + pause
   golang-go golang-github-modern-go-reflect2-dev rsync make gcc libc6-dev dpkg-dev
 )

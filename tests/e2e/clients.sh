@@ -14,6 +14,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/e2e/offline.sh
+. "$ROOT/tests/e2e/offline.sh"
 CLUSTER=$ROOT/tests/cluster
 HERE=$ROOT/tests/e2e
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}

@@ -10,6 +10,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/e2e/offline.sh
+. "$ROOT/tests/e2e/offline.sh"
 CLUSTER=$ROOT/tests/cluster
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d)

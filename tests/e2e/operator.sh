@@ -10,6 +10,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
+# shellcheck source=tests/e2e/offline.sh
+. tests/e2e/offline.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 
 admin=$(tests/cluster/up.sh 2>/dev/null | tail -n 1)

@@ -10,6 +10,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/e2e/offline.sh
+. "$ROOT/tests/e2e/offline.sh"
 CLUSTER=$ROOT/tests/cluster
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 VENV=${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}
@@ -56,6 +58,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 kc() { KUBECONFIG=$KUBECONFIG_NS kubectl -n "$NS" "$@"; }
 
 # check NAME COMMAND...: runs the command (a shell function), records pass/fail.
@@ -193,6 +196,53 @@ t_registry_image_config() {
   done
   expect_eq "$out" +PONG && docker rm -f rds >/dev/null
 }
+t_registry_tls_auth() {
+  # A registry over TLS (a CA of this test's own) with basic auth stands in for docker.io through
+  # a mirror, for a second podbridge: pull is refused until `docker login`, then the config is
+  # the image's own; a wrong password is refused at login.
+  local d=$WORK/tlsreg rport pport reg pb dh out
+  mkdir -p "$d/docker" && rport=$(free_port) && pport=$(free_port)
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=e2e-ca -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null &&
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$d/ext" &&
+    openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 1 \
+      -extfile "$d/ext" -out "$d/tls.crt" 2>/dev/null &&
+    htpasswd -Bbn e2e s3cret >"$d/htpasswd" || return 1
+  cat >"$d/registry.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: ${PODBRIDGE_CLUSTER_STATE:-/var/lib/podbridge-cluster}/registry}
+  maintenance: {readonly: {enabled: true}}
+http: {addr: "127.0.0.1:$rport", tls: {certificate: $d/tls.crt, key: $d/tls.key}}
+auth: {htpasswd: {realm: e2e, path: $d/htpasswd}}
+YAML
+  docker-registry serve "$d/registry.yml" >"$d/registry.log" 2>&1 & reg=$!
+  for _ in $(seq 50); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$d/ca.crt" "https://127.0.0.1:$rport/v2/")" = 401 ] && break
+    sleep 0.1
+  done
+  KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$pport PODBRIDGE_READINESS_LISTEN=127.0.0.1:$(free_port) \
+    PODBRIDGE_REGISTRY_MIRRORS="[\"docker.io=https://127.0.0.1:$rport\"]" PODBRIDGE_REGISTRY_CA_FILES="[\"$d/ca.crt\"]" \
+    "$E2E_BIN" serve --namespace "$NS" --instance e2e-tls >"$d/podbridge.log" 2>&1 & pb=$!
+  dh=tcp://127.0.0.1:$pport
+  for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$pport/_ping")" = 200 ] && break; sleep 0.1; done
+  (
+    export DOCKER_HOST=$dh DOCKER_CONFIG=$d/docker
+    out=$(docker pull redis 2>&1) && { echo "pull without credentials succeeded: $out"; exit 1; }
+    grep -q "docker login" <<<"$out" || { echo "pull without credentials: $out"; exit 1; }
+    out=$(docker login -u e2e --password-stdin <<<wrong 2>&1) && { echo "login with a wrong password succeeded: $out"; exit 1; }
+    grep -q "401" <<<"$out" || { echo "wrong login: $out"; exit 1; }
+    docker login -u e2e --password-stdin <<<s3cret >/dev/null 2>&1 || { echo "login failed"; exit 1; }
+    docker pull redis >/dev/null || exit 1
+    expect_eq "$(docker image inspect redis --format '{{json .Config.ExposedPorts}} {{json .Config.Cmd}}')" \
+      '{"6379/tcp":{}} ["redis-server"]'
+  )
+  local rc=$?
+  kill "$pb" "$reg" 2>/dev/null; wait "$pb" "$reg" 2>/dev/null
+  [ $rc = 0 ] || { echo "--- podbridge log"; tail -5 "$d/podbridge.log"; }
+  return $rc
+}
 t_networks_volumes() {
   docker network create e2enet >/dev/null && docker network ls --format '{{.Name}}' | grep -qx e2enet &&
     docker network inspect e2enet --format '{{.Name}}' | grep -qx e2enet && docker network rm e2enet >/dev/null &&
@@ -286,6 +336,7 @@ check "duplicate name is 409" t_name_conflict
 check "No such container" t_no_such_container
 check "docker pull / images" t_pull_images
 check "image config from the registry (pull, inspect, -P, redis PING)" t_registry_image_config
+check "TLS registry with basic auth through a mirror (login, pull, inspect)" t_registry_tls_auth
 check "networks and volumes" t_networks_volumes
 check "docker events" t_events
 check "podbridge restart keeps containers" t_restart_podbridge

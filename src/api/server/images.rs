@@ -23,16 +23,18 @@ const QUICK_LOOKUP: Duration = Duration::from_secs(2);
 /// How long a pull waits for the image config.
 const PULL_LOOKUP: Duration = Duration::from_secs(20);
 
-/// The image's details from the registry client (cache first), within `limit`.
+/// The image's details from the registry client: for a pull, asked anew within
+/// [`PULL_LOOKUP`]; otherwise from the cache while fresh, within [`QUICK_LOOKUP`].
 async fn lookup(
     state: &AppState,
     reference: &str,
     credentials: Option<&Credentials>,
-    limit: Duration,
+    pull: bool,
 ) -> std::result::Result<Arc<ImageDetails>, RegistryError> {
+    let limit = if pull { PULL_LOOKUP } else { QUICK_LOOKUP };
     match tokio::time::timeout(
         limit,
-        state.runtime.registry.details(reference, credentials),
+        state.runtime.registry.details(reference, credentials, pull),
     )
     .await
     {
@@ -46,7 +48,7 @@ async fn lookup(
 /// The config `create` translates with: known quickly, or not at all (the translation then
 /// leaves the image's defaults to the cluster, as it always did).
 pub(super) async fn config_for_create(state: &AppState, reference: &str) -> Option<ImageConfig> {
-    match lookup(state, reference, None, QUICK_LOOKUP).await {
+    match lookup(state, reference, None, false).await {
         Ok(details) => {
             state.runtime.note_image_with_id(reference, &details.id);
             Some(details.config.clone())
@@ -118,9 +120,7 @@ pub async fn image_get(
             .runtime
             .find_image(name)
             .ok_or_else(|| ApiError::NotFound(format!("No such image: {name}")))?;
-        let details = lookup(&state, &record.reference, None, QUICK_LOOKUP)
-            .await
-            .ok();
+        let details = lookup(&state, &record.reference, None, false).await.ok();
         return Ok(Json(inspect_json(
             &record.reference,
             Some(&record),
@@ -236,7 +236,7 @@ pub async fn image_create(
         .rsplit_once(':')
         .unwrap_or((&normalised, "latest"));
     let pulling = json!({"status": format!("Pulling from {name}"), "id": tag});
-    let lines = match lookup(&state, &reference, credentials.as_ref(), PULL_LOOKUP).await {
+    let lines = match lookup(&state, &reference, credentials.as_ref(), true).await {
         Ok(details) => {
             let record = state.runtime.note_image_with_id(&reference, &details.id);
             let digest = details.manifest_digest.clone().unwrap_or(record.id);

@@ -268,6 +268,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("namespace lock: {0}")]
     Lock(#[from] crate::runtime::lease::Error),
+    #[error("registry settings: {0}")]
+    Registry(#[from] crate::runtime::registry::RegistryError),
     /// No source: the reason is already one line, and the way forward must end it.
     #[error(
         "no Kubernetes cluster reachable ({reason}). Start the test cluster with \
@@ -412,6 +414,13 @@ pub async fn run(
     let listeners = bind_listeners(config).await?;
     runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
     runtime.set_publish_ip(crate::runtime::ports::publish_ip(&config.listen));
+    runtime
+        .registry
+        .set_access(crate::runtime::registry::RegistryAccess::new(
+            config.registry_lookup,
+            &config.registry_mirrors,
+            &config.registry_ca_files,
+        )?);
     runtime.spawn_watchers();
     info!(%namespace, %instance, address = %listeners.tcp.local_addr()?, "Serving the Docker API");
     let app = router(AppState {

@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::extract::{labels_match, parse_filters, query_i64, Query};
+use super::extract::{labels_match, parse_filters, query_i64, DockerJson, Query};
 use super::{AppState, API_VERSION, ENGINE_VERSION, MIN_API_VERSION};
-use crate::api::error::Result;
+use crate::api::error::{ApiError, Result};
+use crate::runtime::registry::{Credentials, RegistryError};
 
 fn ping_response(state: &AppState, body: &'static str) -> Response {
     let ready = state.runtime.is_ready();
@@ -181,8 +182,39 @@ pub async fn disk_usage(State(state): State<AppState>) -> Json<serde_json::Value
     Json(json!({"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": []}))
 }
 
-pub async fn auth() -> Json<serde_json::Value> {
-    Json(json!({"Status": "Login Succeeded", "IdentityToken": ""}))
+/// `POST /auth` (`docker login`): the credentials are checked against the registry when
+/// podbridge may contact it; the client keeps them and sends them with each pull.
+pub async fn auth(
+    State(state): State<AppState>,
+    DockerJson(body): DockerJson<AuthBody>,
+) -> Result<Json<serde_json::Value>> {
+    let credentials = Credentials {
+        username: body.username,
+        password: body.password,
+    };
+    match state
+        .runtime
+        .registry
+        .login(&body.serveraddress, &credentials)
+        .await
+    {
+        Ok(_) => Ok(Json(
+            json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+        )),
+        Err(error @ RegistryError::LoginFailed { .. }) => {
+            Err(ApiError::Unauthorized(error.to_string()))
+        }
+        Err(error) => Err(ApiError::Internal(error.to_string())),
+    }
+}
+
+/// The body of `POST /auth`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct AuthBody {
+    username: String,
+    password: String,
+    serveraddress: String,
 }
 
 pub async fn empty_list() -> Json<serde_json::Value> {
