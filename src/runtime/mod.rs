@@ -18,6 +18,7 @@ pub mod prestart;
 pub mod reaper;
 pub mod registry;
 pub mod state;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

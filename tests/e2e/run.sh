@@ -243,6 +243,18 @@ YAML
   [ $rc = 0 ] || { echo "--- podbridge log"; tail -5 "$d/podbridge.log"; }
   return $rc
 }
+t_stats() {
+  # Stats come from the container's cgroup and network namespace: real memory, pids, CPU time.
+  docker run -d --name st busybox sh -c 'head -c 50000000 /dev/urandom | md5sum; sleep 300' >/dev/null || return 1
+  local out json
+  out=$(timeout 60 docker stats --no-stream --format '{{.MemUsage}}|{{.PIDs}}' st) || return 1
+  [[ $out =~ ^[0-9.]+[KMG]iB\ /\ [0-9.]+[KMG]iB\|[1-9] ]] || { echo "docker stats: $out"; return 1; }
+  json=$(curl -s -m 30 "127.0.0.1:$PORT/containers/st/stats?stream=false")
+  jq -e '.cpu_stats.cpu_usage.total_usage > 0 and .cpu_stats.system_cpu_usage > .precpu_stats.system_cpu_usage
+         and .cpu_stats.online_cpus >= 1 and .memory_stats.usage > 0 and .pids_stats.current >= 1
+         and (.networks.eth0.rx_packets >= 0)' <<<"$json" >/dev/null || { echo "stats: ${json:0:600}"; return 1; }
+  docker rm -f st >/dev/null
+}
 t_networks_volumes() {
   docker network create e2enet >/dev/null && docker network ls --format '{{.Name}}' | grep -qx e2enet &&
     docker network inspect e2enet --format '{{.Name}}' | grep -qx e2enet && docker network rm e2enet >/dev/null &&
@@ -338,6 +350,7 @@ check "docker pull / images" t_pull_images
 check "image config from the registry (pull, inspect, -P, redis PING)" t_registry_image_config
 check "TLS registry with basic auth through a mirror (login, pull, inspect)" t_registry_tls_auth
 check "networks and volumes" t_networks_volumes
+check "docker stats from the cgroup" t_stats
 check "docker events" t_events
 check "podbridge restart keeps containers" t_restart_podbridge
 check "published ports (-p 80)" t_ports

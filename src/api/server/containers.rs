@@ -21,6 +21,7 @@ use crate::render::Identity;
 use crate::runtime::containers::{Outcome, WaitCondition};
 use crate::runtime::logs::LogOptions;
 use crate::runtime::objects::{image_id, normalise_image};
+use crate::runtime::stats::stats_json;
 use crate::runtime::ContainerView;
 use crate::translate::CreateRequest;
 
@@ -714,18 +715,69 @@ pub async fn container_top(
     Ok(Json(json!({"Titles": titles, "Processes": processes})))
 }
 
+/// `GET /containers/{id}/stats`: samples read inside the container (see runtime::stats). A
+/// stream sends one per second until the container stops; `stream=false` waits for a second
+/// sample so CPU percentages can be computed, unless `one-shot`.
 pub async fn container_stats(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+    query: Query,
+) -> Result<Response> {
     let view = find(&state, &id)?;
-    Ok(Json(
-        json!({"id": view.id, "name": format!("/{}", view.name), "read": crate::runtime::now_rfc3339(),
-        "cpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 1},
-        "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 1},
-        "memory_stats": {"usage": 0, "limit": 0}, "networks": {}, "pids_stats": {}, "blkio_stats": {}}),
-    ))
+    let stream = !query.contains_key("stream") || query_bool(&query, "stream");
+    let one_shot = query_bool(&query, "one-shot");
+    let runtime = state.runtime.clone();
+    let sample = move |view: ContainerView| {
+        let runtime = runtime.clone();
+        async move {
+            let at = crate::runtime::now_rfc3339();
+            let sample = if view.state.running {
+                runtime.stats_sample(&view).await.ok().flatten()
+            } else {
+                None
+            };
+            (at, sample)
+        }
+    };
+    if !stream {
+        let (at, first) = sample(view.clone()).await;
+        if one_shot {
+            return Ok(Json(stats_json(&view, &at, first.as_ref(), None)).into_response());
+        }
+        tokio::time::sleep(STATS_INTERVAL).await;
+        let view = find(&state, &id)?;
+        let (now, second) = sample(view.clone()).await;
+        let previous = first.as_ref().map(|s| (at.as_str(), s));
+        return Ok(Json(stats_json(&view, &now, second.as_ref(), previous)).into_response());
+    }
+    let body = async_stream::stream! {
+        let mut previous: Option<(String, crate::runtime::stats::Sample)> = None;
+        loop {
+            let Ok(view) = state.runtime.find(&id) else { break };
+            let (at, current) = sample(view.clone()).await;
+            let json = stats_json(
+                &view,
+                &at,
+                current.as_ref(),
+                previous.as_ref().map(|(at, s)| (at.as_str(), s)),
+            );
+            yield Ok::<_, std::convert::Infallible>(Bytes::from(format!("{json}\n")));
+            if !view.state.running {
+                break;
+            }
+            previous = current.map(|s| (at, s));
+            tokio::time::sleep(STATS_INTERVAL).await;
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
+
+/// Docker samples stats once a second.
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn container_update() -> Json<Value> {
     Json(json!({"Warnings": ["podbridge does not update running pods"]}))
