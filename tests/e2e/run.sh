@@ -255,6 +255,19 @@ t_stats() {
          and (.networks.eth0.rx_packets >= 0)' <<<"$json" >/dev/null || { echo "stats: ${json:0:600}"; return 1; }
   docker rm -f st >/dev/null
 }
+t_alias_dns() {
+  # A container with no ports is reached by its network alias and by its name (headless Services).
+  docker network create aliasnet >/dev/null || return 1
+  docker run -d --name dbsrv --network aliasnet --network-alias db busybox \
+    sh -c 'mkdir /w && echo hello-from-db >/w/i && httpd -f -p 8080 -h /w' >/dev/null || return 1
+  local out=""
+  for _ in $(seq 20); do
+    out=$(timeout 60 docker run --rm --network aliasnet busybox sh -c 'wget -qO- http://db:8080/i && wget -qO- http://dbsrv:8080/i' 2>&1 | tr '\n' ' ')
+    [ "$out" = "hello-from-db hello-from-db " ] && break
+    sleep 1
+  done
+  expect_eq "$out" "hello-from-db hello-from-db " && docker rm -f dbsrv >/dev/null && docker network rm aliasnet >/dev/null
+}
 t_networks_volumes() {
   docker network create e2enet >/dev/null && docker network ls --format '{{.Name}}' | grep -qx e2enet &&
     docker network inspect e2enet --format '{{.Name}}' | grep -qx e2enet && docker network rm e2enet >/dev/null &&
@@ -350,6 +363,7 @@ check "docker pull / images" t_pull_images
 check "image config from the registry (pull, inspect, -P, redis PING)" t_registry_image_config
 check "TLS registry with basic auth through a mirror (login, pull, inspect)" t_registry_tls_auth
 check "networks and volumes" t_networks_volumes
+check "network alias and name of a container without ports resolve" t_alias_dns
 check "docker stats from the cgroup" t_stats
 check "docker events" t_events
 check "podbridge restart keeps containers" t_restart_podbridge
