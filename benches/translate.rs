@@ -22,6 +22,7 @@ fn context() -> RenderContext {
         labels: BTreeMap::new(),
         annotations: BTreeMap::new(),
         docker_host_for_pods: None,
+        volumes: Default::default(),
     }
 }
 

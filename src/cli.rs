@@ -250,6 +250,15 @@ pub fn render_context(config: &Config) -> RenderContext {
         labels: config.labels.clone(),
         annotations: config.annotations.clone(),
         docker_host_for_pods: config.docker_host_for_pods.clone(),
+        volumes: crate::render::VolumeSettings {
+            backing: config.named_volumes,
+            size: config.volume_size.clone(),
+            storage_class: config
+                .volume_storage_class
+                .clone()
+                .filter(|class| !class.is_empty()),
+            access_mode: config.volume_access_mode,
+        },
     }
 }
 

@@ -9,6 +9,8 @@ use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::render::{NamedVolumes, VolumeAccessMode};
+
 /// Errors building the configuration; figment's message already names the key and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,13 +20,15 @@ pub enum Error {
     UnknownFormat { path: PathBuf },
     #[error("configuration file {path} does not exist")]
     MissingFile { path: PathBuf },
+    #[error("configuration: volume_size {value:?} is not a positive Kubernetes quantity (examples: 512Mi, 1Gi, 10Gi)")]
+    InvalidVolumeSize { value: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
-const KEYS: [&str; 24] = [
+const KEYS: [&str; 28] = [
     "namespace",
     "instance",
     "project",
@@ -48,6 +52,10 @@ const KEYS: [&str; 24] = [
     "registry_lookup",
     "registry_mirrors",
     "registry_ca_files",
+    "named_volumes",
+    "volume_size",
+    "volume_storage_class",
+    "volume_access_mode",
     "config",
 ];
 
@@ -103,6 +111,17 @@ pub struct Config {
     pub registry_mirrors: Vec<String>,
     /// PEM files of CAs trusted for registries besides the system's roots.
     pub registry_ca_files: Vec<PathBuf>,
+    /// What backs Docker named volumes: `claim` (a PersistentVolumeClaim per volume, shared and
+    /// lasting as in Docker; needs a StorageClass that provisions) or `emptyDir` (per pod, for
+    /// clusters without storage).
+    pub named_volumes: NamedVolumes,
+    /// Requested size of each volume's claim (a volume's `size` option overrides it).
+    pub volume_size: String,
+    /// StorageClass of the claims; unset means the cluster's default class.
+    pub volume_storage_class: Option<String>,
+    /// `ReadWriteOnce` (enough on one node) or `ReadWriteMany` (containers sharing a volume
+    /// across nodes; the storage must support it).
+    pub volume_access_mode: VolumeAccessMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -141,6 +160,10 @@ impl Default for Config {
             registry_lookup: Default::default(),
             registry_mirrors: Vec::new(),
             registry_ca_files: Vec::new(),
+            named_volumes: NamedVolumes::Claim,
+            volume_size: "1Gi".into(),
+            volume_storage_class: None,
+            volume_access_mode: VolumeAccessMode::ReadWriteOnce,
         }
     }
 }
@@ -149,9 +172,17 @@ impl Config {
     /// Layers the sources. `overrides` is the command line, serialized with `None` fields
     /// skipped, so an absent flag never hides the file or the environment.
     pub fn load<T: Serialize>(file: Option<&Path>, overrides: &T) -> Result<Self> {
-        Self::figment(file, overrides)?
+        let config: Config = Self::figment(file, overrides)?
             .extract()
-            .map_err(|e| Error::Invalid(Box::new(e)))
+            .map_err(|e| Error::Invalid(Box::new(e)))?;
+        // Checked here so a typo fails start-up, not the first `docker volume create`.
+        let zero = crate::rules::quantity::Quantity::from_integer(0);
+        match crate::rules::quantity::Quantity::parse(&config.volume_size) {
+            Ok(size) if size > zero => Ok(config),
+            _ => Err(Error::InvalidVolumeSize {
+                value: config.volume_size,
+            }),
+        }
     }
 
     pub fn figment<T: Serialize>(file: Option<&Path>, overrides: &T) -> Result<Figment> {
@@ -265,6 +296,26 @@ mod tests {
             jail.set_env("PODBRIDGE_NAME_PREFIX", "ci");
             let config = Config::load(None, &Flags { namespace: None }).unwrap();
             assert_eq!(config.name_prefix, "ci");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn named_volume_settings() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.named_volumes, NamedVolumes::Claim);
+            assert_eq!(config.volume_size, "1Gi");
+            jail.set_env("PODBRIDGE_NAMED_VOLUMES", "emptyDir");
+            jail.set_env("PODBRIDGE_VOLUME_ACCESS_MODE", "ReadWriteMany");
+            jail.set_env("PODBRIDGE_VOLUME_STORAGE_CLASS", "fast");
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.named_volumes, NamedVolumes::EmptyDir);
+            assert_eq!(config.volume_access_mode, VolumeAccessMode::ReadWriteMany);
+            assert_eq!(config.volume_storage_class.as_deref(), Some("fast"));
+            jail.set_env("PODBRIDGE_VOLUME_SIZE", "big");
+            let error = Config::load(None, &Flags { namespace: None }).unwrap_err();
+            assert!(error.to_string().contains("volume_size \"big\""), "{error}");
             Ok(())
         });
     }

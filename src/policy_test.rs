@@ -74,6 +74,8 @@ struct TestContext {
     instance: Option<String>,
     name_prefix: Option<String>,
     docker_host: Option<String>,
+    /// `claim` (the default) or `emptyDir`, as the config key `named_volumes`.
+    named_volumes: Option<crate::render::NamedVolumes>,
     today: Option<String>,
 }
 
@@ -253,6 +255,10 @@ pub fn run_file(path: &Path, update: bool) -> Result<Vec<CaseOutcome>> {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             docker_host_for_pods: context.docker_host.clone(),
+            volumes: crate::render::VolumeSettings {
+                backing: context.named_volumes.unwrap_or_default(),
+                ..Default::default()
+            },
         };
         let translator = Translator::new(shared.clone(), render_context).with_today(today);
         let failures = run_case(base, case, &translator, update)?;

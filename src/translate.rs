@@ -26,6 +26,9 @@ pub struct Translation {
     /// Docker's `Warnings`: fields podbridge cannot honour and `Audit` policy findings.
     pub warnings: Vec<String>,
     pub results: Vec<RuleResult>,
+    /// Docker named volumes the container mounts: Docker creates the missing ones with the
+    /// container, and so does the server.
+    pub named_volumes: Vec<String>,
 }
 
 impl Translation {
@@ -173,10 +176,19 @@ impl Translator {
         let mut warnings = decoded.warnings;
         warnings.extend(render::warnings(workload, &self.context));
         warnings.extend(evaluation.warnings);
+        let mut named_volumes: Vec<String> = Vec::new();
+        for mount in &workload.mounts {
+            if let crate::model::MountSource::Volume { name } = &mount.source {
+                if !named_volumes.contains(name) {
+                    named_volumes.push(name.clone());
+                }
+            }
+        }
         Ok(Translation {
             objects,
             warnings,
             results: evaluation.results,
+            named_volumes,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! apply: the cluster writes — server-side apply of rendered objects under one field manager,
 //! deletes by label, and a dry-run printer that shows the same objects without a cluster.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::{de::DeserializeOwned, Serialize};
@@ -18,6 +18,12 @@ pub type Result<T, E = ApplyError> = std::result::Result<T, E>;
 pub enum ApplyError {
     #[error("applying {kind} {name}: {}", explain(.source))]
     ApplyFailed {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("creating {kind} {name}: {}", explain(.source))]
+    CreateFailed {
         kind: &'static str,
         name: String,
         source: kube::Error,
@@ -76,6 +82,10 @@ impl Applier {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    pub fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
     /// Server-side apply of one object (forced: podbridge owns what it renders).
     pub async fn apply<K>(&self, api: &Api<K>, object: &K) -> Result<K>
     where
@@ -100,6 +110,30 @@ impl Applier {
                 name,
                 source,
             })
+    }
+
+    /// Creates an object unless one of that name exists; `false` when it did. For objects whose
+    /// spec must not change once made (a volume's claim: a later `create` of the same volume, or
+    /// a changed `volume_size`, must not try to resize it).
+    pub async fn create_if_absent<K>(&self, api: &Api<K>, object: &K) -> Result<bool>
+    where
+        K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let name = object.meta().name.clone().ok_or(ApplyError::Unnamed)?;
+        let params = kube::api::PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        match api.create(&params, object).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(source) => Err(ApplyError::CreateFailed {
+                kind: kind_of::<K>(),
+                name,
+                source,
+            }),
+        }
     }
 
     /// Applies the pod's companions and then the pod.
@@ -197,6 +231,7 @@ where
         "Pod" => "Pod",
         "Service" => "Service",
         "ConfigMap" => "ConfigMap",
+        "PersistentVolumeClaim" => "PersistentVolumeClaim",
         _ => "object",
     }
 }

@@ -8,6 +8,7 @@
 mod names;
 mod objects;
 mod pod;
+mod volume;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,7 @@ pub use pod::{
     pod_document, warnings, BIND_MOUNT_ROOT, INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER,
     SYNC_MOUNT_PATH, SYNC_VOLUME,
 };
+pub use volume::{volume_claim, VolumeRequest, DRIVER_OPT_SIZE, DRIVER_OPT_STORAGE_CLASS};
 
 /// Per-instance settings that shape every rendered object.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,6 +43,64 @@ pub struct RenderContext {
     /// `DOCKER_HOST` value that reaches podbridge from inside a pod; given to containers that
     /// bind the Docker socket (Ryuk, dind clients).
     pub docker_host_for_pods: Option<String>,
+    /// What backs Docker named volumes, and the claims' shape.
+    pub volumes: VolumeSettings,
+}
+
+/// What a Docker named volume becomes in the cluster (config `named_volumes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NamedVolumes {
+    /// A PersistentVolumeClaim per volume: Docker's semantics (shared between containers,
+    /// outlives them until `docker volume rm`), but the cluster needs a provisioner.
+    #[default]
+    #[serde(rename = "claim")]
+    Claim,
+    /// An emptyDir of each container's pod: works on clusters without storage, but the data lives
+    /// as long as that pod and is not shared.
+    #[serde(rename = "emptyDir")]
+    EmptyDir,
+}
+
+/// Access mode of the claims (config `volume_access_mode`). ReadWriteOnce suffices on one node
+/// (it limits nodes, not pods); a multi-node cluster whose containers share volumes across nodes
+/// needs ReadWriteMany and storage that offers it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VolumeAccessMode {
+    #[default]
+    ReadWriteOnce,
+    ReadWriteMany,
+}
+
+impl VolumeAccessMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeAccessMode::ReadWriteOnce => "ReadWriteOnce",
+            VolumeAccessMode::ReadWriteMany => "ReadWriteMany",
+        }
+    }
+}
+
+/// The configured shape of named volumes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeSettings {
+    pub backing: NamedVolumes,
+    /// Requested size of each claim (a Kubernetes quantity), unless the volume's `size` option
+    /// says otherwise.
+    pub size: String,
+    /// StorageClass of the claims; `None` leaves the choice to the cluster's default class.
+    pub storage_class: Option<String>,
+    pub access_mode: VolumeAccessMode,
+}
+
+impl Default for VolumeSettings {
+    fn default() -> Self {
+        VolumeSettings {
+            backing: NamedVolumes::Claim,
+            size: "1Gi".into(),
+            storage_class: None,
+            access_mode: VolumeAccessMode::ReadWriteOnce,
+        }
+    }
 }
 
 /// Who the container is on the Docker side.
@@ -64,6 +124,14 @@ pub enum RenderError {
     /// The document does not deserialize into a Pod.
     #[error("the pod document is not a valid Pod at {field}: {message}")]
     DeserializePodFailed { field: String, message: String },
+    /// A volume option (or the configured default) is not usable for a claim.
+    #[error("volume {volume}: option {option}={value:?} is invalid: {message}")]
+    InvalidVolumeOption {
+        volume: String,
+        option: String,
+        value: String,
+        message: String,
+    },
 }
 
 /// Result type of the render module.

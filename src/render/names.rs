@@ -65,16 +65,14 @@ pub fn hostname(
         .unwrap_or_else(|| short_id.to_owned())
 }
 
-/// PersistentVolumeClaim name for a Docker named volume. Docker names allow `_` and uppercase; when
-/// sanitising changes the name, a hash suffix keeps `a_b` and `a-b` apart.
-pub fn volume_claim_name(volume: &str) -> String {
-    let label = dns_label(volume);
-    if label == volume && VOLUME_CLAIM_PREFIX.len() + label.len() <= MAX_LABEL_LENGTH {
-        return format!("{VOLUME_CLAIM_PREFIX}{label}");
-    }
-    let hash = &hex::encode(Sha256::digest(volume.as_bytes()))[..8];
+/// PersistentVolumeClaim name for a Docker named volume of one podbridge instance:
+/// `podbridge-volume-{name as a DNS label}-{hash}`. The hash covers the instance and the exact
+/// Docker name, so instances sharing a namespace each have their own `data`, and `a_b` and `a-b`
+/// (both `a-b` as labels) stay apart.
+pub fn volume_claim_name(instance: &str, volume: &str) -> String {
+    let hash = &hex::encode(Sha256::digest(format!("{instance}/{volume}").as_bytes()))[..8];
     let room = MAX_LABEL_LENGTH - VOLUME_CLAIM_PREFIX.len() - hash.len() - 1;
-    let label = truncate_label(&label, room);
+    let label = truncate_label(&dns_label(volume), room);
     if label.is_empty() {
         format!("{VOLUME_CLAIM_PREFIX}{hash}")
     } else {
@@ -176,9 +174,16 @@ mod tests {
 
     #[test]
     fn claim_names_stay_distinct() {
-        assert_eq!(volume_claim_name("data"), "podbridge-volume-data");
-        assert_ne!(volume_claim_name("a_b"), volume_claim_name("a-b"));
-        assert!(is_dns1123_label(&volume_claim_name(&"Vol_".repeat(30))));
+        let data = volume_claim_name("ci-1", "data");
+        assert!(data.starts_with("podbridge-volume-data-"), "{data}");
+        assert_eq!(data, volume_claim_name("ci-1", "data"));
+        assert_ne!(data, volume_claim_name("ci-2", "data"));
+        assert_ne!(volume_claim_name("i", "a_b"), volume_claim_name("i", "a-b"));
+        assert!(is_dns1123_label(&volume_claim_name(
+            "i",
+            &"Vol_".repeat(30)
+        )));
+        assert!(is_dns1123_label(&volume_claim_name("i", "___")));
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn reassert_identity(
             "labels",
             identity_labels(identity, ctx, labels::ROLE_CONTAINER),
         ),
-        ("annotations", identity_annotations(workload, identity)),
+        ("annotations", identity_annotations(workload, identity, ctx)),
     ] {
         let map = metadata
             .entry(field)

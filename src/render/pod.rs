@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::names::{self, is_copyable_label, label_value};
-use super::{Identity, RenderContext};
+use super::{Identity, NamedVolumes, RenderContext};
 use crate::labels;
 use crate::model::{HealthTest, MountSource, NamespaceMode, NetworkMode, RestartPolicy, Workload};
 
@@ -50,9 +50,9 @@ pub fn pod_document(workload: &Workload, identity: &Identity, ctx: &RenderContex
     if workload.security.apparmor_unconfined {
         annotations.insert(APPARMOR_ANNOTATION.to_owned(), "unconfined".to_owned());
     }
-    annotations.extend(identity_annotations(workload, identity));
+    annotations.extend(identity_annotations(workload, identity, ctx));
 
-    let volumes = Volumes::new(workload);
+    let volumes = Volumes::new(workload, ctx);
     let mut spec = Map::new();
     spec.insert("restartPolicy".into(), json!(restart_policy(workload)));
     spec.insert(
@@ -128,7 +128,9 @@ pub fn warnings(workload: &Workload, ctx: &RenderContext) -> Vec<String> {
         _ => Vec::new(),
     };
     for mount in &workload.mounts {
-        if let MountSource::Volume { name } = &mount.source {
+        if let (MountSource::Volume { name }, NamedVolumes::EmptyDir) =
+            (&mount.source, ctx.volumes.backing)
+        {
             warnings.push(format!(
                 "volume {name} at {} is backed by an emptyDir: its data lives as long as this container and is not shared with other containers",
                 mount.target
@@ -168,6 +170,7 @@ pub(super) fn identity_labels(
 pub(super) fn identity_annotations(
     workload: &Workload,
     identity: &Identity,
+    ctx: &RenderContext,
 ) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([
         (
@@ -204,7 +207,7 @@ pub(super) fn identity_annotations(
         labels::ANNOTATION_NETWORKS.to_owned(),
         Value::Object(networks).to_string(),
     );
-    let mounts = Volumes::new(workload).records;
+    let mounts = Volumes::new(workload, ctx).records;
     if !mounts.is_empty() {
         annotations.insert(
             labels::ANNOTATION_MOUNTS.to_owned(),
@@ -250,6 +253,11 @@ fn restart_policy(workload: &Workload) -> &'static str {
 /// Pod volumes, main-container mounts and the mount records for the annotation, built together
 /// so names always agree.
 ///
+/// A named volume mounts its PersistentVolumeClaim (`named_volumes = "claim"`): every pod that
+/// mounts `data` names the same claim, which is what makes the volume shared and lasting. The
+/// claim itself is created with the volume, not here. With `named_volumes = "emptyDir"` it is an
+/// emptyDir of this pod, and `warnings` tells the client.
+///
 /// Every bind, whether directory or file, becomes an emptyDir that the runtime fills before
 /// `main` starts: the client's paths live on the client's side, not on any node. The source stays
 /// in the `podbridge.io/mounts` record, so a policy rule may swap the emptyDir for a hostPath
@@ -265,7 +273,7 @@ struct Volumes {
 }
 
 impl Volumes {
-    fn new(workload: &Workload) -> Self {
+    fn new(workload: &Workload, ctx: &RenderContext) -> Self {
         let mut volumes = Self {
             volumes: Vec::new(),
             mounts: Vec::new(),
@@ -291,14 +299,21 @@ impl Volumes {
                     }));
                     continue;
                 }
-                // A named volume is an emptyDir of this container's pod: nothing provisions
-                // claims in a session namespace (no StorageClass is assumed), and a claim that
-                // never binds would leave the pod Pending. `warnings` tells the client.
-                MountSource::Volume { name } => (
-                    format!("volume-{index}"),
-                    json!({"emptyDir": {}}),
-                    json!({"type": "volume", "name": name}),
-                ),
+                MountSource::Volume { name } => match ctx.volumes.backing {
+                    NamedVolumes::Claim => {
+                        let claim = names::volume_claim_name(&ctx.instance_id, name);
+                        (
+                            format!("volume-{index}"),
+                            json!({"persistentVolumeClaim": {"claimName": claim}}),
+                            json!({"type": "volume", "name": name, "claim": claim}),
+                        )
+                    }
+                    NamedVolumes::EmptyDir => (
+                        format!("volume-{index}"),
+                        json!({"emptyDir": {}}),
+                        json!({"type": "volume", "name": name}),
+                    ),
+                },
                 MountSource::Anonymous => (
                     format!("anonymous-{index}"),
                     json!({"emptyDir": {}}),
@@ -655,6 +670,7 @@ pub(super) mod tests {
             labels: BTreeMap::from([("team".to_owned(), "infra".to_owned())]),
             annotations: BTreeMap::from([("note".to_owned(), "x".to_owned())]),
             docker_host_for_pods: Some("tcp://podbridge.builds:2375".into()),
+            volumes: super::super::VolumeSettings::default(),
         }
     }
 
@@ -750,9 +766,11 @@ pub(super) mod tests {
             spec["volumes"][0],
             json!({"name": "bind-0", "emptyDir": {}})
         );
+        // the named volume mounts its claim, shared by every container that mounts it
+        let claim = names::volume_claim_name("ci-42", "demo_cache");
         assert_eq!(
             spec["volumes"][1],
-            json!({"name": "volume-1", "emptyDir": {}})
+            json!({"name": "volume-1", "persistentVolumeClaim": {"claimName": claim}})
         );
         assert_eq!(
             spec["volumes"][2],
@@ -855,18 +873,33 @@ pub(super) mod tests {
             .as_str()
             .unwrap();
         assert!(mounts.contains(r#""type":"docker-socket""#), "{mounts}");
-        // the only warning: the named volume `dind-data` is an emptyDir
-        let found = warnings(&workload(body, None), &context());
+        // named volumes are claims: nothing to warn about ...
+        assert_eq!(
+            warnings(&workload(body, None), &context()),
+            Vec::<String>::new()
+        );
+        // ... unless they are configured as emptyDirs
+        let mut empty_dirs = context();
+        empty_dirs.volumes.backing = NamedVolumes::EmptyDir;
+        let found = warnings(&workload(body, None), &empty_dirs);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].starts_with("volume dind-data at /var/lib/docker"),
             "{found:?}"
         );
+        let volumes =
+            &pod_document(&workload(body, None), &identity(), &empty_dirs)["spec"]["volumes"];
+        assert!(volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|volume| volume["emptyDir"] == json!({})
+                && volume["name"].as_str().unwrap().starts_with("volume-")));
         let no_host = RenderContext {
             docker_host_for_pods: None,
             ..context()
         };
-        assert_eq!(warnings(&workload(body, None), &no_host).len(), 2);
+        assert_eq!(warnings(&workload(body, None), &no_host).len(), 1);
     }
 
     #[test]

@@ -203,6 +203,14 @@ impl Runtime {
         }
         self.set_last_exit(view, None).await?;
         let mut objects = self.spec_objects(view)?;
+        // Claims of named volumes that are not bound yet: a missing one fails now, one that
+        // cannot bind fails as soon as the cluster says why.
+        let pending_claims =
+            self.pending_claims(&objects.pod)
+                .map_err(|error| RuntimeError::StartFailed {
+                    id: view.id.clone(),
+                    reason: error.to_string(),
+                })?;
         super::binds::mount_file_binds(&mut objects.pod);
         self.mount_prestart_archives(view.short_id(), &mut objects.pod);
         self.applier.apply_rendered(&objects).await?;
@@ -220,40 +228,44 @@ impl Runtime {
             }
         }
         let id = view.id.clone();
-        let settled = self
-            .wait_until(self.start_timeout(), |rt| match rt.find(&id) {
-                Ok(v) => {
-                    if !v.state.error.is_empty() && v.state.status == "running" {
-                        return true;
-                    }
-                    let main_running = v
-                        .pod
-                        .as_deref()
-                        .and_then(super::state::main_status)
-                        .and_then(|s| s.state.as_ref())
-                        .map(|s| s.running.is_some())
-                        .unwrap_or(false);
-                    main_running || v.state.is_exited()
+        let settle = self.wait_until(self.start_timeout(), |rt| match rt.find(&id) {
+            Ok(v) => {
+                if !v.state.error.is_empty() && v.state.status == "running" {
+                    return true;
                 }
-                Err(_) => true,
-            })
-            .await;
+                let main_running = v
+                    .pod
+                    .as_deref()
+                    .and_then(super::state::main_status)
+                    .and_then(|s| s.state.as_ref())
+                    .map(|s| s.running.is_some())
+                    .unwrap_or(false);
+                main_running || v.state.is_exited()
+            }
+            Err(_) => true,
+        });
+        let (settled, claim_failure) = tokio::select! {
+            settled = settle => (settled, None),
+            reason = self.claim_warning(&pending_claims) => (false, Some(reason)),
+        };
         self.sync_ports(&self.containers());
-        let failure = self
-            .find(&id)
-            .ok()
-            .filter(|v| v.state.status == "running")
-            .and_then(|v| {
-                if !v.state.error.is_empty() {
-                    Some(v.state.error)
-                } else if settled {
-                    None
-                } else {
-                    // Never ran within the start timeout (unschedulable, a claim that never
-                    // binds, a slow pull): report why instead of a "running" container that isn't.
-                    Some(not_started_reason(v.pod.as_deref(), self.start_timeout()))
-                }
-            });
+        let failure = match claim_failure {
+            Some(reason) => Some(reason),
+            None => match self.find(&id).ok().filter(|v| v.state.status == "running") {
+                None => None,
+                Some(v) if !v.state.error.is_empty() => Some(v.state.error),
+                Some(_) if settled => None,
+                // Never ran within the start timeout (unschedulable, a claim that never binds, a
+                // slow pull): report why instead of a "running" container that isn't.
+                Some(v) => Some(match self.unbound_claims_reason(&pending_claims).await {
+                    Some(claims) => format!(
+                        "container did not start within {}s: {claims}",
+                        self.start_timeout().as_secs()
+                    ),
+                    None => not_started_reason(v.pod.as_deref(), self.start_timeout()),
+                }),
+            },
+        };
         if let Some(reason) = failure {
             warn!(container = %short, %reason, "Start failed; removing pod");
             let cleanup = if view.auto_remove() {

@@ -19,6 +19,7 @@ pub mod reaper;
 pub mod registry;
 pub mod state;
 pub mod stats;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -35,6 +36,7 @@ use tracing::{info, warn};
 
 use crate::apply::{Applier, ApplyError};
 use crate::labels;
+use crate::render::NamedVolumes;
 pub use state::{ContainerState, ContainerView, LastExit};
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -81,6 +83,7 @@ type Writers = (
     reflector::store::Writer<Pod>,
     reflector::store::Writer<ConfigMap>,
     reflector::store::Writer<Service>,
+    reflector::store::Writer<PersistentVolumeClaim>,
 );
 
 /// The watch-fed index and everything that acts on it.
@@ -92,6 +95,10 @@ pub struct Runtime {
     pods: Store<Pod>,
     config_maps: Store<ConfigMap>,
     services: Store<Service>,
+    /// Claims of named volumes; watched only with `named_volumes = "claim"`.
+    claims: Store<PersistentVolumeClaim>,
+    /// What backs named volumes (config `named_volumes`); set before the watchers start.
+    named_volumes: Mutex<NamedVolumes>,
     writers: Mutex<Option<Writers>>,
     changes: watch::Sender<u64>,
     events: broadcast::Sender<serde_json::Value>,
@@ -127,6 +134,7 @@ impl Runtime {
         let (pods, pod_writer) = reflector::store();
         let (config_maps, config_map_writer) = reflector::store();
         let (services, service_writer) = reflector::store();
+        let (claims, claim_writer) = reflector::store();
         Arc::new(Runtime {
             applier: Applier::new(client.clone(), namespace.clone()),
             client,
@@ -135,7 +143,14 @@ impl Runtime {
             pods,
             config_maps,
             services,
-            writers: Mutex::new(Some((pod_writer, config_map_writer, service_writer))),
+            claims,
+            named_volumes: Mutex::new(NamedVolumes::Claim),
+            writers: Mutex::new(Some((
+                pod_writer,
+                config_map_writer,
+                service_writer,
+                claim_writer,
+            ))),
             changes: watch::channel(0).0,
             events: broadcast::channel(1024).0,
             ready: AtomicBool::new(false),
@@ -152,14 +167,16 @@ impl Runtime {
         })
     }
 
-    /// Starts one watcher per kind and, once all three stores are synced, the reconciler that
-    /// derives Docker events and performs auto-remove.
+    /// Starts one watcher per kind and, once all stores are synced, the reconciler that
+    /// derives Docker events and performs auto-remove. Claims are watched only when they back
+    /// named volumes, so `emptyDir` works with a Role that has no claim permissions.
     pub fn spawn_watchers(self: &Arc<Self>) {
-        let Some((pod_writer, config_map_writer, service_writer)) =
+        let Some((pod_writer, config_map_writer, service_writer, claim_writer)) =
             self.writers.lock().unwrap().take()
         else {
             return;
         };
+        let watch_claims = self.uses_claims();
         let selector = format!("{}={}", labels::INSTANCE, self.instance);
         let config = watcher::Config::default().labels(&selector);
         tokio::spawn(self.clone().watch_kind(
@@ -175,14 +192,24 @@ impl Runtime {
         tokio::spawn(self.clone().watch_kind(
             Api::<Service>::namespaced(self.client.clone(), &self.namespace),
             service_writer,
-            config,
+            config.clone(),
         ));
+        if watch_claims {
+            tokio::spawn(self.clone().watch_kind(
+                Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.namespace),
+                claim_writer,
+                config,
+            ));
+        }
         let runtime = self.clone();
         tokio::spawn(async move {
             let synced = async {
                 runtime.pods.wait_until_ready().await.ok();
                 runtime.config_maps.wait_until_ready().await.ok();
                 runtime.services.wait_until_ready().await.ok();
+                if watch_claims {
+                    runtime.claims.wait_until_ready().await.ok();
+                }
             };
             synced.await;
             runtime.ready.store(true, Ordering::SeqCst);
@@ -227,6 +254,16 @@ impl Runtime {
             .store(timeout.as_secs().max(1), Ordering::Relaxed);
     }
 
+    /// Chooses what backs named volumes; call before [`Runtime::spawn_watchers`].
+    pub fn set_named_volumes(&self, backing: NamedVolumes) {
+        *self.named_volumes.lock().unwrap() = backing;
+    }
+
+    /// True when named volumes are PersistentVolumeClaims.
+    pub fn uses_claims(&self) -> bool {
+        *self.named_volumes.lock().unwrap() == NamedVolumes::Claim
+    }
+
     pub fn start_timeout(&self) -> Duration {
         Duration::from_secs(self.start_timeout_seconds.load(Ordering::Relaxed))
     }
@@ -243,6 +280,13 @@ impl Runtime {
         self.applier
             .delete_labelled(&self.applier.config_maps(), &selector, None)
             .await?;
+        if self.uses_claims() {
+            // Named volumes last as long as this Docker "daemon": with cleanup_on_exit, that ends
+            // here. A claim still mounted by a terminating pod goes once the pod has.
+            self.applier
+                .delete_labelled(&self.applier.claims(), &selector, None)
+                .await?;
+        }
         info!(namespace = %self.namespace, instance = %self.instance, "Deleted this instance's objects");
         Ok(())
     }

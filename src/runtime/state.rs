@@ -242,6 +242,17 @@ pub fn main_status(pod: &Pod) -> Option<&ContainerStatus> {
         .and_then(|c| c.iter().find(|c| c.name == MAIN_CONTAINER))
 }
 
+/// The `podbridge.io/mounts` records of a pod or spec ConfigMap.
+pub fn mount_records(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<serde_json::Value> {
+    meta.annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(labels::ANNOTATION_MOUNTS))
+        .and_then(|raw| serde_json::from_str(raw).ok())
+        .unwrap_or_default()
+}
+
 /// One container as podbridge sees it: the spec ConfigMap, the pod if any, and the derived state.
 #[derive(Debug, Clone)]
 pub struct ContainerView {
@@ -309,6 +320,16 @@ impl ContainerView {
         self.request["HostConfig"]["AutoRemove"]
             .as_bool()
             .unwrap_or(false)
+    }
+
+    /// Docker named volumes the container mounts (from its mounts record): a volume is in use,
+    /// and cannot be removed, while any container that mounts it exists, running or not.
+    pub fn named_volumes(&self) -> Vec<String> {
+        mount_records(&self.spec.metadata)
+            .into_iter()
+            .filter(|record| record["type"] == "volume")
+            .filter_map(|record| record["name"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Docker labels from the create request.

@@ -103,7 +103,17 @@ SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.ipv4.conf.al
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 # component start order; down.sh stops them in reverse
 COMPONENTS=(containerd etcd registry dnsmasq readyz kube-apiserver kube-controller-manager
-  kube-scheduler kubelet kube-proxy svc-dns)
+  kube-scheduler kubelet kube-proxy svc-dns local-path)
+STORAGE_CLASS=podbridge-local   # default StorageClass, served by local-path.py
+VOLUMES=$STATE/volumes          # one directory per provisioned claim: $VOLUMES/<claim uid>
+
+# the volume provisioner (admin credentials: PersistentVolumes are cluster-scoped); it creates
+# the StorageClass itself, so "class exists" is its readiness
+start_local_path() {
+  mkdir -p "$VOLUMES"
+  start local-path python3 "$CLUSTER_DIR/local-path.py" "$STATE" "$VOLUMES"
+}
+storage_class_ready() { api "/apis/storage.k8s.io/v1/storageclasses/$STORAGE_CLASS" >/dev/null; }
 
 # kubeconfig FILE USER TOKEN [NAMESPACE]: token kubeconfig for https://127.0.0.1:6443
 kubeconfig() {

@@ -14,13 +14,22 @@ set -euo pipefail
 
 [ "$(id -u)" = 0 ] || die "run as root"
 
-all_alive() { local c; for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done; }
+# all_alive [EXCEPT]: every component runs (EXCEPT may be missing)
+all_alive() { local c; for c in "${COMPONENTS[@]}"; do [ "$c" = "${1:-}" ] || alive "$c" || return 1; done; }
 
 # ---- fast path: everything running and the node Ready -------------------------------------
 if [ -f "$STATE/ready" ] && all_alive && api /readyz >/dev/null && node_ready; then
   log "cluster already up"
   echo "$ADMIN_KUBECONFIG"
   exit 0
+fi
+# ... but for the volume provisioner: (re)start it alone, nothing else is touched
+if [ -f "$STATE/ready" ] && all_alive local-path && api /readyz >/dev/null && node_ready; then
+  exec 8>"/run/podbridge-cluster-up.lock"; flock 8
+  start_local_path
+  waitfor "local-path provisioner (StorageClass $STORAGE_CLASS)" 30 storage_class_ready ||
+    { tail -20 "$LOGS/local-path.log" >&2; exit 1; }
+  log "cluster already up"; echo "$ADMIN_KUBECONFIG"; exit 0
 fi
 
 exec 8>"/run/podbridge-cluster-up.lock"   # one up.sh at a time (a second one then takes the fast path)
@@ -263,6 +272,7 @@ start_rest() {
     --healthz-bind-address=127.0.0.1:10256 --metrics-bind-address=127.0.0.1:10249 \
     --nodeport-addresses=127.0.0.0/8,"$NODE_IP/32"
   start svc-dns python3 "$CLUSTER_DIR/svc-dns.py" "$STATE" "$STATE/dns/hosts" "$RUN/dnsmasq.pid"
+  start_local_path
 }
 
 start_dnsmasq() {
@@ -308,6 +318,8 @@ node_ready_now() {
     '.status.conditions[] | select(.type=="Ready") | .status=="True" and (.lastHeartbeatTime | fromdateiso8601) >= $t' >/dev/null
 }
 waitfor "node $NODE_NAME" 90 node_ready_now || { tail -20 "$LOGS/kubelet.log" >&2; exit 1; }
+waitfor "local-path provisioner (StorageClass $STORAGE_CLASS)" 30 storage_class_ready ||
+  { tail -20 "$LOGS/local-path.log" >&2; exit 1; }
 waitfor "default ServiceAccount token" 60 sa_token_ready || { tail -20 "$LOGS/kube-controller-manager.log" >&2; exit 1; }
 wait "$PUSH_PID" || { cat "$LOGS/images.log" >&2; die "registry push failed"; }
 log "images pushed to $REGISTRY"

@@ -112,7 +112,7 @@ wait_gone() {
     sleep 1
   done
 }
-cluster_objects() { kc get pods,services,configmaps -l podbridge.io/instance=e2e-clients -o name; }
+cluster_objects() { kc get pods,services,configmaps,persistentvolumeclaims -l podbridge.io/instance=e2e-clients -o name; }
 non_ryuk_objects() { cluster_objects | grep -v testcontainers-ryuk; }
 
 # --- docker compose v2 ---------------------------------------------------------------------------
@@ -134,7 +134,8 @@ t_compose_published_port() { expect_eq "$(curl -s -m 5 "$NODE_IP:18080/index.htm
 t_compose_named_volume() {
   expect_eq "$(docker inspect pbe2e-redis-1 --format '{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}')" "volume pbe2e_data /data" &&
     docker volume ls -q | grep -qx pbe2e_data &&
-    expect_eq "$(docker exec pbe2e-redis-1 sh -c 'echo kept > /data/probe && cat /data/probe')" kept
+    expect_eq "$(docker exec pbe2e-redis-1 sh -c 'echo kept > /data/probe && cat /data/probe')" kept &&
+    expect_eq "$(kc get pvc -l com.docker.compose.project=pbe2e,com.docker.compose.volume=data -o jsonpath='{.items[*].status.phase}')" Bound
 }
 t_compose_up_again_is_noop() {
   local before after

@@ -74,6 +74,16 @@ check() {
 }
 
 expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
+# wait_gone SECONDS COMMAND...: until the command prints nothing
+wait_gone() {
+  local deadline=$((SECONDS + $1)) out; shift
+  while :; do
+    out=$("$@" 2>&1); [ -z "$out" ] && return 0
+    [ "$SECONDS" -ge "$deadline" ] && { echo "still there: $out"; return 1; }
+    sleep 0.5
+  done
+}
+volume_claims() { kc get pvc -l podbridge.io/instance=e2e,podbridge.io/role=volume -o name; }
 
 t_ping() {
   local headers; headers=$(curl -sI "127.0.0.1:$PORT/_ping")
@@ -325,12 +335,64 @@ t_cp_before_start() {
     expect_eq "$(timeout 120 docker start -a pre | tr '\n' ' ')" "pre-content inner /etc/passwd " &&
     docker rm pre >/dev/null
 }
+# --- named volumes: PersistentVolumeClaims, provisioned by the cluster's local-path provisioner ---
+t_volume_survives_container() {
+  docker volume create data >/dev/null &&
+    expect_eq "$(docker volume inspect data --format '{{.Driver}} {{.Scope}}')" "local local" &&
+    timeout 120 docker run --rm -v data:/d busybox sh -c 'echo one > /d/f' &&
+    expect_eq "$(docker volume inspect data --format '{{.Status.Phase}}')" Bound &&
+    expect_eq "$(timeout 120 docker run --rm -v data:/d busybox cat /d/f)" one
+}
+t_volume_shared() {
+  # two containers at once: each sees what the other writes, while both run
+  docker run -d --name vwriter -v data:/d busybox sh -c 'trap "exit 0" TERM; i=0; while :; do echo tick-$i > /d/live; i=$((i+1)); sleep 0.2; done' >/dev/null &&
+    docker run -d --name vreader --mount type=volume,source=data,target=/shared busybox sh -c 'trap "exit 0" TERM; sleep 300 & wait' >/dev/null || return 1
+  expect_eq "$(docker inspect vwriter vreader --format '{{.State.Running}}' | tr '\n' ' ')" "true true " || return 1
+  local a b; a=$(docker exec vreader cat /shared/live) && sleep 1 && b=$(docker exec vreader cat /shared/live) || return 1
+  grep -q '^tick-' <<<"$b" && [ "$a" != "$b" ] || { echo "reader saw [$a] then [$b]"; return 1; }
+  docker exec vreader sh -c 'echo from-reader > /shared/back' && expect_eq "$(docker exec vwriter cat /d/back)" from-reader &&
+    expect_eq "$(docker exec vreader cat /shared/f)" one
+}
+t_volume_rm_in_use() {
+  local out; out=$(docker volume rm data 2>&1) && { echo "rm of a volume in use succeeded"; return 1; }
+  grep -q 'volume is in use' <<<"$out" || { echo "$out"; return 1; }
+  expect_eq "$(volume_claims | wc -l)" 1 &&
+    docker rm -f vwriter vreader >/dev/null && docker volume rm data >/dev/null &&
+    expect_eq "$(docker volume ls -q | grep -cx data)" 0 && wait_gone 30 volume_claims
+}
+t_volume_implicit_and_labels() {
+  # a container creates the volumes it mounts; labels and options stay on the claim
+  timeout 120 docker run --rm -v auto:/a busybox true &&
+    expect_eq "$(docker volume ls -q | grep -x auto)" auto &&
+    docker volume create --label team=blue -o size=2Gi labelled >/dev/null &&
+    expect_eq "$(docker volume ls -q --filter label=team=blue)" labelled &&
+    expect_eq "$(kc get pvc -l team=blue -o jsonpath='{.items[0].spec.resources.requests.storage}')" 2Gi &&
+    expect_eq "$(docker volume inspect labelled --format '{{.Options.size}} {{.Labels.team}}')" "2Gi blue" &&
+    expect_eq "$(docker volume prune -af --filter label=team=blue | grep -c labelled)" 1 &&
+    docker volume rm auto >/dev/null && wait_gone 30 volume_claims
+}
+t_volume_unbound_start_fails() {
+  # a claim that cannot bind fails the start at once with the claim and Kubernetes' reason
+  docker volume create -o storageclass=no-such-class stuck >/dev/null || return 1
+  local t0=$SECONDS out; out=$(timeout 120 docker run --rm -v stuck:/s busybox true 2>&1) && { echo "started: $out"; return 1; }
+  grep -q 'volume stuck: PersistentVolumeClaim podbridge-volume-stuck-[0-9a-f]* is not bound: ProvisioningFailed: .*no-such-class.* not found' <<<"$out" ||
+    { echo "$out"; return 1; }
+  [ $((SECONDS - t0)) -lt 30 ] || { echo "took $((SECONDS - t0))s"; return 1; }
+  expect_eq "$(docker ps -aq | wc -l)" 0 && docker volume rm stuck >/dev/null && wait_gone 30 volume_claims
+}
 t_cleanup_on_exit() {
-  # cleanup_on_exit (the default): stopping podbridge deletes everything of its instance.
-  docker run -d --name leftover busybox sleep 300 >/dev/null || return 1
-  expect_eq "$(kc get pods -l podbridge.io/instance=e2e -o name | wc -l)" 1 || return 1
+  # cleanup_on_exit (the default): stopping podbridge deletes everything of its instance,
+  # volume claims included (here one still mounted by a running container).
   kill "$PB_PID"; wait "$PB_PID" 2>/dev/null
-  expect_eq "$(kc get pods,configmaps,services -l podbridge.io/instance=e2e -o name | wc -l)" 0
+  KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_CLEANUP_ON_EXIT=true "$E2E_BIN" serve --namespace "$NS" --instance e2e >>"$WORK/podbridge.log" 2>&1 &
+  PB_PID=$!
+  for _ in $(seq 100); do [ "$(curl -s "127.0.0.1:$PORT/_ping")" = OK ] && break; sleep 0.1; done
+  docker run -d --name leftover -v kept:/k busybox sleep 300 >/dev/null || return 1
+  expect_eq "$(kc get pods -l podbridge.io/instance=e2e -o name | wc -l)" 1 &&
+    expect_eq "$(volume_claims | wc -l)" 1 || return 1
+  kill "$PB_PID"; wait "$PB_PID" 2>/dev/null
+  expect_eq "$(kc get pods,configmaps,services -l podbridge.io/instance=e2e -o name | wc -l)" 0 &&
+    wait_gone 30 volume_claims
 }
 t_docker_py() {
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
@@ -375,7 +437,12 @@ check "published UDP port (-p 127.0.0.1::9999/udp)" t_ports_udp
 check "bind mounts (directory and file)" t_binds
 check "docker cp before start" t_cp_before_start
 check "docker-py" t_docker_py
-check "cleanup on exit" t_cleanup_on_exit
+check "volume: data survives container removal" t_volume_survives_container
+check "volume: shared by two running containers" t_volume_shared
+check "volume: rm in use is refused, then removes the claim" t_volume_rm_in_use
+check "volume: implicit create, labels and options on the claim, prune" t_volume_implicit_and_labels
+check "volume: a claim that cannot bind fails start with the reason" t_volume_unbound_start_fails
+check "cleanup on exit (volume claims too)" t_cleanup_on_exit
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; log "podbridge log tail:"; tail -20 "$WORK/podbridge.log" >&2; fi
 echo "$PASSED passed, $FAILED failed"

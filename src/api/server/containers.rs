@@ -106,6 +106,7 @@ pub async fn container_create(
         identity,
     };
     let translation = state.translator.translate(&request)?;
+    super::volumes::create_mounted_volumes(&state, &translation.named_volumes).await?;
     state
         .runtime
         .create_container(&name, id.as_str(), &translation.objects)

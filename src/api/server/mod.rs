@@ -413,6 +413,7 @@ pub async fn run(
     let translator = Arc::new(Translator::new(policies, context));
     let listeners = bind_listeners(config).await?;
     runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
+    runtime.set_named_volumes(config.named_volumes);
     runtime.set_publish_ip(crate::runtime::ports::publish_ip(&config.listen));
     runtime
         .registry

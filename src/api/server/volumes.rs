@@ -1,4 +1,7 @@
-//! Volume handlers: named volumes recorded as labelled ConfigMaps.
+//! Volume handlers: Docker volumes as the runtime keeps them (PersistentVolumeClaims, or
+//! ConfigMap records with `named_volumes = "emptyDir"`).
+
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,13 +11,12 @@ use serde_json::{json, Value};
 use super::extract::{labels_match, parse_filters, query_bool, DockerJson, Query};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
-use crate::labels::ROLE_VOLUME;
-use crate::runtime::objects::object_id;
+use crate::render::VolumeRequest;
 
-fn volume_matches(
-    volume: &Value,
-    filters: &std::collections::HashMap<String, Vec<String>>,
-) -> bool {
+/// Label Docker puts on anonymous volumes; plain `volume prune` removes only those.
+const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
+
+fn volume_matches(volume: &Value, in_use: bool, filters: &HashMap<String, Vec<String>>) -> bool {
     filters.iter().all(|(key, values)| {
         values.is_empty()
             || match key.as_str() {
@@ -28,18 +30,27 @@ fn volume_matches(
                     values,
                 ),
                 "driver" => values.iter().any(|v| volume["Driver"].as_str() == Some(v)),
+                "dangling" => values
+                    .iter()
+                    .any(|v| matches!(v.as_str(), "true" | "1") != in_use),
                 _ => true,
             }
     })
+}
+
+fn in_use(state: &AppState, volume: &Value) -> bool {
+    volume["Name"]
+        .as_str()
+        .is_some_and(|name| !state.runtime.volume_users(name).is_empty())
 }
 
 pub async fn volume_list(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
     let volumes: Vec<Value> = state
         .runtime
-        .stored_objects(ROLE_VOLUME)
+        .volumes()
         .into_iter()
-        .filter(|v| volume_matches(v, &filters))
+        .filter(|v| volume_matches(v, in_use(&state, v), &filters))
         .collect();
     Ok(Json(json!({"Volumes": volumes, "Warnings": []})))
 }
@@ -48,7 +59,19 @@ pub async fn volume_inspect(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    Ok(Json(state.runtime.find_object(ROLE_VOLUME, &name)?))
+    Ok(Json(state.runtime.find_volume(&name)?))
+}
+
+/// `{"Labels": {...}}` → a string map; Docker ignores values that are not strings.
+fn string_map(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub async fn volume_create(
@@ -60,23 +83,44 @@ pub async fn volume_create(
         .filter(|n| !n.is_empty())
         .map(String::from)
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 32]>()));
-    if let Ok(existing) = state.runtime.find_object(ROLE_VOLUME, &name) {
-        return Ok((StatusCode::CREATED, Json(existing)));
-    }
-    let id = object_id("volume", &name);
-    let volume = json!({"Name": name, "Id": id, "Driver": body["Driver"].as_str().filter(|d| !d.is_empty()).unwrap_or("local"),
-        "Mountpoint": format!("/var/lib/docker/volumes/{name}/_data"), "CreatedAt": crate::runtime::now_rfc3339(),
-        "Labels": if body["Labels"].is_object() { body["Labels"].clone() } else { json!({}) },
-        "Options": if body["DriverOpts"].is_object() { body["DriverOpts"].clone() } else { json!({}) }, "Scope": "local"});
-    state
+    let labels = string_map(&body["Labels"]);
+    let options = string_map(&body["DriverOpts"]);
+    let created = crate::runtime::now_rfc3339();
+    let request = VolumeRequest {
+        name: &name,
+        driver: body["Driver"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("local"),
+        labels: &labels,
+        options: &options,
+        created: &created,
+    };
+    let volume = state
         .runtime
-        .store_object(ROLE_VOLUME, &id, &volume)
+        .create_volume(&request, state.translator.context())
         .await?;
-    let mut answer = volume;
-    if let Some(map) = answer.as_object_mut() {
-        map.remove("Id");
+    Ok((StatusCode::CREATED, Json(volume)))
+}
+
+/// Creates the named volumes a new container mounts that do not exist yet, as Docker does.
+pub async fn create_mounted_volumes(state: &AppState, names: &[String]) -> Result<()> {
+    let none = BTreeMap::new();
+    for name in names {
+        let created = crate::runtime::now_rfc3339();
+        let request = VolumeRequest {
+            name,
+            driver: "local",
+            labels: &none,
+            options: &none,
+            created: &created,
+        };
+        state
+            .runtime
+            .create_volume(&request, state.translator.context())
+            .await?;
     }
-    Ok((StatusCode::CREATED, Json(answer)))
+    Ok(())
 }
 
 pub async fn volume_delete(
@@ -84,26 +128,35 @@ pub async fn volume_delete(
     Path(name): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
-    let _ = query_bool(&query, "force");
-    let volume = state
-        .runtime
-        .find_object(ROLE_VOLUME, &name)
-        .map_err(|_| ApiError::NotFound(format!("get {name}: no such volume")))?;
-    let id = volume["Id"].as_str().unwrap_or_default().to_string();
-    state.runtime.delete_object(ROLE_VOLUME, &id).await?;
+    match state.runtime.remove_volume(&name).await {
+        // `volume rm -f` of a volume that does not exist succeeds, as in Docker.
+        Err(crate::runtime::RuntimeError::NotFound(_)) if query_bool(&query, "force") => {}
+        result => result?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Docker (API 1.42+): unused anonymous volumes, or every unused volume with the `all=true`
+/// filter. A volume a container mounts is never pruned.
 pub async fn volume_prune(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
-    let filters = parse_filters(query.get("filters"))?;
+    let mut filters = parse_filters(query.get("filters"))?;
+    let all = filters
+        .remove("all")
+        .is_some_and(|values| values.iter().any(|v| matches!(v.as_str(), "true" | "1")));
     let mut deleted = Vec::new();
-    for volume in state.runtime.stored_objects(ROLE_VOLUME) {
-        if !volume_matches(&volume, &filters) {
+    for volume in state.runtime.volumes() {
+        if in_use(&state, &volume) || !volume_matches(&volume, false, &filters) {
             continue;
         }
-        if let Some(id) = volume["Id"].as_str() {
-            state.runtime.delete_object(ROLE_VOLUME, id).await?;
-            deleted.push(volume["Name"].clone());
+        let anonymous = volume["Labels"].get(ANONYMOUS_LABEL).is_some();
+        let Some(name) = volume["Name"].as_str().filter(|_| all || anonymous) else {
+            continue;
+        };
+        match state.runtime.remove_volume(name).await {
+            Ok(()) => deleted.push(json!(name)),
+            // Mounted by a container created meanwhile: Docker skips it too.
+            Err(crate::runtime::RuntimeError::Conflict(_)) => {}
+            Err(error) => return Err(ApiError::from(error)),
         }
     }
     Ok(Json(
