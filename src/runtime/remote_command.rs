@@ -146,8 +146,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// Waits for the end of the session and returns its final status (`None`: none was sent,
-    /// which v4 servers only do for a successful attach).
+    /// Waits for the end of the session and returns its final status (`None`: the error stream
+    /// closed empty).
     pub async fn status(self) -> Result<Option<Status>> {
         let subresource = self.subresource;
         self.status
