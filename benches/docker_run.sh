@@ -88,8 +88,11 @@ ms() { echo $((($2 - $1) / 1000000)); }
     kc create --dry-run=client -o json -f - 2>/dev/null |
     python3 -c '
 import json, sys
-doc = json.load(sys.stdin)
-items = doc.get("items", [doc])
+text, decoder, items = sys.stdin.read(), json.JSONDecoder(), []
+while text.strip():
+    doc, end = decoder.raw_decode(text.strip())
+    items += doc.get("items", [doc])
+    text = text.strip()[end:]
 pod = next(i for i in items if i["kind"] == "Pod")
 pod["metadata"] = {"name": "direct", "labels": {"podbridge.bench/direct": "1"}}
 json.dump(pod, sys.stdout)' >"$tmp/pod.json"

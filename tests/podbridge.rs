@@ -7,5 +7,6 @@ mod podbridge {
     pub mod cluster;
     pub mod policy_load;
     pub mod policy_tests;
+    pub mod remote_command;
     pub mod support;
 }

@@ -196,12 +196,11 @@ impl Runtime {
                 "extraction point is not a directory: {path}"
             )));
         }
-        // The v4 exec protocol cannot close stdin, so tar must stop reading on its own.
-        let script = format!("head -c {} | tar -xf - -C \"$0\"", tar.len());
+        // tar reads the archive until stdin closes.
         let output = self
             .exec_capture(
                 &view.pod_name,
-                vec!["sh".into(), "-c".into(), script, path.into()],
+                ["tar", "-xf", "-", "-C", path].map(String::from).to_vec(),
                 Some(tar),
             )
             .await?;

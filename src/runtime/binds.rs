@@ -148,12 +148,13 @@ impl Runtime {
                 }
             };
             let dir = format!("{BIND_MOUNT_ROOT}/{}", bind.volume);
-            let script = format!("head -c {} | tar -xf - -C \"$0\"", tar.len());
             let output = self
                 .exec_capture_in(
                     pod_name,
                     INIT_CONTAINER,
-                    vec!["sh".into(), "-c".into(), script, dir],
+                    ["tar", "-xf", "-", "-C", dir.as_str()]
+                        .map(String::from)
+                        .to_vec(),
                     Some(Bytes::from(tar)),
                 )
                 .await?;

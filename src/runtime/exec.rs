@@ -1,13 +1,14 @@
-//! Exec into `main` over the Kubernetes websocket exec: one-shot captured runs (signals, archive,
-//! stat) and the records behind Docker's exec instances.
+//! Exec into `main` over SPDY remotecommand (`remote_command.rs`): one-shot captured runs
+//! (signals, archive, stat, top), the records behind Docker's exec instances with their TTY
+//! size, and stdin of `docker run -i` through `pods/attach`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::{AttachParams, AttachedProcess};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use super::remote_command::{self, Resizer, Session, Streams, Target};
 use super::state::MAIN_CONTAINER;
 use super::{ContainerView, Result, Runtime, RuntimeError};
 
@@ -15,6 +16,8 @@ use super::{ContainerView, Result, Runtime, RuntimeError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a captured (internal) exec may run.
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long stdin of `docker run -i` waits for the attach session to end after closing it.
+const ATTACH_LINGER: Duration = Duration::from_secs(2);
 
 /// Output of a captured exec.
 #[derive(Debug, Default)]
@@ -43,6 +46,10 @@ pub struct ExecRecord {
     pub started: bool,
     pub user: String,
     pub working_dir: String,
+    /// The last size `exec resize` asked for (width, height).
+    pub tty_size: Option<(u16, u16)>,
+    /// Resizes the running TTY session.
+    pub resizer: Option<Resizer>,
 }
 
 /// Docker exit code from the exec's final status.
@@ -88,40 +95,49 @@ pub fn wrap_command(cmd: &[String], env: &[String], working_dir: &str) -> Vec<St
 }
 
 impl Runtime {
-    /// Opens an exec in `main` of `pod`.
-    pub async fn exec_attach(
+    /// Opens `target` in `container` of `pod` over SPDY remotecommand.
+    pub async fn remote_command(
         &self,
         pod: &str,
-        argv: Vec<String>,
-        params: &AttachParams,
-    ) -> Result<AttachedProcess> {
-        let container = params
-            .container
-            .clone()
-            .unwrap_or_else(|| MAIN_CONTAINER.into());
-        let params = AttachParams {
-            container: Some(container),
-            ..clone_params(params)
+        container: &str,
+        target: Target<'_>,
+        streams: Streams,
+    ) -> Result<Session> {
+        let operation = match target {
+            Target::Exec(_) => "exec",
+            Target::Attach => "attach",
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.pods_api().exec(pod, argv, &params)).await
-        {
-            Ok(Ok(process)) => Ok(process),
-            Ok(Err(source)) => Err(RuntimeError::Kube {
-                operation: "exec",
+        let open = remote_command::open(
+            &self.client,
+            &self.namespace,
+            pod,
+            container,
+            target,
+            streams,
+        );
+        match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(source)) => Err(RuntimeError::RemoteCommand {
+                operation,
                 pod: pod.into(),
                 source,
             }),
             Err(_) => Err(RuntimeError::Timeout {
-                operation: "exec",
+                operation,
                 pod: pod.into(),
                 seconds: CONNECT_TIMEOUT.as_secs(),
             }),
         }
     }
 
-    /// Runs `argv` in `main` to completion and captures its output. With `stdin`, the data is
-    /// written and the stream kept open until the process exits (the v4 exec protocol cannot
-    /// half-close), so commands reading stdin must stop on their own (`head -c N`).
+    /// Opens an exec of `argv` in `main` of `pod`.
+    pub async fn exec_open(&self, pod: &str, argv: &[String], streams: Streams) -> Result<Session> {
+        self.remote_command(pod, MAIN_CONTAINER, Target::Exec(argv), streams)
+            .await
+    }
+
+    /// Runs `argv` in `main` to completion and captures its output; `stdin`, if given, is
+    /// written and then closed.
     pub async fn exec_capture(
         &self,
         pod: &str,
@@ -139,53 +155,48 @@ impl Runtime {
         argv: Vec<String>,
         stdin: Option<Bytes>,
     ) -> Result<ExecOutput> {
-        let params = AttachParams::default()
-            .container(container)
-            .stdin(stdin.is_some())
-            .stdout(true)
-            .stderr(true);
-        let mut process = self.exec_attach(pod, argv, &params).await?;
+        let streams = Streams {
+            stdin: stdin.is_some(),
+            stdout: true,
+            stderr: true,
+            tty: false,
+            initial_size: None,
+        };
+        let mut session = self
+            .remote_command(pod, container, Target::Exec(&argv), streams)
+            .await?;
         let run = async {
-            let mut stdout = process.stdout();
-            let mut stderr = process.stderr();
-            let status = process.take_status();
-            let mut writer = process.stdin();
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let read_out = async {
-                if let Some(s) = stdout.as_mut() {
-                    let _ = s.read_to_end(&mut out).await;
-                }
-            };
-            let read_err = async {
-                if let Some(s) = stderr.as_mut() {
-                    let _ = s.read_to_end(&mut err).await;
-                }
-            };
-            let write_in = async {
-                if let (Some(w), Some(data)) = (writer.as_mut(), stdin) {
-                    let _ = w.write_all(&data).await;
-                    let _ = w.flush().await;
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            let read_out = read_all(session.stdout.take(), &mut stdout);
+            let read_err = read_all(session.stderr.take(), &mut stderr);
+            let writer = session.stdin.take();
+            let write_in = async move {
+                if let (Some(mut writer), Some(data)) = (writer, stdin) {
+                    let _ = writer.write_all(&data).await;
+                    let _ = writer.shutdown().await;
                 }
             };
             tokio::join!(read_out, read_err, write_in);
-            let status = match status {
-                Some(status) => status.await,
-                None => None,
-            };
-            drop(writer);
-            ExecOutput {
-                stdout: out,
-                stderr: err,
-                exit_code: exit_code_of(status.as_ref()),
-            }
+            (stdout, stderr, session.status().await)
         };
-        tokio::time::timeout(CAPTURE_TIMEOUT, run)
-            .await
-            .map_err(|_| RuntimeError::Timeout {
-                operation: "exec",
-                pod: pod.into(),
-                seconds: CAPTURE_TIMEOUT.as_secs(),
-            })
+        let (stdout, stderr, status) =
+            tokio::time::timeout(CAPTURE_TIMEOUT, run)
+                .await
+                .map_err(|_| RuntimeError::Timeout {
+                    operation: "exec",
+                    pod: pod.into(),
+                    seconds: CAPTURE_TIMEOUT.as_secs(),
+                })?;
+        let status = status.map_err(|source| RuntimeError::RemoteCommand {
+            operation: "exec",
+            pod: pod.into(),
+            source,
+        })?;
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code: exit_code_of(status.as_ref()),
+        })
     }
 
     /// Docker exec create: validates the container runs and stores the instance.
@@ -231,6 +242,8 @@ impl Runtime {
             started: false,
             user: config["User"].as_str().unwrap_or_default().to_string(),
             working_dir,
+            tty_size: console_size(config),
+            resizer: None,
         };
         self.execs.lock().unwrap().insert(id.clone(), record);
         Ok(id)
@@ -251,8 +264,9 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::NoSuchExec(id.to_string()))
     }
 
-    /// Marks an exec started; a second start is a conflict, as in Docker.
-    pub fn exec_mark_started(&self, id: &str) -> Result<ExecRecord> {
+    /// Marks an exec started; a second start is a conflict, as in Docker. A `ConsoleSize` in the
+    /// start request replaces the one of create.
+    pub fn exec_mark_started(&self, id: &str, config: &serde_json::Value) -> Result<ExecRecord> {
         let mut execs = self.execs.lock().unwrap();
         let record = execs
             .get_mut(id)
@@ -264,6 +278,9 @@ impl Runtime {
         }
         record.started = true;
         record.running = true;
+        if let Some(size) = console_size(config) {
+            record.tty_size = Some(size);
+        }
         Ok(record.clone())
     }
 
@@ -271,27 +288,57 @@ impl Runtime {
         if let Some(record) = self.execs.lock().unwrap().get_mut(id) {
             record.running = false;
             record.exit_code = Some(exit_code);
+            record.resizer = None;
         }
+    }
+
+    /// Docker exec resize: remembers the size (a TTY session opening later starts with it) and
+    /// passes it to the running session.
+    pub async fn exec_resize(&self, id: &str, width: u16, height: u16) -> Result<()> {
+        let id = self.exec_get(id)?.id;
+        let resizer = {
+            let mut execs = self.execs.lock().unwrap();
+            let record = execs
+                .get_mut(&id)
+                .ok_or_else(|| RuntimeError::NoSuchExec(id.clone()))?;
+            record.tty_size = Some((width, height));
+            record.resizer.clone()
+        };
+        if let Some(resizer) = resizer {
+            resizer.resize(width, height).await;
+        }
+        Ok(())
+    }
+
+    /// Keeps the resize handle of a started exec's TTY session; returns a size the client asked
+    /// for before the session was open.
+    pub fn exec_track_resizer(&self, id: &str, resizer: Resizer) -> Option<(u16, u16)> {
+        let mut execs = self.execs.lock().unwrap();
+        let record = execs.get_mut(id)?;
+        record.resizer = Some(resizer);
+        record.tty_size
     }
 }
 
-fn clone_params(params: &AttachParams) -> AttachParams {
-    AttachParams {
-        container: params.container.clone(),
-        stdin: params.stdin,
-        stdout: params.stdout,
-        stderr: params.stderr,
-        tty: params.tty,
-        max_stdin_buf_size: params.max_stdin_buf_size,
-        max_stdout_buf_size: params.max_stdout_buf_size,
-        max_stderr_buf_size: params.max_stderr_buf_size,
+/// Docker's `ConsoleSize` (`[height, width]`, exec create and start since API 1.42) as
+/// (width, height); a 0x0 size means unknown.
+pub fn console_size(config: &serde_json::Value) -> Option<(u16, u16)> {
+    let size = config["ConsoleSize"].as_array()?;
+    let dimension = |i: usize| size.get(i)?.as_u64()?.try_into().ok();
+    let (height, width): (u16, u16) = (dimension(0)?, dimension(1)?);
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+async fn read_all(reader: Option<DuplexStream>, into: &mut Vec<u8>) {
+    if let Some(mut reader) = reader {
+        let _ = reader.read_to_end(into).await;
     }
 }
 
 impl Runtime {
     /// Streams a client's stdin to a container started with `OpenStdin` through `pods/attach`,
-    /// once `main` runs (until then it waits in the client's socket). At the client's EOF the
-    /// attach session ends, which closes the container's stdin (`stdinOnce`).
+    /// once `main` runs (until then it waits in the client's socket). The client's EOF closes the
+    /// stream, and with it the container's stdin (`stdinOnce`).
     pub async fn attach_stdin<R: tokio::io::AsyncRead + Unpin>(
         &self,
         view: &ContainerView,
@@ -313,35 +360,30 @@ impl Runtime {
         if !running {
             return;
         }
-        let params = AttachParams {
-            container: Some(MAIN_CONTAINER.into()),
+        let streams = Streams {
             stdin: true,
-            stdout: false,
-            stderr: false,
             tty: view.tty(),
             ..Default::default()
         };
-        let Ok(Ok(mut process)) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            self.pods_api().attach(&view.pod_name, &params),
-        )
-        .await
-        else {
-            tracing::warn!(container = %view.short_id(), "Attaching stdin failed");
-            return;
+        let mut session = match self
+            .remote_command(&view.pod_name, MAIN_CONTAINER, Target::Attach, streams)
+            .await
+        {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(container = %view.short_id(), %error, "Attaching stdin failed");
+                return;
+            }
         };
         let mut copied = 0;
-        if let Some(mut writer) = process.stdin() {
+        if let Some(mut writer) = session.stdin.take() {
             copied = tokio::io::copy(&mut input, &mut writer).await.unwrap_or(0);
-            let _ = writer.flush().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            drop(writer);
+            let _ = writer.shutdown().await;
         }
         tracing::info!(container = %view.short_id(), bytes = copied, "Stdin delivered");
-        // Without the v5 protocol there is no stdin EOF; ending the session makes the runtime
-        // close the container's stdin (`stdinOnce`).
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        process.abort();
+        // The FIN is queued; the session ends by itself when the process exits on EOF, and a
+        // process that keeps running has its stdin closed all the same (`stdinOnce`).
+        let _ = tokio::time::timeout(ATTACH_LINGER, session.status()).await;
     }
 }
 
@@ -372,5 +414,14 @@ mod tests {
         assert_eq!(exit_code_of(Some(&status)), 3);
         let ok: Status = serde_json::from_value(serde_json::json!({"status": "Success"})).unwrap();
         assert_eq!(exit_code_of(Some(&ok)), 0);
+    }
+
+    #[test]
+    fn console_size_is_height_then_width() {
+        let size = |v| console_size(&serde_json::json!({ "ConsoleSize": v }));
+        assert_eq!(size(serde_json::json!([24, 80])), Some((80, 24)));
+        assert_eq!(size(serde_json::json!([0, 0])), None);
+        assert_eq!(size(serde_json::json!([70000, 80])), None);
+        assert_eq!(console_size(&serde_json::json!({})), None);
     }
 }

@@ -17,6 +17,8 @@ pub mod ports;
 pub mod prestart;
 pub mod reaper;
 pub mod registry;
+pub mod remote_command;
+pub mod spdy;
 pub mod state;
 pub mod stats;
 pub mod volumes;
@@ -68,6 +70,12 @@ pub enum RuntimeError {
         operation: &'static str,
         pod: String,
         source: kube::Error,
+    },
+    #[error("{operation} on pod {pod}: {source}")]
+    RemoteCommand {
+        operation: &'static str,
+        pod: String,
+        source: remote_command::RemoteCommandError,
     },
     #[error("{operation} on pod {pod} timed out after {seconds}s")]
     Timeout {

@@ -130,12 +130,37 @@ t_logs() {
   grep -qx started <<<"$all" && grep -q '^tick' <<<"$last" && expect_eq "$(wc -l <<<"$last")" 1 &&
     grep -Eq '^20[0-9-]+T[0-9:.]+Z started$' <<<"$(head -1 <<<"$stamped")"
 }
+# The exec checks share `web`; with E2E_ONLY they start it themselves.
+need_web() {
+  docker inspect web >/dev/null 2>&1 ||
+    docker run -d --name web -l e2e=yes busybox sh -c 'echo started; while true; do sleep 1; done' >/dev/null
+}
 t_exec() {
+  need_web || return 1
   expect_eq "$(docker exec web sh -c 'echo in-exec')" in-exec &&
     { docker exec web sh -c 'exit 5'; expect_eq $? 5; } &&
     expect_eq "$(docker exec -e FOO=bar -w /tmp web sh -c 'echo $FOO $(pwd)')" "bar /tmp"
 }
-t_exec_tty() { expect_eq "$(docker exec -t web echo tty | tr -d '\r')" tty; }
+t_exec_tty() { need_web && expect_eq "$(docker exec -t web echo tty | tr -d '\r')" tty; }
+t_exec_stdin_eof() {
+  # stdin ends with the pipe (SPDY half-close), so cat and wc finish on their own.
+  need_web || return 1
+  expect_eq "$(echo hello | timeout -s KILL 60 docker exec -i web cat)" hello &&
+    expect_eq "$(printf 'a\nb\n' | timeout -s KILL 60 docker exec -i web wc -l | tr -d ' ')" 2 &&
+    { echo in | timeout -s KILL 60 docker exec -i web sh -c 'cat >/dev/null; exit 6'; expect_eq $? 6; }
+}
+t_exec_stdin_large() {
+  need_web || return 1
+  head -c 3000000 /dev/urandom >"$WORK/big.bin" || return 1
+  expect_eq "$(timeout -s KILL 120 docker exec -i web cat <"$WORK/big.bin" | sha256sum)" "$(sha256sum <"$WORK/big.bin")" &&
+    expect_eq "$(timeout -s KILL 120 docker exec -i web sh -c 'cat >/tmp/big.bin; sha256sum </tmp/big.bin' <"$WORK/big.bin" | cut -d' ' -f1)" \
+      "$(sha256sum <"$WORK/big.bin" | cut -d' ' -f1)"
+}
+t_exec_resize() {
+  need_web || return 1
+  if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
+  "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" cli web && "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" resize web
+}
 t_cp_in() {
   echo hello-cp >"$WORK/up.txt" && docker cp "$WORK/up.txt" web:/tmp/up.txt &&
     expect_eq "$(docker exec web cat /tmp/up.txt)" hello-cp &&
@@ -413,6 +438,9 @@ check "docker inspect" t_inspect
 check "docker logs" t_logs
 check "docker exec (exit code, -e, -w)" t_exec
 check "docker exec -t" t_exec_tty
+check "docker exec -i: piped stdin reaches EOF (cat, wc -l, exit code)" t_exec_stdin_eof
+check "docker exec -i: 3 MB stdin round trip, same checksum" t_exec_stdin_large
+check "docker exec -it: terminal size from the CLI and from exec resize" t_exec_resize
 check "docker cp into container" t_cp_in
 check "docker cp out of container" t_cp_out
 check "docker stop / start" t_stop_start

@@ -5,15 +5,15 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kube::api::AttachParams;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::extract::DockerJson;
+use super::extract::{DockerJson, Query};
 use super::stream::{frame, hijack, Output, STDERR, STDOUT};
 use super::AppState;
-use crate::api::error::Result;
+use crate::api::error::{ApiError, Result};
 use crate::runtime::exec::{exit_code_of, ExecRecord};
+use crate::runtime::remote_command::Streams;
 use crate::runtime::Runtime;
 
 pub async fn exec_create(
@@ -43,7 +43,7 @@ pub async fn exec_start(
         .await
         .unwrap_or_default();
     let config: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
-    let record = state.runtime.exec_mark_started(&record.id)?;
+    let record = state.runtime.exec_mark_started(&record.id, &config)?;
     let runtime = state.runtime.clone();
     if config["Detach"].as_bool().unwrap_or(false) {
         tokio::spawn(async move { run_exec(runtime, record, None, None).await });
@@ -64,27 +64,28 @@ pub async fn exec_start(
     }))
 }
 
-/// Runs one exec to completion, copying its output (framed unless TTY) and stdin.
+/// Runs one exec to completion, copying its output (framed unless TTY) and stdin; the client's
+/// half-close reaches the process as EOF.
 async fn run_exec(
     runtime: std::sync::Arc<Runtime>,
     record: ExecRecord,
     mut output: Option<&mut Output>,
     input: Option<tokio::io::ReadHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>,
 ) {
-    let params = AttachParams {
+    let streams = Streams {
         // A TTY without stdin loses output on Kubernetes' side (the pty is torn down before it is
         // drained); with stdin attached (and simply never written) the output arrives.
         stdin: (record.attach_stdin && input.is_some()) || record.tty,
         stdout: true,
         stderr: !record.tty,
         tty: record.tty,
-        ..Default::default()
+        initial_size: record.tty_size,
     };
-    let mut process = match runtime
-        .exec_attach(&record.pod_name, record.argv.clone(), &params)
+    let mut session = match runtime
+        .exec_open(&record.pod_name, &record.argv, streams)
         .await
     {
-        Ok(process) => process,
+        Ok(session) => session,
         Err(error) => {
             if let Some(out) = output.as_mut() {
                 let message = format!("{error}\n");
@@ -99,42 +100,32 @@ async fn run_exec(
             return;
         }
     };
-    let status = process.take_status();
-    let stdout = process.stdout();
-    let stderr = process.stderr();
-    let stdin_writer = process.stdin();
-    // stdin: copied until the client half-closes; the writer is kept until the process ends
-    // (closing it early would close the whole v4 exec stream).
-    let (stdin_done_tx, stdin_done_rx) =
-        tokio::sync::oneshot::channel::<tokio::io::WriteHalf<tokio::io::SimplexStream>>();
-    // Held until the process ends when the client sends no stdin: dropping it would close the
-    // whole v4 exec stream.
+    if let Some(resizer) = session.resize.take() {
+        // A resize that came while the session was opening.
+        let size = runtime.exec_track_resizer(&record.id, resizer.clone());
+        if let Some((width, height)) = size.filter(|size| Some(*size) != record.tty_size) {
+            resizer.resize(width, height).await;
+        }
+    }
+    // Stdin the client does not feed stays open until the process ends: closing it would end a
+    // TTY's input.
     let mut idle_stdin = None;
-    match (input, stdin_writer) {
-        (Some(mut input), Some(mut writer)) => {
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 16 * 1024];
-                loop {
-                    match input.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if writer.write_all(&buffer[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = stdin_done_tx.send(writer);
-            });
+    let mut copy_stdin = None;
+    match (input, session.stdin.take()) {
+        (Some(mut input), Some(mut writer)) if record.attach_stdin => {
+            copy_stdin = Some(tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut input, &mut writer).await;
+                let _ = writer.shutdown().await;
+            }));
         }
-        (_, writer) => {
-            idle_stdin = writer;
-            drop(stdin_done_tx);
-        }
+        (_, writer) => idle_stdin = writer,
     }
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(32);
     let tty = record.tty;
-    for (reader, stream) in [(stdout, STDOUT), (stderr, STDERR)] {
+    for (reader, stream) in [
+        (session.stdout.take(), STDOUT),
+        (session.stderr.take(), STDERR),
+    ] {
         if let Some(mut reader) = reader {
             let sender = sender.clone();
             tokio::spawn(async move {
@@ -165,13 +156,18 @@ async fn run_exec(
             }
         }
     }
-    let status = match status {
-        Some(status) => status.await,
-        None => None,
+    let exit_code = match session.status().await {
+        Ok(status) => exit_code_of(status.as_ref()),
+        Err(error) => {
+            tracing::warn!(exec = %record.id, %error, "Exec ended without an exit status");
+            126
+        }
     };
-    drop(stdin_done_rx);
     drop(idle_stdin);
-    runtime.exec_finish(&record.id, exit_code_of(status.as_ref()));
+    if let Some(copy) = copy_stdin {
+        copy.abort();
+    }
+    runtime.exec_finish(&record.id, exit_code);
 }
 
 pub async fn exec_inspect(
@@ -188,10 +184,21 @@ pub async fn exec_inspect(
     })))
 }
 
+/// `POST /exec/{id}/resize?h=&w=`: sent on the session's resize stream when the exec has a TTY.
 pub async fn exec_resize(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    query: Query,
 ) -> Result<StatusCode> {
-    state.runtime.exec_get(&id)?;
+    let dimension = |name: &str| -> Result<u16> {
+        let value = query.get(name).map(String::as_str).unwrap_or_default();
+        value.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid {name} {value:?}: expected a number from 0 to 65535"
+            ))
+        })
+    };
+    let (height, width) = (dimension("h")?, dimension("w")?);
+    state.runtime.exec_resize(&id, width, height).await?;
     Ok(StatusCode::OK)
 }
