@@ -136,16 +136,54 @@ impl Applier {
         }
     }
 
-    /// Applies the pod's companions and then the pod.
-    pub async fn apply_rendered(&self, objects: &RenderedObjects) -> Result<()> {
+    /// Applies the pod's companions and then the pod. Returns the aliases left out because
+    /// another podbridge instance in the namespace already answers to them.
+    pub async fn apply_rendered(&self, objects: &RenderedObjects) -> Result<Vec<String>> {
         for config_map in &objects.config_maps {
             self.apply(&self.config_maps(), config_map).await?;
         }
+        let mut taken = Vec::new();
         for service in &objects.services {
+            if let Some(owner) = self.alias_taken_by_other_instance(service).await? {
+                let name = service.metadata.name.clone().unwrap_or_default();
+                tracing::warn!(alias = %name, %owner, "Alias already served by another podbridge instance in this namespace; not taking it over");
+                taken.push(name);
+                continue;
+            }
             self.apply(&self.services(), service).await?;
         }
         self.apply(&self.pods(), &objects.pod).await?;
-        Ok(())
+        Ok(taken)
+    }
+
+    /// An alias Service is a name in the namespace's DNS, which every instance in the namespace
+    /// shares: the first instance keeps it, so one job cannot redirect another's traffic. The
+    /// owning instance when it is not `service`'s own.
+    async fn alias_taken_by_other_instance(&self, service: &Service) -> Result<Option<String>> {
+        let label = |s: &Service, key: &str| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .cloned()
+        };
+        if label(service, labels::ROLE).as_deref() != Some(labels::ROLE_ALIAS_SERVICE) {
+            return Ok(None);
+        }
+        let name = service.metadata.name.clone().ok_or(ApplyError::Unnamed)?;
+        let existing = self
+            .services()
+            .get_opt(&name)
+            .await
+            .map_err(|source| ApplyError::ApplyFailed {
+                kind: "Service",
+                name,
+                source,
+            })?;
+        let ours = label(service, labels::INSTANCE);
+        Ok(existing
+            .and_then(|existing| label(&existing, labels::INSTANCE))
+            .filter(|owner| Some(owner) != ours.as_ref()))
     }
 
     /// Deletes one object; already gone is success.

@@ -213,8 +213,8 @@ impl Runtime {
                 })?;
         super::binds::mount_file_binds(&mut objects.pod);
         self.mount_prestart_archives(view.short_id(), &mut objects.pod);
-        self.applier.apply_rendered(&objects).await?;
-        info!(container = %short, pod = %view.pod_name, "Pod applied");
+        let taken = self.applier.apply_rendered(&objects).await?;
+        info!(container = %short, pod = %view.pod_name, ?taken, "Pod applied");
         if super::binds::has_init_container(&objects.pod) {
             if let Err(error) = self
                 .copy_binds(&view.id, &view.pod_name, self.start_timeout())

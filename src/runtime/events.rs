@@ -33,7 +33,7 @@ pub fn container_event(
 }
 
 struct Seen {
-    status: &'static str,
+    started: bool,
     health: Option<&'static str>,
     exit_key: Option<String>,
     view: ContainerView,
@@ -52,8 +52,9 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
         runtime.sync_ports(&views);
         let mut next = HashMap::new();
         for view in views {
+            let started = view.state.running && view.state.main_started;
             let current = Seen {
-                status: view.state.status,
+                started,
                 health: view.state.health,
                 exit_key: view.state.exit_key.clone(),
                 view: view.clone(),
@@ -62,12 +63,12 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                 match seen.get(&view.id) {
                     None => {
                         runtime.emit(container_event(&view, "create", &[]));
-                        if view.state.running {
+                        if started {
                             runtime.emit(container_event(&view, "start", &[]));
                         }
                     }
                     Some(before) => {
-                        if view.state.running && before.status != "running" {
+                        if started && !before.started {
                             runtime.emit(container_event(&view, "start", &[]));
                         }
                         if view.state.is_exited() && before.exit_key != view.state.exit_key {

@@ -42,6 +42,9 @@ pub struct ContainerState {
     /// Identifies one exit (pod uid + finish time), so `wait?condition=next-exit` can tell a new
     /// exit from the one it saw when it began.
     pub exit_key: Option<String>,
+    /// `main` has actually started (a pending pod already shows as running, as Docker shows a
+    /// container between `start` and its process; the `start` event waits for this).
+    pub main_started: bool,
 }
 
 impl ContainerState {
@@ -56,6 +59,7 @@ impl ContainerState {
             error: String::new(),
             health: None,
             exit_key: None,
+            main_started: false,
         }
     }
 
@@ -215,6 +219,7 @@ pub fn container_state(
             .unwrap_or_else(|| ZERO_TIME.into()),
         error: waiting_error.unwrap_or_default(),
         health: has_healthcheck.then_some(if ready { "healthy" } else { "starting" }),
+        main_started: running.is_some(),
         ..ContainerState::created()
     }
 }

@@ -243,10 +243,39 @@ t_bad_input() {
   return $rc
 }
 
+# Two instances share a namespace: same container names, same alias; each keeps its own
+# containers, and the alias stays with the instance that took it first (no hijacking).
+t_two_instances() {
+  cluster_up && new_namespace || return 1
+  local pa pb out
+  pa=$(free_port); pb=$(free_port)
+  KUBECONFIG=$KCFG serve two-a "$pa" --namespace "$NS" --instance two-a
+  KUBECONFIG=$KCFG serve two-b "$pb" --namespace "$NS" --instance two-b
+  wait_ping "$pa" && wait_ping "$pb" || { echo "instances did not start"; return 1; }
+  for side in a b; do
+    local port=$pa; [ $side = b ] && port=$pb
+    DOCKER_HOST=tcp://127.0.0.1:$port timeout 120 docker run -d --name web --network-alias shared busybox \
+      sh -c "mkdir /w && echo from-$side >/w/i && httpd -f -p 8080 -h /w" >/dev/null || { echo "run on $side failed"; return 1; }
+  done
+  expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$pa docker ps --format '{{.Names}}')" web &&
+    expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$pb docker ps --format '{{.Names}}')" web || return 1
+  for _ in $(seq 20); do
+    out=$(DOCKER_HOST=tcp://127.0.0.1:$pa timeout 60 docker run --rm busybox wget -qO- http://shared:8080/i 2>&1)
+    [ "$out" = from-a ] && break; sleep 1
+  done
+  expect_eq "$out" from-a || return 1
+  logged two-b "Alias already served by another podbridge instance.*owner=two-a" ||
+    { echo "B did not report the taken alias"; tail -5 "$WORK/two-b.log"; return 1; }
+  # removing B's container leaves A's Service alone
+  DOCKER_HOST=tcp://127.0.0.1:$pb docker rm -f web >/dev/null &&
+    expect_eq "$(KUBECONFIG=$KCFG kubectl -n "$NS" get service shared -o jsonpath='{.metadata.labels.podbridge\.io/instance}')" two-a
+}
+
 check "dry-run server without a cluster; serve without one says so" t_dry_run
 check "reaper removes a SIGKILLed instance's objects, keeps its own" t_reaper
 check "namespace lock: second instance serves only after the first" t_lock
 check "bad input and a cluster cut mid-request get Docker errors; serving goes on" t_bad_input
+check "two instances in one namespace: own containers, an alias is not hijacked" t_two_instances
 
 if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; fi
 echo "$PASSED passed, $FAILED failed"
