@@ -160,26 +160,21 @@ impl Applier {
     /// shares: the first instance keeps it, so one job cannot redirect another's traffic. The
     /// owning instance when it is not `service`'s own.
     async fn alias_taken_by_other_instance(&self, service: &Service) -> Result<Option<String>> {
-        let label = |s: &Service, key: &str| {
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(key))
-                .cloned()
-        };
+        let label =
+            |s: &Service, key: &str| s.metadata.labels.as_ref().and_then(|l| l.get(key)).cloned();
         if label(service, labels::ROLE).as_deref() != Some(labels::ROLE_ALIAS_SERVICE) {
             return Ok(None);
         }
         let name = service.metadata.name.clone().ok_or(ApplyError::Unnamed)?;
-        let existing = self
-            .services()
-            .get_opt(&name)
-            .await
-            .map_err(|source| ApplyError::ApplyFailed {
-                kind: "Service",
-                name,
-                source,
-            })?;
+        let existing =
+            self.services()
+                .get_opt(&name)
+                .await
+                .map_err(|source| ApplyError::ApplyFailed {
+                    kind: "Service",
+                    name,
+                    source,
+                })?;
         let ours = label(service, labels::INSTANCE);
         Ok(existing
             .and_then(|existing| label(&existing, labels::INSTANCE))

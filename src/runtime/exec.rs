@@ -320,6 +320,32 @@ impl Runtime {
     }
 }
 
+/// A container's terminal as its attach session knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Terminal {
+    /// Last size a client asked for (also before the session opened).
+    pub size: Option<(u16, u16)>,
+    /// The open TTY session's resize channel.
+    pub resizer: Option<Resizer>,
+}
+
+impl Runtime {
+    /// Docker container resize: remembers the size (an attach session opening later starts
+    /// with it) and passes it to the open session of a TTY container.
+    pub async fn container_resize(&self, view: &ContainerView, width: u16, height: u16) {
+        let resizer = {
+            let mut terminals = self.terminals.lock().unwrap();
+            let terminal = terminals.entry(view.id.clone()).or_default();
+            terminal.size = Some((width, height));
+            terminal.resizer.clone()
+        };
+        tracing::debug!(container = %view.short_id(), width, height, open = resizer.is_some(), "Container resize");
+        if let Some(resizer) = resizer {
+            resizer.resize(width, height).await;
+        }
+    }
+}
+
 /// Docker's `ConsoleSize` (`[height, width]`, exec create and start since API 1.42) as
 /// (width, height); a 0x0 size means unknown.
 pub fn console_size(config: &serde_json::Value) -> Option<(u16, u16)> {
@@ -363,6 +389,12 @@ impl Runtime {
         let streams = Streams {
             stdin: true,
             tty: view.tty(),
+            initial_size: self
+                .terminals
+                .lock()
+                .unwrap()
+                .get(&view.id)
+                .and_then(|t| t.size),
             ..Default::default()
         };
         let mut session = match self
@@ -375,6 +407,20 @@ impl Runtime {
                 return;
             }
         };
+        if let Some(resizer) = session.resize.clone() {
+            // A resize that arrived while the session was opening found no resizer: send the
+            // latest size now (both sides hold the lock, so none is lost).
+            let latest = {
+                let mut terminals = self.terminals.lock().unwrap();
+                let terminal = terminals.entry(view.id.clone()).or_default();
+                terminal.resizer = Some(resizer.clone());
+                terminal.size
+            };
+            if let Some((width, height)) = latest.filter(|size| Some(*size) != streams.initial_size)
+            {
+                resizer.resize(width, height).await;
+            }
+        }
         let mut copied = 0;
         if let Some(mut writer) = session.stdin.take() {
             copied = tokio::io::copy(&mut input, &mut writer).await.unwrap_or(0);
@@ -384,6 +430,7 @@ impl Runtime {
         // The FIN is queued; the session ends by itself when the process exits on EOF, and a
         // process that keeps running has its stdin closed all the same (`stdinOnce`).
         let _ = tokio::time::timeout(ATTACH_LINGER, session.status()).await;
+        self.terminals.lock().unwrap().remove(&view.id);
     }
 }
 

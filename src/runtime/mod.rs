@@ -116,6 +116,8 @@ pub struct Runtime {
     last_exits: Mutex<HashMap<String, LastExit>>,
     /// Number of attach streams per container id; auto-remove waits for them to drain.
     attached: Mutex<HashMap<String, usize>>,
+    /// TTY size and resize handle of each container's attach session (`docker run -it`), by id.
+    pub(crate) terminals: Mutex<HashMap<String, exec::Terminal>>,
     creating_names: Mutex<HashSet<String>>,
     pub(crate) images: Mutex<BTreeMap<String, objects::ImageRecord>>,
     /// Image configs read from registries.
@@ -165,6 +167,7 @@ impl Runtime {
             execs: Mutex::default(),
             last_exits: Mutex::default(),
             attached: Mutex::default(),
+            terminals: Mutex::default(),
             creating_names: Mutex::default(),
             images: Mutex::default(),
             registry: registry::RegistryClient::new(),

@@ -4,6 +4,8 @@
                                   reaches the exec's terminal
     exec_tty.py resize CONTAINER  docker-py: exec_start(socket=True), then exec_resize(h=33, w=111)
                                   while the command sleeps; `stty size` must see it
+    exec_tty.py run IMAGE         `docker run -it --rm` in a 29x97 pseudo-terminal: the CLI's resize
+                                  of the container reaches its terminal through the attach session
 """
 import os
 import pty
@@ -65,4 +67,16 @@ def resize(container):
     assert inspect["ExitCode"] == 0, inspect
 
 
-{"cli": cli, "resize": resize}[sys.argv[1]](sys.argv[2])
+def run(image):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp("docker", ["docker", "run", "-it", "--rm", image, "sh", "-c", "sleep 2; stty size"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 29, 97, 0, 0))
+    out = read_until_eof(fd, time.time() + 120)
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace").replace("\r", "").strip()
+    assert text.endswith("29 97"), repr(text)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+
+
+{"cli": cli, "resize": resize, "run": run}[sys.argv[1]](sys.argv[2])

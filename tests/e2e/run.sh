@@ -159,7 +159,8 @@ t_exec_stdin_large() {
 t_exec_resize() {
   need_web || return 1
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
-  "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" cli web && "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" resize web
+  "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" cli web && "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" resize web &&
+    "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" run busybox
 }
 t_cp_in() {
   echo hello-cp >"$WORK/up.txt" && docker cp "$WORK/up.txt" web:/tmp/up.txt &&
@@ -440,7 +441,7 @@ check "docker exec (exit code, -e, -w)" t_exec
 check "docker exec -t" t_exec_tty
 check "docker exec -i: piped stdin reaches EOF (cat, wc -l, exit code)" t_exec_stdin_eof
 check "docker exec -i: 3 MB stdin round trip, same checksum" t_exec_stdin_large
-check "docker exec -it: terminal size from the CLI and from exec resize" t_exec_resize
+check "docker exec -it / run -it: terminal size from the CLI and from resize" t_exec_resize
 check "docker cp into container" t_cp_in
 check "docker cp out of container" t_cp_out
 check "docker stop / start" t_stop_start

@@ -679,8 +679,22 @@ pub async fn container_attach(
     }))
 }
 
-pub async fn container_resize() -> StatusCode {
-    StatusCode::OK
+/// `POST /containers/{id}/resize`: reaches the terminal of a `run -it` container through its
+/// attach session (the size waits for the session when it comes first).
+pub async fn container_resize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode> {
+    let view = find(&state, &id)?;
+    let (height, width) = (
+        super::exec::terminal_dimension(&query, "h")?,
+        super::exec::terminal_dimension(&query, "w")?,
+    );
+    if view.tty() {
+        state.runtime.container_resize(&view, width, height).await;
+    }
+    Ok(StatusCode::OK)
 }
 
 pub async fn container_top(

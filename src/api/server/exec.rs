@@ -185,20 +185,28 @@ pub async fn exec_inspect(
 }
 
 /// `POST /exec/{id}/resize?h=&w=`: sent on the session's resize stream when the exec has a TTY.
+/// `h` or `w` of a resize request.
+pub fn terminal_dimension(
+    query: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<u16> {
+    let value = query.get(name).map(String::as_str).unwrap_or_default();
+    value.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid {name} {value:?}: expected a number from 0 to 65535"
+        ))
+    })
+}
+
 pub async fn exec_resize(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
-    let dimension = |name: &str| -> Result<u16> {
-        let value = query.get(name).map(String::as_str).unwrap_or_default();
-        value.parse().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "invalid {name} {value:?}: expected a number from 0 to 65535"
-            ))
-        })
-    };
-    let (height, width) = (dimension("h")?, dimension("w")?);
+    let (height, width) = (
+        terminal_dimension(&query, "h")?,
+        terminal_dimension(&query, "w")?,
+    );
     state.runtime.exec_resize(&id, width, height).await?;
     Ok(StatusCode::OK)
 }
