@@ -22,6 +22,8 @@ Runs with the admin credentials (PersistentVolumes and StorageClasses are cluste
 """
 import json, os, shutil, ssl, sys, threading, time, urllib.error, urllib.request
 
+import kwatch
+
 state, volumes_dir = sys.argv[1:3]
 CLASS = "podbridge-local"
 PROVISIONER = "podbridge.io/local-path"
@@ -127,30 +129,18 @@ def reclaim(volume):
 
 
 def follow(resource, handle):
-    """LIST then WATCH `resource` forever, calling `handle` for every live object."""
-    while True:
-        try:
-            with call("GET", resource) as resp:
-                lst = json.load(resp)
-            for obj in lst["items"]:
-                with lock:
-                    handle(obj)
-            rv = lst["metadata"]["resourceVersion"]
-            while True:
-                url = "%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=%s" % (resource, rv)
-                with call("GET", url, timeout=330) as resp:
-                    for line in resp:
-                        ev = json.loads(line)
-                        obj = ev["object"]
-                        if ev["type"] == "ERROR":
-                            raise RuntimeError(obj.get("message", "watch error"))
-                        rv = obj["metadata"]["resourceVersion"]
-                        if ev["type"] in ("ADDED", "MODIFIED"):
-                            with lock:
-                                handle(obj)
-        except Exception as e:  # re-list after errors
-            log("%s: %s; re-listing" % (resource, e))
-            time.sleep(0.5)
+    """Calls `handle` for every live object of `resource`, listed or watched."""
+    def on_list(items):
+        for obj in items:
+            with lock:
+                handle(obj)
+
+    def on_event(kind, obj):
+        if kind in ("ADDED", "MODIFIED"):
+            with lock:
+                handle(obj)
+
+    kwatch.follow(lambda path, timeout: call("GET", path, timeout=timeout), resource, on_list, on_event, log)
 
 
 os.makedirs(volumes_dir, mode=0o755, exist_ok=True)

@@ -13,7 +13,9 @@ pods behind headless Services resolve as with CoreDNS. On any error (410 Gone, a
 restart) a watch re-lists. Uses kube-proxy's identity (system:node-proxier may list/watch
 Services and Endpoints cluster-wide).
 """
-import json, os, signal, ssl, sys, threading, time, urllib.request
+import os, signal, ssl, sys, threading, urllib.request
+
+import kwatch
 
 state, hosts, pidfile = sys.argv[1:4]
 ctx = ssl.create_default_context(cafile=os.path.join(state, "pki/ca.crt"))
@@ -58,38 +60,26 @@ def publish():
         pass
 
 def follow(resource, table, value):
-    """List RESOURCE into TABLE, then apply its watch events; re-list after any error."""
-    while True:
-        try:
-            with get("/api/v1/" + resource, 10) as resp:
-                lst = json.load(resp)
-            fresh = {(o["metadata"]["namespace"], o["metadata"]["name"]): value(o) for o in lst["items"]}
-            with lock:
-                table.clear()
-                table.update({k: v for k, v in fresh.items() if v})
-            publish()
-            rv = lst["metadata"]["resourceVersion"]
-            while True:
-                path = "/api/v1/%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=%s" % (resource, rv)
-                with get(path, 330) as resp:
-                    for line in resp:
-                        ev = json.loads(line)
-                        obj = ev["object"]
-                        if ev["type"] == "ERROR":
-                            raise RuntimeError(obj.get("message", "watch error"))
-                        rv = obj["metadata"]["resourceVersion"]
-                        if ev["type"] == "BOOKMARK":
-                            continue
-                        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-                        with lock:
-                            if ev["type"] == "DELETED" or not value(obj):
-                                table.pop(key, None)
-                            else:
-                                table[key] = value(obj)
-                        publish()
-        except Exception as e:
-            print("svc-dns: %s: %s; re-listing" % (resource, e), flush=True)
-            time.sleep(0.5)
+    """Keeps TABLE (key -> value(object)) in step with RESOURCE, publishing every change."""
+    def key(obj):
+        return (obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    def on_list(items):
+        with lock:
+            table.clear()
+            table.update({key(o): value(o) for o in items if value(o)})
+        publish()
+
+    def on_event(kind, obj):
+        with lock:
+            if kind == "DELETED" or not value(obj):
+                table.pop(key(obj), None)
+            else:
+                table[key(obj)] = value(obj)
+        publish()
+
+    kwatch.follow(get, "/api/v1/" + resource, on_list, on_event,
+                  lambda message: print("svc-dns: " + message, flush=True))
 
 threading.Thread(target=follow, args=("endpoints", endpoints, endpoint_value), daemon=True).start()
 follow("services", cluster_ips, service_value)
