@@ -11,6 +11,34 @@ use super::{ContainerView, Runtime};
 /// How long auto-remove waits for attached clients to drain a finished container's output.
 const ATTACH_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Events kept for `/events?since=` (Docker keeps a bounded log in memory too).
+pub const HISTORY: usize = 1000;
+
+/// A non-container Docker event: `network`, `volume` or `image`, about the object `id`.
+pub fn object_event(
+    kind: &str,
+    action: &str,
+    id: &str,
+    attributes: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let now = jiff::Timestamp::now();
+    serde_json::json!({
+        "Type": kind, "Action": action,
+        "Actor": {"ID": id, "Attributes": attributes},
+        "scope": "local", "time": now.as_second(), "timeNano": now.as_nanosecond() as i64,
+    })
+}
+
+/// `{"name": name}` plus more pairs, the attributes of most object events.
+pub fn named(name: &str, extra: &[(&str, &str)]) -> serde_json::Map<String, serde_json::Value> {
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("name".into(), name.into());
+    for (key, value) in extra {
+        attributes.insert((*key).into(), (*value).into());
+    }
+    attributes
+}
+
 /// A Docker event (1.51 shape, with the legacy `status`/`id`/`from`).
 pub fn container_event(
     view: &ContainerView,
@@ -44,6 +72,9 @@ struct Seen {
 pub async fn reconcile(runtime: Arc<Runtime>) {
     let mut changes = runtime.subscribe_changes();
     let mut seen: HashMap<String, Seen> = HashMap::new();
+    // Networks and volumes by id → name: their create/destroy events come from the same watch.
+    let mut networks: HashMap<String, String> = HashMap::new();
+    let mut volumes: HashMap<String, String> = HashMap::new();
     let mut first = true;
     let removing: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
     loop {
@@ -72,6 +103,10 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                             runtime.emit(container_event(&view, "start", &[]));
                         }
                         if view.state.is_exited() && before.exit_key != view.state.exit_key {
+                            // A short run can end between two watch events: it still started.
+                            if !before.started && view.state.started_at != super::state::ZERO_TIME {
+                                runtime.emit(container_event(&view, "start", &[]));
+                            }
                             runtime.emit(container_event(
                                 &view,
                                 "die",
@@ -106,9 +141,59 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
             }
         }
         seen = next;
+        let network_now = runtime.network_names();
+        let volume_now = runtime.volume_names();
+        if !first {
+            diff_objects(&runtime, "network", &networks, &network_now);
+            diff_objects(&runtime, "volume", &volumes, &volume_now);
+        }
+        networks = network_now;
+        volumes = volume_now;
         first = false;
         if changes.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// `create` for objects that appeared, `destroy` for those that went.
+fn diff_objects(
+    runtime: &Runtime,
+    kind: &str,
+    before: &HashMap<String, String>,
+    now: &HashMap<String, String>,
+) {
+    // Docker names volumes by name and networks by id in `Actor.ID`.
+    let actor = |id: &str, name: &str| {
+        if kind == "volume" {
+            name.to_owned()
+        } else {
+            id.to_owned()
+        }
+    };
+    for (id, name) in now {
+        if !before.contains_key(id) {
+            let extra: &[(&str, &str)] = if kind == "network" {
+                &[("type", "bridge")]
+            } else {
+                &[("driver", "local")]
+            };
+            runtime.emit(object_event(
+                kind,
+                "create",
+                &actor(id, name),
+                named(name, extra),
+            ));
+        }
+    }
+    for (id, name) in before {
+        if !now.contains_key(id) {
+            runtime.emit(object_event(
+                kind,
+                "destroy",
+                &actor(id, name),
+                named(name, &[]),
+            ));
         }
     }
 }

@@ -110,6 +110,9 @@ pub struct Runtime {
     writers: Mutex<Option<Writers>>,
     changes: watch::Sender<u64>,
     events: broadcast::Sender<serde_json::Value>,
+    /// The last [`events::HISTORY`] events, for `since`; its lock also orders sending, so a
+    /// subscriber that snapshots it misses nothing and sees nothing twice.
+    history: Mutex<std::collections::VecDeque<serde_json::Value>>,
     ready: AtomicBool,
     pub(crate) execs: Mutex<HashMap<String, exec::ExecRecord>>,
     /// Exit of containers that auto-remove deleted, for `wait?condition=removed`.
@@ -163,6 +166,7 @@ impl Runtime {
             ))),
             changes: watch::channel(0).0,
             events: broadcast::channel(1024).0,
+            history: Mutex::default(),
             ready: AtomicBool::new(false),
             execs: Mutex::default(),
             last_exits: Mutex::default(),
@@ -313,8 +317,15 @@ impl Runtime {
         self.changes.subscribe()
     }
 
-    pub fn subscribe_events(&self) -> broadcast::Receiver<serde_json::Value> {
-        self.events.subscribe()
+    /// The events kept so far and a receiver for every later one.
+    pub fn subscribe_events(
+        &self,
+    ) -> (
+        Vec<serde_json::Value>,
+        broadcast::Receiver<serde_json::Value>,
+    ) {
+        let history = self.history.lock().unwrap();
+        (history.iter().cloned().collect(), self.events.subscribe())
     }
 
     pub fn pods_api(&self) -> Api<Pod> {
@@ -420,8 +431,29 @@ impl Runtime {
             .collect()
     }
 
-    pub(crate) fn emit(&self, event: serde_json::Value) {
+    pub fn emit(&self, event: serde_json::Value) {
+        let mut history = self.history.lock().unwrap();
+        if history.len() == events::HISTORY {
+            history.pop_front();
+        }
+        history.push_back(event.clone());
         let _ = self.events.send(event);
+    }
+
+    /// Networks this instance created, id → name.
+    pub fn network_names(&self) -> HashMap<String, String> {
+        self.stored_objects(crate::labels::ROLE_NETWORK)
+            .into_iter()
+            .filter_map(|n| Some((n["Id"].as_str()?.to_owned(), n["Name"].as_str()?.to_owned())))
+            .collect()
+    }
+
+    /// Volumes this instance created, name → name.
+    pub fn volume_names(&self) -> HashMap<String, String> {
+        self.volumes()
+            .into_iter()
+            .filter_map(|v| v["Name"].as_str().map(|n| (n.to_owned(), n.to_owned())))
+            .collect()
     }
 
     /// Registers an attach stream so auto-remove waits for its output to drain.

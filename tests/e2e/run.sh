@@ -319,6 +319,29 @@ t_events() {
   sleep 2
   grep -q '^start evt' "$WORK/events" && grep -q '^die evt' "$WORK/events" && grep -q '^destroy evt' "$WORK/events"
 }
+t_events_objects_since() {
+  # Network, volume and image events; `since` replays them, `until` ends the stream.
+  local since; since=$(date +%s)
+  docker pull busybox >/dev/null || return 1
+  docker network create evnet >/dev/null && docker volume create evvol >/dev/null &&
+    docker run -d --name evc busybox sleep 300 >/dev/null && docker network connect evnet evc &&
+    docker network disconnect evnet evc && docker rm -f evc >/dev/null &&
+    docker network rm evnet >/dev/null && docker volume rm evvol >/dev/null &&
+    docker tag busybox evtag:1 && docker rmi evtag:1 >/dev/null || return 1
+  sleep 2
+  local got
+  got=$(timeout 20 docker events --since "$since" --until "$(($(date +%s) + 1))" \
+    --filter type=network --filter type=volume --filter type=image \
+    --format '{{.Type}} {{.Action}} {{.Actor.Attributes.name}}')
+  local want
+  for want in "network create evnet" "network connect evnet" "network disconnect evnet" "network destroy evnet" \
+    "volume create evvol" "volume destroy evvol" "image tag evtag:1" "image untag evtag:1" "image delete evtag:1"; do
+    grep -qx "$want" <<<"$got" || { echo "missing [$want] in:"; echo "$got"; return 1; }
+  done
+  # filters by object
+  got=$(timeout 20 docker events --since "$since" --until "$(($(date +%s) + 1))" --filter volume=evvol --format '{{.Action}}' | tr '\n' ' ')
+  expect_eq "$got" "create destroy "
+}
 t_restart_podbridge() {
   # State lives in the cluster: a restarted podbridge still knows its containers.
   docker create --name survivor -l keep=1 busybox sleep 300 >/dev/null || return 1
@@ -460,6 +483,7 @@ check "networks and volumes" t_networks_volumes
 check "network alias and name of a container without ports resolve" t_alias_dns
 check "docker stats from the cgroup" t_stats
 check "docker events" t_events
+check "network, volume and image events; since and until" t_events_objects_since
 check "podbridge restart keeps containers" t_restart_podbridge
 check "published ports (-p 80)" t_ports
 check "published UDP port (-p 127.0.0.1::9999/udp)" t_ports_udp

@@ -152,7 +152,8 @@ pub async fn image_post(
         if state.runtime.find_image(name).is_none() {
             return Err(ApiError::NotFound(format!("No such image: {name}")));
         }
-        state.runtime.note_image(&format!("{repo}:{tag}"));
+        let record = state.runtime.note_image(&format!("{repo}:{tag}"));
+        emit_image_event(&state, "tag", &record.id, &record.reference);
         return Ok(StatusCode::CREATED.into_response());
     }
     if rest.ends_with("/push") {
@@ -163,6 +164,14 @@ pub async fn image_post(
     Err(ApiError::NotFound(format!(
         "page not found: /images/{rest}"
     )))
+}
+
+/// Image events carry the image's ID and its reference as `name`.
+fn emit_image_event(state: &AppState, action: &str, id: &str, reference: &str) {
+    let attributes = crate::runtime::events::named(reference, &[]);
+    state.runtime.emit(crate::runtime::events::object_event(
+        "image", action, id, attributes,
+    ));
 }
 
 pub async fn image_delete(
@@ -178,9 +187,13 @@ pub async fn image_delete(
         return Err(ApiError::Conflict(format!("conflict: unable to remove repository reference \"{name}\" - container is using its referenced image")));
     }
     match state.runtime.forget_image(&name) {
-        Some(record) => Ok(Json(
-            json!([{"Untagged": record.reference}, {"Deleted": record.id}]),
-        )),
+        Some(record) => {
+            emit_image_event(&state, "untag", &record.id, &record.reference);
+            emit_image_event(&state, "delete", &record.id, &record.reference);
+            Ok(Json(
+                json!([{"Untagged": record.reference}, {"Deleted": record.id}]),
+            ))
+        }
         None => Err(ApiError::NotFound(format!("No such image: {name}"))),
     }
 }
@@ -239,6 +252,7 @@ pub async fn image_create(
     let lines = match lookup(&state, &reference, credentials.as_ref(), true).await {
         Ok(details) => {
             let record = state.runtime.note_image_with_id(&reference, &details.id);
+            emit_image_event(&state, "pull", &record.id, &record.reference);
             let digest = details.manifest_digest.clone().unwrap_or(record.id);
             vec![
                 pulling,
@@ -257,6 +271,7 @@ pub async fn image_create(
         Err(error) => {
             tracing::warn!(%reference, %error, "Image config unknown, the cluster pulls the image itself");
             let record = state.runtime.note_image(&reference);
+            emit_image_event(&state, "pull", &record.id, &record.reference);
             vec![
                 pulling,
                 json!({"status": format!("Digest: {}", record.id)}),

@@ -10,6 +10,7 @@ use super::extract::{labels_match, parse_filters, DockerJson, Query};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
 use crate::labels::ROLE_NETWORK;
+use crate::runtime::events::{named, object_event};
 use crate::runtime::objects::{object_id, PREDEFINED_NETWORKS};
 
 fn predefined(name: &str) -> Value {
@@ -228,7 +229,18 @@ pub async fn network_connect(
         endpoints[&name] = endpoint;
     }
     retranslate(&state, &view, &request).await?;
+    emit_endpoint_event(&state, &network, "connect", &view.id);
     Ok(StatusCode::OK)
+}
+
+/// Docker's `connect`/`disconnect` network events name the network and the container.
+fn emit_endpoint_event(state: &AppState, network: &Value, action: &str, container: &str) {
+    let name = network["Name"].as_str().unwrap_or_default();
+    let attributes = named(name, &[("container", container), ("type", "bridge")]);
+    let id = network["Id"].as_str().unwrap_or_default();
+    state
+        .runtime
+        .emit(object_event("network", action, id, attributes));
 }
 
 pub async fn network_disconnect(
@@ -250,6 +262,7 @@ pub async fn network_disconnect(
     }
     if changed {
         retranslate(&state, &view, &request).await?;
+        emit_endpoint_event(&state, &network, "disconnect", &view.id);
     }
     Ok(StatusCode::OK)
 }
