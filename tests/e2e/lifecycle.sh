@@ -164,6 +164,11 @@ t_dry_run() {
     expect_eq "$(timeout 10 docker wait web)" 0 || return 1
   grep -q 'kind: Pod' <<<"$(timeout 30 docker run --rm busybox echo hi)" || { echo "attached run printed no objects"; return 1; }
   docker rm web >/dev/null && expect_eq "$(docker ps -aq)" "" || return 1
+  # compose inspects and creates named volumes first
+  docker volume create dryvol >/dev/null && expect_eq "$(docker volume ls -q)" dryvol &&
+    expect_eq "$(docker volume inspect dryvol --format '{{.Name}} {{.Driver}}')" "dryvol local" &&
+    grep -q 'persistentVolumeClaim' <<<"$(timeout 30 docker run --rm -v dryvol:/data busybox true)" &&
+    docker volume rm dryvol >/dev/null && expect_eq "$(docker volume ls -q)" "" || return 1
   local refused
   refused=$(timeout 30 docker run --privileged busybox true 2>&1)
   grep -q 'blocked by policy' <<<"$refused" || { echo "privileged run not refused:"; echo "$refused"; return 1; }
@@ -254,13 +259,14 @@ t_two_instances() {
   wait_ping "$pa" && wait_ping "$pb" || { echo "instances did not start"; return 1; }
   for side in a b; do
     local port=$pa; [ $side = b ] && port=$pb
-    DOCKER_HOST=tcp://127.0.0.1:$port timeout 120 docker run -d --name web --network-alias shared busybox \
+    DOCKER_HOST=tcp://127.0.0.1:$port docker network create net >/dev/null || return 1
+    DOCKER_HOST=tcp://127.0.0.1:$port timeout 120 docker run -d --name web --network net --network-alias shared busybox \
       sh -c "mkdir /w && echo from-$side >/w/i && httpd -f -p 8080 -h /w" >/dev/null || { echo "run on $side failed"; return 1; }
   done
   expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$pa docker ps --format '{{.Names}}')" web &&
     expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$pb docker ps --format '{{.Names}}')" web || return 1
   for _ in $(seq 20); do
-    out=$(DOCKER_HOST=tcp://127.0.0.1:$pa timeout 60 docker run --rm busybox wget -qO- http://shared:8080/i 2>&1)
+    out=$(DOCKER_HOST=tcp://127.0.0.1:$pa timeout 60 docker run --rm --network net busybox wget -qO- http://shared:8080/i 2>&1)
     [ "$out" = from-a ] && break; sleep 1
   done
   expect_eq "$out" from-a || return 1

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::extract::{labels_match, parse_filters, query_bool, DockerBytes, Query};
+use super::extract::{labels_match, parse_filters, query_bool, DockerBytes, DockerJson, Query};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
 use super::{ServeError, ENGINE_VERSION};
 use crate::api::error::{ApiError, Result};
@@ -76,6 +76,8 @@ pub struct DryRunState {
     translator: Arc<Translator>,
     containers: Arc<Mutex<BTreeMap<String, DryContainer>>>,
     networks: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// Docker volumes by name: nothing backs them, but compose inspects and creates them.
+    volumes: Arc<Mutex<BTreeMap<String, Value>>>,
     changes: Arc<watch::Sender<u64>>,
 }
 
@@ -85,6 +87,7 @@ impl DryRunState {
             translator,
             containers: Arc::default(),
             networks: Arc::default(),
+            volumes: Arc::default(),
             changes: Arc::new(watch::channel(0).0),
         }
     }
@@ -157,6 +160,10 @@ pub fn router(state: DryRunState) -> Router {
         )
         .route("/networks/{id}/connect", post(container_no_op))
         .route("/networks/{id}/disconnect", post(container_no_op))
+        .route("/volumes", get(volume_list))
+        .route("/volumes/create", post(volume_create))
+        .route("/volumes/prune", post(volume_prune))
+        .route("/volumes/{name}", get(volume_inspect).delete(volume_delete))
         .fallback(unsupported)
         .with_state(state);
     super::docker_service(routes)
@@ -653,6 +660,94 @@ async fn network_delete(
         state.networks.lock().unwrap().remove(name);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `label` and `name` filters of the volume list.
+fn volume_matches(volume: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
+    filters.iter().all(|(key, wanted)| match key.as_str() {
+        "label" => labels_match(volume["Labels"].as_object().unwrap_or(&Map::new()), wanted),
+        "name" => wanted.iter().any(|w| {
+            volume["Name"]
+                .as_str()
+                .is_some_and(|n| n.contains(w.as_str()))
+        }),
+        _ => true,
+    })
+}
+
+async fn volume_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
+    let filters = parse_filters(query.get("filters"))?;
+    let volumes: Vec<Value> = state
+        .volumes
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|v| volume_matches(v, &filters))
+        .cloned()
+        .collect();
+    Ok(Json(json!({"Volumes": volumes, "Warnings": []})))
+}
+
+/// Docker answers an existing name with that volume, not a conflict.
+async fn volume_create(
+    State(state): State<DryRunState>,
+    DockerJson(body): DockerJson<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let name = match body["Name"].as_str().filter(|n| !n.is_empty()) {
+        Some(name) => name.to_owned(),
+        None => ContainerId::random().as_str().to_owned(),
+    };
+    let mut volumes = state.volumes.lock().unwrap();
+    let volume = volumes.entry(name.clone()).or_insert_with(|| {
+        json!({"Name": name, "Driver": body["Driver"].as_str().unwrap_or("local"),
+            "Mountpoint": format!("dry-run: volume {name} (nothing is created)"),
+            "Labels": body["Labels"].as_object().cloned().unwrap_or_default(),
+            "Options": body["DriverOpts"].as_object().cloned().unwrap_or_default(),
+            "Scope": "local", "CreatedAt": crate::runtime::now_rfc3339()})
+    });
+    Ok((StatusCode::CREATED, Json(volume.clone())))
+}
+
+fn no_such_volume(name: &str) -> ApiError {
+    ApiError::NotFound(format!("get {name}: no such volume"))
+}
+
+async fn volume_inspect(
+    State(state): State<DryRunState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    let volumes = state.volumes.lock().unwrap();
+    volumes
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| no_such_volume(&name))
+}
+
+async fn volume_delete(
+    State(state): State<DryRunState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
+    match state.volumes.lock().unwrap().remove(&name) {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(no_such_volume(&name)),
+    }
+}
+
+async fn volume_prune(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
+    let filters = parse_filters(query.get("filters"))?;
+    let mut volumes = state.volumes.lock().unwrap();
+    let deleted: Vec<String> = volumes
+        .iter()
+        .filter(|(_, v)| volume_matches(v, &filters))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &deleted {
+        volumes.remove(name);
+    }
+    Ok(Json(
+        json!({"VolumesDeleted": deleted, "SpaceReclaimed": 0}),
+    ))
 }
 
 /// Serves the dry-run router on the configured TCP address (and unix socket) until a signal.
