@@ -399,6 +399,14 @@ impl std::fmt::Display for Lookup {
     }
 }
 
+/// Docker Hub's other host names, as image references and `docker login` spell them.
+fn canonical_registry(host: &str) -> &str {
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    }
+}
+
 /// A registry served from another base URL (`docker.io=http://127.0.0.1:5000`).
 #[derive(Debug, Clone, PartialEq)]
 struct Mirror {
@@ -416,9 +424,8 @@ impl Mirror {
         let base = base.trim().trim_end_matches('/');
         Url::parse(base).map_err(|_| bad("the URL must start with http:// or https://"))?;
         let registry = match registry.trim() {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io",
             "" => return Err(bad("no registry before `=`")),
-            other => other,
+            other => canonical_registry(other),
         };
         Ok(Mirror {
             registry: registry.to_owned(),
@@ -637,8 +644,8 @@ impl RegistryClient {
             .next()
             .unwrap_or_default();
         let registry = match host {
-            "" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
-            other => other,
+            "" => "docker.io",
+            other => canonical_registry(other),
         };
         let url = Url::parse(&format!("{}/v2/", access.base(registry)))?;
         if !access.allows(&url) {
