@@ -528,25 +528,29 @@ async fn set_finalizers(
 }
 
 async fn delete_session(sessions: &Api<BridgeSession>, name: &str) -> Result<Action> {
-    call(
-        &format!("delete session {name}"),
-        sessions.delete(name, &DeleteParams::background()),
-        |source| Error::DeleteFailed {
-            kind: "BridgeSession".into(),
-            name: name.to_string(),
-            source: Box::new(source),
-        },
-    )
-    .await
-    .map(drop)
-    .or_else(ignore_not_found)?;
+    delete(sessions, name, "BridgeSession", name).await?;
     Ok(Action::await_change())
 }
 
-fn ignore_not_found<T: Default>(error: Error) -> Result<T> {
-    match &error {
-        Error::DeleteFailed { source, .. } if is_not_found(source) => Ok(T::default()),
-        _ => Err(error),
+/// Deletes `name` in the background; already gone is success. `shown` names it in messages
+/// (with its namespace where it has one).
+async fn delete<K>(api: &Api<K>, name: &str, kind: &str, shown: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let deleted = call(
+        &format!("delete {kind} {shown}"),
+        api.delete(name, &DeleteParams::background()),
+        |source| Error::DeleteFailed {
+            kind: kind.into(),
+            name: shown.to_string(),
+            source: Box::new(source),
+        },
+    )
+    .await;
+    match deleted {
+        Err(Error::DeleteFailed { source, .. }) if is_not_found(&source) => Ok(()),
+        other => other.map(drop),
     }
 }
 
@@ -579,36 +583,15 @@ async fn cleanup(session: &BridgeSession, context: &Context) -> Result<Action> {
         let secret_namespace = objects::kubeconfig_secret_namespace(session, namespace);
         let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &secret_namespace);
         let secret_name = objects::kubeconfig_secret_name(&name);
-        call(
-            &format!("delete secret {secret_namespace}/{secret_name}"),
-            secrets.delete(&secret_name, &DeleteParams::background()),
-            |source| Error::DeleteFailed {
-                kind: "Secret".into(),
-                name: format!("{secret_namespace}/{secret_name}"),
-                source: Box::new(source),
-            },
-        )
-        .await
-        .map(drop)
-        .or_else(ignore_not_found)?;
+        let shown = format!("{secret_namespace}/{secret_name}");
+        delete(&secrets, &secret_name, "Secret", &shown).await?;
 
         let namespaces: Api<Namespace> = Api::all(context.client.clone());
         if let Some(existing) = get_opt(&namespaces, namespace).await? {
             if existing.labels().get(labels::SESSION) == Some(&name) {
                 if existing.metadata.deletion_timestamp.is_none() {
                     info!(session = %name, %namespace, "Deleting namespace");
-                    call(
-                        &format!("delete namespace {namespace}"),
-                        namespaces.delete(namespace, &DeleteParams::background()),
-                        |source| Error::DeleteFailed {
-                            kind: "Namespace".into(),
-                            name: namespace.clone(),
-                            source: Box::new(source),
-                        },
-                    )
-                    .await
-                    .map(drop)
-                    .or_else(ignore_not_found)?;
+                    delete(&namespaces, namespace, "Namespace", namespace).await?;
                 }
                 // The namespace watch wakes us when it is gone; the requeue is a backstop.
                 return Ok(Action::requeue(Duration::from_secs(5)));

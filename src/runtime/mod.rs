@@ -448,14 +448,6 @@ impl Runtime {
             .collect()
     }
 
-    /// Volumes this instance created, name → name.
-    pub fn volume_names(&self) -> HashMap<String, String> {
-        self.volumes()
-            .into_iter()
-            .filter_map(|v| v["Name"].as_str().map(|n| (n.to_owned(), n.to_owned())))
-            .collect()
-    }
-
     /// Registers an attach stream so auto-remove waits for its output to drain.
     pub fn attach_guard(self: &Arc<Self>, id: &str) -> AttachGuard {
         *self

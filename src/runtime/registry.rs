@@ -518,12 +518,6 @@ impl RegistryAccess {
     }
 }
 
-impl Default for RegistryAccess {
-    fn default() -> Self {
-        RegistryAccess::new(Lookup::default(), &[], &[]).expect("no CA files to read")
-    }
-}
-
 /// Reads image configs from registries and remembers them.
 pub struct RegistryClient {
     cache: Mutex<Cache>,
@@ -1079,7 +1073,7 @@ mod tests {
         ] {
             assert_eq!(loopback.allows(&Url::parse(url).unwrap()), allowed, "{url}");
         }
-        let all = RegistryAccess::default();
+        let all = RegistryAccess::new(Lookup::All, &[], &[]).unwrap();
         assert!(all.allows(&Url::parse("https://registry-1.docker.io/v2/").unwrap()));
         let off = RegistryAccess::new(Lookup::Off, &[], &[]).unwrap();
         assert!(!off.allows(&Url::parse("http://127.0.0.1:5000/v2/").unwrap()));
@@ -1101,7 +1095,7 @@ mod tests {
         assert_eq!(access.base("quay.io"), "https://quay.io");
         assert_eq!(access.base("localhost:5000"), "http://localhost:5000");
         assert_eq!(access.base("127.0.0.1:5443"), "http://127.0.0.1:5443");
-        let plain = RegistryAccess::default();
+        let plain = RegistryAccess::new(Lookup::All, &[], &[]).unwrap();
         assert_eq!(plain.base("docker.io"), "https://registry-1.docker.io");
         for bad in ["docker.io", "=http://x", "docker.io=mirror.example"] {
             let error = RegistryAccess::new(Lookup::All, &[bad.into()], &[])

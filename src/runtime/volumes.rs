@@ -5,7 +5,7 @@
 //! Either way Docker's rules hold: creating an existing volume returns it, and a volume that a
 //! container (running or not) mounts cannot be removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,25 @@ impl Runtime {
                 .cmp(&(b["CreatedAt"].as_str(), b["Name"].as_str()))
         });
         volumes
+    }
+
+    /// Names of this instance's volumes, name → name (the events diff keys objects by id and
+    /// volumes have none): read straight from the stores, as this runs on every watch change.
+    pub fn volume_names(&self) -> HashMap<String, String> {
+        let names: Vec<String> = if self.uses_claims() {
+            self.claims
+                .state()
+                .iter()
+                .filter(|claim| super::has_role(&claim.metadata, labels::ROLE_VOLUME))
+                .filter_map(|claim| docker_volume_name(claim))
+                .collect()
+        } else {
+            self.stored_objects(labels::ROLE_VOLUME)
+                .iter()
+                .filter_map(|volume| volume["Name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        names.into_iter().map(|n| (n.clone(), n)).collect()
     }
 
     /// A volume by its (exact) name, Docker's only handle on a volume.

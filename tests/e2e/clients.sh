@@ -16,6 +16,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/offline.sh
 . "$ROOT/tests/e2e/offline.sh"
+# shellcheck source=tests/e2e/checks.sh
+. "$ROOT/tests/e2e/checks.sh"
 CLUSTER=$ROOT/tests/cluster
 HERE=$ROOT/tests/e2e
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -92,26 +94,6 @@ for _ in $(seq 100); do
 done
 
 kc() { KUBECONFIG=$KUBECONFIG_NS kubectl -n "$NS" "$@"; }
-check() {
-  local name=$1; shift
-  if [ -n "${E2E_ONLY:-}" ] && ! [[ $name =~ $E2E_ONLY ]]; then return; fi
-  local out=$WORK/check.out
-  if "$@" >"$out" 2>&1; then
-    PASSED=$((PASSED + 1)); printf 'ok   %s\n' "$name"
-  else
-    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL %s\n' "$name"; sed 's/^/     | /' "$out" | tail -15
-  fi
-}
-expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
-# wait_gone SECONDS COMMAND...: until the command prints nothing
-wait_gone() {
-  local deadline=$((SECONDS + $1)) out; shift
-  while :; do
-    out=$("$@" 2>&1); [ -z "$out" ] && return 0
-    [ "$SECONDS" -ge "$deadline" ] && { echo "still there: $out"; return 1; }
-    sleep 1
-  done
-}
 cluster_objects() { kc get pods,services,configmaps,persistentvolumeclaims -l podbridge.io/instance=e2e-clients -o name; }
 non_ryuk_objects() { cluster_objects | grep -v testcontainers-ryuk; }
 
@@ -211,6 +193,4 @@ check "testcontainers-node (redis, logs wait, mapped port, Ryuk)" t_tc_node
 check "testcontainers-python DockerCompose" t_tc_python_compose
 check "testcontainers-node DockerComposeEnvironment" t_tc_node_compose
 
-if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; log "podbridge log tail:"; tail -20 "$WORK/podbridge.log" >&2; fi
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish "$WORK/podbridge.log"

@@ -12,6 +12,9 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/offline.sh
 . "$ROOT/tests/e2e/offline.sh"
+# shellcheck source=tests/e2e/checks.sh
+. "$ROOT/tests/e2e/checks.sh"
+CHECK_TAIL=25
 CLUSTER=$ROOT/tests/cluster
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d)
@@ -41,7 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ping_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "127.0.0.1:$1/_ping"; }
 # wait_ping PORT [TENTHS]: until /_ping answers 200
 wait_ping() {
@@ -69,20 +71,9 @@ count() {
     -l "$2" -o name 2>/dev/null | wc -l
 }
 
-check() {
-  local name=$1; shift
-  if [ -n "${E2E_ONLY:-}" ] && ! [[ $name =~ $E2E_ONLY ]]; then return; fi
-  local out=$WORK/check.out
-  if "$@" >"$out" 2>&1; then
-    PASSED=$((PASSED + 1)); printf 'ok   %s\n' "$name"
-  else
-    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL %s\n' "$name"; sed 's/^/     | /' "$out" | tail -25
-  fi
-}
 
 # logged NAME PATTERN: the log of NAME (colours stripped) matches PATTERN
 logged() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/$1.log" | grep -Eq "$2"; }
-expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
 
 cluster_up() {
   curl -sf -m 3 127.0.0.1:${PODBRIDGE_READY_PORT:-2476}/kubernetes-ready >/dev/null ||
@@ -283,6 +274,4 @@ check "namespace lock: second instance serves only after the first" t_lock
 check "bad input and a cluster cut mid-request get Docker errors; serving goes on" t_bad_input
 check "two instances in one namespace: own containers, an alias is not hijacked" t_two_instances
 
-if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; fi
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish

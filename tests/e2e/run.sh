@@ -12,6 +12,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/offline.sh
 . "$ROOT/tests/e2e/offline.sh"
+# shellcheck source=tests/e2e/checks.sh
+. "$ROOT/tests/e2e/checks.sh"
 CLUSTER=$ROOT/tests/cluster
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 VENV=${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}
@@ -58,31 +60,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 kc() { KUBECONFIG=$KUBECONFIG_NS kubectl -n "$NS" "$@"; }
 
-# check NAME COMMAND...: runs the command (a shell function), records pass/fail.
-check() {
-  local name=$1; shift
-  if [ -n "${E2E_ONLY:-}" ] && ! [[ $name =~ $E2E_ONLY ]]; then return; fi
-  local out=$WORK/check.out
-  if "$@" >"$out" 2>&1; then
-    PASSED=$((PASSED + 1)); printf 'ok   %s\n' "$name"
-  else
-    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL %s\n' "$name"; sed 's/^/     | /' "$out" | tail -15
-  fi
-}
 
-expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
-# wait_gone SECONDS COMMAND...: until the command prints nothing
-wait_gone() {
-  local deadline=$((SECONDS + $1)) out; shift
-  while :; do
-    out=$("$@" 2>&1); [ -z "$out" ] && return 0
-    [ "$SECONDS" -ge "$deadline" ] && { echo "still there: $out"; return 1; }
-    sleep 0.5
-  done
-}
 volume_claims() { kc get pvc -l podbridge.io/instance=e2e,podbridge.io/role=volume -o name; }
 
 t_ping() {
@@ -497,6 +477,4 @@ check "volume: implicit create, labels and options on the claim, prune" t_volume
 check "volume: a claim that cannot bind fails start with the reason" t_volume_unbound_start_fails
 check "cleanup on exit (volume claims too)" t_cleanup_on_exit
 
-if [ "$FAILED" -gt 0 ]; then log "failed: ${FAILURES[*]}"; log "podbridge log tail:"; tail -20 "$WORK/podbridge.log" >&2; fi
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+finish "$WORK/podbridge.log"

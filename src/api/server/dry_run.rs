@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -178,18 +178,7 @@ async fn unsupported(request: Request) -> ApiError {
 }
 
 async fn ping() -> Response {
-    let mut response = "OK".into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
-    );
-    headers.insert("Swarm", HeaderValue::from_static("inactive"));
-    response
+    super::system::ping_response(true, "OK")
 }
 
 async fn info(State(state): State<DryRunState>) -> Json<Value> {
@@ -662,19 +651,6 @@ async fn network_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `label` and `name` filters of the volume list.
-fn volume_matches(volume: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
-    filters.iter().all(|(key, wanted)| match key.as_str() {
-        "label" => labels_match(volume["Labels"].as_object().unwrap_or(&Map::new()), wanted),
-        "name" => wanted.iter().any(|w| {
-            volume["Name"]
-                .as_str()
-                .is_some_and(|n| n.contains(w.as_str()))
-        }),
-        _ => true,
-    })
-}
-
 async fn volume_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
     let volumes: Vec<Value> = state
@@ -682,7 +658,7 @@ async fn volume_list(State(state): State<DryRunState>, query: Query) -> Result<J
         .lock()
         .unwrap()
         .values()
-        .filter(|v| volume_matches(v, &filters))
+        .filter(|v| super::volumes::volume_matches(v, false, &filters))
         .cloned()
         .collect();
     Ok(Json(json!({"Volumes": volumes, "Warnings": []})))
@@ -739,7 +715,7 @@ async fn volume_prune(State(state): State<DryRunState>, query: Query) -> Result<
     let mut volumes = state.volumes.lock().unwrap();
     let deleted: Vec<String> = volumes
         .iter()
-        .filter(|(_, v)| volume_matches(v, &filters))
+        .filter(|(_, v)| super::volumes::volume_matches(v, false, &filters))
         .map(|(name, _)| name.clone())
         .collect();
     for name in &deleted {

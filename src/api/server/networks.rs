@@ -190,6 +190,20 @@ pub async fn network_prune(State(state): State<AppState>, query: Query) -> Resul
     Ok(Json(json!({"NetworksDeleted": deleted})))
 }
 
+/// The network (and its name) and the container a connect or disconnect body names.
+fn endpoint_target(
+    state: &AppState,
+    network: &str,
+    body: &Value,
+) -> Result<(Value, String, crate::runtime::ContainerView)> {
+    let network = find_network(state, network)?;
+    let name = network["Name"].as_str().unwrap_or_default().to_string();
+    let view = state
+        .runtime
+        .find(body["Container"].as_str().unwrap_or_default())?;
+    Ok((network, name, view))
+}
+
 /// Connect/disconnect: the endpoint is written into the stored create request and the container
 /// translated again, so its alias Services follow (at once if it runs, else at start).
 pub async fn network_connect(
@@ -197,11 +211,7 @@ pub async fn network_connect(
     Path(id): Path<String>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    let network = find_network(&state, &id)?;
-    let name = network["Name"].as_str().unwrap_or_default().to_string();
-    let view = state
-        .runtime
-        .find(body["Container"].as_str().unwrap_or_default())?;
+    let (network, name, view) = endpoint_target(&state, &id, &body)?;
     let mut request = view.request.clone();
     let endpoint = if body["EndpointConfig"].is_object() {
         body["EndpointConfig"].clone()
@@ -248,12 +258,8 @@ pub async fn network_disconnect(
     Path(id): Path<String>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    let network = find_network(&state, &id)?;
-    let name = network["Name"].as_str().unwrap_or_default().to_string();
+    let (network, name, view) = endpoint_target(&state, &id, &body)?;
     let network_id = network["Id"].as_str().unwrap_or_default().to_string();
-    let view = state
-        .runtime
-        .find(body["Container"].as_str().unwrap_or_default())?;
     let mut request = view.request.clone();
     let mut changed = false;
     if let Some(endpoints) = request["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {

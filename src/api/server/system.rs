@@ -14,8 +14,9 @@ use super::{AppState, API_VERSION, ENGINE_VERSION, MIN_API_VERSION};
 use crate::api::error::{ApiError, Result};
 use crate::runtime::registry::{Credentials, RegistryError};
 
-fn ping_response(state: &AppState, body: &'static str) -> Response {
-    let ready = state.runtime.is_ready();
+/// `_ping` as Docker answers it, with the headers Go clients read; 503 without a body until
+/// `ready` (the dry-run server is always ready).
+pub(super) fn ping_response(ready: bool, body: &'static str) -> Response {
     let status = if ready {
         StatusCode::OK
     } else {
@@ -39,11 +40,11 @@ fn ping_response(state: &AppState, body: &'static str) -> Response {
 
 /// `GET /_ping`: `OK` once the watch caches are synced, 503 before.
 pub async fn ping(State(state): State<AppState>) -> Response {
-    ping_response(&state, "OK")
+    ping_response(state.runtime.is_ready(), "OK")
 }
 
 pub async fn ping_head(State(state): State<AppState>) -> Response {
-    ping_response(&state, "")
+    ping_response(state.runtime.is_ready(), "")
 }
 
 pub(super) fn arch() -> &'static str {

@@ -16,7 +16,12 @@ use crate::render::VolumeRequest;
 /// Label Docker puts on anonymous volumes; plain `volume prune` removes only those.
 const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
 
-fn volume_matches(volume: &Value, in_use: bool, filters: &HashMap<String, Vec<String>>) -> bool {
+/// Docker's volume filters; the dry-run server uses them too (nothing is in use there).
+pub(super) fn volume_matches(
+    volume: &Value,
+    in_use: bool,
+    filters: &HashMap<String, Vec<String>>,
+) -> bool {
     filters.iter().all(|(key, values)| {
         values.is_empty()
             || match key.as_str() {

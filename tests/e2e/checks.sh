@@ -1,0 +1,42 @@
+# The check runner and helpers of run.sh, clients.sh and lifecycle.sh (sourced). The caller sets
+# WORK, PASSED=0, FAILED=0, FAILURES=() and may set CHECK_TAIL (lines of a failure's output
+# shown, default 15).
+
+# check NAME COMMAND...: runs the command (a shell function), records pass/fail. E2E_ONLY is a
+# regex: only matching checks run.
+check() {
+  local name=$1; shift
+  if [ -n "${E2E_ONLY:-}" ] && ! [[ $name =~ $E2E_ONLY ]]; then return; fi
+  local out=$WORK/check.out
+  if "$@" >"$out" 2>&1; then
+    PASSED=$((PASSED + 1)); printf 'ok   %s\n' "$name"
+  else
+    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL %s\n' "$name"
+    sed 's/^/     | /' "$out" | tail -"${CHECK_TAIL:-15}"
+  fi
+}
+
+# finish [LOG]: the closing line "N passed, M failed" (after LOG's tail when something failed);
+# the exit status says whether all passed.
+finish() {
+  if [ "$FAILED" -gt 0 ]; then
+    log "failed: ${FAILURES[*]}"
+    if [ -n "${1:-}" ]; then log "podbridge log tail:"; tail -20 "$1" >&2; fi
+  fi
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" = 0 ]
+}
+
+expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
+
+# wait_gone SECONDS COMMAND...: until the command prints nothing
+wait_gone() {
+  local deadline=$((SECONDS + $1)) out; shift
+  while :; do
+    out=$("$@" 2>&1); [ -z "$out" ] && return 0
+    [ "$SECONDS" -ge "$deadline" ] && { echo "still there: $out"; return 1; }
+    sleep 0.5
+  done
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
