@@ -60,6 +60,11 @@ stage "$failed_stage"
 tests/e2e/run.sh
 done_stage
 
+failed_stage="hostile job: the policy boundary (baseline and restricted)"
+stage "$failed_stage"
+tests/e2e/attacks.sh
+done_stage
+
 failed_stage="compose, testcontainers-python/-node and Ryuk"
 stage "$failed_stage"
 tests/e2e/clients.sh

@@ -92,8 +92,12 @@ run_policy() {
   KCFG=$("$CLUSTER/namespace.sh" "$NS" 2>/dev/null | tail -1)
   NAMESPACES+=("$NS")
   [ -f "$KCFG" ] || { check "$POLICY: namespace" false; return; }
-  local policies=()
-  [ "$POLICY" = restricted ] && policies=(--policies "$ROOT/policies/baseline" --policies "$ROOT/policies/restricted")
+  # The policies are copies, so a case can change them while podbridge runs (hot reload).
+  POLICY_DIR=$WORK/policies-$POLICY
+  mkdir -p "$POLICY_DIR"
+  cp "$ROOT"/policies/baseline/*.yaml "$POLICY_DIR/"
+  [ "$POLICY" = restricted ] && cp "$ROOT"/policies/restricted/*.yaml "$POLICY_DIR/"
+  local policies=(--policies "$POLICY_DIR" --rules-dir "$ROOT/rules")
   PORT=$(free_port)
   KUBECONFIG=$KCFG PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_READINESS_LISTEN=127.0.0.1:$(free_port) NO_COLOR=1 \
     PODBRIDGE_LOG=info,kube=warn PODBRIDGE_CLEANUP_ON_EXIT=true \

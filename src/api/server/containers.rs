@@ -497,7 +497,22 @@ pub(super) fn translate_stored(
         },
         start,
     };
-    Ok(state.translator.translate(&create)?)
+    state.translator.translate(&create).map_err(|error| {
+        match error {
+            crate::translate::TranslateError::Denied { message, results } => {
+                crate::translate::TranslateError::Denied {
+                    message: message.replacen(
+                        "container create blocked",
+                        "container start blocked",
+                        1,
+                    ),
+                    results,
+                }
+            }
+            other => other,
+        }
+        .into()
+    })
 }
 
 fn start_objects(

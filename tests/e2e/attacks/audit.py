@@ -59,7 +59,7 @@ def audit_pod(pod, policy, out):
         else:
             if added - BASELINE_CAPS:
                 out.append(f"{where}: adds {sorted(added - BASELINE_CAPS)}")
-            if not dropped and not added:
+            if not dropped & {"NET_RAW", "ALL"}:
                 out.append(f"{where}: keeps NET_RAW")
         resources = c.get("resources") or {}
         if not (resources.get("limits") or {}).get("memory"):
