@@ -91,3 +91,9 @@ pub const ANNOTATION_ARCHIVE_PATH: &str = "podbridge.io/archive-path";
 /// [`ROLE`] of an instance's liveness Lease (`podbridge-instance-<id>`), renewed while it serves;
 /// the reaper removes the objects of instances whose Lease went quiet.
 pub const ROLE_HEARTBEAT: &str = "heartbeat";
+
+/// Override label a volume's `size` driver option becomes in the policy chain: a policy rule of
+/// kind PersistentVolumeClaim declares it, with bounds, to let clients size their volumes.
+pub const VOLUME_SIZE_LABEL: &str = "podbridge.io/volume-size";
+/// Override label a volume's `storageclass` driver option becomes in the policy chain.
+pub const VOLUME_STORAGE_CLASS_LABEL: &str = "podbridge.io/storage-class";

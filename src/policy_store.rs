@@ -63,6 +63,10 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
         include_str!("../policies/baseline/50-mounts.yaml"),
     ),
     (
+        "policies/baseline/65-volume-claims.yaml",
+        include_str!("../policies/baseline/65-volume-claims.yaml"),
+    ),
+    (
         "policies/baseline/90-pod-security.yaml",
         include_str!("../policies/baseline/90-pod-security.yaml"),
     ),

@@ -80,6 +80,11 @@ impl TranslateError {
             TranslateError::Decode(error) => error.status(),
             TranslateError::OverrideRefused { .. } => 400,
             TranslateError::Denied { .. } => 403,
+            // A volume option the policy passed but Kubernetes cannot take is the client's.
+            TranslateError::Render {
+                source: RenderError::InvalidVolumeOption { .. },
+                ..
+            } => 400,
             TranslateError::PolicyFailed { .. } | TranslateError::Render { .. } => 500,
         }
     }
@@ -140,6 +145,7 @@ impl Translator {
             &policies,
             rules::Input {
                 pod,
+                kind: rules::ObjectKind::Pod,
                 request: rules::RequestBody::new(&decoded.request),
                 image: image_json.as_ref(),
                 subject: Subject {
@@ -190,6 +196,71 @@ impl Translator {
             warnings,
             results: evaluation.results,
             named_volumes,
+        })
+    }
+}
+
+/// A Docker named volume's claim, shaped and checked by the policy chain.
+#[derive(Debug, Clone)]
+pub struct VolumeTranslation {
+    pub claim: k8s_openapi::api::core::v1::PersistentVolumeClaim,
+    pub results: Vec<RuleResult>,
+    pub warnings: Vec<String>,
+}
+
+impl Translator {
+    /// Runs the rules of kind PersistentVolumeClaim on the volume's claim. The client's `size`
+    /// and `storageclass` options reach the chain only as override labels
+    /// (`podbridge.io/volume-size`, `podbridge.io/storage-class`): honoured where a rule declares
+    /// them, within its bounds, refused (400) otherwise.
+    pub fn translate_volume(
+        &self,
+        request: &render::VolumeRequest<'_>,
+    ) -> Result<VolumeTranslation, TranslateError> {
+        let document = render::volume_claim_document(request, &self.context);
+        let labels = render::option_labels(request);
+        let docker = serde_json::json!({
+            "Name": request.name,
+            "Driver": request.driver,
+            "Labels": request.labels,
+            "DriverOpts": request.options,
+        });
+        let policies = self.policies.load();
+        let evaluation = rules::evaluate(
+            &policies,
+            rules::Input {
+                pod: document,
+                kind: rules::ObjectKind::PersistentVolumeClaim,
+                request: rules::RequestBody::new(&docker),
+                image: None,
+                subject: Subject {
+                    image: "",
+                    name: Some(request.name),
+                    labels: &labels,
+                    project: self.context.project.as_deref(),
+                },
+                today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
+            },
+        );
+        if let Some(error) = refusal(&evaluation.problems, &evaluation.results) {
+            return Err(match error {
+                TranslateError::Denied { message, results } => TranslateError::Denied {
+                    message: message.replacen("container create", "volume create", 1),
+                    results,
+                },
+                other => other,
+            });
+        }
+        let claim = render::volume_claim_object(evaluation.pod, request, &self.context).map_err(
+            |source| TranslateError::Render {
+                source,
+                results: evaluation.results.clone(),
+            },
+        )?;
+        Ok(VolumeTranslation {
+            claim,
+            results: evaluation.results,
+            warnings: evaluation.warnings,
         })
     }
 }
@@ -372,5 +443,104 @@ mod tests {
             .translate(&request(clean, StartInputs::default()))
             .expect_err("denied");
         assert_eq!(error.status(), 403, "{error}");
+    }
+
+    fn volume<'a>(
+        options: &'a std::collections::BTreeMap<String, String>,
+        labels: &'a std::collections::BTreeMap<String, String>,
+    ) -> render::VolumeRequest<'a> {
+        render::VolumeRequest {
+            name: "data",
+            driver: "local",
+            labels,
+            options,
+            created: "2026-01-01T00:00:00Z",
+        }
+    }
+
+    /// Named-volume claims pass through the chain: the client's size only within the policy's
+    /// bounds, its storage class only where a rule offers it.
+    #[test]
+    fn volume_claims_are_shaped_by_the_policy() {
+        use std::collections::BTreeMap;
+        let baseline = translator(&["policies/baseline"]);
+        let none = BTreeMap::new();
+        let options = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let storage = |claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim| {
+            claim
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0
+                .clone()
+        };
+        let default = baseline.translate_volume(&volume(&none, &none)).unwrap();
+        assert_eq!(storage(&default.claim), "1Gi");
+        let sized = options(&[("size", "5Gi")]);
+        let claim = baseline
+            .translate_volume(&volume(&sized, &none))
+            .unwrap()
+            .claim;
+        assert_eq!(storage(&claim), "5Gi");
+        assert_eq!(
+            claim.metadata.labels.as_ref().unwrap()[labels::INSTANCE],
+            "t"
+        );
+        for (pairs, needle) in [
+            (&[("size", "900Ti")][..], "podbridge.io/volume-size"),
+            (
+                &[("size", "99999999999999999999Ei")][..],
+                "podbridge.io/volume-size",
+            ),
+            (
+                &[("storageclass", "premium")][..],
+                "podbridge.io/storage-class",
+            ),
+        ] {
+            let options = options(pairs);
+            let error = baseline
+                .translate_volume(&volume(&options, &none))
+                .expect_err("refused");
+            assert_eq!(error.status(), 400, "{error}");
+            assert!(error.to_string().contains(needle), "{error}");
+        }
+        // a client label cannot pose as the option either
+        let spoof = options(&[(labels::VOLUME_STORAGE_CLASS_LABEL, "premium")]);
+        assert_eq!(
+            baseline
+                .translate_volume(&volume(&none, &spoof))
+                .expect_err("refused")
+                .status(),
+            400
+        );
+        let offered = translator(&["policies/baseline", "tests/e2e/policies"]);
+        let class = options(&[("storageclass", "podbridge-local")]);
+        let claim = offered
+            .translate_volume(&volume(&class, &none))
+            .unwrap()
+            .claim;
+        assert_eq!(
+            claim.spec.unwrap().storage_class_name.as_deref(),
+            Some("podbridge-local")
+        );
+        let other = options(&[("storageclass", "premium")]);
+        assert_eq!(
+            offered
+                .translate_volume(&volume(&other, &none))
+                .expect_err("not offered")
+                .status(),
+            400
+        );
     }
 }

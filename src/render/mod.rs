@@ -22,7 +22,10 @@ pub use pod::{
     pod_document, warnings, ARCHIVE_DATA_KEY, ARCHIVE_INIT_CONTAINER, BIND_MOUNT_ROOT,
     INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER, SYNC_MOUNT_PATH, SYNC_VOLUME,
 };
-pub use volume::{volume_claim, VolumeRequest, DRIVER_OPT_SIZE, DRIVER_OPT_STORAGE_CLASS};
+pub use volume::{
+    option_labels, volume_claim_document, volume_claim_object, VolumeRequest, DRIVER_OPT_SIZE,
+    DRIVER_OPT_STORAGE_CLASS,
+};
 
 /// Per-instance settings that shape every rendered object.
 #[derive(Debug, Clone, Default, PartialEq)]

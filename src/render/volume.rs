@@ -1,17 +1,14 @@
 //! The PersistentVolumeClaim that backs a Docker named volume (`named_volumes = "claim"`).
 //!
-//! A claim is rendered from the volume's Docker fields alone, once, when the volume is created
-//! (explicitly or by a container that mounts it): pods refer to it by its deterministic name, so
-//! containers created later share it, and it outlives them until `docker volume rm`.
+//! A claim is rendered once, when the volume is created (explicitly or by a container that
+//! mounts it), and shaped by the policy chain like a pod (rules with `kinds:
+//! [PersistentVolumeClaim]`): pods refer to it by its deterministic name, so containers created
+//! later share it, and it outlives them until `docker volume rm`.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::json;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use serde_json::{json, Value};
 
 use super::names::{is_copyable_label, label_value, volume_claim_name};
 use super::{RenderContext, RenderError, Result};
@@ -35,36 +32,51 @@ pub struct VolumeRequest<'a> {
     pub created: &'a str,
 }
 
-/// The claim for `request`: podbridge's identity labels (so cleanup and the reaper find it), the
-/// Docker labels that are valid Kubernetes labels, and the whole Docker volume (name, driver,
-/// labels, options, creation time) in the `podbridge.io/object` annotation, which `volume ls` and
-/// `inspect` answer from.
-pub fn volume_claim(request: &VolumeRequest, ctx: &RenderContext) -> Result<PersistentVolumeClaim> {
+/// The claim document the policy chain shapes for `request`: podbridge's configured size,
+/// access mode and StorageClass. The client's driver options (`size`, `storageclass`) are not
+/// written here: they reach the chain as override labels ([`option_labels`]), so only a policy
+/// rule that declares them, within its bounds, lets a client pick storage.
+pub fn volume_claim_document(request: &VolumeRequest, ctx: &RenderContext) -> Value {
     let settings = &ctx.volumes;
-    let option = |key: &str| request.options.get(key).filter(|value| !value.is_empty());
-    let size = option(DRIVER_OPT_SIZE).unwrap_or(&settings.size);
-    crate::rules::quantity::Quantity::parse(size)
-        .ok()
-        .filter(|quantity| *quantity > crate::rules::quantity::Quantity::from_integer(0))
-        .ok_or_else(|| RenderError::InvalidVolumeOption {
-            volume: request.name.to_owned(),
-            option: DRIVER_OPT_SIZE.to_owned(),
-            value: size.clone(),
-            message: "must be a positive Kubernetes quantity such as 512Mi or 5Gi".into(),
-        })?;
-    let storage_class = option(DRIVER_OPT_STORAGE_CLASS)
-        .or(settings.storage_class.as_ref())
-        .cloned();
-    if let Some(class) = &storage_class {
-        if !class.split('.').all(super::is_dns1123_label) || class.len() > 253 {
-            return Err(RenderError::InvalidVolumeOption {
-                volume: request.name.to_owned(),
-                option: DRIVER_OPT_STORAGE_CLASS.to_owned(),
-                value: class.clone(),
-                message: "must be the name of a StorageClass (a DNS-1123 subdomain)".into(),
-            });
+    let mut spec = json!({
+        "accessModes": [settings.access_mode.as_str()],
+        "resources": {"requests": {"storage": settings.size}},
+    });
+    if let Some(class) = &settings.storage_class {
+        spec["storageClassName"] = json!(class);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": volume_claim_name(&ctx.instance_id, request.name),
+            "namespace": ctx.namespace,
+            "labels": claim_labels(request, ctx),
+        },
+        "spec": spec,
+    })
+}
+
+/// The driver options a policy may let a client set, as the override labels the chain knows:
+/// `(option, label)`.
+pub const OPTION_LABELS: [(&str, &str); 2] = [
+    (DRIVER_OPT_SIZE, labels::VOLUME_SIZE_LABEL),
+    (DRIVER_OPT_STORAGE_CLASS, labels::VOLUME_STORAGE_CLASS_LABEL),
+];
+
+/// The volume's Docker labels plus its storage options as override labels (see
+/// [`volume_claim_document`]).
+pub fn option_labels(request: &VolumeRequest) -> BTreeMap<String, String> {
+    let mut all = request.labels.clone();
+    for (option, label) in OPTION_LABELS {
+        if let Some(value) = request.options.get(option).filter(|v| !v.is_empty()) {
+            all.insert(label.to_owned(), value.clone());
         }
     }
+    all
+}
+
+fn claim_labels(request: &VolumeRequest, ctx: &RenderContext) -> BTreeMap<String, String> {
     let mut claim_labels: BTreeMap<String, String> = request
         .labels
         .iter()
@@ -80,6 +92,64 @@ pub fn volume_claim(request: &VolumeRequest, ctx: &RenderContext) -> Result<Pers
             claim_labels.insert(labels::PROJECT.into(), project);
         }
     }
+    claim_labels
+}
+
+/// The typed claim from the policy-shaped `document`: podbridge's identity (name, namespace,
+/// labels, the Docker volume in the `podbridge.io/object` annotation, which `volume ls` and
+/// `inspect` answer from) is re-asserted, and the size and class are checked.
+pub fn volume_claim_object(
+    document: Value,
+    request: &VolumeRequest,
+    ctx: &RenderContext,
+) -> Result<PersistentVolumeClaim> {
+    let mut claim: PersistentVolumeClaim =
+        serde_json::from_value(document).map_err(|error| RenderError::DeserializePodFailed {
+            field: "(claim)".into(),
+            message: error.to_string(),
+        })?;
+    let invalid = |option: &str, value: String, message: &str| RenderError::InvalidVolumeOption {
+        volume: request.name.to_owned(),
+        option: option.to_owned(),
+        value,
+        message: message.to_owned(),
+    };
+    let spec = claim.spec.get_or_insert_with(Default::default);
+    let size = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_default();
+    crate::rules::quantity::Quantity::parse(&size)
+        .ok()
+        .filter(|quantity| *quantity > crate::rules::quantity::Quantity::from_integer(0))
+        .ok_or_else(|| {
+            invalid(
+                DRIVER_OPT_SIZE,
+                size.clone(),
+                "must be a positive Kubernetes quantity such as 512Mi or 5Gi",
+            )
+        })?;
+    if let Some(class) = &spec.storage_class_name {
+        if !class.split('.').all(super::is_dns1123_label) || class.len() > 253 {
+            return Err(invalid(
+                DRIVER_OPT_STORAGE_CLASS,
+                class.clone(),
+                "must be the name of a StorageClass (a DNS-1123 subdomain)",
+            ));
+        }
+    }
+    let metadata = &mut claim.metadata;
+    metadata.name = Some(volume_claim_name(&ctx.instance_id, request.name));
+    metadata.namespace = Some(ctx.namespace.clone());
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    for (key, value) in claim_labels(request, ctx) {
+        if key.starts_with("app.kubernetes.io/") || key.starts_with("podbridge.io/") {
+            labels.insert(key, value);
+        }
+    }
     let object = json!({
         "Name": request.name,
         "Driver": request.driver,
@@ -87,37 +157,30 @@ pub fn volume_claim(request: &VolumeRequest, ctx: &RenderContext) -> Result<Pers
         "Options": request.options,
         "CreatedAt": request.created,
     });
-    Ok(PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(volume_claim_name(&ctx.instance_id, request.name)),
-            namespace: Some(ctx.namespace.clone()),
-            labels: Some(claim_labels),
-            annotations: Some(BTreeMap::from([(
-                labels::ANNOTATION_OBJECT.to_owned(),
-                object.to_string(),
-            )])),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec![settings.access_mode.as_str().to_owned()]),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    Quantity(size.clone()),
-                )])),
-                ..Default::default()
-            }),
-            storage_class_name: storage_class,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(labels::ANNOTATION_OBJECT.to_owned(), object.to_string());
+    Ok(claim)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::render::{VolumeAccessMode, VolumeSettings};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    /// The claim as a policy that lets clients set both options would shape it.
+    fn volume_claim(request: &VolumeRequest, ctx: &RenderContext) -> Result<PersistentVolumeClaim> {
+        let mut document = volume_claim_document(request, ctx);
+        if let Some(size) = request.options.get(DRIVER_OPT_SIZE) {
+            document["spec"]["resources"]["requests"]["storage"] = json!(size);
+        }
+        if let Some(class) = request.options.get(DRIVER_OPT_STORAGE_CLASS) {
+            document["spec"]["storageClassName"] = json!(class);
+        }
+        volume_claim_object(document, request, ctx)
+    }
 
     fn request<'a>(
         labels: &'a BTreeMap<String, String>,

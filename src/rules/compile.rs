@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::condition::Preconditions;
 use super::file::{
-    Action, ExceptionDocument, MutateSpec, PodSecurityLevel, PolicyDocument, RuleSpec,
+    Action, ExceptionDocument, MutateSpec, ObjectKind, PodSecurityLevel, PolicyDocument, RuleSpec,
     ValidateSpec, API_VERSION,
 };
 use super::matcher::Selector;
@@ -32,7 +32,8 @@ pub struct PolicySet {
     pub(super) engine: Engine,
     pub(super) limits: Limits,
     /// Every override label some rule declares, to refuse unknown `podbridge.io/` labels.
-    pub(super) declared_labels: BTreeSet<String>,
+    /// Override labels the rules of each kind declare; any other `podbridge.io/` label is refused.
+    pub(super) declared_labels: BTreeMap<ObjectKind, BTreeSet<String>>,
     pub(super) files: Vec<String>,
 }
 
@@ -66,6 +67,7 @@ pub(super) struct Policy {
 
 pub(super) struct Rule {
     pub name: String,
+    pub kinds: Vec<ObjectKind>,
     pub selector: Option<Selector>,
     pub exclude: Option<Selector>,
     pub params: Dynamic,
@@ -201,10 +203,17 @@ pub fn compile(
     for (file, document) in exception_documents {
         exceptions.push(compile_exception(&file, document, &policies)?);
     }
-    let declared_labels = policies
-        .iter()
-        .flat_map(|p| p.rules.iter())
-        .flat_map(|r| r.overrides.iter().map(|o| o.label.clone()))
+    let declared_labels = [ObjectKind::Pod, ObjectKind::PersistentVolumeClaim]
+        .into_iter()
+        .map(|kind| {
+            let labels = policies
+                .iter()
+                .flat_map(|p| p.rules.iter())
+                .filter(|r| r.kinds.contains(&kind))
+                .flat_map(|r| r.overrides.iter().map(|o| o.label.clone()))
+                .collect();
+            (kind, labels)
+        })
         .collect();
     Ok(PolicySet {
         policies,
@@ -307,6 +316,7 @@ fn compile_rule(
         );
     }
     Ok(Rule {
+        kinds: spec.kinds.clone().unwrap_or_else(|| vec![ObjectKind::Pod]),
         selector: spec.match_.as_ref().map(Selector::compile),
         exclude: spec.exclude.as_ref().map(Selector::compile),
         params: script::params_dynamic(spec.params.as_ref()),

@@ -7,7 +7,7 @@ use rhai::Dynamic;
 use serde_json::Value;
 
 use super::compile::{Check, Exception, Mutation, PolicySet, Rule, RuleKind, Validation};
-use super::file::{Action, OverrideType};
+use super::file::{Action, ObjectKind, OverrideType};
 use super::matcher::Subject;
 use super::pointer::{self, Written};
 use super::pss;
@@ -17,7 +17,9 @@ use super::script::{self, Ran};
 
 /// One request as the rules see it.
 pub struct Input<'a> {
+    /// The document: a Pod, or a claim when `kind` says so. Only rules of that kind run.
     pub pod: Value,
+    pub kind: ObjectKind,
     /// The original Docker create body, read-only.
     pub request: RequestBody<'a>,
     /// The image's config (User, Entrypoint, ExposedPorts...) when known.
@@ -99,7 +101,7 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         project: input.subject.project,
         converted: std::cell::OnceCell::new(),
     };
-    refuse_unknown_labels(set, &input.subject, &mut evaluation);
+    refuse_unknown_labels(set, input.kind, &input.subject, &mut evaluation);
 
     let rules: Vec<RuleRef<'_>> = set
         .policies
@@ -111,6 +113,7 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
                 rule,
             })
         })
+        .filter(|r| r.rule.kinds.contains(&input.kind))
         .collect();
     // Three passes over the same order: every mutation, then every rule's override labels,
     // then every validation. Overrides come after all mutations so that no default written by
@@ -240,12 +243,17 @@ fn selection(
     None
 }
 
-fn refuse_unknown_labels(set: &PolicySet, subject: &Subject<'_>, evaluation: &mut Evaluation) {
+fn refuse_unknown_labels(
+    set: &PolicySet,
+    kind: ObjectKind,
+    subject: &Subject<'_>,
+    evaluation: &mut Evaluation,
+) {
+    let empty = std::collections::BTreeSet::new();
+    let declared = set.declared_labels.get(&kind).unwrap_or(&empty);
     for (label, value) in subject.labels {
-        if label.starts_with(crate::labels::OVERRIDE_LABEL_PREFIX)
-            && !set.declared_labels.contains(label)
-        {
-            let known: Vec<&str> = set.declared_labels.iter().map(String::as_str).collect();
+        if label.starts_with(crate::labels::OVERRIDE_LABEL_PREFIX) && !declared.contains(label) {
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
             evaluation.problems.push(Problem::OverrideRefused {
                 policy: String::new(),
                 rule: String::new(),

@@ -40,6 +40,9 @@ pub struct RuleSpec {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// The kinds of object the rule shapes; `[Pod]` when absent.
+    #[serde(default)]
+    pub kinds: Option<Vec<ObjectKind>>,
     #[serde(default, rename = "match")]
     pub match_: Option<SelectorSpec>,
     #[serde(default)]
@@ -58,6 +61,14 @@ pub struct RuleSpec {
 
 /// Conditions on the pod or the request, checked natively (no script) before a rule runs; a
 /// rule whose preconditions do not hold is skipped, as in Kyverno.
+/// The objects the chain evaluates: every pod podbridge applies, and the claim of every Docker
+/// named volume (`named_volumes = "claim"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+pub enum ObjectKind {
+    Pod,
+    PersistentVolumeClaim,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreconditionsSpec {

@@ -18,6 +18,7 @@ pub mod script;
 
 pub use compile::{compile, PolicySet, SharedPolicySet, Source};
 pub use engine::{evaluate, labels_of, Evaluation, Input};
+pub use file::ObjectKind;
 pub use matcher::Subject;
 pub use report::{Change, Outcome, Problem, RuleResult};
 pub use request::RequestBody;

@@ -20,7 +20,7 @@ use tracing::info;
 use super::objects::object_id;
 use super::{Result, Runtime, RuntimeError};
 use crate::labels;
-use crate::render::{self, RenderContext, VolumeRequest};
+use crate::render::VolumeRequest;
 
 /// How long `volume rm` waits for the cluster to confirm a claim is gone (it answers anyway:
 /// a terminating claim is no longer listed).
@@ -160,10 +160,12 @@ impl Runtime {
     /// Docker's volume create: the existing volume if there is one, else a new claim (or
     /// ConfigMap record). Also called for every named volume a container mounts, as Docker
     /// creates those with the container.
+    /// `claim` is the policy-shaped claim (`Translator::translate_volume`), needed only when
+    /// volumes are claims.
     pub async fn create_volume(
         &self,
         request: &VolumeRequest<'_>,
-        ctx: &RenderContext,
+        claim: Option<PersistentVolumeClaim>,
     ) -> Result<Value> {
         if let Ok(existing) = self.find_volume(request.name) {
             return Ok(existing);
@@ -171,8 +173,12 @@ impl Runtime {
         if !self.uses_claims() {
             return self.create_volume_record(request).await;
         }
-        let claim = render::volume_claim(request, ctx)
-            .map_err(|error| RuntimeError::BadRequest(error.to_string()))?;
+        let Some(claim) = claim else {
+            return Err(RuntimeError::BadRequest(format!(
+                "volume {}: no claim was rendered for it",
+                request.name
+            )));
+        };
         let claim_name = claim.metadata.name.clone().unwrap_or_default();
         // A claim of the same name still terminating (just removed, its last pod going) would
         // swallow the create: wait for it to go first.

@@ -41,7 +41,8 @@ export DOCKER_HOST=tcp://127.0.0.1:$PORT
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
 KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_LOG=info,kube=warn PODBRIDGE_CLEANUP_ON_EXIT=false \
-  PODBRIDGE_UNIX_SOCKET=$WORK/docker.sock "$E2E_BIN" serve --namespace "$NS" --instance e2e >"$WORK/podbridge.log" 2>&1 &
+  PODBRIDGE_UNIX_SOCKET=$WORK/docker.sock "$E2E_BIN" serve --namespace "$NS" --instance e2e \
+  --policies "$ROOT/policies/baseline" --policies "$ROOT/tests/e2e/policies" >"$WORK/podbridge.log" 2>&1 &
 PB_PID=$!
 
 cleanup() {
@@ -326,7 +327,7 @@ t_restart_podbridge() {
   # State lives in the cluster: a restarted podbridge still knows its containers.
   docker create --name survivor -l keep=1 busybox sleep 300 >/dev/null || return 1
   kill "$PB_PID"; wait "$PB_PID" 2>/dev/null
-  KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT "$E2E_BIN" serve --namespace "$NS" --instance e2e >>"$WORK/podbridge.log" 2>&1 &
+  KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT "$E2E_BIN" serve --namespace "$NS" --instance e2e --policies "$ROOT/policies/baseline" --policies "$ROOT/tests/e2e/policies" >>"$WORK/podbridge.log" 2>&1 &
   PB_PID=$!
   for _ in $(seq 100); do [ "$(curl -s "127.0.0.1:$PORT/_ping")" = OK ] && break; sleep 0.1; done
   expect_eq "$(docker ps -a --filter label=keep=1 --format '{{.Names}} {{.Status}}')" "survivor Created" &&
@@ -413,7 +414,7 @@ t_cleanup_on_exit() {
   # cleanup_on_exit (the default): stopping podbridge deletes everything of its instance,
   # volume claims included (here one still mounted by a running container).
   kill "$PB_PID"; wait "$PB_PID" 2>/dev/null
-  KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_CLEANUP_ON_EXIT=true "$E2E_BIN" serve --namespace "$NS" --instance e2e >>"$WORK/podbridge.log" 2>&1 &
+  KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_CLEANUP_ON_EXIT=true "$E2E_BIN" serve --namespace "$NS" --instance e2e --policies "$ROOT/policies/baseline" --policies "$ROOT/tests/e2e/policies" >>"$WORK/podbridge.log" 2>&1 &
   PB_PID=$!
   for _ in $(seq 100); do [ "$(curl -s "127.0.0.1:$PORT/_ping")" = OK ] && break; sleep 0.1; done
   docker run -d --name leftover -v kept:/k busybox sleep 300 >/dev/null || return 1

@@ -101,11 +101,22 @@ pub async fn volume_create(
         options: &options,
         created: &created,
     };
-    let volume = state
-        .runtime
-        .create_volume(&request, state.translator.context())
-        .await?;
+    let volume = create_volume(&state, &request).await?;
     Ok((StatusCode::CREATED, Json(volume)))
+}
+
+/// Docker answers an existing volume's create with the volume; a new one's claim is shaped and
+/// checked by the policy chain first (a refused size or class is a 400, a denial a 403).
+async fn create_volume(state: &AppState, request: &VolumeRequest<'_>) -> Result<Value> {
+    if let Ok(existing) = state.runtime.find_volume(request.name) {
+        return Ok(existing);
+    }
+    let claim = if state.runtime.uses_claims() {
+        Some(state.translator.translate_volume(request)?.claim)
+    } else {
+        None
+    };
+    Ok(state.runtime.create_volume(request, claim).await?)
 }
 
 /// Creates the named volumes a new container mounts that do not exist yet, as Docker does.
@@ -120,10 +131,7 @@ pub async fn create_mounted_volumes(state: &AppState, names: &[String]) -> Resul
             options: &none,
             created: &created,
         };
-        state
-            .runtime
-            .create_volume(&request, state.translator.context())
-            .await?;
+        create_volume(state, &request).await?;
     }
     Ok(())
 }
