@@ -15,6 +15,8 @@ pub mod model;
 pub mod operator;
 pub mod policy_store;
 pub mod policy_test;
+#[cfg(test)]
+pub(crate) mod proptest_cases;
 pub mod readiness;
 pub mod render;
 pub mod rules;

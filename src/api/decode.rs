@@ -98,16 +98,18 @@ pub fn decode_create(
     // rules never see a different request (or `null`) than the one decoded.
     let mut request: serde_json::Value = match serde_json::from_slice(body) {
         Ok(request) => request,
-        Err(error) => {
-            // The typed parser names the field where it can; a body it would accept (the fault
-            // sits in a field it skips) is refused all the same.
+        Err(_) => {
+            // Name the field where a parser can: the typed one for a wrong type, the generic
+            // one for a fault in a field the typed parser skips (refused all the same).
             parse_body(body)?;
-            return Err(DecodeError::ParseJsonFailed {
-                field: ".".to_owned(),
-                message: strip_position(&error.to_string()),
-                line: error.line(),
-                column: error.column(),
-            });
+            return Err(parse_generic(body)
+                .err()
+                .unwrap_or(DecodeError::ParseJsonFailed {
+                    field: ".".to_owned(),
+                    message: "not a JSON document".to_owned(),
+                    line: 0,
+                    column: 0,
+                }));
         }
     };
     let merged;
@@ -185,6 +187,23 @@ fn parse_body(body: &[u8]) -> Result<ContainerCreateBody> {
             line: error.line(),
             column: error.column(),
         })?;
+    Ok(parsed)
+}
+
+/// The body as the generic JSON value rules see, or why it is not one.
+fn parse_generic(body: &[u8]) -> Result<serde_json::Value> {
+    let failed = |field: String, error: serde_json::Error| DecodeError::ParseJsonFailed {
+        field,
+        message: strip_position(&error.to_string()),
+        line: error.line(),
+        column: error.column(),
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|error| failed(error.path().to_string(), error.into_inner()))?;
+    deserializer
+        .end()
+        .map_err(|error| failed(".".to_owned(), error))?;
     Ok(parsed)
 }
 
@@ -663,7 +682,10 @@ impl Decoder<'_> {
                     _ => Ok(image.filter(|value| *value > 0)),
                 }
             };
-        let seconds = |nanoseconds: i64| (nanoseconds + 999_999_999) / 1_000_000_000;
+        // Rounded up; `value + 999_999_999` would overflow near i64::MAX.
+        let seconds = |nanoseconds: i64| {
+            nanoseconds / 1_000_000_000 + i64::from(nanoseconds % 1_000_000_000 > 0)
+        };
         let interval = pick(
             "Interval",
             requested.and_then(|health| health.interval),
@@ -1195,8 +1217,9 @@ fn parse_size(text: &str) -> Option<i64> {
         't' => (&lower[..lower.len() - 1], 1 << 40),
         _ => (lower, 1),
     };
-    let value: f64 = number.parse().ok()?;
-    (value >= 0.0).then_some((value * multiplier as f64) as i64)
+    let bytes = number.parse::<f64>().ok()? * multiplier as f64;
+    // `inf`, `nan` and sizes beyond i64 are mistakes, not requests for "as much as possible".
+    (bytes.is_finite() && (0.0..i64::MAX as f64).contains(&bytes)).then_some(bytes as i64)
 }
 
 #[cfg(test)]
@@ -1698,5 +1721,234 @@ mod tests {
         assert_eq!(parse_size("1GB"), Some(1 << 30));
         assert_eq!(parse_size("100"), Some(100));
         assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("inf"), None);
+        assert_eq!(parse_size("1e400"), None);
+        assert_eq!(parse_size("99999999999t"), None);
+    }
+
+    #[test]
+    fn bodies_the_rules_cannot_read_are_refused() {
+        for body in [
+            r#"{"Image":"busybox","X":"\ud800"}"#.as_bytes(),
+            r#"{"Image":"busybox","X":{"Y":["\udc00"]}}"#.as_bytes(),
+            b"{\"Image\":\"busybox\",\"X\":\"\xff\"}",
+        ] {
+            let error = decode_create(body, None, None).expect_err("should fail");
+            assert!(
+                matches!(error, DecodeError::ParseJsonFailed { .. }),
+                "{error}"
+            );
+        }
+        assert!(decode_create(
+            r#"{"Image":"busybox","X":"\ud83d\ude00"}"#.as_bytes(),
+            None,
+            None
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn huge_healthcheck_durations_do_not_overflow() {
+        let decoded = decode(
+            r#"{"Image":"busybox","Healthcheck":{"Test":["CMD","true"],"Interval":9223372036854775807,"Timeout":9223372036854775807}}"#,
+        );
+        let health = decoded.workload.healthcheck.unwrap();
+        assert_eq!(health.interval_seconds, 9_223_372_037);
+        assert_eq!(health.timeout_seconds, 9_223_372_037);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON string contents as hostile clients write them: escapes (lone and paired
+        /// surrogates, NUL), multi-byte characters and raw bytes that are not UTF-8.
+        fn string_body() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                "[a-zA-Z0-9/:.=_-]{0,8}".prop_map(String::into_bytes),
+                prop::sample::select(vec![
+                    "\\ud800",
+                    "\\udbff",
+                    "\\udc00",
+                    "\\ud83d\\ude00",
+                    "\\u0000",
+                    "\\u00e9",
+                    "\\n",
+                    "\\\"",
+                    "\\\\",
+                    "é",
+                    "\u{1F600}",
+                ])
+                .prop_map(|escape| escape.as_bytes().to_vec()),
+                (0x80u8..=0xff).prop_map(|byte| vec![byte]),
+            ];
+            prop::collection::vec(piece, 0..6).prop_map(|pieces| {
+                let mut out = vec![b'"'];
+                out.extend(pieces.concat());
+                out.push(b'"');
+                out
+            })
+        }
+
+        fn json_value() -> impl Strategy<Value = Vec<u8>> {
+            let leaf = prop_oneof![
+                string_body(),
+                any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+                any::<f64>().prop_map(|n| format!("{n:e}").into_bytes()),
+                prop::sample::select(vec!["true", "false", "null", "1e400", "-0"])
+                    .prop_map(|word| word.as_bytes().to_vec()),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(|items| {
+                        let mut out = b"[".to_vec();
+                        out.extend(items.join(&b","[..]));
+                        out.push(b']');
+                        out
+                    }),
+                    prop::collection::vec((string_body(), inner), 0..4).prop_map(|fields| {
+                        let mut out = b"{".to_vec();
+                        let fields: Vec<Vec<u8>> = fields
+                            .into_iter()
+                            .map(|(key, value)| [key, b":".to_vec(), value].concat())
+                            .collect();
+                        out.extend(fields.join(&b","[..]));
+                        out.push(b'}');
+                        out
+                    }),
+                ]
+            })
+        }
+
+        /// A create body: the image, then known and unknown fields with hostile values.
+        fn create_body() -> impl Strategy<Value = Vec<u8>> {
+            let key = prop::sample::select(vec![
+                "Cmd",
+                "Entrypoint",
+                "Env",
+                "Labels",
+                "User",
+                "WorkingDir",
+                "StopSignal",
+                "StopTimeout",
+                "ExposedPorts",
+                "Volumes",
+                "Healthcheck",
+                "HostConfig",
+                "NetworkingConfig",
+                "Hostname",
+                "Tty",
+                "X",
+                "x-unknown",
+                "image",
+            ]);
+            let host_config = prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "Binds",
+                        "Tmpfs",
+                        "PortBindings",
+                        "Memory",
+                        "NanoCpus",
+                        "Privileged",
+                        "CapAdd",
+                        "Mounts",
+                        "RestartPolicy",
+                        "ShmSize",
+                        "Ulimits",
+                        "Sysctls",
+                        "ExtraHosts",
+                        "NetworkMode",
+                        "Unknown",
+                    ]),
+                    json_value(),
+                ),
+                0..4,
+            )
+            .prop_map(|fields| {
+                let fields: Vec<Vec<u8>> = fields
+                    .into_iter()
+                    .map(|(key, value)| [format!("\"{key}\":").into_bytes(), value].concat())
+                    .collect();
+                [b"{".to_vec(), fields.join(&b","[..]), b"}".to_vec()].concat()
+            });
+            let healthcheck = (any::<i64>(), any::<i64>(), any::<i64>()).prop_map(
+                |(interval, timeout, retries)| {
+                    format!(
+                        r#"{{"Test":["CMD","true"],"Interval":{interval},"Timeout":{timeout},"Retries":{retries}}}"#
+                    )
+                    .into_bytes()
+                },
+            );
+            let value = prop_oneof![json_value(), host_config, healthcheck];
+            prop::collection::vec((key, value), 0..5).prop_map(|fields| {
+                let mut out = br#"{"Image":"busybox""#.to_vec();
+                for (key, value) in fields {
+                    out.extend(format!(",\"{key}\":").into_bytes());
+                    out.extend(value);
+                }
+                out.push(b'}');
+                out
+            })
+        }
+
+        /// What an accepted body must satisfy: UTF-8 JSON whose generic reading succeeds and
+        /// is exactly what the rules and the kept request see.
+        fn check_accepted(body: &[u8]) -> Result<(), TestCaseError> {
+            if let Ok(decoded) = decode_create(body, None, None) {
+                prop_assert!(std::str::from_utf8(body).is_ok(), "accepted non-UTF-8 body");
+                let generic = serde_json::from_slice::<serde_json::Value>(body);
+                prop_assert!(
+                    generic.is_ok(),
+                    "accepted a body serde_json::Value refuses: {}",
+                    String::from_utf8_lossy(body)
+                );
+                let generic = generic.unwrap();
+                // the rules read the decoder's own document
+                let request = crate::rules::RequestBody::new(&decoded.request);
+                prop_assert_eq!(request.get(), &generic);
+                prop_assert_eq!(decoded.workload.create_request, generic.to_string());
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(512))]
+
+            #[test]
+            fn option_parsers_never_panic(text in any::<String>(), spec in "[0-9a-z/:,=.-]{0,24}") {
+                let mut warnings = Vec::new();
+                for input in [text.as_str(), spec.as_str()] {
+                    if let Ok(ports) = parse_port_key(input) {
+                        prop_assert!(!ports.is_empty() && ports.len() <= MAXIMUM_PORT_RANGE as usize);
+                    }
+                    if let Some(size) = parse_size(input) {
+                        prop_assert!(size >= 0);
+                    }
+                    let _ = parse_tmpfs("/tmp", input);
+                    let _ = parse_tmpfs(input, "size=64m");
+                    if let Ok(mount) = parse_bind(input, &mut warnings) {
+                        prop_assert!(mount.target.starts_with('/') && mount.target.len() > 1);
+                    }
+                    if let Ok(Some(name)) = decode_name(Some(input)) {
+                        prop_assert!(!name.starts_with('/'));
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                check_accepted(&body)?;
+            }
+
+            #[test]
+            fn accepted_bodies_are_what_the_rules_see(body in create_body()) {
+                check_accepted(&body)?;
+            }
+        }
     }
 }

@@ -188,6 +188,9 @@ fn valid_registry(registry: &str) -> bool {
                 {
                     return false;
                 }
+                if !after.is_empty() && !after.starts_with(':') {
+                    return false;
+                }
                 (None, after.strip_prefix(':'))
             }
             None => return false,
@@ -302,6 +305,79 @@ mod tests {
         }
         let error = ImageRef::parse("Busybox").unwrap_err().to_string();
         assert!(error.contains("must be lowercase"), "{error}");
+        assert!(ImageRef::parse("[::1]evil/app").is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn component() -> impl Strategy<Value = String> {
+            "[a-z0-9]{1,6}(([._]|__|-{1,2})[a-z0-9]{1,6}){0,2}"
+        }
+
+        /// References built from Docker's grammar, with and without registry, tag and digest.
+        fn valid_reference() -> impl Strategy<Value = String> {
+            (
+                prop::option::of(prop_oneof![
+                    Just("localhost".to_string()),
+                    Just("localhost:5000".to_string()),
+                    Just("[::1]:5000".to_string()),
+                    "[a-z0-9]{1,8}\\.[a-z]{2,4}(:[0-9]{1,5})?",
+                ]),
+                prop::collection::vec(component(), 1..4),
+                prop::option::of("[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,20}"),
+                prop::option::of("[0-9a-f]{64}"),
+            )
+                .prop_map(|(registry, mut path, tag, digest)| {
+                    // Docker reads a first component with a dot as a registry host.
+                    if registry.is_none() && path.len() > 1 {
+                        path[0] = path[0].replace('.', "_");
+                    }
+                    let mut text = path.join("/");
+                    if let Some(registry) = registry {
+                        text = format!("{registry}/{text}");
+                    }
+                    if let Some(tag) = tag {
+                        text = format!("{text}:{tag}");
+                    }
+                    if let Some(digest) = digest {
+                        text = format!("{text}@sha256:{digest}");
+                    }
+                    text
+                })
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(512))]
+
+            #[test]
+            fn arbitrary_strings_never_panic_and_normalise_to_a_fixed_point(text in any::<String>()) {
+                if let Ok(parsed) = ImageRef::parse(&text) {
+                    prop_assert_eq!(ImageRef::parse(&parsed.normalised()).ok(), Some(parsed));
+                }
+            }
+
+            #[test]
+            fn reference_like_strings_normalise_to_a_fixed_point(
+                text in "[a-zA-Z0-9:/@._\\[\\]-]{0,40}",
+            ) {
+                if let Ok(parsed) = ImageRef::parse(&text) {
+                    let normalised = parsed.normalised();
+                    prop_assert_eq!(ImageRef::parse(&normalised).ok(), Some(parsed));
+                    prop_assert!(normalised.contains('/'));
+                }
+            }
+
+            #[test]
+            fn valid_references_are_accepted_and_keep_their_parts(text in valid_reference()) {
+                let parsed = ImageRef::parse(&text);
+                prop_assert!(parsed.is_ok(), "{}: {:?}", text, parsed);
+                let parsed = parsed.unwrap();
+                prop_assert!(parsed.tag.is_some() || parsed.digest.is_some());
+                prop_assert_eq!(ImageRef::parse(&parsed.normalised()).ok(), Some(parsed));
+            }
+        }
     }
 
     #[test]

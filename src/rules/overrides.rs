@@ -196,6 +196,24 @@ mod tests {
     }
 
     #[test]
+    fn quantities_too_large_to_represent_are_refused_not_wrapped() {
+        let memory = compile(
+            json!({"label": "podbridge.io/memory-limit", "path": "/x", "type": "quantity", "max": "4Gi"}),
+        );
+        for huge in [
+            "170141183460469231731687303715.999999999",
+            "99999999999999999999Ei",
+            "1e308",
+            "4294967296.0000000001",
+        ] {
+            let refusal = memory.resolve(huge, None).unwrap_err();
+            assert!(refusal.contains("refused"), "{huge}: {refusal}");
+        }
+        assert!(memory.resolve("4294967296.000000001", None).is_err());
+        assert!(memory.resolve("4294967296.000000000", None).is_ok());
+    }
+
+    #[test]
     fn projects_outside_allowed_for_are_refused() {
         let selector = compile(
             json!({"label": "podbridge.io/node-selector", "path": "/spec/nodeSelector",

@@ -234,4 +234,27 @@ mod tests {
         assert_eq!(split_path("/data/"), ("/".into(), "data".into()));
         assert_eq!(split_path("/"), ("/".into(), ".".into()));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(512))]
+
+            /// The `path` query of `/containers/{id}/archive`: split into the directory tar runs
+            /// in and one name inside it.
+            #[test]
+            fn archive_paths_split_into_a_directory_and_one_name(
+                path in prop_oneof![any::<String>(), "[/.a]{0,12}"],
+            ) {
+                let (dir, base) = split_path(&path);
+                prop_assert!(!dir.is_empty() && !base.is_empty());
+                prop_assert!(!base.contains('/'), "{:?}", base);
+                if path.trim_end_matches('/').contains('/') || path.starts_with('/') {
+                    prop_assert!(path.starts_with(&dir) || dir == "/", "{:?} {:?}", path, dir);
+                }
+            }
+        }
+    }
 }

@@ -43,6 +43,9 @@ pub use state::{ContainerState, ContainerView, LastExit};
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// Stands in for a wait longer than the clock can represent: a century.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("No such container: {0}")]
@@ -335,7 +338,9 @@ impl Runtime {
     /// Waits until `done` holds on the current view, waking on every watch change.
     pub async fn wait_until<F: Fn(&Runtime) -> bool>(&self, timeout: Duration, done: F) -> bool {
         let mut changes = self.subscribe_changes();
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A client's timeout (`docker stop -t 9223372036854775807`) must not overflow the clock.
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + FOREVER);
         loop {
             changes.borrow_and_update();
             if done(self) {

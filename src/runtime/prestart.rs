@@ -18,13 +18,20 @@ use crate::render::{PrestartArchive, ARCHIVE_DATA_KEY};
 /// ConfigMaps hold at most 1 MiB; leave room for metadata.
 const MAX_ARCHIVE_BYTES: usize = 900 * 1024;
 
-/// Top-level names in a tar stream (ustar, GNU long names and PAX paths).
+/// Top-level names in a tar stream (ustar, GNU long names and PAX paths), each a plain path
+/// component: an entry whose path starts with `..` is left out (tar refuses to write it outside
+/// the directory, so there is nothing to mount), and `.`, empty and absolute prefixes are
+/// skipped the way tar strips them. A header whose size field is unreadable, or whose data runs
+/// past the end, ends the listing.
 pub fn top_level_entries(tar: &[u8]) -> Vec<String> {
+    const BLOCK: usize = 512;
     let mut names = Vec::new();
-    let mut offset = 0;
+    let mut offset = 0usize;
     let mut long_name: Option<String> = None;
-    while offset + 512 <= tar.len() {
-        let header = &tar[offset..offset + 512];
+    while let Some(header) = offset
+        .checked_add(BLOCK)
+        .and_then(|end| tar.get(offset..end))
+    {
         if header.iter().all(|b| *b == 0) {
             break;
         }
@@ -33,11 +40,21 @@ pub fn top_level_entries(tar: &[u8]) -> Vec<String> {
             let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
             String::from_utf8_lossy(&raw[..end]).into_owned()
         };
-        let size = usize::from_str_radix(field(124..136).trim(), 8).unwrap_or(0);
+        let Some(size) = entry_size(&header[124..136]) else {
+            break;
+        };
         let kind = header[156];
-        let data_start = offset + 512;
-        let data = &tar[data_start.min(tar.len())..(data_start + size).min(tar.len())];
-        offset = data_start + size.div_ceil(512) * 512;
+        let data_start = offset + BLOCK;
+        let data_end = data_start.saturating_add(size);
+        let data = &tar[data_start..data_end.min(tar.len())];
+        match size
+            .div_ceil(BLOCK)
+            .checked_mul(BLOCK)
+            .and_then(|padded| data_start.checked_add(padded))
+        {
+            Some(next) => offset = next,
+            None => break,
+        }
         match kind {
             b'L' => {
                 long_name = Some(
@@ -46,12 +63,7 @@ pub fn top_level_entries(tar: &[u8]) -> Vec<String> {
                         .to_string(),
                 )
             }
-            b'x' => {
-                let text = String::from_utf8_lossy(data);
-                long_name = text
-                    .lines()
-                    .find_map(|record| record.split_once(" path=").map(|(_, p)| p.to_string()));
-            }
+            b'x' => long_name = pax_path(data),
             b'g' => {}
             _ => {
                 let name = long_name.take().unwrap_or_else(|| {
@@ -63,12 +75,7 @@ pub fn top_level_entries(tar: &[u8]) -> Vec<String> {
                         format!("{prefix}/{name}")
                     }
                 });
-                let name = name.trim_start_matches("./").trim_start_matches('/');
-                if let Some(first) = name
-                    .split('/')
-                    .next()
-                    .filter(|f| !f.is_empty() && *f != ".")
-                {
+                if let Some(first) = first_component(&name) {
                     if !names.iter().any(|n| n == first) {
                         names.push(first.to_string());
                     }
@@ -77,6 +84,80 @@ pub fn top_level_entries(tar: &[u8]) -> Vec<String> {
         }
     }
     names
+}
+
+/// A header's size: octal text, or GNU's base-256 (high bit set) for large files.
+fn entry_size(field: &[u8]) -> Option<usize> {
+    if field[0] & 0x80 != 0 {
+        if field[0] & 0x40 != 0 {
+            return None; // negative
+        }
+        let mut size = u64::from(field[0] & 0x3f);
+        for byte in &field[1..] {
+            size = size.checked_mul(256)?.checked_add(u64::from(*byte))?;
+        }
+        return usize::try_from(size).ok();
+    }
+    let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+    let text = std::str::from_utf8(&field[..end]).ok()?.trim();
+    if text.is_empty() {
+        return Some(0);
+    }
+    if !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    usize::from_str_radix(text, 8).ok()
+}
+
+/// The `path` of a PAX extended header: records are `LENGTH key=value\n`, LENGTH counting the
+/// whole record, so values may hold newlines.
+fn pax_path(mut data: &[u8]) -> Option<String> {
+    let mut path = None;
+    while let Some(space) = data.iter().position(|b| *b == b' ') {
+        let length = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .filter(|length| *length > space + 1 && *length <= data.len());
+        let Some(length) = length else {
+            break;
+        };
+        let record = &data[space + 1..length];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some(value) = record.strip_prefix(b"path=") {
+            path = Some(String::from_utf8_lossy(value).into_owned());
+        }
+        data = &data[length..];
+    }
+    path
+}
+
+/// The first component an entry name creates under the extraction directory; `None` for names
+/// that create nothing there or would climb out of it.
+fn first_component(name: &str) -> Option<&str> {
+    let first = name
+        .split('/')
+        .find(|part| !part.is_empty() && *part != ".")?;
+    (first != "..").then_some(first)
+}
+
+/// A `PUT /archive` destination as an absolute path with `.` and `..` resolved the way the
+/// container's root resolves them (`..` at `/` stays at `/`), so every mount target built from
+/// it lies under it. `None` for relative paths and paths with NUL.
+pub fn archive_destination(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
 }
 
 /// A pre-start archive as stored.
@@ -130,11 +211,11 @@ impl Runtime {
                 tar.len()
             )));
         }
-        if !path.starts_with('/') {
+        let Some(path) = archive_destination(path) else {
             return Err(RuntimeError::BadRequest(format!(
                 "archive path must be absolute: {path}"
             )));
-        }
+        };
         let sequence = self.stored_archives(view.short_id()).len();
         let name = format!("{}-archive-{sequence}", view.pod_name);
         let config_map = ConfigMap {
@@ -155,7 +236,7 @@ impl Runtime {
                 ])),
                 annotations: Some(BTreeMap::from([(
                     labels::ANNOTATION_ARCHIVE_PATH.to_string(),
-                    path.to_string(),
+                    path,
                 )])),
                 ..Default::default()
             },
@@ -181,10 +262,12 @@ impl Runtime {
     pub fn prestart_archives(&self, short_id: &str) -> Vec<PrestartArchive> {
         self.stored_archives(short_id)
             .into_iter()
-            .map(|stored| PrestartArchive {
-                config_map: stored.config_map,
-                path: stored.path,
-                entries: stored.entries,
+            .filter_map(|stored| {
+                Some(PrestartArchive {
+                    path: archive_destination(&stored.path)?,
+                    config_map: stored.config_map,
+                    entries: stored.entries,
+                })
             })
             .collect()
     }
@@ -209,7 +292,7 @@ mod tests {
         tar.extend(header("dd/f", 3, b'0'));
         tar.extend(b"abc".iter().copied().chain(std::iter::repeat_n(0, 509)));
         tar.extend(header("./top.txt", 0, b'0'));
-        let pax = b"30 path=longdir/inside/file.txt\n";
+        let pax = b"32 path=longdir/inside/file.txt\n";
         tar.extend(header("PaxHeaders/x", pax.len(), b'x'));
         tar.extend(
             pax.iter()
@@ -219,5 +302,165 @@ mod tests {
         tar.extend(header("truncated", 0, b'0'));
         tar.extend(vec![0u8; 1024]);
         assert_eq!(top_level_entries(&tar), vec!["dd", "top.txt", "longdir"]);
+    }
+
+    #[test]
+    fn names_outside_the_destination_are_left_out() {
+        let mut tar = Vec::new();
+        for name in [
+            "../etc/passwd",
+            "/abs/file",
+            "./../x",
+            "",
+            ".",
+            "/",
+            "ok/../..",
+        ] {
+            tar.extend(header(name, 0, b'0'));
+        }
+        tar.extend(vec![0u8; 1024]);
+        assert_eq!(top_level_entries(&tar), vec!["abs", "ok"]);
+    }
+
+    #[test]
+    fn huge_sizes_end_the_listing() {
+        let mut tar = header("a", 0, b'0');
+        let mut huge = header("b", 0, b'0');
+        huge[124..136].copy_from_slice(&[
+            0xbf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ]);
+        tar.extend(huge);
+        tar.extend(header("c", 0, b'0'));
+        assert_eq!(top_level_entries(&tar), vec!["a"], "a size beyond 64 bits");
+        let mut tar = header("a", 0, b'0');
+        let mut large = header("b", 0, b'0');
+        large[124..136].copy_from_slice(&[0x80, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        tar.extend(large);
+        tar.extend(header("c", 0, b'0'));
+        assert_eq!(top_level_entries(&tar), vec!["a", "b"], "data past the end");
+        let mut octal = header("d", 0, b'0');
+        octal[124..136].copy_from_slice(b"77777777777\0");
+        assert_eq!(top_level_entries(&octal), vec!["d"]);
+    }
+
+    #[test]
+    fn destinations_resolve_inside_the_root() {
+        assert_eq!(archive_destination("/app/../etc/").as_deref(), Some("/etc"));
+        assert_eq!(archive_destination("/../../..").as_deref(), Some("/"));
+        assert_eq!(archive_destination("/a/./b//c").as_deref(), Some("/a/b/c"));
+        assert_eq!(archive_destination("relative"), None);
+        assert_eq!(archive_destination("/a\0b"), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Entry names as a hostile archive spells them.
+        fn entry_name() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop::sample::select(vec!["..", ".", "", "a", "b c", "é", "x.txt", "-rf"]),
+                0..5,
+            )
+            .prop_flat_map(|parts| {
+                (
+                    Just(parts.join("/")),
+                    prop::sample::select(vec!["", "/", "./", "//"]),
+                )
+                    .prop_map(|(name, lead)| format!("{lead}{name}"))
+            })
+        }
+
+        fn block_padded(data: &[u8]) -> Vec<u8> {
+            let mut out = data.to_vec();
+            out.resize(data.len().div_ceil(512) * 512, 0);
+            out
+        }
+
+        /// One member: a plain header, a GNU long name, or a PAX path; sometimes with a size
+        /// field that lies.
+        fn member() -> impl Strategy<Value = Vec<u8>> {
+            (entry_name(), 0u8..3, prop::option::of(any::<[u8; 12]>())).prop_map(
+                |(name, form, lying_size)| {
+                    let mut out = Vec::new();
+                    match form {
+                        0 if name.len() <= 100 => out.extend(header(&name, 0, b'0')),
+                        1 | 0 => {
+                            out.extend(header("././@LongLink", name.len() + 1, b'L'));
+                            out.extend(block_padded(format!("{name}\0").as_bytes()));
+                            out.extend(header("short", 0, b'0'));
+                        }
+                        _ => {
+                            let body = format!(" path={name}\n");
+                            // The length counts its own digits.
+                            let mut total = body.len() + 1;
+                            while body.len() + total.to_string().len() != total {
+                                total = body.len() + total.to_string().len();
+                            }
+                            let record = format!("{total}{body}");
+                            out.extend(header("PaxHeaders/x", record.len(), b'x'));
+                            out.extend(block_padded(record.as_bytes()));
+                            out.extend(header("short", 0, b'0'));
+                        }
+                    }
+                    if let Some(size) = lying_size {
+                        let last = out.len() - 512;
+                        out[last + 124..last + 136].copy_from_slice(&size);
+                    }
+                    out
+                },
+            )
+        }
+
+        fn plain(entry: &str) -> bool {
+            !entry.is_empty() && entry != "." && entry != ".." && !entry.contains(['/', '\0'])
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(512))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                bytes in prop::collection::vec(any::<u8>(), 0..2048),
+                header_like in any::<[u8; 512]>(),
+            ) {
+                for input in [&bytes[..], &header_like[..]] {
+                    for entry in top_level_entries(input) {
+                        prop_assert!(plain(&entry), "{:?}", entry);
+                    }
+                }
+            }
+
+            #[test]
+            fn entries_are_plain_names_under_the_destination(
+                members in prop::collection::vec(member(), 0..6),
+                destination in "(/[a-z.]{0,3}){0,4}/?",
+            ) {
+                let tar = members.concat();
+                let destination = archive_destination(&format!("/{destination}")).unwrap();
+                for entry in top_level_entries(&tar) {
+                    prop_assert!(plain(&entry), "{:?}", entry);
+                    let target = format!("{}/{entry}", destination.trim_end_matches('/'));
+                    let resolved = archive_destination(&target).unwrap();
+                    let inside = if destination == "/" {
+                        resolved.len() > 1
+                    } else {
+                        resolved.starts_with(&format!("{destination}/"))
+                    };
+                    prop_assert!(inside, "{} escapes {}", target, destination);
+                }
+            }
+
+            #[test]
+            fn destinations_are_clean_absolute_paths(path in any::<String>(), shaped in "(/(\\.\\.|\\.|[a-z]{0,2})){0,6}/?") {
+                for path in [path, shaped] {
+                    if let Some(clean) = archive_destination(&path) {
+                        prop_assert!(clean.starts_with('/'));
+                        prop_assert!(clean == "/" || !clean.ends_with('/'));
+                        prop_assert!(!clean.split('/').skip(1).any(|part| matches!(part, "" | "." | "..")) || clean == "/");
+                    }
+                }
+            }
+        }
     }
 }

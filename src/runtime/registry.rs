@@ -319,6 +319,17 @@ impl Url {
         if host.is_empty() {
             return Err(unusable("no host"));
         }
+        // Only DNS names and IP addresses: no user info (`user@host`), no query or fragment
+        // glued to the host, nothing a resolver or the Host header would read differently.
+        let host_ok = if authority.starts_with('[') {
+            host.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            host.bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.')
+        };
+        if !host_ok {
+            return Err(unusable("bad host"));
+        }
         Ok(Url {
             tls,
             host,
@@ -332,6 +343,35 @@ impl Url {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}{}", self.authority, self.path_and_query)
     }
+
+    /// Same scheme, host and port: where credentials meant for `self` may also go.
+    fn same_origin(&self, other: &Url) -> bool {
+        self.tls == other.tls
+            && self.port == other.port
+            && self.host.eq_ignore_ascii_case(&other.host)
+    }
+}
+
+/// The `Authorization` a request to `url` carries when it was meant for `origin`: none once a
+/// redirect left the origin (another host, another port, or TLS dropped on the same host).
+fn credentials_for<'a>(origin: &Url, url: &Url, authorization: Option<&'a str>) -> Option<&'a str> {
+    authorization.filter(|_| origin.same_origin(url))
+}
+
+/// A token realm named by a registry's challenge, refused when it would send the user's
+/// credentials in clear text while the registry itself is spoken to over TLS.
+fn token_realm(registry: &Url, realm: &str) -> Result<Url> {
+    let url = Url::parse(realm)?;
+    if registry.tls && !url.tls && !is_loopback(&url.host) {
+        return Err(RegistryError::RequestFailed {
+            url: url.text(),
+            reason: format!(
+                "the token realm of {} is plain HTTP; credentials are sent only over TLS",
+                registry.authority
+            ),
+        });
+    }
+    Ok(url)
 }
 
 fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
@@ -339,7 +379,8 @@ fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
         let (host, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
             Some(port) => Some(port.parse().ok()?),
-            None => None,
+            None if after.is_empty() => None,
+            None => return None,
         };
         return Some((host.to_owned(), port));
     }
@@ -664,7 +705,7 @@ impl RegistryClient {
                 let query = service
                     .map(|service| format!("?service={}", encode_query_value(&service)))
                     .unwrap_or_default();
-                let realm = Url::parse(&format!("{realm}{query}"))?;
+                let realm = token_realm(&url, &format!("{realm}{query}"))?;
                 request(&access, &realm, None, Some(&basic)).await?
             }
             _ => request(&access, &url, None, Some(&basic)).await?,
@@ -768,7 +809,8 @@ impl Session<'_> {
                         .unwrap_or_else(|| format!("repository:{}:pull", self.image.repository));
                     format!(
                         "Bearer {}",
-                        self.fetch_token(&realm, service.as_deref(), &scope).await?
+                        self.fetch_token(&url, &realm, service.as_deref(), &scope)
+                            .await?
                     )
                 }
                 Some(Challenge::Basic) if self.credentials.is_some() => {
@@ -798,13 +840,19 @@ impl Session<'_> {
         }
     }
 
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
+    async fn fetch_token(
+        &self,
+        registry: &Url,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<String> {
         let mut query = vec![format!("scope={}", encode_query_value(scope))];
         if let Some(service) = service {
             query.push(format!("service={}", encode_query_value(service)));
         }
         let separator = if realm.contains('?') { '&' } else { '?' };
-        let url = Url::parse(&format!("{realm}{separator}{}", query.join("&")))?;
+        let url = token_realm(registry, &format!("{realm}{separator}{}", query.join("&")))?;
         let basic = self.credentials.map(Credentials::basic);
         let reply = request(self.access, &url, None, basic.as_deref()).await?;
         if !reply.status.is_success() {
@@ -844,7 +892,7 @@ async fn request(
     accept: Option<&str>,
     authorization: Option<&str>,
 ) -> Result<Reply> {
-    let origin = url.authority.clone();
+    let origin = url.clone();
     let mut url = url.clone();
     for _ in 0..=MAX_REDIRECTS {
         if !access.allows(&url) {
@@ -853,9 +901,10 @@ async fn request(
                 reason: format!("not contacted (registry_lookup = {})", access.lookup),
             });
         }
-        // Credentials go only to the host they were meant for: a blob store a registry
-        // redirects to gets none (and signed URLs refuse requests that carry them).
-        let authorization = authorization.filter(|_| url.authority == origin);
+        // Credentials go only to the origin they were meant for: a blob store a registry
+        // redirects to gets none (and signed URLs refuse requests that carry them), nor does
+        // the same host over plain HTTP.
+        let authorization = credentials_for(&origin, &url, authorization);
         let reply = request_once(access, &url, accept, authorization).await?;
         if reply.status.is_redirection() {
             if let Some(location) = reply
@@ -1110,6 +1159,150 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
+
+    #[test]
+    fn credentials_stay_with_their_origin_and_off_plain_http() {
+        let origin = Url::parse("https://auth.example.com/token").unwrap();
+        for (location, forwarded) in [
+            ("https://auth.example.com/other?x=1", true),
+            ("https://AUTH.example.com:443/other", true),
+            ("http://auth.example.com/token", false),
+            ("https://auth.example.com:8443/token", false),
+            ("https://evil.example/token", false),
+        ] {
+            let url = Url::parse(location).unwrap();
+            assert_eq!(
+                credentials_for(&origin, &url, Some("Basic x")).is_some(),
+                forwarded,
+                "{location}"
+            );
+        }
+        let registry = Url::parse("https://registry.example.com/v2/").unwrap();
+        assert!(token_realm(&registry, "https://auth.example.com/token").is_ok());
+        assert!(token_realm(&registry, "http://127.0.0.1:5001/token").is_ok());
+        assert!(token_realm(&registry, "http://auth.example.com/token").is_err());
+        let plain = Url::parse("http://127.0.0.1:5000/v2/").unwrap();
+        assert!(token_realm(&plain, "http://127.0.0.1:5001/token").is_ok());
+        for bad in [
+            "https://user:pw@evil.example/token",
+            "https://evil.example@good.example/token",
+            "https://good.example?@evil.example/",
+            "http://[::1]evil:5000/v2/",
+            "https://[nothex]/",
+        ] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn host() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("registry.example".to_string()),
+                Just("REGISTRY.example".to_string()),
+                Just("evil.example".to_string()),
+                Just("127.0.0.1".to_string()),
+                Just("[::1]".to_string()),
+                "[a-z]{1,6}\\.[a-z]{2,3}",
+            ]
+        }
+
+        fn url_text() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec!["http://", "https://"]),
+                host(),
+                prop::option::of(prop::sample::select(vec![80u16, 443, 5000, 8443])),
+                "(/[a-z0-9?=&%]{0,8}){0,3}",
+            )
+                .prop_map(|(scheme, host, port, path)| {
+                    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                    format!("{scheme}{host}{port}{path}")
+                })
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(512))]
+
+            #[test]
+            fn challenges_never_panic(header in any::<String>()) {
+                let _ = parse_challenge(&header);
+            }
+
+            #[test]
+            fn bearer_challenges_keep_their_parameters(
+                realm in "[!#-~]{1,40}",
+                service in prop::option::of("[!#-+--~]{0,20}"),
+                scope in prop::option::of("[!#-~]{0,20}"),
+                spaces in " {0,2}",
+            ) {
+                let mut header = format!("Bearer realm=\"{realm}\"");
+                if let Some(service) = &service {
+                    header.push_str(&format!(",{spaces}service={service}"));
+                }
+                if let Some(scope) = &scope {
+                    header.push_str(&format!(",{spaces}scope=\"{scope}\""));
+                }
+                prop_assert_eq!(
+                    parse_challenge(&header),
+                    Some(Challenge::Bearer { realm, service, scope })
+                );
+            }
+
+            #[test]
+            fn urls_never_panic_and_round_trip(text in any::<String>()) {
+                for text in [text.clone(), format!("https://{text}"), format!("http://{text}")] {
+                    if let Ok(url) = Url::parse(&text) {
+                        prop_assert!(!url.host.contains(['@', '/', '?', '#', ' ']), "{:?}", url);
+                        prop_assert_eq!(Url::parse(&url.text()).ok(), Some(url));
+                    }
+                }
+            }
+
+            /// Whatever a hostile registry puts in a realm or a redirect, the user's credentials
+            /// reach only the origin they were sent to, over the same scheme.
+            #[test]
+            fn credentials_never_follow_to_another_origin(
+                origin in url_text(),
+                location in prop_oneof![url_text(), any::<String>()],
+            ) {
+                let origin = Url::parse(&origin).unwrap();
+                if let Ok(next) = Url::parse(&location) {
+                    if credentials_for(&origin, &next, Some("Basic secret")).is_some() {
+                        prop_assert_eq!(origin.tls, next.tls);
+                        prop_assert_eq!(origin.port, next.port);
+                        prop_assert_eq!(origin.host.to_ascii_lowercase(), next.host.to_ascii_lowercase());
+                    }
+                }
+            }
+
+            #[test]
+            fn realms_of_tls_registries_are_tls_or_loopback(
+                realm in prop_oneof![url_text(), any::<String>()],
+            ) {
+                let registry = Url::parse("https://registry.example/v2/").unwrap();
+                if let Ok(url) = token_realm(&registry, &realm) {
+                    prop_assert!(url.tls || is_loopback(&url.host), "{:?}", url);
+                }
+            }
+
+            #[test]
+            fn registry_auth_never_panics_and_round_trips(
+                header in any::<String>(),
+                username in "\\PC{0,12}",
+                password in "\\PC{1,12}",
+            ) {
+                let _ = Credentials::from_registry_auth(&header);
+                let json = serde_json::json!({"username": username, "password": password});
+                let encoded = base64::engine::general_purpose::URL_SAFE.encode(json.to_string());
+                prop_assert_eq!(
+                    Credentials::from_registry_auth(&encoded),
+                    Some(Credentials { username, password })
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -29,6 +29,9 @@ const TYPE_GOAWAY: u16 = 7;
 const TYPE_HEADERS: u16 = 8;
 const TYPE_WINDOW_UPDATE: u16 = 9;
 const HEADER_LEN: usize = 8;
+/// Most a frame header makes the decoder reserve ahead of the bytes that arrived: a peer that
+/// announces a 16 MiB frame and sends nothing more costs this much, not the announced length.
+const MAX_RESERVE_AHEAD: usize = 64 * 1024;
 const STREAM_ID_MASK: u32 = 0x7fff_ffff;
 
 pub type Result<T, E = SpdyError> = std::result::Result<T, E>;
@@ -106,7 +109,7 @@ impl Decoder for Codec {
         }
         let length = u32::from_be_bytes([0, src[5], src[6], src[7]]) as usize;
         if src.len() < HEADER_LEN + length {
-            src.reserve(HEADER_LEN + length - src.len());
+            src.reserve((HEADER_LEN + length - src.len()).min(MAX_RESERVE_AHEAD));
             return Ok(None);
         }
         let first = src.get_u32();
@@ -632,6 +635,138 @@ mod tests {
                 fin: false
             })
         );
+    }
+
+    #[test]
+    fn announced_length_does_not_allocate_ahead_of_the_data() {
+        let mut bytes = BytesMut::from(&[0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 1, 2, 3][..]);
+        assert_eq!(Codec::default().decode(&mut bytes).unwrap(), None);
+        assert!(
+            bytes.capacity() <= 2 * MAX_RESERVE_AHEAD,
+            "{}",
+            bytes.capacity()
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn stream_id() -> impl Strategy<Value = u32> {
+            0..=STREAM_ID_MASK
+        }
+
+        /// Frames whose encoding decodes to the same value (a `SynStream`'s headers are not read
+        /// back, and an `Unknown` type must not be a known one).
+        fn round_trip_frame() -> impl Strategy<Value = Frame> {
+            prop_oneof![
+                (
+                    stream_id(),
+                    any::<bool>(),
+                    prop::collection::vec(any::<u8>(), 0..2048)
+                )
+                    .prop_map(|(stream_id, fin, data)| Frame::Data {
+                        stream_id,
+                        fin,
+                        data: Bytes::from(data),
+                    }),
+                (stream_id(), any::<bool>())
+                    .prop_map(|(stream_id, fin)| Frame::SynReply { stream_id, fin }),
+                (stream_id(), any::<u32>())
+                    .prop_map(|(stream_id, status)| Frame::RstStream { stream_id, status }),
+                Just(Frame::Settings),
+                any::<u32>().prop_map(|id| Frame::Ping { id }),
+                (stream_id(), any::<u32>()).prop_map(|(last_good_stream_id, status)| {
+                    Frame::GoAway {
+                        last_good_stream_id,
+                        status,
+                    }
+                }),
+                (stream_id(), any::<bool>())
+                    .prop_map(|(stream_id, fin)| Frame::Headers { stream_id, fin }),
+                (stream_id(), stream_id())
+                    .prop_map(|(stream_id, delta)| Frame::WindowUpdate { stream_id, delta }),
+                (10u16..).prop_map(|frame_type| Frame::Unknown { frame_type }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(256))]
+
+            /// Hostile bytes, fed in arbitrary pieces: frames or errors, never a panic, and the
+            /// buffer never grows far beyond what arrived.
+            #[test]
+            fn arbitrary_bytes_never_panic_or_over_allocate(
+                input in prop::collection::vec(any::<u8>(), 0..4096),
+                cuts in prop::collection::vec(1usize..512, 1..16),
+            ) {
+                let mut codec = Codec::default();
+                let mut buffer = BytesMut::new();
+                let mut rest = &input[..];
+                let mut cut = cuts.iter().cycle();
+                'feed: while !rest.is_empty() {
+                    let take = (*cut.next().unwrap()).min(rest.len());
+                    buffer.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    loop {
+                        match codec.decode(&mut buffer) {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => break,
+                            Err(_) => break 'feed,
+                        }
+                    }
+                    prop_assert!(
+                        buffer.capacity() <= 2 * input.len() + 4 * MAX_RESERVE_AHEAD,
+                        "{} bytes reserved for {} received", buffer.capacity(), input.len()
+                    );
+                }
+            }
+
+            /// A server's header block is skipped, never inflated, however it is built (a
+            /// decompression bomb costs nothing).
+            #[test]
+            fn server_header_blocks_are_never_inflated(
+                stream in stream_id(),
+                block in prop::collection::vec(any::<u8>(), 0..1024),
+                headers_frame in any::<bool>(),
+            ) {
+                let mut bytes = BytesMut::new();
+                let mut payload = stream.to_be_bytes().to_vec();
+                payload.extend_from_slice(&block);
+                let frame_type = if headers_frame { TYPE_HEADERS } else { TYPE_SYN_REPLY };
+                put_control(&mut bytes, frame_type, 0, &payload);
+                let frame = Codec::default().decode(&mut bytes).unwrap().unwrap();
+                let expected = if headers_frame {
+                    Frame::Headers { stream_id: stream, fin: false }
+                } else {
+                    Frame::SynReply { stream_id: stream, fin: false }
+                };
+                prop_assert_eq!(frame, expected);
+                prop_assert!(bytes.is_empty());
+            }
+
+            #[test]
+            fn frames_round_trip_whatever_the_read_boundaries(
+                frames in prop::collection::vec(round_trip_frame(), 1..8),
+                cut in 1usize..64,
+            ) {
+                let mut codec = Codec::default();
+                let mut wire = BytesMut::new();
+                for frame in &frames {
+                    codec.encode(frame.clone(), &mut wire).unwrap();
+                }
+                let mut decoded = Vec::new();
+                let mut buffer = BytesMut::new();
+                for piece in wire.chunks(cut) {
+                    buffer.extend_from_slice(piece);
+                    while let Some(frame) = codec.decode(&mut buffer).unwrap() {
+                        decoded.push(frame);
+                    }
+                }
+                prop_assert_eq!(decoded, frames);
+                prop_assert!(buffer.is_empty());
+            }
+        }
     }
 
     #[test]

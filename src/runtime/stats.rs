@@ -95,9 +95,11 @@ pub fn parse(text: &str) -> Sample {
             // v2: microseconds
             "cpu.stat" => {
                 let stat = pairs(&content);
-                sample.cpu_total_ns = lookup(&stat, "usage_usec").unwrap_or(0) * 1000;
-                sample.cpu_user_ns = lookup(&stat, "user_usec").unwrap_or(0) * 1000;
-                sample.cpu_kernel_ns = lookup(&stat, "system_usec").unwrap_or(0) * 1000;
+                // The container prints these: saturate rather than overflow.
+                let ns = |usec: u64| usec.saturating_mul(1000);
+                sample.cpu_total_ns = ns(lookup(&stat, "usage_usec").unwrap_or(0));
+                sample.cpu_user_ns = ns(lookup(&stat, "user_usec").unwrap_or(0));
+                sample.cpu_kernel_ns = ns(lookup(&stat, "system_usec").unwrap_or(0));
             }
             "memory.current" | "memory.usage_in_bytes" => {
                 sample.memory_usage = number(&content).unwrap_or(0);
@@ -115,7 +117,7 @@ pub fn parse(text: &str) -> Sample {
             "cpuacct.usage" => sample.cpu_total_ns = number(&content).unwrap_or(0),
             "cpuacct.stat" => {
                 let stat = pairs(&content);
-                let ns = |ticks: u64| ticks * (1_000_000_000 / USER_HZ);
+                let ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / USER_HZ);
                 sample.cpu_user_ns = ns(lookup(&stat, "user").unwrap_or(0));
                 sample.cpu_kernel_ns = ns(lookup(&stat, "system").unwrap_or(0));
             }
@@ -125,11 +127,15 @@ pub fn parse(text: &str) -> Sample {
                     match fields.next() {
                         Some("cpu") => {
                             // user nice system idle iowait irq softirq steal (guest is in user)
-                            let ticks: u64 =
-                                fields.take(8).filter_map(|f| f.parse::<u64>().ok()).sum();
-                            sample.system_cpu_ns = ticks * (1_000_000_000 / USER_HZ);
+                            let ticks = fields
+                                .take(8)
+                                .filter_map(|f| f.parse::<u64>().ok())
+                                .fold(0u64, u64::saturating_add);
+                            sample.system_cpu_ns = ticks.saturating_mul(1_000_000_000 / USER_HZ);
                         }
-                        Some(cpu) if cpu.starts_with("cpu") => sample.online_cpus += 1,
+                        Some(cpu) if cpu.starts_with("cpu") => {
+                            sample.online_cpus = sample.online_cpus.saturating_add(1)
+                        }
                         _ => {}
                     }
                 }
@@ -162,7 +168,7 @@ pub fn parse(text: &str) -> Sample {
                     .find_map(|line| line.strip_prefix("MemTotal:"))
                     .and_then(|rest| rest.split_whitespace().next())
                     .and_then(|kb| kb.parse::<u64>().ok())
-                    .map_or(0, |kb| kb * 1024);
+                    .map_or(0, |kb| kb.saturating_mul(1024));
             }
             _ => {}
         }
@@ -301,5 +307,50 @@ MemFree:        1000 kB
         );
         assert_eq!((s.memory_usage, s.memory_limit), (4096, 134_217_728));
         assert_eq!(s.memory_stat, vec![("inactive_file".to_owned(), 1024)]);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn section() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec![
+                    "/sys/fs/cgroup/cpu.stat",
+                    "/sys/fs/cgroup/cpuacct/cpuacct.stat",
+                    "/sys/fs/cgroup/cpuacct/cpuacct.usage",
+                    "/sys/fs/cgroup/memory.max",
+                    "/sys/fs/cgroup/memory.stat",
+                    "/proc/stat",
+                    "/proc/net/dev",
+                    "/proc/meminfo",
+                ]),
+                prop::collection::vec(
+                    prop_oneof![
+                        "[a-z_]{1,10} [0-9]{1,22}",
+                        "cpu[0-9]?( [0-9]{1,20}){0,9}",
+                        "MemTotal: [0-9]{1,22} kB",
+                        " *[a-z0-9]{1,4}:( +[0-9]{1,21}){10,16}",
+                        "\\PC{0,30}",
+                    ],
+                    0..6,
+                ),
+            )
+                .prop_map(|(path, lines)| format!("==> {path}\n{}\n", lines.join("\n")))
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(256))]
+
+            /// What a container prints for its stats is its own to choose.
+            #[test]
+            fn container_output_never_panics(
+                sections in prop::collection::vec(section(), 0..6),
+                noise in any::<String>(),
+            ) {
+                let _ = parse(&sections.concat());
+                let _ = parse(&noise);
+            }
+        }
     }
 }

@@ -175,18 +175,25 @@ fn event_time(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>>
             "invalid {key} {raw:?}: expected Unix seconds or RFC 3339"
         ))
     };
+    // Times beyond what i64 nanoseconds hold (years past 2262) mean "forever", not a wrap.
+    let saturate =
+        |nanos: i128| i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX });
     if let Ok(at) = raw.parse::<jiff::Timestamp>() {
-        return Ok(Some(at.as_nanosecond() as i64));
+        return Ok(Some(saturate(at.as_nanosecond())));
     }
     let (seconds, fraction) = raw.split_once('.').unwrap_or((raw, ""));
     let seconds: i64 = seconds.parse().map_err(|_| bad())?;
+    if !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(bad());
+    }
+    // Digits beyond nanoseconds are dropped; the fraction is ASCII, so slicing is safe.
     let digits = &fraction[..fraction.len().min(9)];
-    let nanos: i64 = if digits.is_empty() {
+    let nanos: i128 = if digits.is_empty() {
         0
     } else {
         format!("{digits:0<9}").parse().map_err(|_| bad())?
     };
-    Ok(Some(seconds * 1_000_000_000 + nanos))
+    Ok(Some(saturate(i128::from(seconds) * 1_000_000_000 + nanos)))
 }
 
 fn event_matches(event: &serde_json::Value, filters: &HashMap<String, Vec<String>>) -> bool {
@@ -304,6 +311,15 @@ mod tests {
         assert_eq!(at("2023-11-14T22:13:20Z"), Some(1_700_000_000_000_000_000));
         assert_eq!(at(""), None);
         assert!(event_time(&query("until", "soon"), "until").is_err());
+        assert!(event_time(&query("since", "1.12345678é"), "since").is_err());
+        assert_eq!(
+            event_time(&query("until", "9223372036854775807"), "until").unwrap(),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            event_time(&query("until", "9000-01-01T00:00:00Z"), "until").unwrap(),
+            Some(i64::MAX)
+        );
     }
 
     #[test]
@@ -319,5 +335,44 @@ mod tests {
         assert!(event_matches(&event, &filters("type", "volume")));
         assert!(!event_matches(&event, &filters("network", "data")));
         assert!(!event_matches(&event, &filters("volume", "other")));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(crate::proptest_cases::config(512))]
+
+            #[test]
+            fn event_times_never_panic(raw in any::<String>(), shaped in "-?[0-9]{0,22}(\\.[0-9a-z]{0,12})?") {
+                for raw in [raw, shaped] {
+                    let _ = event_time(&query("since", &raw), "since");
+                }
+            }
+
+            #[test]
+            fn event_times_are_monotone(a in any::<i64>(), b in any::<i64>(), fa in 0u32..1_000_000_000, fb in 0u32..1_000_000_000) {
+                let at = |seconds: i64, fraction: u32| {
+                    event_time(&query("since", &format!("{seconds}.{fraction:09}")), "since")
+                        .unwrap()
+                        .unwrap()
+                };
+                if (a, fa) <= (b, fb) && a >= 0 {
+                    prop_assert!(at(a, fa) <= at(b, fb));
+                }
+            }
+
+            #[test]
+            fn filters_never_panic(raw in any::<String>(), key in "[a-z]{1,6}", value in any::<String>()) {
+                let _ = parse_filters(Some(&raw));
+                let go = serde_json::json!({ key.clone(): { value.clone(): true } }).to_string();
+                let listed = serde_json::json!({ key.clone(): [value.clone()] }).to_string();
+                for encoded in [go, listed] {
+                    let filters = parse_filters(Some(&encoded)).unwrap();
+                    prop_assert_eq!(&filters[&key], &vec![value.clone()]);
+                }
+            }
+        }
     }
 }
