@@ -51,37 +51,25 @@ impl Runtime {
         id: &str,
         objects: &RenderedObjects,
     ) -> Result<()> {
-        {
-            let mut creating = self.creating_names.lock().unwrap();
-            if let Some(existing) = self.containers().into_iter().find(|c| c.name == name) {
-                return Err(RuntimeError::NameInUse {
-                    name: name.into(),
-                    id: existing.id,
-                });
-            }
-            if !creating.insert(name.to_string()) {
-                return Err(RuntimeError::NameInUse {
-                    name: name.into(),
-                    id: "(being created)".into(),
-                });
-            }
-        }
-        let result = self.write_spec(name, id, objects).await;
-        if result.is_ok() {
-            let id = id.to_string();
-            self.wait_until(Duration::from_secs(10), |rt| {
-                rt.containers().iter().any(|c| c.id == id)
-            })
-            .await;
-        }
-        self.creating_names.lock().unwrap().remove(name);
-        result
+        let spec = self.spec_config_map(name, id, objects)?;
+        // Held until the watch shows the spec (or the request is dropped): the name and the
+        // container slot cannot be taken twice, and a cancelled create frees both.
+        let _reservation = self.reserve_create(name, super::limits::stored_size(&spec))?;
+        self.applier
+            .apply(&self.applier.config_maps(), &spec)
+            .await?;
+        let id = id.to_string();
+        self.wait_until(Duration::from_secs(10), |rt| {
+            rt.containers().iter().any(|c| c.id == id)
+        })
+        .await;
+        Ok(())
     }
 
     /// Replaces the stored objects of an existing container (network connect/disconnect on
     /// the create request); a running container also gets its Services updated at once.
     pub async fn update_spec(&self, view: &ContainerView, objects: &RenderedObjects) -> Result<()> {
-        self.write_spec(&view.name, &view.id, objects).await?;
+        self.write_spec(view, objects).await?;
         if view.state.running {
             let wanted: Vec<String> = objects
                 .services
@@ -109,16 +97,31 @@ impl Runtime {
         Ok(())
     }
 
-    async fn write_spec(&self, name: &str, id: &str, objects: &RenderedObjects) -> Result<()> {
+    /// Writes the spec of an existing container anew, within `max_stored_bytes`.
+    async fn write_spec(&self, view: &ContainerView, objects: &RenderedObjects) -> Result<()> {
+        let spec = self.spec_config_map(&view.name, &view.id, objects)?;
+        let _bytes = self.reserve_bytes(
+            super::limits::stored_size(&spec),
+            super::limits::stored_size(&view.spec),
+        )?;
+        self.applier
+            .apply(&self.applier.config_maps(), &spec)
+            .await?;
+        Ok(())
+    }
+
+    /// The spec ConfigMap of a container: named like the pod, holding the rendered objects.
+    fn spec_config_map(&self, name: &str, id: &str, objects: &RenderedObjects) -> Result<ConfigMap> {
+        let short_id = id.get(..12).unwrap_or(id);
         let pod_meta = &objects.pod.metadata;
         let pod_name = pod_meta
             .name
             .clone()
-            .unwrap_or_else(|| format!("podbridge-{}", &id[..12]));
+            .unwrap_or_else(|| format!("podbridge-{short_id}"));
         let mut spec_labels: BTreeMap<String, String> = pod_meta.labels.clone().unwrap_or_default();
         spec_labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
         spec_labels.insert(labels::INSTANCE.into(), self.instance.clone());
-        spec_labels.insert(labels::CONTAINER_ID.into(), id[..12].to_string());
+        spec_labels.insert(labels::CONTAINER_ID.into(), short_id.to_string());
         spec_labels.insert(labels::ROLE.into(), labels::ROLE_CONTAINER_SPEC.into());
         let mut annotations = pod_meta.annotations.clone().unwrap_or_default();
         annotations.insert(labels::ANNOTATION_CONTAINER_ID.into(), id.into());
@@ -132,7 +135,7 @@ impl Runtime {
             name: pod_name.clone(),
             reason: e.to_string(),
         })?;
-        let spec = ConfigMap {
+        Ok(ConfigMap {
             metadata: kube::api::ObjectMeta {
                 name: Some(pod_name),
                 namespace: Some(self.namespace.clone()),
@@ -142,11 +145,7 @@ impl Runtime {
             },
             data: Some(BTreeMap::from([(SPEC_DATA_KEY.to_string(), data)])),
             ..Default::default()
-        };
-        self.applier
-            .apply(&self.applier.config_maps(), &spec)
-            .await?;
-        Ok(())
+        })
     }
 
     fn spec_objects(&self, view: &ContainerView) -> Result<RenderedObjects> {

@@ -76,7 +76,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
     let mut networks: HashMap<String, String> = HashMap::new();
     let mut volumes: HashMap<String, String> = HashMap::new();
     let mut first = true;
-    let removing: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+    let removing: Arc<parking_lot::Mutex<HashSet<String>>> = Arc::default();
     loop {
         changes.borrow_and_update();
         let views = runtime.containers();
@@ -126,7 +126,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                 }
             }
             if view.auto_remove() && view.state.is_exited() && view.pod.is_some() {
-                let fresh = removing.lock().unwrap().insert(view.id.clone());
+                let fresh = removing.lock().insert(view.id.clone());
                 if fresh {
                     tokio::spawn(auto_remove(runtime.clone(), view.clone(), removing.clone()));
                 }
@@ -201,7 +201,7 @@ fn diff_objects(
 async fn auto_remove(
     runtime: Arc<Runtime>,
     view: ContainerView,
-    removing: Arc<std::sync::Mutex<HashSet<String>>>,
+    removing: Arc<parking_lot::Mutex<HashSet<String>>>,
 ) {
     let id = view.id.clone();
     runtime
@@ -211,5 +211,5 @@ async fn auto_remove(
         Ok(()) => info!(container = %view.short_id(), "Auto-removed"),
         Err(error) => warn!(container = %view.short_id(), %error, "Auto-remove failed"),
     }
-    removing.lock().unwrap().remove(&view.id);
+    removing.lock().remove(&view.id);
 }

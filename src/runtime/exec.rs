@@ -245,12 +245,12 @@ impl Runtime {
             tty_size: console_size(config),
             resizer: None,
         };
-        self.execs.lock().unwrap().insert(id.clone(), record);
+        self.execs.lock().insert(id.clone(), record);
         Ok(id)
     }
 
     pub fn exec_get(&self, id: &str) -> Result<ExecRecord> {
-        let execs = self.execs.lock().unwrap();
+        let execs = self.execs.lock();
         execs
             .get(id)
             .cloned()
@@ -267,7 +267,7 @@ impl Runtime {
     /// Marks an exec started; a second start is a conflict, as in Docker. A `ConsoleSize` in the
     /// start request replaces the one of create.
     pub fn exec_mark_started(&self, id: &str, config: &serde_json::Value) -> Result<ExecRecord> {
-        let mut execs = self.execs.lock().unwrap();
+        let mut execs = self.execs.lock();
         let record = execs
             .get_mut(id)
             .ok_or_else(|| RuntimeError::NoSuchExec(id.to_string()))?;
@@ -285,7 +285,7 @@ impl Runtime {
     }
 
     pub fn exec_finish(&self, id: &str, exit_code: i64) {
-        if let Some(record) = self.execs.lock().unwrap().get_mut(id) {
+        if let Some(record) = self.execs.lock().get_mut(id) {
             record.running = false;
             record.exit_code = Some(exit_code);
             record.resizer = None;
@@ -297,7 +297,7 @@ impl Runtime {
     pub async fn exec_resize(&self, id: &str, width: u16, height: u16) -> Result<()> {
         let id = self.exec_get(id)?.id;
         let resizer = {
-            let mut execs = self.execs.lock().unwrap();
+            let mut execs = self.execs.lock();
             let record = execs
                 .get_mut(&id)
                 .ok_or_else(|| RuntimeError::NoSuchExec(id.clone()))?;
@@ -313,7 +313,7 @@ impl Runtime {
     /// Keeps the resize handle of a started exec's TTY session; returns a size the client asked
     /// for before the session was open.
     pub fn exec_track_resizer(&self, id: &str, resizer: Resizer) -> Option<(u16, u16)> {
-        let mut execs = self.execs.lock().unwrap();
+        let mut execs = self.execs.lock();
         let record = execs.get_mut(id)?;
         record.resizer = Some(resizer);
         record.tty_size
@@ -334,7 +334,7 @@ impl Runtime {
     /// with it) and passes it to the open session of a TTY container.
     pub async fn container_resize(&self, view: &ContainerView, width: u16, height: u16) {
         let resizer = {
-            let mut terminals = self.terminals.lock().unwrap();
+            let mut terminals = self.terminals.lock();
             let terminal = terminals.entry(view.id.clone()).or_default();
             terminal.size = Some((width, height));
             terminal.resizer.clone()
@@ -392,7 +392,6 @@ impl Runtime {
             initial_size: self
                 .terminals
                 .lock()
-                .unwrap()
                 .get(&view.id)
                 .and_then(|t| t.size),
             ..Default::default()
@@ -411,7 +410,7 @@ impl Runtime {
             // A resize that arrived while the session was opening found no resizer: send the
             // latest size now (both sides hold the lock, so none is lost).
             let latest = {
-                let mut terminals = self.terminals.lock().unwrap();
+                let mut terminals = self.terminals.lock();
                 let terminal = terminals.entry(view.id.clone()).or_default();
                 terminal.resizer = Some(resizer.clone());
                 terminal.size
@@ -430,7 +429,7 @@ impl Runtime {
         // The FIN is queued; the session ends by itself when the process exits on EOF, and a
         // process that keeps running has its stdin closed all the same (`stdinOnce`).
         let _ = tokio::time::timeout(ATTACH_LINGER, session.status()).await;
-        self.terminals.lock().unwrap().remove(&view.id);
+        self.terminals.lock().remove(&view.id);
     }
 }
 

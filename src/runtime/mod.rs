@@ -11,6 +11,7 @@ pub mod containers;
 pub mod events;
 pub mod exec;
 pub mod lease;
+pub mod limits;
 pub mod logs;
 pub mod objects;
 pub mod ports;
@@ -25,7 +26,9 @@ pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -61,6 +64,12 @@ pub enum RuntimeError {
     BadRequest(String),
     #[error("the cluster view is not synced yet")]
     NotReady,
+    /// An instance cap (config `max_*`) would be exceeded; the message names the key.
+    #[error("{message}")]
+    LimitReached { message: String },
+    /// Too many concurrent requests of one kind; retrying later can succeed.
+    #[error("{message}")]
+    Busy { message: String },
     #[error("container {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
     #[error(transparent)]
@@ -121,7 +130,11 @@ pub struct Runtime {
     attached: Mutex<HashMap<String, usize>>,
     /// TTY size and resize handle of each container's attach session (`docker run -it`), by id.
     pub(crate) terminals: Mutex<HashMap<String, exec::Terminal>>,
-    creating_names: Mutex<HashSet<String>>,
+    /// Caps of this instance (config `max_*`) and the semaphores enforcing them.
+    gates: arc_swap::ArcSwap<limits::Gates>,
+    /// Creates and ConfigMap writes in flight, counted against the caps until the watch shows
+    /// them.
+    pending: Mutex<limits::Pending>,
     pub(crate) images: Mutex<BTreeMap<String, objects::ImageRecord>>,
     /// Image configs read from registries.
     pub registry: registry::RegistryClient,
@@ -172,7 +185,8 @@ impl Runtime {
             last_exits: Mutex::default(),
             attached: Mutex::default(),
             terminals: Mutex::default(),
-            creating_names: Mutex::default(),
+            gates: arc_swap::ArcSwap::from_pointee(limits::Gates::new(limits::Limits::default())),
+            pending: Mutex::default(),
             images: Mutex::default(),
             registry: registry::RegistryClient::new(),
             published: Mutex::default(),
@@ -187,7 +201,7 @@ impl Runtime {
     /// named volumes, so `emptyDir` works with a Role that has no claim permissions.
     pub fn spawn_watchers(self: &Arc<Self>) {
         let Some((pod_writer, config_map_writer, service_writer, claim_writer)) =
-            self.writers.lock().unwrap().take()
+            self.writers.lock().take()
         else {
             return;
         };
@@ -253,11 +267,11 @@ impl Runtime {
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
-                    self.failing_watches.lock().unwrap().remove(&kind);
+                    self.failing_watches.lock().remove(&kind);
                     self.changes.send_modify(|generation| *generation += 1);
                 }
                 Err(error) => {
-                    self.failing_watches.lock().unwrap().insert(kind.clone());
+                    self.failing_watches.lock().insert(kind.clone());
                     warn!(%kind, %error, "Watch failed; retrying");
                 }
             }
@@ -271,12 +285,12 @@ impl Runtime {
 
     /// Chooses what backs named volumes; call before [`Runtime::spawn_watchers`].
     pub fn set_named_volumes(&self, backing: NamedVolumes) {
-        *self.named_volumes.lock().unwrap() = backing;
+        *self.named_volumes.lock() = backing;
     }
 
     /// True when named volumes are PersistentVolumeClaims.
     pub fn uses_claims(&self) -> bool {
-        *self.named_volumes.lock().unwrap() == NamedVolumes::Claim
+        *self.named_volumes.lock() == NamedVolumes::Claim
     }
 
     pub fn start_timeout(&self) -> Duration {
@@ -309,7 +323,7 @@ impl Runtime {
     /// True once the cluster answered and every store holds a complete list, and while no watch
     /// is failing.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.failing_watches.lock().unwrap().is_empty()
+        self.ready.load(Ordering::SeqCst) && self.failing_watches.lock().is_empty()
     }
 
     /// A receiver that changes whenever any watched object changes.
@@ -324,7 +338,7 @@ impl Runtime {
         Vec<serde_json::Value>,
         broadcast::Receiver<serde_json::Value>,
     ) {
-        let history = self.history.lock().unwrap();
+        let history = self.history.lock();
         (history.iter().cloned().collect(), self.events.subscribe())
     }
 
@@ -432,7 +446,7 @@ impl Runtime {
     }
 
     pub fn emit(&self, event: serde_json::Value) {
-        let mut history = self.history.lock().unwrap();
+        let mut history = self.history.lock();
         if history.len() == events::HISTORY {
             history.pop_front();
         }
@@ -453,7 +467,6 @@ impl Runtime {
         *self
             .attached
             .lock()
-            .unwrap()
             .entry(id.to_string())
             .or_default() += 1;
         AttachGuard {
@@ -463,15 +476,15 @@ impl Runtime {
     }
 
     fn attached_count(&self, id: &str) -> usize {
-        self.attached.lock().unwrap().get(id).copied().unwrap_or(0)
+        self.attached.lock().get(id).copied().unwrap_or(0)
     }
 
     pub(crate) fn record_removed_exit(&self, id: &str, exit: LastExit) {
-        self.last_exits.lock().unwrap().insert(id.to_string(), exit);
+        self.last_exits.lock().insert(id.to_string(), exit);
     }
 
     pub(crate) fn removed_exit(&self, id: &str) -> Option<LastExit> {
-        self.last_exits.lock().unwrap().get(id).cloned()
+        self.last_exits.lock().get(id).cloned()
     }
 }
 
@@ -483,7 +496,7 @@ pub struct AttachGuard {
 
 impl Drop for AttachGuard {
     fn drop(&mut self) {
-        let mut attached = self.runtime.attached.lock().unwrap();
+        let mut attached = self.runtime.attached.lock();
         if let Some(count) = attached.get_mut(&self.id) {
             *count = count.saturating_sub(1);
             if *count == 0 {

@@ -55,6 +55,11 @@ pub fn object_id(kind: &str, name: &str) -> String {
     hex::encode(Sha256::digest(format!("{kind}/{name}").as_bytes()))
 }
 
+/// The ConfigMap that stores the network or volume `id` (a hex digest podbridge made).
+fn object_config_map_name(role: &str, id: &str) -> String {
+    format!("podbridge-{role}-{}", id.get(..12).unwrap_or(id))
+}
+
 /// Networks every Docker host has.
 pub const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
 
@@ -62,7 +67,7 @@ impl Runtime {
     /// Records an image reference (pull, create) and returns it.
     pub fn note_image(&self, reference: &str) -> ImageRecord {
         let normalised = normalise_image(reference);
-        let mut images = self.images.lock().unwrap();
+        let mut images = self.images.lock();
         images
             .entry(normalised.clone())
             .or_insert_with(|| ImageRecord {
@@ -77,7 +82,7 @@ impl Runtime {
     /// the config digest, as in Docker.
     pub fn note_image_with_id(&self, reference: &str, id: &str) -> ImageRecord {
         let normalised = normalise_image(reference);
-        let mut images = self.images.lock().unwrap();
+        let mut images = self.images.lock();
         let record = images
             .entry(normalised.clone())
             .or_insert_with(|| ImageRecord {
@@ -94,7 +99,7 @@ impl Runtime {
         for container in self.containers() {
             self.note_image(&container.image);
         }
-        self.images.lock().unwrap().values().cloned().collect()
+        self.images.lock().values().cloned().collect()
     }
 
     /// Finds an image by reference or (prefix of) ID.
@@ -113,7 +118,7 @@ impl Runtime {
 
     pub fn forget_image(&self, reference: &str) -> Option<ImageRecord> {
         let found = self.find_image(reference)?;
-        self.images.lock().unwrap().remove(&found.reference);
+        self.images.lock().remove(&found.reference);
         Some(found)
     }
 
@@ -140,7 +145,7 @@ impl Runtime {
     ) -> Result<()> {
         let config_map = ConfigMap {
             metadata: kube::api::ObjectMeta {
-                name: Some(format!("podbridge-{role}-{}", &id[..12])),
+                name: Some(object_config_map_name(role, id)),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(BTreeMap::from([
                     (
@@ -158,6 +163,12 @@ impl Runtime {
             },
             ..Default::default()
         };
+        let replaced = self
+            .objects_with_role(role)
+            .iter()
+            .find(|cm| cm.metadata.name == config_map.metadata.name)
+            .map_or(0, |cm| super::limits::stored_size(cm));
+        let _bytes = self.reserve_bytes(super::limits::stored_size(&config_map), replaced)?;
         self.applier
             .apply(&self.applier.config_maps(), &config_map)
             .await?;
@@ -173,7 +184,7 @@ impl Runtime {
     }
 
     pub async fn delete_object(&self, role: &str, id: &str) -> Result<()> {
-        let name = format!("podbridge-{role}-{}", &id[..12]);
+        let name = object_config_map_name(role, id);
         self.applier
             .delete(&self.applier.config_maps(), &name, None)
             .await?;
