@@ -608,7 +608,9 @@ impl Decoder<'_> {
                     _ => Ok(image.filter(|value| *value > 0)),
                 }
             };
-        let seconds = |nanoseconds: i64| (nanoseconds + 999_999_999) / 1_000_000_000;
+        let seconds = |nanoseconds: i64| {
+            (nanoseconds.saturating_add(999_999_999) / 1_000_000_000).min(i64::from(i32::MAX))
+        };
         let interval = pick(
             "Interval",
             requested.and_then(|health| health.interval),
@@ -1538,6 +1540,19 @@ mod tests {
             .flat_map(|port| port.bindings.iter().map(|b| (port.port, b.host_port)))
             .collect();
         assert_eq!(bindings, [(80, Some(8080)), (6379, None)]);
+    }
+
+    #[test]
+    fn huge_numbers_in_a_create_do_not_overflow() {
+        let body = format!(
+            r#"{{"Image":"busybox","Healthcheck":{{"Test":["CMD","true"],"Interval":{max},"Timeout":{max},"StartPeriod":{max}}},"HostConfig":{{"CpuQuota":{max},"CpuPeriod":100000,"CpuShares":{max},"Memory":{max}}},"StopTimeout":{max}}}"#,
+            max = i64::MAX
+        );
+        let workload = decode_create(body.as_bytes(), None, None).unwrap().workload;
+        let health = workload.healthcheck.unwrap();
+        assert_eq!(health.interval_seconds, i64::from(i32::MAX));
+        assert_eq!(health.start_period_seconds, i64::from(i32::MAX));
+        assert!(workload.resources.cpu_limit_millicores().is_some());
     }
 
     #[test]

@@ -111,7 +111,12 @@ impl Runtime {
     }
 
     /// The spec ConfigMap of a container: named like the pod, holding the rendered objects.
-    fn spec_config_map(&self, name: &str, id: &str, objects: &RenderedObjects) -> Result<ConfigMap> {
+    fn spec_config_map(
+        &self,
+        name: &str,
+        id: &str,
+        objects: &RenderedObjects,
+    ) -> Result<ConfigMap> {
         let short_id = id.get(..12).unwrap_or(id);
         let pod_meta = &objects.pod.metadata;
         let pod_name = pod_meta
@@ -365,13 +370,15 @@ impl Runtime {
             return Ok(Outcome::AlreadyInState);
         }
         let grace = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
-        if grace > 0 {
+        if grace != 0 {
             if let Err(error) = self.signal(view, &view.stop_signal()).await {
                 warn!(container = %view.short_id(), %error, "Stop signal not delivered; killing");
             } else {
                 let id = view.id.clone();
+                // Negative, as in Docker: no deadline (the client's disconnect ends the wait).
+                let grace = u64::try_from(grace).map_or(Duration::MAX, Duration::from_secs);
                 let stopped = self
-                    .wait_until(Duration::from_secs(grace as u64), |rt| {
+                    .wait_until(grace, |rt| {
                         rt.find(&id).map(|v| !v.state.running).unwrap_or(true)
                     })
                     .await;
@@ -523,6 +530,29 @@ impl Runtime {
     }
 }
 
+/// Docker's check of a `kill` signal: a number from 1 to 64 or a name (`SIGHUP`, `hup`,
+/// `RTMIN+3`); anything else is a 400 before any exec.
+pub fn check_signal(signal: &str) -> Result<()> {
+    let name = signal_name(signal);
+    let valid = match name.parse::<u32>() {
+        Ok(number) => (1..=64).contains(&number),
+        Err(_) => {
+            name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name.len() <= 16
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-')
+        }
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(RuntimeError::BadRequest(format!(
+            "Invalid signal: {signal}"
+        )))
+    }
+}
+
 /// `SIGTERM`, `TERM`, `15` → the name busybox and coreutils `kill -s` accept.
 pub fn signal_name(signal: &str) -> String {
     let upper = signal.trim().to_ascii_uppercase();
@@ -583,6 +613,28 @@ fn not_started_reason(pod: Option<&Pod>, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_signals_are_refused() {
+        for good in ["SIGTERM", "9", "hup", "RTMIN+3", "64"] {
+            assert!(check_signal(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0",
+            "65",
+            "99999999999999",
+            "-1",
+            "TERM; rm",
+            "é",
+            "SIG",
+            &"A".repeat(40),
+        ] {
+            assert!(
+                matches!(check_signal(bad), Err(RuntimeError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn signal_names() {

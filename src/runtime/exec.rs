@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::limits::MAX_CAPTURED_OUTPUT;
 use super::remote_command::{self, Resizer, Session, Streams, Target};
 use super::state::MAIN_CONTAINER;
 use super::{ContainerView, Result, Runtime, RuntimeError};
@@ -19,12 +20,14 @@ const CAPTURE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long stdin of `docker run -i` waits for the attach session to end after closing it.
 const ATTACH_LINGER: Duration = Duration::from_secs(2);
 
-/// Output of a captured exec.
+/// Output of a captured exec, each stream cut at the capture limit.
 #[derive(Debug, Default)]
 pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub exit_code: i64,
+    /// Some output went past the limit and was dropped.
+    pub truncated: bool,
 }
 
 /// A Docker exec instance.
@@ -144,7 +147,8 @@ impl Runtime {
         argv: Vec<String>,
         stdin: Option<Bytes>,
     ) -> Result<ExecOutput> {
-        self.exec_capture_in(pod, MAIN_CONTAINER, argv, stdin).await
+        self.exec_capture_in(pod, MAIN_CONTAINER, argv, stdin, MAX_CAPTURED_OUTPUT)
+            .await
     }
 
     /// [`Runtime::exec_capture`] in any container of the pod (the bind-copy init container).
@@ -154,6 +158,7 @@ impl Runtime {
         container: &str,
         argv: Vec<String>,
         stdin: Option<Bytes>,
+        max_output: usize,
     ) -> Result<ExecOutput> {
         let streams = Streams {
             stdin: stdin.is_some(),
@@ -167,8 +172,8 @@ impl Runtime {
             .await?;
         let run = async {
             let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-            let read_out = read_all(session.stdout.take(), &mut stdout);
-            let read_err = read_all(session.stderr.take(), &mut stderr);
+            let read_out = read_all(session.stdout.take(), &mut stdout, max_output);
+            let read_err = read_all(session.stderr.take(), &mut stderr, max_output);
             let writer = session.stdin.take();
             let write_in = async move {
                 if let (Some(mut writer), Some(data)) = (writer, stdin) {
@@ -176,26 +181,29 @@ impl Runtime {
                     let _ = writer.shutdown().await;
                 }
             };
-            tokio::join!(read_out, read_err, write_in);
-            (stdout, stderr, session.status().await)
+            let (out_cut, err_cut, ()) = tokio::join!(read_out, read_err, write_in);
+            (stdout, stderr, out_cut || err_cut, session.status().await)
         };
-        let (stdout, stderr, status) =
-            tokio::time::timeout(CAPTURE_TIMEOUT, run)
-                .await
-                .map_err(|_| RuntimeError::Timeout {
-                    operation: "exec",
-                    pod: pod.into(),
-                    seconds: CAPTURE_TIMEOUT.as_secs(),
-                })?;
+        let (stdout, stderr, truncated, status) = tokio::time::timeout(CAPTURE_TIMEOUT, run)
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                operation: "exec",
+                pod: pod.into(),
+                seconds: CAPTURE_TIMEOUT.as_secs(),
+            })?;
         let status = status.map_err(|source| RuntimeError::RemoteCommand {
             operation: "exec",
             pod: pod.into(),
             source,
         })?;
+        if truncated {
+            tracing::warn!(%pod, ?argv, max_output, "Exec output beyond the capture limit dropped");
+        }
         Ok(ExecOutput {
             stdout,
             stderr,
             exit_code: exit_code_of(status.as_ref()),
+            truncated,
         })
     }
 
@@ -355,9 +363,27 @@ pub fn console_size(config: &serde_json::Value) -> Option<(u16, u16)> {
     (width > 0 && height > 0).then_some((width, height))
 }
 
-async fn read_all(reader: Option<DuplexStream>, into: &mut Vec<u8>) {
-    if let Some(mut reader) = reader {
-        let _ = reader.read_to_end(into).await;
+/// Reads `reader` to its end keeping at most `max` bytes (the rest is read and dropped, so the
+/// process is never stalled); true if something was dropped.
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<R>,
+    into: &mut Vec<u8>,
+    max: usize,
+) -> bool {
+    let Some(mut reader) = reader else {
+        return false;
+    };
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut truncated = false;
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return truncated,
+            Ok(n) => {
+                let room = max.saturating_sub(into.len()).min(n);
+                into.extend_from_slice(&buffer[..room]);
+                truncated |= room < n;
+            }
+        }
     }
 }
 
@@ -389,11 +415,7 @@ impl Runtime {
         let streams = Streams {
             stdin: true,
             tty: view.tty(),
-            initial_size: self
-                .terminals
-                .lock()
-                .get(&view.id)
-                .and_then(|t| t.size),
+            initial_size: self.terminals.lock().get(&view.id).and_then(|t| t.size),
             ..Default::default()
         };
         let mut session = match self
@@ -460,6 +482,17 @@ mod tests {
         assert_eq!(exit_code_of(Some(&status)), 3);
         let ok: Status = serde_json::from_value(serde_json::json!({"status": "Success"})).unwrap();
         assert_eq!(exit_code_of(Some(&ok)), 0);
+    }
+
+    #[tokio::test]
+    async fn captured_output_is_cut_at_the_limit() {
+        let data = vec![7u8; 100_000];
+        let mut into = Vec::new();
+        assert!(read_all(Some(&data[..]), &mut into, 1000).await);
+        assert_eq!(into.len(), 1000);
+        let mut small = Vec::new();
+        assert!(!read_all(Some(&b"ok"[..]), &mut small, 1000).await);
+        assert_eq!(small, b"ok");
     }
 
     #[test]

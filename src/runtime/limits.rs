@@ -124,7 +124,9 @@ impl Drop for CreateReservation<'_> {
 /// What etcd holds for `config_map`, estimated from its data, annotations and labels.
 pub fn stored_size(config_map: &ConfigMap) -> u64 {
     let pairs = |map: Option<&std::collections::BTreeMap<String, String>>| -> u64 {
-        map.map_or(0, |m| m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum())
+        map.map_or(0, |m| {
+            m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+        })
     };
     let binary: u64 = config_map.binary_data.as_ref().map_or(0, |m| {
         m.iter().map(|(k, v)| (k.len() + v.0.len()) as u64).sum()
@@ -293,7 +295,10 @@ mod tests {
         });
         let held = runtime.copy_permit().unwrap();
         let error = runtime.copy_permit().unwrap_err();
-        assert!(error.to_string().contains("max_concurrent_copies"), "{error}");
+        assert!(
+            error.to_string().contains("max_concurrent_copies"),
+            "{error}"
+        );
         drop(held);
         runtime.copy_permit().unwrap();
     }
@@ -336,13 +341,7 @@ mod tests {
     fn stored_size_counts_data_and_metadata() {
         let config_map = ConfigMap {
             data: Some([("k".to_string(), "x".repeat(100))].into()),
-            binary_data: Some(
-                [(
-                    "b".to_string(),
-                    k8s_openapi::ByteString(vec![0; 1000]),
-                )]
-                .into(),
-            ),
+            binary_data: Some([("b".to_string(), k8s_openapi::ByteString(vec![0; 1000]))].into()),
             ..Default::default()
         };
         assert_eq!(stored_size(&config_map), CONFIG_MAP_OVERHEAD + 101 + 1001);

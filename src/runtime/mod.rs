@@ -349,7 +349,7 @@ impl Runtime {
     /// Waits until `done` holds on the current view, waking on every watch change.
     pub async fn wait_until<F: Fn(&Runtime) -> bool>(&self, timeout: Duration, done: F) -> bool {
         let mut changes = self.subscribe_changes();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             changes.borrow_and_update();
             if done(self) {
@@ -464,11 +464,7 @@ impl Runtime {
 
     /// Registers an attach stream so auto-remove waits for its output to drain.
     pub fn attach_guard(self: &Arc<Self>, id: &str) -> AttachGuard {
-        *self
-            .attached
-            .lock()
-            .entry(id.to_string())
-            .or_default() += 1;
+        *self.attached.lock().entry(id.to_string()).or_default() += 1;
         AttachGuard {
             runtime: self.clone(),
             id: id.to_string(),
@@ -516,6 +512,15 @@ fn has_role(meta: &kube::api::ObjectMeta, role: &str) -> bool {
         .and_then(|l| l.get(labels::ROLE))
         .map(String::as_str)
         == Some(role)
+}
+
+/// The instant `timeout` from now; a timeout too long to represent (a client's `t=1e18`) is a
+/// century, which no request outlives.
+pub fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// Current time as RFC 3339 with nanoseconds, Docker's timestamp format.

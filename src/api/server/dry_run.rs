@@ -514,8 +514,7 @@ fn matches(container: &DryContainer, filters: &HashMap<String, Vec<String>>) -> 
 async fn container_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
     let all = query_bool(&query, "all");
-    let mut containers: Vec<DryContainer> =
-        state.containers.lock().values().cloned().collect();
+    let mut containers: Vec<DryContainer> = state.containers.lock().values().cloned().collect();
     containers.sort_by(|a, b| b.created.cmp(&a.created));
     Ok(Json(Value::Array(
         containers

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::extract::{labels_match, parse_filters, DockerJson, Query};
+use super::extract::{labels_match, parse_filters, query_time, DockerJson, Query};
 use super::{AppState, API_VERSION, ENGINE_VERSION, MIN_API_VERSION};
 use crate::api::error::{ApiError, Result};
 use crate::runtime::registry::{Credentials, RegistryError};
@@ -115,8 +115,9 @@ pub async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// from `since` on, then live ones until `until` (or until the client goes).
 pub async fn events(State(state): State<AppState>, query: Query) -> Result<Response> {
     let filters = parse_filters(query.get("filters"))?;
-    let since = event_time(&query, "since")?;
-    let until = event_time(&query, "until")?;
+    let since = query_time(&query, "since")?;
+    let until = query_time(&query, "until")?;
+    let permit = state.runtime.stream_permit()?;
     let (past, mut receiver) = state.runtime.subscribe_events();
     let in_window = move |event: &serde_json::Value| {
         let at = event["timeNano"].as_i64().unwrap_or_default();
@@ -128,6 +129,7 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
         axum::body::Bytes::from(line)
     };
     let stream = async_stream::stream! {
+        let _permit = permit;
         if since.is_some() {
             for event in past.iter().filter(|e| in_window(e) && event_matches(e, &filters)) {
                 yield Ok::<_, std::convert::Infallible>(line(event));
@@ -136,7 +138,7 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         let deadline = until.map(|until| {
             let wait = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
-            tokio::time::Instant::now() + std::time::Duration::from_nanos(wait)
+            crate::runtime::deadline_after(std::time::Duration::from_nanos(wait))
         });
         loop {
             let next = match deadline {
@@ -162,31 +164,6 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// `since`/`until` as Docker clients send them: Unix seconds with an optional fraction
-/// (`1700000000.123456789`), or RFC 3339; in nanoseconds.
-fn event_time(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>> {
-    let Some(raw) = query.get(key).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "invalid {key} {raw:?}: expected Unix seconds or RFC 3339"
-        ))
-    };
-    if let Ok(at) = raw.parse::<jiff::Timestamp>() {
-        return Ok(Some(at.as_nanosecond() as i64));
-    }
-    let (seconds, fraction) = raw.split_once('.').unwrap_or((raw, ""));
-    let seconds: i64 = seconds.parse().map_err(|_| bad())?;
-    let digits = &fraction[..fraction.len().min(9)];
-    let nanos: i64 = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().map_err(|_| bad())?
-    };
-    Ok(Some(seconds * 1_000_000_000 + nanos))
 }
 
 fn event_matches(event: &serde_json::Value, filters: &HashMap<String, Vec<String>>) -> bool {
@@ -290,21 +267,6 @@ pub async fn empty_list() -> Json<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn query(key: &str, value: &str) -> HashMap<String, String> {
-        HashMap::from([(key.to_owned(), value.to_owned())])
-    }
-
-    #[test]
-    fn event_times_in_every_client_spelling() {
-        let at = |v: &str| event_time(&query("since", v), "since").unwrap();
-        assert_eq!(at("1700000000"), Some(1_700_000_000_000_000_000));
-        assert_eq!(at("1700000000.5"), Some(1_700_000_000_500_000_000));
-        assert_eq!(at("1700000000.000000001"), Some(1_700_000_000_000_000_001));
-        assert_eq!(at("2023-11-14T22:13:20Z"), Some(1_700_000_000_000_000_000));
-        assert_eq!(at(""), None);
-        assert!(event_time(&query("until", "soon"), "until").is_err());
-    }
 
     #[test]
     fn object_filters_match_their_type_only() {
