@@ -137,6 +137,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
             for (id, before) in &seen {
                 if !next.contains_key(id) {
                     runtime.emit(container_event(&before.view, "destroy", &[]));
+                    runtime.forget_container(id);
                 }
             }
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::limits::MAX_CAPTURED_OUTPUT;
+use super::limits::{MAX_CAPTURED_OUTPUT, MAX_EXEC_RECORDS};
 use super::remote_command::{self, Resizer, Session, Streams, Target};
 use super::state::MAIN_CONTAINER;
 use super::{ContainerView, Result, Runtime, RuntimeError};
@@ -53,6 +53,8 @@ pub struct ExecRecord {
     pub tty_size: Option<(u16, u16)>,
     /// Resizes the running TTY session.
     pub resizer: Option<Resizer>,
+    /// When it was created: the oldest finished records are forgotten first.
+    pub created: std::time::Instant,
 }
 
 /// Docker exit code from the exec's final status.
@@ -252,9 +254,23 @@ impl Runtime {
             working_dir,
             tty_size: console_size(config),
             resizer: None,
+            created: std::time::Instant::now(),
         };
-        self.execs.lock().insert(id.clone(), record);
+        let live: std::collections::HashSet<String> =
+            self.containers().into_iter().map(|c| c.id).collect();
+        let mut execs = self.execs.lock();
+        make_room(&mut execs, &live, MAX_EXEC_RECORDS)?;
+        execs.insert(id.clone(), record);
         Ok(id)
+    }
+
+    /// Forgets what is kept in memory for a container that is gone: its exec instances and
+    /// terminal.
+    pub fn forget_container(&self, id: &str) {
+        self.execs
+            .lock()
+            .retain(|_, record| record.container_id != id);
+        self.terminals.lock().remove(id);
     }
 
     pub fn exec_get(&self, id: &str) -> Result<ExecRecord> {
@@ -326,6 +342,38 @@ impl Runtime {
         record.resizer = Some(resizer);
         record.tty_size
     }
+}
+
+/// Makes room for one more exec record below `max`: records of containers that are gone go
+/// first, then finished (or never started) ones, oldest first. Running execs are never dropped;
+/// if they fill the table, the create is refused.
+fn make_room(
+    execs: &mut std::collections::HashMap<String, ExecRecord>,
+    live_containers: &std::collections::HashSet<String>,
+    max: usize,
+) -> Result<()> {
+    if execs.len() < max {
+        return Ok(());
+    }
+    execs.retain(|_, record| live_containers.contains(&record.container_id));
+    while execs.len() >= max {
+        let oldest = execs
+            .values()
+            .filter(|record| !record.running)
+            .min_by_key(|record| record.created)
+            .map(|record| record.id.clone());
+        match oldest {
+            Some(id) => execs.remove(&id),
+            None => {
+                return Err(RuntimeError::LimitReached {
+                    message: format!(
+                        "exec limit reached: {max} exec instances are running in this podbridge's containers"
+                    ),
+                })
+            }
+        };
+    }
+    Ok(())
 }
 
 /// A container's terminal as its attach session knows it.
@@ -482,6 +530,52 @@ mod tests {
         assert_eq!(exit_code_of(Some(&status)), 3);
         let ok: Status = serde_json::from_value(serde_json::json!({"status": "Success"})).unwrap();
         assert_eq!(exit_code_of(Some(&ok)), 0);
+    }
+
+    fn record(id: &str, container: &str, running: bool) -> ExecRecord {
+        ExecRecord {
+            id: id.into(),
+            container_id: container.into(),
+            pod_name: String::new(),
+            cmd: Vec::new(),
+            argv: Vec::new(),
+            tty: false,
+            attach_stdin: false,
+            attach_stdout: true,
+            attach_stderr: true,
+            running,
+            exit_code: None,
+            started: running,
+            user: String::new(),
+            working_dir: String::new(),
+            tty_size: None,
+            resizer: None,
+            created: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn exec_records_are_bounded() {
+        let live: std::collections::HashSet<String> = ["c".to_string()].into();
+        let mut execs = std::collections::HashMap::new();
+        for (id, container, running) in
+            [("gone", "x", true), ("old", "c", false), ("run", "c", true)]
+        {
+            execs.insert(id.to_string(), record(id, container, running));
+        }
+        make_room(&mut execs, &live, 3).unwrap();
+        assert!(
+            !execs.contains_key("gone"),
+            "records of removed containers go first"
+        );
+        execs.insert("new".into(), record("new", "c", false));
+        make_room(&mut execs, &live, 3).unwrap();
+        assert!(!execs.contains_key("old") && execs.contains_key("new"));
+        execs.insert("run2".into(), record("run2", "c", true));
+        execs.remove("new");
+        execs.insert("run3".into(), record("run3", "c", true));
+        let error = make_room(&mut execs, &live, 3).unwrap_err();
+        assert!(matches!(error, RuntimeError::LimitReached { .. }));
     }
 
     #[tokio::test]

@@ -125,7 +125,7 @@ pub struct Runtime {
     ready: AtomicBool,
     pub(crate) execs: Mutex<HashMap<String, exec::ExecRecord>>,
     /// Exit of containers that auto-remove deleted, for `wait?condition=removed`.
-    last_exits: Mutex<HashMap<String, LastExit>>,
+    last_exits: Mutex<HashMap<String, (u64, LastExit)>>,
     /// Number of attach streams per container id; auto-remove waits for them to drain.
     attached: Mutex<HashMap<String, usize>>,
     /// TTY size and resize handle of each container's attach session (`docker run -it`), by id.
@@ -475,12 +475,27 @@ impl Runtime {
         self.attached.lock().get(id).copied().unwrap_or(0)
     }
 
+    /// Keeps the exit of a removed container for `wait?condition=removed`; only the latest
+    /// [`limits::MAX_REMOVED_EXITS`] are kept.
     pub(crate) fn record_removed_exit(&self, id: &str, exit: LastExit) {
-        self.last_exits.lock().insert(id.to_string(), exit);
+        let mut exits = self.last_exits.lock();
+        while exits.len() >= limits::MAX_REMOVED_EXITS && !exits.contains_key(id) {
+            let oldest = exits
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(oldest) => exits.remove(&oldest),
+                None => break,
+            };
+        }
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        exits.insert(id.to_string(), (sequence, exit));
     }
 
     pub(crate) fn removed_exit(&self, id: &str) -> Option<LastExit> {
-        self.last_exits.lock().get(id).cloned()
+        self.last_exits.lock().get(id).map(|(_, exit)| exit.clone())
     }
 }
 
@@ -526,4 +541,30 @@ pub fn deadline_after(timeout: Duration) -> tokio::time::Instant {
 /// Current time as RFC 3339 with nanoseconds, Docker's timestamp format.
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn removed_exits_are_bounded() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let runtime = Runtime::new(Client::try_from(config).unwrap(), "test", "unit");
+        for index in 0..limits::MAX_REMOVED_EXITS + 10 {
+            runtime.record_removed_exit(&format!("c{index}"), LastExit::default());
+        }
+        assert_eq!(runtime.last_exits.lock().len(), limits::MAX_REMOVED_EXITS);
+        assert!(runtime.removed_exit("c0").is_none());
+        let last = format!("c{}", limits::MAX_REMOVED_EXITS + 9);
+        assert!(runtime.removed_exit(&last).is_some());
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = tokio::time::Instant::now();
+        assert!(deadline_after(Duration::MAX) > now);
+        assert!(deadline_after(Duration::from_secs(u64::MAX)) > now);
+        assert!(deadline_after(Duration::from_secs(5)) <= now + Duration::from_secs(6));
+    }
 }

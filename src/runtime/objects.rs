@@ -55,6 +55,22 @@ pub fn object_id(kind: &str, name: &str) -> String {
     hex::encode(Sha256::digest(format!("{kind}/{name}").as_bytes()))
 }
 
+/// Keeps the image table below [`super::limits::MAX_IMAGE_RECORDS`] before `adding` is noted:
+/// a loop of pulls of ever new names must not grow memory. The oldest records go first (those
+/// of existing containers are noted again whenever images are listed).
+fn forget_oldest_images(images: &mut BTreeMap<String, ImageRecord>, adding: &str) {
+    while images.len() >= super::limits::MAX_IMAGE_RECORDS && !images.contains_key(adding) {
+        let oldest = images
+            .values()
+            .min_by_key(|record| record.created)
+            .map(|record| record.reference.clone());
+        match oldest {
+            Some(reference) => images.remove(&reference),
+            None => return,
+        };
+    }
+}
+
 /// The ConfigMap that stores the network or volume `id` (a hex digest podbridge made).
 fn object_config_map_name(role: &str, id: &str) -> String {
     format!("podbridge-{role}-{}", id.get(..12).unwrap_or(id))
@@ -68,6 +84,7 @@ impl Runtime {
     pub fn note_image(&self, reference: &str) -> ImageRecord {
         let normalised = normalise_image(reference);
         let mut images = self.images.lock();
+        forget_oldest_images(&mut images, &normalised);
         images
             .entry(normalised.clone())
             .or_insert_with(|| ImageRecord {
@@ -83,6 +100,7 @@ impl Runtime {
     pub fn note_image_with_id(&self, reference: &str, id: &str) -> ImageRecord {
         let normalised = normalise_image(reference);
         let mut images = self.images.lock();
+        forget_oldest_images(&mut images, &normalised);
         let record = images
             .entry(normalised.clone())
             .or_insert_with(|| ImageRecord {
@@ -226,6 +244,25 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_image_table_is_bounded() {
+        let mut images = BTreeMap::new();
+        for index in 0..super::super::limits::MAX_IMAGE_RECORDS + 5 {
+            let reference = format!("image-{index}:latest");
+            forget_oldest_images(&mut images, &reference);
+            images.insert(
+                reference.clone(),
+                ImageRecord {
+                    id: image_id(&reference),
+                    reference,
+                    created: index as i64,
+                },
+            );
+        }
+        assert_eq!(images.len(), super::super::limits::MAX_IMAGE_RECORDS);
+        assert!(!images.contains_key("image-0:latest"));
+    }
 
     #[test]
     fn image_references_normalise() {
