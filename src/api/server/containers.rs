@@ -629,13 +629,13 @@ pub async fn container_logs(
     Path(id): Path<String>,
     query: Query,
 ) -> Result<Response> {
+    let options = log_options(&query)?;
     let view = find(&state, &id)?;
     if !query_bool(&query, "stdout") && !query_bool(&query, "stderr") {
         return Err(ApiError::BadRequest(
             "Bad parameters: you must choose at least one stream".into(),
         ));
     }
-    let options = log_options(&query)?;
     // A follower may stay open for the container's lifetime: it takes a stream slot.
     let permit = match options.follow {
         true => Some(state.runtime.stream_permit()?),
@@ -707,11 +707,11 @@ pub async fn container_resize(
     Path(id): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
-    let view = find(&state, &id)?;
     let (height, width) = (
         super::exec::terminal_dimension(&query, "h")?,
         super::exec::terminal_dimension(&query, "w")?,
     );
+    let view = find(&state, &id)?;
     if view.tty() {
         state.runtime.container_resize(&view, width, height).await;
     }
