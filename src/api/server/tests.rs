@@ -304,9 +304,10 @@ async fn a_cancelled_create_releases_its_name() {
                 id: id.clone(),
                 created: crate::runtime::now_rfc3339(),
             },
+            start: crate::render::StartInputs::default(),
         })
         .unwrap();
-    let create = runtime.create_container("web", id.as_str(), &translation.objects);
+    let create = runtime.create_container("web", id.as_str(), &translation.objects, None);
     let timed_out = tokio::time::timeout(std::time::Duration::from_millis(200), create).await;
     assert!(
         timed_out.is_err(),
