@@ -204,6 +204,15 @@ async fn auto_remove(
     view: ContainerView,
     removing: Arc<parking_lot::Mutex<HashSet<String>>>,
 ) {
+    /// Takes the container off the in-progress set however the task ends (even by a panic),
+    /// so a later change can try again.
+    struct Done(Arc<parking_lot::Mutex<HashSet<String>>>, String);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.lock().remove(&self.1);
+        }
+    }
+    let _done = Done(removing, view.id.clone());
     let id = view.id.clone();
     runtime
         .wait_until(ATTACH_DRAIN_TIMEOUT, |rt| rt.attached_count(&id) == 0)
@@ -212,5 +221,4 @@ async fn auto_remove(
         Ok(()) => info!(container = %view.short_id(), "Auto-removed"),
         Err(error) => warn!(container = %view.short_id(), %error, "Auto-remove failed"),
     }
-    removing.lock().remove(&view.id);
 }
