@@ -28,7 +28,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
-const KEYS: [&str; 28] = [
+const KEYS: [&str; 36] = [
     "namespace",
     "instance",
     "project",
@@ -56,6 +56,14 @@ const KEYS: [&str; 28] = [
     "volume_size",
     "volume_storage_class",
     "volume_access_mode",
+    "max_containers",
+    "max_stored_bytes",
+    "max_archives_per_container",
+    "max_streams",
+    "max_json_body_bytes",
+    "max_archive_bytes",
+    "max_concurrent_copies",
+    "unix_socket_mode",
     "config",
 ];
 
@@ -86,6 +94,10 @@ pub struct Config {
     pub listen: String,
     /// Optional unix socket for the Docker API, served beside TCP.
     pub unix_socket: Option<PathBuf>,
+    /// Permission bits of the unix socket (octal in files, e.g. `0o600` or `"600"`); it never
+    /// exists with wider ones. Default 0600: only the owner may connect.
+    #[serde(with = "octal_mode")]
+    pub unix_socket_mode: u32,
     /// Where `serve` also answers `/docker-ready`, `/kubernetes-ready` and `/kubeconfig`
     /// (loopback only: the kubeconfig is a credential); `None` turns them off.
     pub readiness_listen: Option<String>,
@@ -122,6 +134,22 @@ pub struct Config {
     /// `ReadWriteOnce` (enough on one node) or `ReadWriteMany` (containers sharing a volume
     /// across nodes; the storage must support it).
     pub volume_access_mode: VolumeAccessMode,
+    /// Containers this instance keeps (created or running); a create beyond answers 403.
+    pub max_containers: usize,
+    /// Bytes this instance keeps in ConfigMaps (container specs, files copied before start,
+    /// networks, volumes); a write beyond answers 403.
+    pub max_stored_bytes: u64,
+    /// Files copied into one created container before it starts (one ConfigMap each).
+    pub max_archives_per_container: usize,
+    /// Streaming requests open at once (logs follow, attach, exec start, events, stats
+    /// stream); one more answers 429.
+    pub max_streams: usize,
+    /// Largest JSON request body; a larger one answers 413.
+    pub max_json_body_bytes: usize,
+    /// Largest tar `docker cp` sends into or reads out of a container.
+    pub max_archive_bytes: usize,
+    /// `docker cp` transfers held in memory at once; one more answers 429.
+    pub max_concurrent_copies: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -133,6 +161,7 @@ pub struct ScriptLimits {
 
 impl Default for Config {
     fn default() -> Self {
+        let limits = crate::runtime::limits::Limits::default();
         Config {
             namespace: None,
             instance: None,
@@ -164,6 +193,14 @@ impl Default for Config {
             volume_size: "1Gi".into(),
             volume_storage_class: None,
             volume_access_mode: VolumeAccessMode::ReadWriteOnce,
+            unix_socket_mode: 0o600,
+            max_containers: limits.max_containers,
+            max_stored_bytes: limits.max_stored_bytes,
+            max_archives_per_container: limits.max_archives_per_container,
+            max_streams: limits.max_streams,
+            max_json_body_bytes: limits.max_json_body_bytes,
+            max_archive_bytes: limits.max_archive_bytes,
+            max_concurrent_copies: limits.max_concurrent_copies,
         }
     }
 }
@@ -212,6 +249,19 @@ impl Config {
         Ok(figment)
     }
 
+    /// The per-instance caps the runtime enforces.
+    pub fn limits(&self) -> crate::runtime::limits::Limits {
+        crate::runtime::limits::Limits {
+            max_containers: self.max_containers,
+            max_stored_bytes: self.max_stored_bytes,
+            max_archives_per_container: self.max_archives_per_container,
+            max_streams: self.max_streams,
+            max_json_body_bytes: self.max_json_body_bytes,
+            max_archive_bytes: self.max_archive_bytes,
+            max_concurrent_copies: self.max_concurrent_copies,
+        }
+    }
+
     pub fn script_limits(&self) -> crate::rules::Limits {
         crate::rules::Limits {
             max_operations: self.scripts.max_operations,
@@ -230,6 +280,48 @@ impl Config {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "podbridge".into());
         crate::render::label_value(&host)
+    }
+}
+
+/// Socket modes as people write them: `"0o600"`/`"0600"`/`"600"` strings, or a number whose
+/// digits are read as octal (`600`; also what `0600` becomes through environment variables).
+/// Serialized as `"0600"`.
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u32),
+            Text(String),
+        }
+        let mode = match Raw::deserialize(deserializer)? {
+            Raw::Number(number) => u32::from_str_radix(&number.to_string(), 8).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "unix_socket_mode {number} is not an octal mode: write it as \"0600\""
+                ))
+            })?,
+            Raw::Text(text) => {
+                let digits = text.trim();
+                let digits = digits.strip_prefix("0o").unwrap_or(digits);
+                u32::from_str_radix(digits, 8).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "unix_socket_mode {text:?} is not an octal mode such as 0600"
+                    ))
+                })?
+            }
+        };
+        if mode > 0o777 {
+            return Err(serde::de::Error::custom(format!(
+                "unix_socket_mode {mode:o} has bits beyond 0777"
+            )));
+        }
+        Ok(mode)
     }
 }
 
@@ -316,6 +408,25 @@ mod tests {
             jail.set_env("PODBRIDGE_VOLUME_SIZE", "big");
             let error = Config::load(None, &Flags { namespace: None }).unwrap_err();
             assert!(error.to_string().contains("volume_size \"big\""), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_and_socket_mode_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.limits(), crate::runtime::limits::Limits::default());
+            assert_eq!(config.unix_socket_mode, 0o600);
+            jail.set_env("PODBRIDGE_MAX_CONTAINERS", "3");
+            jail.set_env("PODBRIDGE_MAX_STREAMS", "5");
+            jail.set_env("PODBRIDGE_UNIX_SOCKET_MODE", "0660");
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.limits().max_containers, 3);
+            assert_eq!(config.limits().max_streams, 5);
+            assert_eq!(config.unix_socket_mode, 0o660);
+            jail.set_env("PODBRIDGE_UNIX_SOCKET_MODE", "0999");
+            assert!(Config::load(None, &Flags { namespace: None }).is_err());
             Ok(())
         });
     }

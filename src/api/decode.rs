@@ -682,9 +682,10 @@ impl Decoder<'_> {
                     _ => Ok(image.filter(|value| *value > 0)),
                 }
             };
-        // Rounded up; `value + 999_999_999` would overflow near i64::MAX.
+        // Rounded up without overflow near i64::MAX, and within what a probe field holds.
         let seconds = |nanoseconds: i64| {
-            nanoseconds / 1_000_000_000 + i64::from(nanoseconds % 1_000_000_000 > 0)
+            (nanoseconds / 1_000_000_000 + i64::from(nanoseconds % 1_000_000_000 > 0))
+                .min(i64::from(i32::MAX))
         };
         let interval = pick(
             "Interval",
@@ -1632,6 +1633,19 @@ mod tests {
     }
 
     #[test]
+    fn huge_numbers_in_a_create_do_not_overflow() {
+        let body = format!(
+            r#"{{"Image":"busybox","Healthcheck":{{"Test":["CMD","true"],"Interval":{max},"Timeout":{max},"StartPeriod":{max}}},"HostConfig":{{"CpuQuota":{max},"CpuPeriod":100000,"CpuShares":{max},"Memory":{max}}},"StopTimeout":{max}}}"#,
+            max = i64::MAX
+        );
+        let workload = decode_create(body.as_bytes(), None, None).unwrap().workload;
+        let health = workload.healthcheck.unwrap();
+        assert_eq!(health.interval_seconds, i64::from(i32::MAX));
+        assert_eq!(health.start_period_seconds, i64::from(i32::MAX));
+        assert!(workload.resources.cpu_limit_millicores().is_some());
+    }
+
+    #[test]
     fn healthcheck_merges_with_image_and_none_disables() {
         let image: ImageConfig = serde_json::from_str(
             r#"{"Healthcheck":{"Test":["CMD","redis-cli","ping"],"Interval":2000000000,"Retries":7}}"#,
@@ -1753,8 +1767,8 @@ mod tests {
             r#"{"Image":"busybox","Healthcheck":{"Test":["CMD","true"],"Interval":9223372036854775807,"Timeout":9223372036854775807}}"#,
         );
         let health = decoded.workload.healthcheck.unwrap();
-        assert_eq!(health.interval_seconds, 9_223_372_037);
-        assert_eq!(health.timeout_seconds, 9_223_372_037);
+        assert_eq!(health.interval_seconds, i64::from(i32::MAX));
+        assert_eq!(health.timeout_seconds, i64::from(i32::MAX));
     }
 
     mod properties {

@@ -31,6 +31,10 @@ pub enum ApiError {
     /// 413: a body above the route's limit (Docker has none; podbridge buffers bodies).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 429: too many concurrent requests of a kind (config `max_streams`,
+    /// `max_concurrent_copies`); retrying later can succeed.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -49,6 +53,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified => StatusCode::NOT_MODIFIED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +114,10 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Conflict(message) => ApiError::Conflict(message),
             RuntimeError::NotFound(message) => ApiError::NotFound(message),
             RuntimeError::BadRequest(message) => ApiError::BadRequest(message),
+            // 403, as Kubernetes answers an exceeded ResourceQuota: a 409 would read as "already
+            // exists" to clients that reuse conflicting objects.
+            RuntimeError::LimitReached { message } => ApiError::Forbidden(message),
+            RuntimeError::Busy { message } => ApiError::TooManyRequests(message),
             RuntimeError::NotReady => {
                 ApiError::Unavailable("podbridge is not connected to the cluster yet".into())
             }

@@ -180,13 +180,13 @@ impl Resources {
             .cpu_period
             .filter(|period| *period > 0)
             .unwrap_or(DEFAULT_CPU_PERIOD);
-        Some((quota * 1000 / period).max(1))
+        Some((quota.saturating_mul(1000) / period).max(1))
     }
 
     /// CPU request in millicores from `CpuShares` (1024 shares = one core), never above the limit.
     pub fn cpu_request_millicores(&self) -> Option<i64> {
         let shares = self.cpu_shares.filter(|shares| *shares > 0)?;
-        let request = (shares * 1000 / 1024).max(1);
+        let request = (shares.saturating_mul(1000) / 1024).max(1);
         Some(match self.cpu_limit_millicores() {
             Some(limit) => request.min(limit),
             None => request,
@@ -340,6 +340,18 @@ impl Dns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_cpu_numbers_saturate_instead_of_overflowing() {
+        let resources = Resources {
+            cpu_quota: Some(i64::MAX),
+            cpu_period: Some(1),
+            cpu_shares: Some(i64::MAX),
+            ..Default::default()
+        };
+        assert_eq!(resources.cpu_limit_millicores(), Some(i64::MAX));
+        assert_eq!(resources.cpu_request_millicores(), Some(i64::MAX / 1024));
+    }
 
     #[test]
     fn cpu_limits_from_nano_cpus_and_quota() {

@@ -195,9 +195,12 @@ fn service_name_for_pod(pod_name: &str) -> String {
         pod_name.to_owned()
     } else {
         let name = format!("svc-{pod_name}");
-        name[..name.len().min(MAX_LABEL_LENGTH)]
-            .trim_end_matches('-')
-            .to_owned()
+        // A policy may have set any pod name: cut at a character boundary.
+        let mut end = name.len().min(MAX_LABEL_LENGTH);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].trim_end_matches('-').to_owned()
     }
 }
 
@@ -222,6 +225,13 @@ fn aliases(workload: &Workload) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn service_names_cut_at_character_boundaries() {
+        let name = super::service_name_for_pod(&format!("1{}", "é".repeat(40)));
+        assert!(name.len() <= super::MAX_LABEL_LENGTH);
+        assert!(name.starts_with("svc-1é"));
+    }
 
     use super::*;
     use crate::render::pod::tests::{context, identity, workload};

@@ -161,9 +161,11 @@ impl Runtime {
     pub async fn archive_get(&self, view: &ContainerView, path: &str) -> Result<(PathStat, Bytes)> {
         let stat = self.stat_path(view, path).await?;
         let (dir, base) = split_path(path);
+        let max = self.limits().max_archive_bytes;
         let output = self
-            .exec_capture(
+            .exec_capture_in(
                 &view.pod_name,
+                super::state::MAIN_CONTAINER,
                 vec![
                     "tar".into(),
                     "-cf".into(),
@@ -173,8 +175,16 @@ impl Runtime {
                     base,
                 ],
                 None,
+                max,
             )
             .await?;
+        if output.truncated {
+            return Err(RuntimeError::LimitReached {
+                message: format!(
+                    "the tar of {path} is larger than {max} bytes, the most podbridge copies out of a container (config max_archive_bytes)"
+                ),
+            });
+        }
         if output.exit_code != 0 {
             return Err(RuntimeError::Conflict(format!(
                 "tar of {path} failed in container {}: {}",

@@ -61,7 +61,8 @@ fn init_running(pod: &Pod) -> bool {
 }
 
 /// A tar of a local path: a directory's contents, or a file under its own name.
-async fn local_tar(source: &str) -> std::io::Result<Option<Vec<u8>>> {
+async fn local_tar(source: &str, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncReadExt;
     let path = Path::new(source);
     let Ok(metadata) = tokio::fs::metadata(path).await else {
         return Ok(None);
@@ -78,13 +79,33 @@ async fn local_tar(source: &str) -> std::io::Result<Option<Vec<u8>>> {
             .unwrap_or_default();
         command.arg("-C").arg(parent).arg(base);
     }
-    let output = command.output().await?;
-    if !output.status.success() {
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let mut stdout = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        // One byte more than allowed tells "too large" from "exactly at the limit".
+        out.take(max as u64 + 1).read_to_end(&mut stdout).await?;
+    }
+    if stdout.len() > max {
+        let _ = child.kill().await;
+        return Err(std::io::Error::other(format!(
+            "its tar is larger than {max} bytes, the most podbridge copies (config max_archive_bytes)"
+        )));
+    }
+    let mut stderr = Vec::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = (&mut err).take(64 * 1024).read_to_end(&mut stderr).await;
+    }
+    let status = child.wait().await?;
+    if !status.success() {
         return Err(std::io::Error::other(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            String::from_utf8_lossy(&stderr).trim().to_string(),
         ));
     }
-    Ok(Some(output.stdout))
+    Ok(Some(stdout))
 }
 
 /// Bind sources of the stored pod that are single files here, for the start's translation
@@ -118,7 +139,8 @@ impl Runtime {
             });
         };
         for bind in bind_copies(&pod) {
-            let tar = match local_tar(&bind.source).await {
+            let _copy = self.copy_permit()?;
+            let tar = match local_tar(&bind.source, self.limits().max_archive_bytes).await {
                 Ok(Some(tar)) => tar,
                 Ok(None) => {
                     warn!(pod = %pod_name, source = %bind.source, "Bind source does not exist here; the mount stays empty");
@@ -140,6 +162,7 @@ impl Runtime {
                         .map(String::from)
                         .to_vec(),
                     Some(Bytes::from(tar)),
+                    super::limits::MAX_CAPTURED_OUTPUT,
                 )
                 .await?;
             if output.exit_code != 0 {
@@ -156,6 +179,7 @@ impl Runtime {
             INIT_CONTAINER,
             vec!["touch".into(), READY_MARKER.into()],
             None,
+            super::limits::MAX_CAPTURED_OUTPUT,
         )
         .await?;
         Ok(())
@@ -184,6 +208,20 @@ mod tests {
 
     #[tokio::test]
     async fn local_tar_of_missing_path_is_none() {
-        assert!(local_tar("/definitely/not/here").await.unwrap().is_none());
+        assert!(local_tar("/definitely/not/here", 1024)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn local_tar_is_cut_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), vec![1u8; 64 * 1024]).unwrap();
+        let source = dir.path().to_str().unwrap();
+        let error = local_tar(source, 16 * 1024).await.unwrap_err();
+        assert!(error.to_string().contains("max_archive_bytes"), "{error}");
+        let tar = local_tar(source, 1024 * 1024).await.unwrap().unwrap();
+        assert!(tar.len() > 64 * 1024);
     }
 }

@@ -57,31 +57,19 @@ impl Runtime {
         objects: &RenderedObjects,
         image_config: Option<&ImageConfig>,
     ) -> Result<()> {
-        {
-            let mut creating = self.creating_names.lock().unwrap();
-            if let Some(existing) = self.containers().into_iter().find(|c| c.name == name) {
-                return Err(RuntimeError::NameInUse {
-                    name: name.into(),
-                    id: existing.id,
-                });
-            }
-            if !creating.insert(name.to_string()) {
-                return Err(RuntimeError::NameInUse {
-                    name: name.into(),
-                    id: "(being created)".into(),
-                });
-            }
-        }
-        let result = self.write_spec(name, id, objects, image_config).await;
-        if result.is_ok() {
-            let id = id.to_string();
-            self.wait_until(Duration::from_secs(10), |rt| {
-                rt.containers().iter().any(|c| c.id == id)
-            })
-            .await;
-        }
-        self.creating_names.lock().unwrap().remove(name);
-        result
+        let spec = self.spec_config_map(name, id, objects, image_config)?;
+        // Held until the watch shows the spec (or the request is dropped): the name and the
+        // container slot cannot be taken twice, and a cancelled create frees both.
+        let _reservation = self.reserve_create(name, super::limits::stored_size(&spec))?;
+        self.applier
+            .apply(&self.applier.config_maps(), &spec)
+            .await?;
+        let id = id.to_string();
+        self.wait_until(Duration::from_secs(10), |rt| {
+            rt.containers().iter().any(|c| c.id == id)
+        })
+        .await;
+        Ok(())
     }
 
     /// Replaces the stored objects of an existing container (network connect/disconnect on
@@ -92,8 +80,7 @@ impl Runtime {
         objects: &RenderedObjects,
         image_config: Option<&ImageConfig>,
     ) -> Result<()> {
-        self.write_spec(&view.name, &view.id, objects, image_config)
-            .await?;
+        self.write_spec(view, objects, image_config).await?;
         if view.state.running {
             let wanted: Vec<String> = objects
                 .services
@@ -121,22 +108,42 @@ impl Runtime {
         Ok(())
     }
 
+    /// Writes the spec of an existing container anew, within `max_stored_bytes`.
     async fn write_spec(
+        &self,
+        view: &ContainerView,
+        objects: &RenderedObjects,
+        image_config: Option<&ImageConfig>,
+    ) -> Result<()> {
+        let spec = self.spec_config_map(&view.name, &view.id, objects, image_config)?;
+        let _bytes = self.reserve_bytes(
+            super::limits::stored_size(&spec),
+            super::limits::stored_size(&view.spec),
+        )?;
+        self.applier
+            .apply(&self.applier.config_maps(), &spec)
+            .await?;
+        Ok(())
+    }
+
+    /// The spec ConfigMap of a container: named like the pod, holding the rendered objects.
+    fn spec_config_map(
         &self,
         name: &str,
         id: &str,
         objects: &RenderedObjects,
         image_config: Option<&ImageConfig>,
-    ) -> Result<()> {
+    ) -> Result<ConfigMap> {
+        let short_id = id.get(..12).unwrap_or(id);
         let pod_meta = &objects.pod.metadata;
         let pod_name = pod_meta
             .name
             .clone()
-            .unwrap_or_else(|| format!("podbridge-{}", &id[..12]));
+            .unwrap_or_else(|| format!("podbridge-{short_id}"));
         let mut spec_labels: BTreeMap<String, String> = pod_meta.labels.clone().unwrap_or_default();
         spec_labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
         spec_labels.insert(labels::INSTANCE.into(), self.instance.clone());
-        spec_labels.insert(labels::CONTAINER_ID.into(), id[..12].to_string());
+        spec_labels.insert(labels::CONTAINER_ID.into(), short_id.to_string());
         spec_labels.insert(labels::ROLE.into(), labels::ROLE_CONTAINER_SPEC.into());
         let mut annotations = pod_meta.annotations.clone().unwrap_or_default();
         annotations.insert(labels::ANNOTATION_CONTAINER_ID.into(), id.into());
@@ -151,7 +158,7 @@ impl Runtime {
             name: pod_name.clone(),
             reason: e.to_string(),
         })?;
-        let spec = ConfigMap {
+        Ok(ConfigMap {
             metadata: kube::api::ObjectMeta {
                 name: Some(pod_name),
                 namespace: Some(self.namespace.clone()),
@@ -161,11 +168,7 @@ impl Runtime {
             },
             data: Some(BTreeMap::from([(SPEC_DATA_KEY.to_string(), data)])),
             ..Default::default()
-        };
-        self.applier
-            .apply(&self.applier.config_maps(), &spec)
-            .await?;
-        Ok(())
+        })
     }
 
     fn stored_spec(&self, view: &ContainerView) -> Result<StoredObjects> {
@@ -413,13 +416,15 @@ impl Runtime {
             return Ok(Outcome::AlreadyInState);
         }
         let grace = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
-        if grace > 0 {
+        if grace != 0 {
             if let Err(error) = self.signal(view, &view.stop_signal()).await {
                 warn!(container = %view.short_id(), %error, "Stop signal not delivered; killing");
             } else {
                 let id = view.id.clone();
+                // Negative, as in Docker: no deadline (the client's disconnect ends the wait).
+                let grace = u64::try_from(grace).map_or(Duration::MAX, Duration::from_secs);
                 let stopped = self
-                    .wait_until(Duration::from_secs(grace as u64), |rt| {
+                    .wait_until(grace, |rt| {
                         rt.find(&id).map(|v| !v.state.running).unwrap_or(true)
                     })
                     .await;
@@ -571,6 +576,29 @@ impl Runtime {
     }
 }
 
+/// Docker's check of a `kill` signal: a number from 1 to 64 or a name (`SIGHUP`, `hup`,
+/// `RTMIN+3`); anything else is a 400 before any exec.
+pub fn check_signal(signal: &str) -> Result<()> {
+    let name = signal_name(signal);
+    let valid = match name.parse::<u32>() {
+        Ok(number) => (1..=64).contains(&number),
+        Err(_) => {
+            name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name.len() <= 16
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-')
+        }
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(RuntimeError::BadRequest(format!(
+            "Invalid signal: {signal}"
+        )))
+    }
+}
+
 /// `SIGTERM`, `TERM`, `15` → the name busybox and coreutils `kill -s` accept.
 pub fn signal_name(signal: &str) -> String {
     let upper = signal.trim().to_ascii_uppercase();
@@ -631,6 +659,28 @@ fn not_started_reason(pod: Option<&Pod>, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_signals_are_refused() {
+        for good in ["SIGTERM", "9", "hup", "RTMIN+3", "64"] {
+            assert!(check_signal(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0",
+            "65",
+            "99999999999999",
+            "-1",
+            "TERM; rm",
+            "é",
+            "SIG",
+            &"A".repeat(40),
+        ] {
+            assert!(
+                matches!(check_signal(bad), Err(RuntimeError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn signal_names() {

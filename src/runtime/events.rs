@@ -76,7 +76,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
     let mut networks: HashMap<String, String> = HashMap::new();
     let mut volumes: HashMap<String, String> = HashMap::new();
     let mut first = true;
-    let removing: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+    let removing: Arc<parking_lot::Mutex<HashSet<String>>> = Arc::default();
     loop {
         changes.borrow_and_update();
         let views = runtime.containers();
@@ -126,7 +126,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                 }
             }
             if view.auto_remove() && view.state.is_exited() && view.pod.is_some() {
-                let fresh = removing.lock().unwrap().insert(view.id.clone());
+                let fresh = removing.lock().insert(view.id.clone());
                 if fresh {
                     tokio::spawn(auto_remove(runtime.clone(), view.clone(), removing.clone()));
                 }
@@ -137,6 +137,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
             for (id, before) in &seen {
                 if !next.contains_key(id) {
                     runtime.emit(container_event(&before.view, "destroy", &[]));
+                    runtime.forget_container(id);
                 }
             }
         }
@@ -201,8 +202,17 @@ fn diff_objects(
 async fn auto_remove(
     runtime: Arc<Runtime>,
     view: ContainerView,
-    removing: Arc<std::sync::Mutex<HashSet<String>>>,
+    removing: Arc<parking_lot::Mutex<HashSet<String>>>,
 ) {
+    /// Takes the container off the in-progress set however the task ends (even by a panic),
+    /// so a later change can try again.
+    struct Done(Arc<parking_lot::Mutex<HashSet<String>>>, String);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.lock().remove(&self.1);
+        }
+    }
+    let _done = Done(removing, view.id.clone());
     let id = view.id.clone();
     runtime
         .wait_until(ATTACH_DRAIN_TIMEOUT, |rt| rt.attached_count(&id) == 0)
@@ -211,5 +221,4 @@ async fn auto_remove(
         Ok(()) => info!(container = %view.short_id(), "Auto-removed"),
         Err(error) => warn!(container = %view.short_id(), %error, "Auto-remove failed"),
     }
-    removing.lock().unwrap().remove(&view.id);
 }

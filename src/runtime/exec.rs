@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::limits::{MAX_CAPTURED_OUTPUT, MAX_EXEC_RECORDS};
 use super::remote_command::{self, Resizer, Session, Streams, Target};
 use super::state::MAIN_CONTAINER;
 use super::{ContainerView, Result, Runtime, RuntimeError};
@@ -19,12 +20,14 @@ const CAPTURE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long stdin of `docker run -i` waits for the attach session to end after closing it.
 const ATTACH_LINGER: Duration = Duration::from_secs(2);
 
-/// Output of a captured exec.
+/// Output of a captured exec, each stream cut at the capture limit.
 #[derive(Debug, Default)]
 pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub exit_code: i64,
+    /// Some output went past the limit and was dropped.
+    pub truncated: bool,
 }
 
 /// A Docker exec instance.
@@ -50,6 +53,8 @@ pub struct ExecRecord {
     pub tty_size: Option<(u16, u16)>,
     /// Resizes the running TTY session.
     pub resizer: Option<Resizer>,
+    /// When it was created: the oldest finished records are forgotten first.
+    pub created: std::time::Instant,
 }
 
 /// Docker exit code from the exec's final status.
@@ -144,7 +149,8 @@ impl Runtime {
         argv: Vec<String>,
         stdin: Option<Bytes>,
     ) -> Result<ExecOutput> {
-        self.exec_capture_in(pod, MAIN_CONTAINER, argv, stdin).await
+        self.exec_capture_in(pod, MAIN_CONTAINER, argv, stdin, MAX_CAPTURED_OUTPUT)
+            .await
     }
 
     /// [`Runtime::exec_capture`] in any container of the pod (the bind-copy init container).
@@ -154,6 +160,7 @@ impl Runtime {
         container: &str,
         argv: Vec<String>,
         stdin: Option<Bytes>,
+        max_output: usize,
     ) -> Result<ExecOutput> {
         let streams = Streams {
             stdin: stdin.is_some(),
@@ -167,8 +174,8 @@ impl Runtime {
             .await?;
         let run = async {
             let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-            let read_out = read_all(session.stdout.take(), &mut stdout);
-            let read_err = read_all(session.stderr.take(), &mut stderr);
+            let read_out = read_all(session.stdout.take(), &mut stdout, max_output);
+            let read_err = read_all(session.stderr.take(), &mut stderr, max_output);
             let writer = session.stdin.take();
             let write_in = async move {
                 if let (Some(mut writer), Some(data)) = (writer, stdin) {
@@ -176,26 +183,29 @@ impl Runtime {
                     let _ = writer.shutdown().await;
                 }
             };
-            tokio::join!(read_out, read_err, write_in);
-            (stdout, stderr, session.status().await)
+            let (out_cut, err_cut, ()) = tokio::join!(read_out, read_err, write_in);
+            (stdout, stderr, out_cut || err_cut, session.status().await)
         };
-        let (stdout, stderr, status) =
-            tokio::time::timeout(CAPTURE_TIMEOUT, run)
-                .await
-                .map_err(|_| RuntimeError::Timeout {
-                    operation: "exec",
-                    pod: pod.into(),
-                    seconds: CAPTURE_TIMEOUT.as_secs(),
-                })?;
+        let (stdout, stderr, truncated, status) = tokio::time::timeout(CAPTURE_TIMEOUT, run)
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                operation: "exec",
+                pod: pod.into(),
+                seconds: CAPTURE_TIMEOUT.as_secs(),
+            })?;
         let status = status.map_err(|source| RuntimeError::RemoteCommand {
             operation: "exec",
             pod: pod.into(),
             source,
         })?;
+        if truncated {
+            tracing::warn!(%pod, ?argv, max_output, "Exec output beyond the capture limit dropped");
+        }
         Ok(ExecOutput {
             stdout,
             stderr,
             exit_code: exit_code_of(status.as_ref()),
+            truncated,
         })
     }
 
@@ -244,13 +254,27 @@ impl Runtime {
             working_dir,
             tty_size: console_size(config),
             resizer: None,
+            created: std::time::Instant::now(),
         };
-        self.execs.lock().unwrap().insert(id.clone(), record);
+        let live: std::collections::HashSet<String> =
+            self.containers().into_iter().map(|c| c.id).collect();
+        let mut execs = self.execs.lock();
+        make_room(&mut execs, &live, MAX_EXEC_RECORDS)?;
+        execs.insert(id.clone(), record);
         Ok(id)
     }
 
+    /// Forgets what is kept in memory for a container that is gone: its exec instances and
+    /// terminal.
+    pub fn forget_container(&self, id: &str) {
+        self.execs
+            .lock()
+            .retain(|_, record| record.container_id != id);
+        self.terminals.lock().remove(id);
+    }
+
     pub fn exec_get(&self, id: &str) -> Result<ExecRecord> {
-        let execs = self.execs.lock().unwrap();
+        let execs = self.execs.lock();
         execs
             .get(id)
             .cloned()
@@ -267,7 +291,7 @@ impl Runtime {
     /// Marks an exec started; a second start is a conflict, as in Docker. A `ConsoleSize` in the
     /// start request replaces the one of create.
     pub fn exec_mark_started(&self, id: &str, config: &serde_json::Value) -> Result<ExecRecord> {
-        let mut execs = self.execs.lock().unwrap();
+        let mut execs = self.execs.lock();
         let record = execs
             .get_mut(id)
             .ok_or_else(|| RuntimeError::NoSuchExec(id.to_string()))?;
@@ -285,7 +309,7 @@ impl Runtime {
     }
 
     pub fn exec_finish(&self, id: &str, exit_code: i64) {
-        if let Some(record) = self.execs.lock().unwrap().get_mut(id) {
+        if let Some(record) = self.execs.lock().get_mut(id) {
             record.running = false;
             record.exit_code = Some(exit_code);
             record.resizer = None;
@@ -297,7 +321,7 @@ impl Runtime {
     pub async fn exec_resize(&self, id: &str, width: u16, height: u16) -> Result<()> {
         let id = self.exec_get(id)?.id;
         let resizer = {
-            let mut execs = self.execs.lock().unwrap();
+            let mut execs = self.execs.lock();
             let record = execs
                 .get_mut(&id)
                 .ok_or_else(|| RuntimeError::NoSuchExec(id.clone()))?;
@@ -313,11 +337,43 @@ impl Runtime {
     /// Keeps the resize handle of a started exec's TTY session; returns a size the client asked
     /// for before the session was open.
     pub fn exec_track_resizer(&self, id: &str, resizer: Resizer) -> Option<(u16, u16)> {
-        let mut execs = self.execs.lock().unwrap();
+        let mut execs = self.execs.lock();
         let record = execs.get_mut(id)?;
         record.resizer = Some(resizer);
         record.tty_size
     }
+}
+
+/// Makes room for one more exec record below `max`: records of containers that are gone go
+/// first, then finished (or never started) ones, oldest first. Running execs are never dropped;
+/// if they fill the table, the create is refused.
+fn make_room(
+    execs: &mut std::collections::HashMap<String, ExecRecord>,
+    live_containers: &std::collections::HashSet<String>,
+    max: usize,
+) -> Result<()> {
+    if execs.len() < max {
+        return Ok(());
+    }
+    execs.retain(|_, record| live_containers.contains(&record.container_id));
+    while execs.len() >= max {
+        let oldest = execs
+            .values()
+            .filter(|record| !record.running)
+            .min_by_key(|record| record.created)
+            .map(|record| record.id.clone());
+        match oldest {
+            Some(id) => execs.remove(&id),
+            None => {
+                return Err(RuntimeError::LimitReached {
+                    message: format!(
+                        "exec limit reached: {max} exec instances are running in this podbridge's containers"
+                    ),
+                })
+            }
+        };
+    }
+    Ok(())
 }
 
 /// A container's terminal as its attach session knows it.
@@ -334,7 +390,7 @@ impl Runtime {
     /// with it) and passes it to the open session of a TTY container.
     pub async fn container_resize(&self, view: &ContainerView, width: u16, height: u16) {
         let resizer = {
-            let mut terminals = self.terminals.lock().unwrap();
+            let mut terminals = self.terminals.lock();
             let terminal = terminals.entry(view.id.clone()).or_default();
             terminal.size = Some((width, height));
             terminal.resizer.clone()
@@ -355,9 +411,27 @@ pub fn console_size(config: &serde_json::Value) -> Option<(u16, u16)> {
     (width > 0 && height > 0).then_some((width, height))
 }
 
-async fn read_all(reader: Option<DuplexStream>, into: &mut Vec<u8>) {
-    if let Some(mut reader) = reader {
-        let _ = reader.read_to_end(into).await;
+/// Reads `reader` to its end keeping at most `max` bytes (the rest is read and dropped, so the
+/// process is never stalled); true if something was dropped.
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<R>,
+    into: &mut Vec<u8>,
+    max: usize,
+) -> bool {
+    let Some(mut reader) = reader else {
+        return false;
+    };
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut truncated = false;
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return truncated,
+            Ok(n) => {
+                let room = max.saturating_sub(into.len()).min(n);
+                into.extend_from_slice(&buffer[..room]);
+                truncated |= room < n;
+            }
+        }
     }
 }
 
@@ -389,12 +463,7 @@ impl Runtime {
         let streams = Streams {
             stdin: true,
             tty: view.tty(),
-            initial_size: self
-                .terminals
-                .lock()
-                .unwrap()
-                .get(&view.id)
-                .and_then(|t| t.size),
+            initial_size: self.terminals.lock().get(&view.id).and_then(|t| t.size),
             ..Default::default()
         };
         let mut session = match self
@@ -411,7 +480,7 @@ impl Runtime {
             // A resize that arrived while the session was opening found no resizer: send the
             // latest size now (both sides hold the lock, so none is lost).
             let latest = {
-                let mut terminals = self.terminals.lock().unwrap();
+                let mut terminals = self.terminals.lock();
                 let terminal = terminals.entry(view.id.clone()).or_default();
                 terminal.resizer = Some(resizer.clone());
                 terminal.size
@@ -430,7 +499,7 @@ impl Runtime {
         // The FIN is queued; the session ends by itself when the process exits on EOF, and a
         // process that keeps running has its stdin closed all the same (`stdinOnce`).
         let _ = tokio::time::timeout(ATTACH_LINGER, session.status()).await;
-        self.terminals.lock().unwrap().remove(&view.id);
+        self.terminals.lock().remove(&view.id);
     }
 }
 
@@ -461,6 +530,63 @@ mod tests {
         assert_eq!(exit_code_of(Some(&status)), 3);
         let ok: Status = serde_json::from_value(serde_json::json!({"status": "Success"})).unwrap();
         assert_eq!(exit_code_of(Some(&ok)), 0);
+    }
+
+    fn record(id: &str, container: &str, running: bool) -> ExecRecord {
+        ExecRecord {
+            id: id.into(),
+            container_id: container.into(),
+            pod_name: String::new(),
+            cmd: Vec::new(),
+            argv: Vec::new(),
+            tty: false,
+            attach_stdin: false,
+            attach_stdout: true,
+            attach_stderr: true,
+            running,
+            exit_code: None,
+            started: running,
+            user: String::new(),
+            working_dir: String::new(),
+            tty_size: None,
+            resizer: None,
+            created: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn exec_records_are_bounded() {
+        let live: std::collections::HashSet<String> = ["c".to_string()].into();
+        let mut execs = std::collections::HashMap::new();
+        for (id, container, running) in
+            [("gone", "x", true), ("old", "c", false), ("run", "c", true)]
+        {
+            execs.insert(id.to_string(), record(id, container, running));
+        }
+        make_room(&mut execs, &live, 3).unwrap();
+        assert!(
+            !execs.contains_key("gone"),
+            "records of removed containers go first"
+        );
+        execs.insert("new".into(), record("new", "c", false));
+        make_room(&mut execs, &live, 3).unwrap();
+        assert!(!execs.contains_key("old") && execs.contains_key("new"));
+        execs.insert("run2".into(), record("run2", "c", true));
+        execs.remove("new");
+        execs.insert("run3".into(), record("run3", "c", true));
+        let error = make_room(&mut execs, &live, 3).unwrap_err();
+        assert!(matches!(error, RuntimeError::LimitReached { .. }));
+    }
+
+    #[tokio::test]
+    async fn captured_output_is_cut_at_the_limit() {
+        let data = vec![7u8; 100_000];
+        let mut into = Vec::new();
+        assert!(read_all(Some(&data[..]), &mut into, 1000).await);
+        assert_eq!(into.len(), 1000);
+        let mut small = Vec::new();
+        assert!(!read_all(Some(&b"ok"[..]), &mut small, 1000).await);
+        assert_eq!(small, b"ok");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use futures::AsyncBufReadExt;
 use futures::Stream;
 use kube::api::LogParams;
 
+use super::limits::MAX_LOG_LINE;
 use super::state::{main_status, MAIN_CONTAINER};
 use super::{ContainerView, Runtime};
 
@@ -87,7 +88,7 @@ impl Runtime {
             let mut reader = Box::pin(reader);
             loop {
                 let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line).await {
+                match read_line_capped(&mut reader, &mut line, MAX_LOG_LINE).await {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
@@ -109,6 +110,33 @@ impl Runtime {
     }
 }
 
+/// Reads up to and including the next `\n`, or `max` bytes of a longer line (the rest comes
+/// with the next call), so a process that never ends its line cannot grow the buffer.
+async fn read_line_capped<R: futures::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    let start = line.len();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(line.len() - start);
+        }
+        let room = max.saturating_sub(line.len() - start);
+        let window = &available[..available.len().min(room)];
+        let (taken, done) = match window.iter().position(|b| *b == b'\n') {
+            Some(newline) => (newline + 1, true),
+            None => (window.len(), window.len() == room),
+        };
+        line.extend_from_slice(&window[..taken]);
+        reader.consume_unpin(taken);
+        if done {
+            return Ok(line.len() - start);
+        }
+    }
+}
+
 /// Splits the RFC 3339 timestamp Kubernetes puts before each line.
 fn split_timestamp(line: &[u8]) -> (Option<&str>, &[u8]) {
     match line.iter().position(|b| *b == b' ') {
@@ -126,6 +154,30 @@ fn split_timestamp(line: &[u8]) -> (Option<&str>, &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn long_lines_are_split_at_the_cap() {
+        let mut data = vec![b'x'; 40];
+        data.extend_from_slice(b"\nshort\n");
+        let mut reader = futures::io::Cursor::new(data);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if read_line_capped(&mut reader, &mut line, 16).await.unwrap() == 0 {
+                break;
+            }
+            lines.push(String::from_utf8(line).unwrap());
+        }
+        assert_eq!(
+            lines,
+            [
+                "x".repeat(16),
+                "x".repeat(16),
+                "x".repeat(8) + "\n",
+                "short\n".into()
+            ]
+        );
+    }
 
     #[test]
     fn splits_kubernetes_timestamp() {

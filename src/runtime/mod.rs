@@ -11,6 +11,7 @@ pub mod containers;
 pub mod events;
 pub mod exec;
 pub mod lease;
+pub mod limits;
 pub mod logs;
 pub mod objects;
 pub mod ports;
@@ -25,7 +26,9 @@ pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -42,9 +45,6 @@ use crate::render::NamedVolumes;
 pub use state::{ContainerState, ContainerView, LastExit};
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
-
-/// Stands in for a wait longer than the clock can represent: a century.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -64,6 +64,12 @@ pub enum RuntimeError {
     BadRequest(String),
     #[error("the cluster view is not synced yet")]
     NotReady,
+    /// An instance cap (config `max_*`) would be exceeded; the message names the key.
+    #[error("{message}")]
+    LimitReached { message: String },
+    /// Too many concurrent requests of one kind; retrying later can succeed.
+    #[error("{message}")]
+    Busy { message: String },
     #[error("container {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
     #[error(transparent)]
@@ -119,12 +125,16 @@ pub struct Runtime {
     ready: AtomicBool,
     pub(crate) execs: Mutex<HashMap<String, exec::ExecRecord>>,
     /// Exit of containers that auto-remove deleted, for `wait?condition=removed`.
-    last_exits: Mutex<HashMap<String, LastExit>>,
+    last_exits: Mutex<HashMap<String, (u64, LastExit)>>,
     /// Number of attach streams per container id; auto-remove waits for them to drain.
     attached: Mutex<HashMap<String, usize>>,
     /// TTY size and resize handle of each container's attach session (`docker run -it`), by id.
     pub(crate) terminals: Mutex<HashMap<String, exec::Terminal>>,
-    creating_names: Mutex<HashSet<String>>,
+    /// Caps of this instance (config `max_*`) and the semaphores enforcing them.
+    gates: arc_swap::ArcSwap<limits::Gates>,
+    /// Creates and ConfigMap writes in flight, counted against the caps until the watch shows
+    /// them.
+    pending: Mutex<limits::Pending>,
     pub(crate) images: Mutex<BTreeMap<String, objects::ImageRecord>>,
     /// Image configs read from registries.
     pub registry: registry::RegistryClient,
@@ -175,7 +185,8 @@ impl Runtime {
             last_exits: Mutex::default(),
             attached: Mutex::default(),
             terminals: Mutex::default(),
-            creating_names: Mutex::default(),
+            gates: arc_swap::ArcSwap::from_pointee(limits::Gates::new(limits::Limits::default())),
+            pending: Mutex::default(),
             images: Mutex::default(),
             registry: registry::RegistryClient::new(),
             published: Mutex::default(),
@@ -190,7 +201,7 @@ impl Runtime {
     /// named volumes, so `emptyDir` works with a Role that has no claim permissions.
     pub fn spawn_watchers(self: &Arc<Self>) {
         let Some((pod_writer, config_map_writer, service_writer, claim_writer)) =
-            self.writers.lock().unwrap().take()
+            self.writers.lock().take()
         else {
             return;
         };
@@ -256,11 +267,11 @@ impl Runtime {
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
-                    self.failing_watches.lock().unwrap().remove(&kind);
+                    self.failing_watches.lock().remove(&kind);
                     self.changes.send_modify(|generation| *generation += 1);
                 }
                 Err(error) => {
-                    self.failing_watches.lock().unwrap().insert(kind.clone());
+                    self.failing_watches.lock().insert(kind.clone());
                     warn!(%kind, %error, "Watch failed; retrying");
                 }
             }
@@ -274,12 +285,12 @@ impl Runtime {
 
     /// Chooses what backs named volumes; call before [`Runtime::spawn_watchers`].
     pub fn set_named_volumes(&self, backing: NamedVolumes) {
-        *self.named_volumes.lock().unwrap() = backing;
+        *self.named_volumes.lock() = backing;
     }
 
     /// True when named volumes are PersistentVolumeClaims.
     pub fn uses_claims(&self) -> bool {
-        *self.named_volumes.lock().unwrap() == NamedVolumes::Claim
+        *self.named_volumes.lock() == NamedVolumes::Claim
     }
 
     pub fn start_timeout(&self) -> Duration {
@@ -312,7 +323,7 @@ impl Runtime {
     /// True once the cluster answered and every store holds a complete list, and while no watch
     /// is failing.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.failing_watches.lock().unwrap().is_empty()
+        self.ready.load(Ordering::SeqCst) && self.failing_watches.lock().is_empty()
     }
 
     /// A receiver that changes whenever any watched object changes.
@@ -327,7 +338,7 @@ impl Runtime {
         Vec<serde_json::Value>,
         broadcast::Receiver<serde_json::Value>,
     ) {
-        let history = self.history.lock().unwrap();
+        let history = self.history.lock();
         (history.iter().cloned().collect(), self.events.subscribe())
     }
 
@@ -338,9 +349,7 @@ impl Runtime {
     /// Waits until `done` holds on the current view, waking on every watch change.
     pub async fn wait_until<F: Fn(&Runtime) -> bool>(&self, timeout: Duration, done: F) -> bool {
         let mut changes = self.subscribe_changes();
-        // A client's timeout (`docker stop -t 9223372036854775807`) must not overflow the clock.
-        let now = tokio::time::Instant::now();
-        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + FOREVER);
+        let deadline = deadline_after(timeout);
         loop {
             changes.borrow_and_update();
             if done(self) {
@@ -437,7 +446,7 @@ impl Runtime {
     }
 
     pub fn emit(&self, event: serde_json::Value) {
-        let mut history = self.history.lock().unwrap();
+        let mut history = self.history.lock();
         if history.len() == events::HISTORY {
             history.pop_front();
         }
@@ -455,12 +464,7 @@ impl Runtime {
 
     /// Registers an attach stream so auto-remove waits for its output to drain.
     pub fn attach_guard(self: &Arc<Self>, id: &str) -> AttachGuard {
-        *self
-            .attached
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default() += 1;
+        *self.attached.lock().entry(id.to_string()).or_default() += 1;
         AttachGuard {
             runtime: self.clone(),
             id: id.to_string(),
@@ -468,15 +472,30 @@ impl Runtime {
     }
 
     fn attached_count(&self, id: &str) -> usize {
-        self.attached.lock().unwrap().get(id).copied().unwrap_or(0)
+        self.attached.lock().get(id).copied().unwrap_or(0)
     }
 
+    /// Keeps the exit of a removed container for `wait?condition=removed`; only the latest
+    /// [`limits::MAX_REMOVED_EXITS`] are kept.
     pub(crate) fn record_removed_exit(&self, id: &str, exit: LastExit) {
-        self.last_exits.lock().unwrap().insert(id.to_string(), exit);
+        let mut exits = self.last_exits.lock();
+        while exits.len() >= limits::MAX_REMOVED_EXITS && !exits.contains_key(id) {
+            let oldest = exits
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(oldest) => exits.remove(&oldest),
+                None => break,
+            };
+        }
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        exits.insert(id.to_string(), (sequence, exit));
     }
 
     pub(crate) fn removed_exit(&self, id: &str) -> Option<LastExit> {
-        self.last_exits.lock().unwrap().get(id).cloned()
+        self.last_exits.lock().get(id).map(|(_, exit)| exit.clone())
     }
 }
 
@@ -488,7 +507,7 @@ pub struct AttachGuard {
 
 impl Drop for AttachGuard {
     fn drop(&mut self) {
-        let mut attached = self.runtime.attached.lock().unwrap();
+        let mut attached = self.runtime.attached.lock();
         if let Some(count) = attached.get_mut(&self.id) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -510,7 +529,42 @@ fn has_role(meta: &kube::api::ObjectMeta, role: &str) -> bool {
         == Some(role)
 }
 
+/// The instant `timeout` from now; a timeout too long to represent (a client's `t=1e18`) is a
+/// century, which no request outlives.
+pub fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Current time as RFC 3339 with nanoseconds, Docker's timestamp format.
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn removed_exits_are_bounded() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let runtime = Runtime::new(Client::try_from(config).unwrap(), "test", "unit");
+        for index in 0..limits::MAX_REMOVED_EXITS + 10 {
+            runtime.record_removed_exit(&format!("c{index}"), LastExit::default());
+        }
+        assert_eq!(runtime.last_exits.lock().len(), limits::MAX_REMOVED_EXITS);
+        assert!(runtime.removed_exit("c0").is_none());
+        let last = format!("c{}", limits::MAX_REMOVED_EXITS + 9);
+        assert!(runtime.removed_exit(&last).is_some());
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = tokio::time::Instant::now();
+        assert!(deadline_after(Duration::MAX) > now);
+        assert!(deadline_after(Duration::from_secs(u64::MAX)) > now);
+        assert!(deadline_after(Duration::from_secs(5)) <= now + Duration::from_secs(6));
+    }
 }

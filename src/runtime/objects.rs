@@ -55,6 +55,27 @@ pub fn object_id(kind: &str, name: &str) -> String {
     hex::encode(Sha256::digest(format!("{kind}/{name}").as_bytes()))
 }
 
+/// Keeps the image table below [`super::limits::MAX_IMAGE_RECORDS`] before `adding` is noted:
+/// a loop of pulls of ever new names must not grow memory. The oldest records go first (those
+/// of existing containers are noted again whenever images are listed).
+fn forget_oldest_images(images: &mut BTreeMap<String, ImageRecord>, adding: &str) {
+    while images.len() >= super::limits::MAX_IMAGE_RECORDS && !images.contains_key(adding) {
+        let oldest = images
+            .values()
+            .min_by_key(|record| record.created)
+            .map(|record| record.reference.clone());
+        match oldest {
+            Some(reference) => images.remove(&reference),
+            None => return,
+        };
+    }
+}
+
+/// The ConfigMap that stores the network or volume `id` (a hex digest podbridge made).
+fn object_config_map_name(role: &str, id: &str) -> String {
+    format!("podbridge-{role}-{}", id.get(..12).unwrap_or(id))
+}
+
 /// Networks every Docker host has.
 pub const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
 
@@ -62,7 +83,8 @@ impl Runtime {
     /// Records an image reference (pull, create) and returns it.
     pub fn note_image(&self, reference: &str) -> ImageRecord {
         let normalised = normalise_image(reference);
-        let mut images = self.images.lock().unwrap();
+        let mut images = self.images.lock();
+        forget_oldest_images(&mut images, &normalised);
         images
             .entry(normalised.clone())
             .or_insert_with(|| ImageRecord {
@@ -77,7 +99,8 @@ impl Runtime {
     /// the config digest, as in Docker.
     pub fn note_image_with_id(&self, reference: &str, id: &str) -> ImageRecord {
         let normalised = normalise_image(reference);
-        let mut images = self.images.lock().unwrap();
+        let mut images = self.images.lock();
+        forget_oldest_images(&mut images, &normalised);
         let record = images
             .entry(normalised.clone())
             .or_insert_with(|| ImageRecord {
@@ -94,7 +117,7 @@ impl Runtime {
         for container in self.containers() {
             self.note_image(&container.image);
         }
-        self.images.lock().unwrap().values().cloned().collect()
+        self.images.lock().values().cloned().collect()
     }
 
     /// Finds an image by reference or (prefix of) ID.
@@ -113,7 +136,7 @@ impl Runtime {
 
     pub fn forget_image(&self, reference: &str) -> Option<ImageRecord> {
         let found = self.find_image(reference)?;
-        self.images.lock().unwrap().remove(&found.reference);
+        self.images.lock().remove(&found.reference);
         Some(found)
     }
 
@@ -140,7 +163,7 @@ impl Runtime {
     ) -> Result<()> {
         let config_map = ConfigMap {
             metadata: kube::api::ObjectMeta {
-                name: Some(format!("podbridge-{role}-{}", &id[..12])),
+                name: Some(object_config_map_name(role, id)),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(BTreeMap::from([
                     (
@@ -158,6 +181,12 @@ impl Runtime {
             },
             ..Default::default()
         };
+        let replaced = self
+            .objects_with_role(role)
+            .iter()
+            .find(|cm| cm.metadata.name == config_map.metadata.name)
+            .map_or(0, |cm| super::limits::stored_size(cm));
+        let _bytes = self.reserve_bytes(super::limits::stored_size(&config_map), replaced)?;
         self.applier
             .apply(&self.applier.config_maps(), &config_map)
             .await?;
@@ -173,7 +202,7 @@ impl Runtime {
     }
 
     pub async fn delete_object(&self, role: &str, id: &str) -> Result<()> {
-        let name = format!("podbridge-{role}-{}", &id[..12]);
+        let name = object_config_map_name(role, id);
         self.applier
             .delete(&self.applier.config_maps(), &name, None)
             .await?;
@@ -215,6 +244,25 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_image_table_is_bounded() {
+        let mut images = BTreeMap::new();
+        for index in 0..super::super::limits::MAX_IMAGE_RECORDS + 5 {
+            let reference = format!("image-{index}:latest");
+            forget_oldest_images(&mut images, &reference);
+            images.insert(
+                reference.clone(),
+                ImageRecord {
+                    id: image_id(&reference),
+                    reference,
+                    created: index as i64,
+                },
+            );
+        }
+        assert_eq!(images.len(), super::super::limits::MAX_IMAGE_RECORDS);
+        assert!(!images.contains_key("image-0:latest"));
+    }
 
     #[test]
     fn image_references_normalise() {

@@ -160,13 +160,13 @@ pub fn requested_bindings(request: &serde_json::Value) -> BTreeMap<String, Vec<B
 impl Runtime {
     /// Sets the address published ports bind on when a binding names none (see [`publish_ip`]).
     pub fn set_publish_ip(&self, ip: IpAddr) {
-        *self.publish_ip.lock().unwrap() = ip;
+        *self.publish_ip.lock() = ip;
     }
 
     /// Opens forwards for running containers and closes those of stopped or removed ones.
     pub fn sync_ports(&self, views: &[ContainerView]) {
-        let default_ip = *self.publish_ip.lock().unwrap();
-        let mut published = self.published.lock().unwrap();
+        let default_ip = *self.publish_ip.lock();
+        let mut published = self.published.lock();
         let running: HashMap<&str, &ContainerView> = views
             .iter()
             .filter(|v| v.state.running && v.pod_ip().is_some())
@@ -223,7 +223,7 @@ impl Runtime {
 
     /// Host addresses published for a container: container port → bound addresses.
     pub fn published_ports(&self, id: &str) -> BTreeMap<String, Vec<SocketAddr>> {
-        let published = self.published.lock().unwrap();
+        let published = self.published.lock();
         let mut ports: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
         if let Some(p) = published.get(id) {
             for forward in &p.forwards {

@@ -217,6 +217,15 @@ impl Runtime {
             )));
         };
         let sequence = self.stored_archives(view.short_id()).len();
+        let limit = self.limits().max_archives_per_container;
+        if sequence >= limit {
+            return Err(RuntimeError::LimitReached {
+                message: format!(
+                    "archive limit reached: container {} already keeps {sequence} archives copied before start, the most podbridge keeps per container (config max_archives_per_container); copy one tar of everything, or copy after start",
+                    view.short_id()
+                ),
+            });
+        }
         let name = format!("{}-archive-{sequence}", view.pod_name);
         let config_map = ConfigMap {
             metadata: kube::api::ObjectMeta {
@@ -246,6 +255,7 @@ impl Runtime {
             )])),
             ..Default::default()
         };
+        let _bytes = self.reserve_bytes(super::limits::stored_size(&config_map), 0)?;
         self.applier
             .apply(&self.applier.config_maps(), &config_map)
             .await?;

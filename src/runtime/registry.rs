@@ -9,7 +9,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
@@ -604,13 +606,13 @@ impl RegistryClient {
     /// Replaces where configs are read from; the cache is kept (an image's config is the same
     /// whichever mirror served it).
     pub fn set_access(&self, access: RegistryAccess) {
-        *self.access.lock().unwrap() = Arc::new(access);
+        *self.access.lock() = Arc::new(access);
     }
 
     /// The cached details of `reference`, without any network call.
     pub fn cached(&self, reference: &str) -> Option<Arc<ImageDetails>> {
         let key = ImageRef::parse(reference).ok()?.normalised();
-        let cache = self.cache.lock().unwrap();
+        let cache = self.cache.lock();
         cache.entries.get(&key).map(|entry| entry.details.clone())
     }
 
@@ -629,14 +631,14 @@ impl RegistryClient {
             })?;
         let key = image.normalised();
         let pinned = image.digest.is_some();
-        if let Some(entry) = self.cache.lock().unwrap().entries.get(&key) {
+        if let Some(entry) = self.cache.lock().entries.get(&key) {
             if entry.fresh() && (pinned || !pull) {
                 return Ok(entry.details.clone());
             }
         }
-        let access = self.access.lock().unwrap().clone();
+        let access = self.access.lock().clone();
         let details = Arc::new(fetch(&access, &image, credentials).await?);
-        let mut cache = self.cache.lock().unwrap();
+        let mut cache = self.cache.lock();
         if !cache.entries.contains_key(&key) {
             cache.order.push_back(key.clone());
             while cache.order.len() > CACHE_CAPACITY {
@@ -671,7 +673,7 @@ impl RegistryClient {
     /// the registry has one. `server` is the client's `serveraddress` (`https://index.docker.io/v1/`,
     /// `localhost:5000`, ...).
     pub async fn login(&self, server: &str, credentials: &Credentials) -> Result<Login> {
-        let access = self.access.lock().unwrap().clone();
+        let access = self.access.lock().clone();
         let host = server
             .trim_start_matches("https://")
             .trim_start_matches("http://")

@@ -1,12 +1,12 @@
 //! `docker cp`: `HEAD`/`GET`/`PUT /containers/{id}/archive`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
-use super::extract::{DockerBytes, Query};
+use super::extract::{read_body, BodyLimit, Query};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
 use crate::runtime::archive::PathStat;
@@ -52,7 +52,13 @@ pub async fn container_archive_get(
 ) -> Result<Response> {
     let view = state.runtime.find(&id)?;
     let path = path_of(&query)?;
+    let copy = state.runtime.copy_permit()?;
     let (stat, tar) = state.runtime.archive_get(&view, &path).await?;
+    // The slot is held until the tar has been sent.
+    let body = futures::stream::once(async move {
+        let _copy = copy;
+        Ok::<_, std::convert::Infallible>(tar)
+    });
     Ok((
         [
             (
@@ -64,23 +70,29 @@ pub async fn container_archive_get(
                 stat_header(&stat),
             ),
         ],
-        Body::from(tar),
+        Body::from_stream(body),
     )
         .into_response())
 }
 
-/// Largest tar `docker cp` may send into a container: podbridge holds it in memory while it
-/// streams it to the pod (or, before start, into archive ConfigMaps).
-pub const ARCHIVE_BODY_LIMIT: usize = 512 * 1024 * 1024;
-
+/// `docker cp` into a container: the tar is held in memory while it goes to the pod (or, before
+/// start, into an archive ConfigMap), so at most `max_concurrent_copies` bodies of at most
+/// `max_archive_bytes` are read at once; the slot is taken before the body is read.
 pub async fn container_archive_put(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Query,
-    DockerBytes(body): DockerBytes,
+    request: Request,
 ) -> Result<StatusCode> {
     let view = state.runtime.find(&id)?;
     let path = path_of(&query)?;
+    let _copy = state.runtime.copy_permit()?;
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .copied()
+        .unwrap_or_default();
+    let body = read_body(request.into_body(), limit).await?;
     state.runtime.archive_put(&view, &path, body).await?;
     Ok(StatusCode::OK)
 }

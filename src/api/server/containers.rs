@@ -11,7 +11,9 @@ use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::extract::{labels_match, parse_filters, query_bool, query_i64, DockerBytes, Query};
+use super::extract::{
+    labels_match, parse_filters, query_bool, query_i64, query_time, DockerBytes, Query,
+};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
@@ -444,7 +446,7 @@ pub async fn container_list(State(state): State<AppState>, query: Query) -> Resu
     let all = query_bool(&query, "all")
         || filters.contains_key("status")
         || filters.contains_key("exited");
-    let limit = query_i64(&query, "limit").filter(|l| *l > 0);
+    let limit = query_i64(&query, "limit")?.filter(|l| *l > 0);
     let mut list: Vec<Value> = state
         .runtime
         .containers()
@@ -454,7 +456,7 @@ pub async fn container_list(State(state): State<AppState>, query: Query) -> Resu
         .map(|v| list_json(&state, v))
         .collect();
     if let Some(limit) = limit {
-        list.truncate(limit as usize);
+        list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
     Ok(Json(Value::Array(list)))
 }
@@ -529,8 +531,9 @@ pub async fn container_stop(
     Path(id): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
+    let timeout = stop_timeout(&query)?;
     let view = find(&state, &id)?;
-    no_content_unless_unchanged(state.runtime.stop(&view, stop_timeout(&query)).await?)
+    no_content_unless_unchanged(state.runtime.stop(&view, timeout).await?)
 }
 
 /// Docker answers 304 when the container already was in the requested state.
@@ -541,9 +544,13 @@ fn no_content_unless_unchanged(outcome: Outcome) -> Result<StatusCode> {
     }
 }
 
-/// `t` (or `timeout`, API 1.42+): seconds to wait after the stop signal.
-fn stop_timeout(query: &Query) -> Option<i64> {
-    query_i64(query, "t").or_else(|| query_i64(query, "timeout"))
+/// `t` (or `timeout`, API 1.42+): seconds to wait after the stop signal; an integer, as in
+/// Docker (negative: wait as long as it takes).
+fn stop_timeout(query: &Query) -> Result<Option<i64>> {
+    Ok(match query_i64(query, "t")? {
+        Some(t) => Some(t),
+        None => query_i64(query, "timeout")?,
+    })
 }
 
 pub async fn container_restart(
@@ -551,8 +558,9 @@ pub async fn container_restart(
     Path(id): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
+    let timeout = stop_timeout(&query)?;
     let view = find(&state, &id)?;
-    state.runtime.stop(&view, stop_timeout(&query)).await?;
+    state.runtime.stop(&view, timeout).await?;
     let view = find(&state, &id)?;
     let objects = start_objects(&state, &view, &view.request)?;
     state.runtime.start(&view, objects).await?;
@@ -564,11 +572,12 @@ pub async fn container_kill(
     Path(id): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
+    let signal = query.get("signal").map(String::as_str).unwrap_or_default();
+    if !signal.is_empty() {
+        crate::runtime::containers::check_signal(signal)?;
+    }
     let view = find(&state, &id)?;
-    state
-        .runtime
-        .kill(&view, query.get("signal").map(String::as_str))
-        .await?;
+    state.runtime.kill(&view, Some(signal)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -632,18 +641,21 @@ pub async fn container_wait(
         .into_response())
 }
 
-fn log_options(query: &HashMap<String, String>) -> LogOptions {
-    LogOptions {
+/// Docker's log query; `since`/`until` that are not times are 400s, a `tail` that is not a
+/// count means all lines, as in Docker.
+fn log_options(query: &HashMap<String, String>) -> Result<LogOptions> {
+    let seconds = |nanos: i64| nanos as f64 / 1e9;
+    Ok(LogOptions {
         follow: query_bool(query, "follow"),
-        since: query.get("since").and_then(|s| s.parse().ok()),
-        until: query.get("until").and_then(|s| s.parse().ok()),
+        since: query_time(query, "since")?.map(seconds),
+        until: query_time(query, "until")?.map(seconds),
         tail: query
             .get("tail")
             .and_then(|t| t.parse::<i64>().ok())
             .filter(|t| *t >= 0),
         timestamps: query_bool(query, "timestamps"),
         next_run: false,
-    }
+    })
 }
 
 /// `GET /containers/{id}/logs`: frames for non-TTY containers, raw bytes for TTY.
@@ -652,15 +664,22 @@ pub async fn container_logs(
     Path(id): Path<String>,
     query: Query,
 ) -> Result<Response> {
+    let options = log_options(&query)?;
     let view = find(&state, &id)?;
     if !query_bool(&query, "stdout") && !query_bool(&query, "stderr") {
         return Err(ApiError::BadRequest(
             "Bad parameters: you must choose at least one stream".into(),
         ));
     }
+    // A follower may stay open for the container's lifetime: it takes a stream slot.
+    let permit = match options.follow {
+        true => Some(state.runtime.stream_permit()?),
+        false => None,
+    };
     let tty = view.tty();
-    let lines = state.runtime.logs(&view, log_options(&query));
+    let lines = state.runtime.logs(&view, options);
     let body = lines.map(move |line| {
+        let _permit = &permit;
         Ok::<_, std::convert::Infallible>(if tty { line } else { frame(STDOUT, &line) })
     });
     let media = if tty { RAW } else { MULTIPLEXED };
@@ -679,6 +698,7 @@ pub async fn container_attach(
     if !query_bool(&query, "stream") && !query_bool(&query, "logs") {
         return Ok(StatusCode::OK.into_response());
     }
+    let permit = state.runtime.stream_permit()?;
     let tty = view.tty();
     let runtime = state.runtime.clone();
     let want_output = query_bool(&query, "stdout") || query_bool(&query, "stderr");
@@ -691,6 +711,7 @@ pub async fn container_attach(
         ..Default::default()
     };
     Ok(hijack(request, tty, move |mut session| async move {
+        let _permit = permit;
         let guard = runtime.attach_guard(&view.id);
         if want_stdin {
             if let Some(mut input) = session.input.take() {
@@ -721,11 +742,11 @@ pub async fn container_resize(
     Path(id): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
-    let view = find(&state, &id)?;
     let (height, width) = (
         super::exec::terminal_dimension(&query, "h")?,
         super::exec::terminal_dimension(&query, "w")?,
     );
+    let view = find(&state, &id)?;
     if view.tty() {
         state.runtime.container_resize(&view, width, height).await;
     }
@@ -800,7 +821,9 @@ pub async fn container_stats(
         let previous = first.as_ref().map(|s| (at.as_str(), s));
         return Ok(Json(stats_json(&view, &now, second.as_ref(), previous)).into_response());
     }
+    let permit = state.runtime.stream_permit()?;
     let body = async_stream::stream! {
+        let _permit = permit;
         let mut previous: Option<(String, crate::runtime::stats::Sample)> = None;
         loop {
             let Ok(view) = state.runtime.find(&id) else { break };

@@ -11,7 +11,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -94,7 +96,7 @@ impl DryRunState {
 
     /// By full ID, name (with or without `/`) or unique ID prefix.
     fn find(&self, reference: &str) -> Result<DryContainer> {
-        let containers = self.containers.lock().unwrap();
+        let containers = self.containers.lock();
         let wanted = reference.strip_prefix('/').unwrap_or(reference);
         if let Some(found) = containers
             .values()
@@ -123,7 +125,7 @@ impl DryRunState {
         let mut changes = self.changes.subscribe();
         loop {
             changes.borrow_and_update();
-            if done(self.containers.lock().unwrap().get(id)) {
+            if done(self.containers.lock().get(id)) {
                 return;
             }
             if changes.changed().await.is_err() {
@@ -182,7 +184,7 @@ async fn ping() -> Response {
 }
 
 async fn info(State(state): State<DryRunState>) -> Json<Value> {
-    let containers = state.containers.lock().unwrap().len();
+    let containers = state.containers.lock().len();
     let namespace = &state.translator.context().namespace;
     Json(json!({
         "ID": "podbridge-dry-run", "Name": "podbridge-dry-run", "ServerVersion": ENGINE_VERSION,
@@ -232,7 +234,6 @@ async fn container_create(
         let existing = state
             .containers
             .lock()
-            .unwrap()
             .values()
             .find(|c| &c.name == name)
             .map(|c| c.id.clone());
@@ -275,7 +276,6 @@ async fn container_create(
     state
         .containers
         .lock()
-        .unwrap()
         .insert(container.id.clone(), container);
     state.changed();
     info!(container = %id.short(), %name, "Container created (dry run)");
@@ -301,7 +301,7 @@ async fn container_start(
         .as_bool()
         .unwrap_or(false);
     {
-        let mut containers = state.containers.lock().unwrap();
+        let mut containers = state.containers.lock();
         if let Some(container) = containers.get_mut(&found.id) {
             container.started_at = Some(crate::runtime::now_rfc3339());
         }
@@ -313,7 +313,7 @@ async fn container_start(
         let id = found.id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            state.containers.lock().unwrap().remove(&id);
+            state.containers.lock().remove(&id);
             state.changed();
         });
     }
@@ -386,7 +386,7 @@ async fn container_attach(
                 container.is_none_or(|c| c.started_at.is_some())
             })
             .await;
-        let started = state.containers.lock().unwrap().get(&found.id).cloned();
+        let started = state.containers.lock().get(&found.id).cloned();
         if let Some(container) = started.or(Some(found)) {
             hijacked.output.send(report_bytes(&container)).await;
         }
@@ -404,7 +404,7 @@ async fn container_delete(
     Path(reference): Path<String>,
 ) -> Result<StatusCode> {
     let found = state.find(&reference)?;
-    state.containers.lock().unwrap().remove(&found.id);
+    state.containers.lock().remove(&found.id);
     state.changed();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -515,8 +515,7 @@ fn matches(container: &DryContainer, filters: &HashMap<String, Vec<String>>) -> 
 async fn container_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
     let all = query_bool(&query, "all");
-    let mut containers: Vec<DryContainer> =
-        state.containers.lock().unwrap().values().cloned().collect();
+    let mut containers: Vec<DryContainer> = state.containers.lock().values().cloned().collect();
     containers.sort_by(|a, b| b.created.cmp(&a.created));
     Ok(Json(Value::Array(
         containers
@@ -576,7 +575,7 @@ fn default_networks() -> Vec<Value> {
 async fn network_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
     let mut networks = default_networks();
-    networks.extend(state.networks.lock().unwrap().values().cloned());
+    networks.extend(state.networks.lock().values().cloned());
     Ok(Json(Value::Array(
         networks
             .into_iter()
@@ -613,7 +612,7 @@ async fn network_create(
         "Scope": "local", "Labels": body["Labels"].as_object().cloned().unwrap_or_default(), "Options": {},
         "IPAM": {"Driver": "default", "Config": []}, "Containers": {}, "Internal": false,
         "Attachable": body["Attachable"].as_bool().unwrap_or(false), "Created": crate::runtime::now_rfc3339()});
-    let mut networks = state.networks.lock().unwrap();
+    let mut networks = state.networks.lock();
     if networks.contains_key(&name) {
         return Err(ApiError::Conflict(format!(
             "network with name {name} already exists"
@@ -626,7 +625,7 @@ async fn network_create(
 fn find_network(state: &DryRunState, reference: &str) -> Result<Value> {
     default_networks()
         .into_iter()
-        .chain(state.networks.lock().unwrap().values().cloned())
+        .chain(state.networks.lock().values().cloned())
         .find(|n| {
             n["Name"].as_str() == Some(reference)
                 || n["Id"].as_str().is_some_and(|id| id.starts_with(reference))
@@ -647,7 +646,7 @@ async fn network_delete(
 ) -> Result<StatusCode> {
     let network = find_network(&state, &reference)?;
     if let Some(name) = network["Name"].as_str() {
-        state.networks.lock().unwrap().remove(name);
+        state.networks.lock().remove(name);
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -657,7 +656,6 @@ async fn volume_list(State(state): State<DryRunState>, query: Query) -> Result<J
     let volumes: Vec<Value> = state
         .volumes
         .lock()
-        .unwrap()
         .values()
         .filter(|v| super::volumes::volume_matches(v, false, &filters))
         .cloned()
@@ -674,7 +672,7 @@ async fn volume_create(
         Some(name) => name.to_owned(),
         None => ContainerId::random().as_str().to_owned(),
     };
-    let mut volumes = state.volumes.lock().unwrap();
+    let mut volumes = state.volumes.lock();
     let volume = volumes.entry(name.clone()).or_insert_with(|| {
         json!({"Name": name, "Driver": body["Driver"].as_str().unwrap_or("local"),
             "Mountpoint": format!("dry-run: volume {name} (nothing is created)"),
@@ -693,7 +691,7 @@ async fn volume_inspect(
     State(state): State<DryRunState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    let volumes = state.volumes.lock().unwrap();
+    let volumes = state.volumes.lock();
     volumes
         .get(&name)
         .cloned()
@@ -705,7 +703,7 @@ async fn volume_delete(
     State(state): State<DryRunState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode> {
-    match state.volumes.lock().unwrap().remove(&name) {
+    match state.volumes.lock().remove(&name) {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(no_such_volume(&name)),
     }
@@ -713,7 +711,7 @@ async fn volume_delete(
 
 async fn volume_prune(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
-    let mut volumes = state.volumes.lock().unwrap();
+    let mut volumes = state.volumes.lock();
     let deleted: Vec<String> = volumes
         .iter()
         .filter(|(_, v)| super::volumes::volume_matches(v, false, &filters))

@@ -43,10 +43,15 @@ pub async fn exec_start(
         .await
         .unwrap_or_default();
     let config: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+    // Attached or detached, a running exec holds a connection to the kubelet: a stream slot.
+    let permit = state.runtime.stream_permit()?;
     let record = state.runtime.exec_mark_started(&record.id, &config)?;
     let runtime = state.runtime.clone();
     if config["Detach"].as_bool().unwrap_or(false) {
-        tokio::spawn(async move { run_exec(runtime, record, None, None).await });
+        tokio::spawn(async move {
+            let _permit = permit;
+            run_exec(runtime, record, None, None).await
+        });
         return Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -57,6 +62,7 @@ pub async fn exec_start(
     let tty = config["Tty"].as_bool().unwrap_or(record.tty);
     let request = Request::from_parts(parts, axum::body::Body::empty());
     Ok(hijack(request, tty, move |session| async move {
+        let _permit = permit;
         let input = session.input;
         let mut output = session.output;
         run_exec(runtime, record, Some(&mut output), input).await;

@@ -47,6 +47,7 @@ pub struct AppState {
 
 /// Every Docker route, unversioned; `/v1.NN/...` is stripped before routing.
 pub fn router(state: AppState) -> Router {
+    let limits = state.runtime.limits();
     let routes = Router::new()
         .route("/_ping", get(system::ping).head(system::ping_head))
         .route("/version", get(system::version))
@@ -99,8 +100,11 @@ pub fn router(state: AppState) -> Router {
             get(archive::container_archive_get)
                 .put(archive::container_archive_put)
                 .head(archive::container_archive_head)
-                .route_layer(DefaultBodyLimit::max(archive::ARCHIVE_BODY_LIMIT))
-                .route_layer(Extension(BodyLimit(archive::ARCHIVE_BODY_LIMIT))),
+                .route_layer(DefaultBodyLimit::max(limits.max_archive_bytes))
+                .route_layer(Extension(BodyLimit {
+                    bytes: limits.max_archive_bytes,
+                    key: "max_archive_bytes",
+                })),
         )
         .route("/exec/{id}/start", post(exec::exec_start))
         .route("/exec/{id}/resize", post(exec::exec_resize))
@@ -142,6 +146,11 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins", get(system::empty_list))
         .route("/_nothing", head(unsupported))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limits.max_json_body_bytes))
+        .layer(Extension(BodyLimit {
+            bytes: limits.max_json_body_bytes,
+            key: "max_json_body_bytes",
+        }))
         .with_state(state);
     docker_service(routes)
 }
@@ -342,18 +351,52 @@ pub(super) async fn bind_listeners(
             source,
         })?;
     let unix = match &config.unix_socket {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            Some(
-                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
-                    address: path.display().to_string(),
-                    source,
-                })?,
-            )
-        }
+        Some(path) => Some(
+            bind_unix_socket(path, config.unix_socket_mode).map_err(|source| ServeError::Bind {
+                address: path.display().to_string(),
+                source,
+            })?,
+        ),
         None => None,
     };
     Ok(Listeners { tcp, unix })
+}
+
+/// Binds the unix socket at `path` with permission bits `mode`, never wider: it is bound inside
+/// a fresh 0700 directory beside `path` (nobody else can reach it there), given `mode`, and only
+/// then renamed into place, replacing a stale socket. The process umask plays no part.
+fn bind_unix_socket(
+    path: &std::path::Path,
+    mode: u32,
+) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "socket path has no file name",
+        )
+    })?;
+    let private = parent.join(format!(
+        ".{}.{}-{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let bound = (|| {
+        let listener = tokio::net::UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// Serves `app` on every listener until the shutdown signal, one task per listener.
@@ -411,6 +454,7 @@ pub async fn run(
     .await;
     let runtime = Runtime::new(client, namespace.clone(), instance.clone());
     let translator = Arc::new(Translator::new(policies, context));
+    runtime.set_limits(config.limits());
     let listeners = bind_listeners(config).await?;
     runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
     runtime.set_named_volumes(config.named_volumes);

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::extract::{labels_match, parse_filters, DockerJson, Query};
+use super::extract::{labels_match, parse_filters, query_time, DockerJson, Query};
 use super::{AppState, API_VERSION, ENGINE_VERSION, MIN_API_VERSION};
 use crate::api::error::{ApiError, Result};
 use crate::runtime::registry::{Credentials, RegistryError};
@@ -115,8 +115,9 @@ pub async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// from `since` on, then live ones until `until` (or until the client goes).
 pub async fn events(State(state): State<AppState>, query: Query) -> Result<Response> {
     let filters = parse_filters(query.get("filters"))?;
-    let since = event_time(&query, "since")?;
-    let until = event_time(&query, "until")?;
+    let since = query_time(&query, "since")?;
+    let until = query_time(&query, "until")?;
+    let permit = state.runtime.stream_permit()?;
     let (past, mut receiver) = state.runtime.subscribe_events();
     let in_window = move |event: &serde_json::Value| {
         let at = event["timeNano"].as_i64().unwrap_or_default();
@@ -128,6 +129,7 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
         axum::body::Bytes::from(line)
     };
     let stream = async_stream::stream! {
+        let _permit = permit;
         if since.is_some() {
             for event in past.iter().filter(|e| in_window(e) && event_matches(e, &filters)) {
                 yield Ok::<_, std::convert::Infallible>(line(event));
@@ -136,7 +138,7 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         let deadline = until.map(|until| {
             let wait = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
-            tokio::time::Instant::now() + std::time::Duration::from_nanos(wait)
+            crate::runtime::deadline_after(std::time::Duration::from_nanos(wait))
         });
         loop {
             let next = match deadline {
@@ -162,38 +164,6 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// `since`/`until` as Docker clients send them: Unix seconds with an optional fraction
-/// (`1700000000.123456789`), or RFC 3339; in nanoseconds.
-fn event_time(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>> {
-    let Some(raw) = query.get(key).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "invalid {key} {raw:?}: expected Unix seconds or RFC 3339"
-        ))
-    };
-    // Times beyond what i64 nanoseconds hold (years past 2262) mean "forever", not a wrap.
-    let saturate =
-        |nanos: i128| i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX });
-    if let Ok(at) = raw.parse::<jiff::Timestamp>() {
-        return Ok(Some(saturate(at.as_nanosecond())));
-    }
-    let (seconds, fraction) = raw.split_once('.').unwrap_or((raw, ""));
-    let seconds: i64 = seconds.parse().map_err(|_| bad())?;
-    if !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(bad());
-    }
-    // Digits beyond nanoseconds are dropped; the fraction is ASCII, so slicing is safe.
-    let digits = &fraction[..fraction.len().min(9)];
-    let nanos: i128 = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().map_err(|_| bad())?
-    };
-    Ok(Some(saturate(i128::from(seconds) * 1_000_000_000 + nanos)))
 }
 
 fn event_matches(event: &serde_json::Value, filters: &HashMap<String, Vec<String>>) -> bool {
@@ -298,30 +268,6 @@ pub async fn empty_list() -> Json<serde_json::Value> {
 mod tests {
     use super::*;
 
-    fn query(key: &str, value: &str) -> HashMap<String, String> {
-        HashMap::from([(key.to_owned(), value.to_owned())])
-    }
-
-    #[test]
-    fn event_times_in_every_client_spelling() {
-        let at = |v: &str| event_time(&query("since", v), "since").unwrap();
-        assert_eq!(at("1700000000"), Some(1_700_000_000_000_000_000));
-        assert_eq!(at("1700000000.5"), Some(1_700_000_000_500_000_000));
-        assert_eq!(at("1700000000.000000001"), Some(1_700_000_000_000_000_001));
-        assert_eq!(at("2023-11-14T22:13:20Z"), Some(1_700_000_000_000_000_000));
-        assert_eq!(at(""), None);
-        assert!(event_time(&query("until", "soon"), "until").is_err());
-        assert!(event_time(&query("since", "1.12345678é"), "since").is_err());
-        assert_eq!(
-            event_time(&query("until", "9223372036854775807"), "until").unwrap(),
-            Some(i64::MAX)
-        );
-        assert_eq!(
-            event_time(&query("until", "9000-01-01T00:00:00Z"), "until").unwrap(),
-            Some(i64::MAX)
-        );
-    }
-
     #[test]
     fn object_filters_match_their_type_only() {
         let event = crate::runtime::events::object_event(
@@ -341,6 +287,17 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        fn query(key: &str, value: &str) -> HashMap<String, String> {
+            HashMap::from([(key.to_owned(), value.to_owned())])
+        }
+
+        fn event_time(
+            query: &HashMap<String, String>,
+            key: &str,
+        ) -> Result<Option<i64>, crate::api::error::ApiError> {
+            crate::api::server::extract::query_time(query, key)
+        }
+
         proptest! {
             #![proptest_config(crate::proptest_cases::config(512))]
 
@@ -353,13 +310,14 @@ mod tests {
 
             #[test]
             fn event_times_are_monotone(a in any::<i64>(), b in any::<i64>(), fa in 0u32..1_000_000_000, fb in 0u32..1_000_000_000) {
+                // Times outside 64-bit nanoseconds are refused; the others keep their order.
                 let at = |seconds: i64, fraction: u32| {
                     event_time(&query("since", &format!("{seconds}.{fraction:09}")), "since")
-                        .unwrap()
-                        .unwrap()
+                        .ok()
+                        .flatten()
                 };
-                if (a, fa) <= (b, fb) && a >= 0 {
-                    prop_assert!(at(a, fa) <= at(b, fb));
+                if let (true, Some(x), Some(y)) = ((a, fa) <= (b, fb) && a >= 0, at(a, fa), at(b, fb)) {
+                    prop_assert!(x <= y);
                 }
             }
 

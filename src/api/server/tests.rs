@@ -159,3 +159,191 @@ fn version_prefix_split() {
     assert!(version_lt("1.9", "1.24"));
     assert!(!version_lt("1.53", "1.24"));
 }
+
+/// A state whose runtime has `limits`.
+fn limited(limits: crate::runtime::limits::Limits) -> AppState {
+    let state = state();
+    state.runtime.set_limits(limits);
+    state
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The `message` of a Docker error body.
+fn message(body: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{body}"));
+    value["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn hostile_query_values_are_docker_400s() {
+    for (method, uri, key) in [
+        (
+            "GET",
+            "/events?since=1.%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9",
+            "since",
+        ),
+        ("GET", "/v1.51/events?until=99999999999999999999", "until"),
+        ("GET", "/events?since=9223372036854775807", "since"),
+        ("POST", "/containers/any/stop?t=1e300", "t"),
+        ("POST", "/containers/any/stop?timeout=-1e300", "timeout"),
+        ("POST", "/containers/any/restart?t=NaN", "t"),
+        ("GET", "/containers/json?limit=1e300", "limit"),
+        (
+            "GET",
+            "/containers/any/logs?stdout=1&since=1.%C3%A9",
+            "since",
+        ),
+        ("POST", "/containers/any/kill?signal=99999999999", "signal"),
+        ("POST", "/containers/any/resize?h=70000&w=1", "h"),
+    ] {
+        let (status, headers, body) = call(method, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(headers["content-type"], "application/json", "{uri}");
+        let text = message(&body).to_ascii_lowercase();
+        assert!(
+            text.contains(key) || text.contains("signal"),
+            "{uri}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_large_integer_stop_timeout_reaches_the_container_lookup() {
+    // An integer `t` far beyond any real wait is valid: it must not overflow a deadline.
+    let (status, _, body) = call("POST", "/containers/any/stop?t=9223372036854775807").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn streams_beyond_max_streams_are_429_until_one_closes() {
+    let app = router(limited(crate::runtime::limits::Limits {
+        max_streams: 1,
+        ..Default::default()
+    }));
+    let events = || Request::get("/events").body(Body::empty()).unwrap();
+    let open = app.clone().oneshot(events()).await.unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    let (status, body) = send(&app, events()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(message(&body).contains("max_streams"), "{body}");
+    drop(open);
+    let again = app.clone().oneshot(events()).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn json_bodies_beyond_max_json_body_bytes_are_413() {
+    let app = router(limited(crate::runtime::limits::Limits {
+        max_json_body_bytes: 64,
+        ..Default::default()
+    }));
+    let body = format!(r#"{{"Name":"{}"}}"#, "n".repeat(200));
+    let request = Request::post("/networks/create")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, body) = send(&app, request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(message(&body).contains("max_json_body_bytes"), "{body}");
+}
+
+#[tokio::test]
+async fn creates_beyond_the_instance_caps_are_403_naming_the_key() {
+    for (limits, key) in [
+        (
+            crate::runtime::limits::Limits {
+                max_containers: 0,
+                ..Default::default()
+            },
+            "max_containers",
+        ),
+        (
+            crate::runtime::limits::Limits {
+                max_stored_bytes: 10,
+                ..Default::default()
+            },
+            "max_stored_bytes",
+        ),
+    ] {
+        let app = router(limited(limits));
+        let request = Request::post("/containers/create?name=capped")
+            .body(Body::from(r#"{"Image":"busybox","Cmd":["true"]}"#))
+            .unwrap();
+        let (status, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(message(&body).contains(key), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_create_releases_its_name() {
+    // An API server that accepts connections and never answers: the create hangs in `apply`.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+    let runtime = Runtime::new(kube::Client::try_from(config).unwrap(), "test", "unit");
+    let translator = state().translator;
+    let id = crate::model::ContainerId::random();
+    let translation = translator
+        .translate(&crate::translate::CreateRequest {
+            body: br#"{"Image":"busybox"}"#,
+            name: Some("web"),
+            image: None,
+            identity: crate::render::Identity {
+                id: id.clone(),
+                created: crate::runtime::now_rfc3339(),
+            },
+            start: crate::render::StartInputs::default(),
+        })
+        .unwrap();
+    let create = runtime.create_container("web", id.as_str(), &translation.objects, None);
+    let timed_out = tokio::time::timeout(std::time::Duration::from_millis(200), create).await;
+    assert!(
+        timed_out.is_err(),
+        "the silent API server must hold the create"
+    );
+    assert_eq!(runtime.pending_names(), 0);
+    assert_eq!(runtime.stored_bytes(), 0);
+    let _again = runtime.reserve_create("web", 100).unwrap();
+}
+
+#[test]
+fn the_unix_socket_is_never_wider_than_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docker.sock");
+    std::fs::write(&path, b"stale").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for mode in [0o600, 0o660] {
+            let listener = bind_unix_socket(&path, mode).unwrap();
+            let metadata = std::fs::metadata(&path).unwrap();
+            assert_eq!(metadata.permissions().mode() & 0o777, mode);
+            assert!(std::os::unix::fs::FileTypeExt::is_socket(
+                &metadata.file_type()
+            ));
+            let client = tokio::net::UnixStream::connect(&path).await;
+            assert!(client.is_ok());
+            listener.accept().await.unwrap();
+        }
+    });
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("docker.sock")]);
+}
