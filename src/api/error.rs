@@ -109,6 +109,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Conflict(message) => ApiError::Conflict(message),
             RuntimeError::NotFound(message) => ApiError::NotFound(message),
             RuntimeError::BadRequest(message) => ApiError::BadRequest(message),
+            RuntimeError::Forbidden(message) => ApiError::Forbidden(message),
             RuntimeError::NotReady => {
                 ApiError::Unavailable("podbridge is not connected to the cluster yet".into())
             }

@@ -45,6 +45,8 @@ pub struct RenderContext {
     pub docker_host_for_pods: Option<String>,
     /// What backs Docker named volumes, and the claims' shape.
     pub volumes: VolumeSettings,
+    /// Directories bind sources may come from (config `bind_roots`); checked before rendering.
+    pub bind_roots: crate::model::BindRoots,
 }
 
 /// What a Docker named volume becomes in the cluster (config `named_volumes`).

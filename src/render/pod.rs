@@ -671,6 +671,7 @@ pub(super) mod tests {
             annotations: BTreeMap::from([("note".to_owned(), "x".to_owned())]),
             docker_host_for_pods: Some("tcp://podbridge.builds:2375".into()),
             volumes: super::super::VolumeSettings::default(),
+            bind_roots: crate::model::BindRoots::new(["/home/ci"]).unwrap(),
         }
     }
 

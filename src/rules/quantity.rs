@@ -89,6 +89,11 @@ impl Quantity {
             millis: i128::from(value) * 1000,
         }
     }
+
+    /// The value in whole units, rounded down (`1.5Ki` → 1536, `500m` → 0).
+    pub fn whole_units(self) -> i128 {
+        self.millis.div_euclid(1000)
+    }
 }
 
 impl PartialOrd for Quantity {

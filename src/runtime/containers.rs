@@ -211,13 +211,17 @@ impl Runtime {
                     id: view.id.clone(),
                     reason: error.to_string(),
                 })?;
-        super::binds::mount_file_binds(&mut objects.pod);
+        // Bind sources are checked on the filesystem before anything is applied: a refused one
+        // fails the start with no pod created.
+        let binds = super::binds::resolve_binds(&objects.pod, &self.bind_settings().roots)
+            .map_err(|error| error.for_container(&view.id))?;
+        super::binds::mount_file_binds(&mut objects.pod, &binds);
         self.mount_prestart_archives(view.short_id(), &mut objects.pod);
         let taken = self.applier.apply_rendered(&objects).await?;
         info!(container = %short, pod = %view.pod_name, ?taken, "Pod applied");
         if super::binds::has_init_container(&objects.pod) {
             if let Err(error) = self
-                .copy_binds(&view.id, &view.pod_name, self.start_timeout())
+                .copy_binds(&view.id, &view.pod_name, &binds, self.start_timeout())
                 .await
             {
                 warn!(container = %short, %error, "Bind copy failed; removing pod");
