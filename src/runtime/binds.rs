@@ -7,6 +7,7 @@
 //! symbolic link inside a root that leads out of it is refused too, and the tar is streamed with
 //! a size cap (`bind_size_limit`) instead of being buffered.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -225,32 +226,18 @@ pub fn resolve_binds(pod: &Pod, roots: &BindRoots) -> Result<Vec<ResolvedBind>, 
         .collect()
 }
 
-/// Docker binds a single file over a path; an emptyDir mounted there would be a directory. For
-/// each bind whose source is a file, mount only that file from the volume (`subPath`).
-pub fn mount_file_binds(pod: &mut Pod, binds: &[ResolvedBind]) {
-    let files: Vec<(&str, String)> = binds
+/// The bind sources that are single files, each with the name of the file in its volume (the
+/// resolved name: a link inside a root is copied as its target), for the start's translation:
+/// a file is mounted with `subPath`, as an emptyDir at the target would be a directory.
+pub fn file_binds(binds: &[ResolvedBind]) -> BTreeMap<String, String> {
+    binds
         .iter()
         .filter(|bind| bind.is_file)
         .filter_map(|bind| {
-            let base = bind
-                .path
-                .as_ref()?
-                .file_name()?
-                .to_string_lossy()
-                .into_owned();
-            Some((bind.volume.as_str(), base))
+            let name = bind.path.as_ref()?.file_name()?.to_string_lossy();
+            Some((bind.source.clone(), name.into_owned()))
         })
-        .collect();
-    let Some(spec) = pod.spec.as_mut() else {
-        return;
-    };
-    for container in spec.containers.iter_mut() {
-        for mount in container.volume_mounts.iter_mut().flatten() {
-            if let Some((_, base)) = files.iter().find(|(volume, _)| *volume == mount.name) {
-                mount.sub_path = Some(base.clone());
-            }
-        }
-    }
+        .collect()
 }
 
 /// The directory tar runs in, held open so it cannot be swapped for a symbolic link between
@@ -675,11 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn file_binds_mount_the_resolved_file_name() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
-            {"name": "main", "volumeMounts": [{"name": "bind-0", "mountPath": "/etc/app.conf"}, {"name": "bind-1", "mountPath": "/src"}]}
-        ]}}))
-        .unwrap();
+    fn file_binds_are_named_after_the_resolved_file() {
         let binds = [
             ResolvedBind {
                 source: "/builds/app/config-link".into(),
@@ -693,13 +676,19 @@ mod tests {
                 path: Some("/builds/app/src".into()),
                 is_file: false,
             },
+            ResolvedBind {
+                source: "/builds/app/missing".into(),
+                volume: "bind-2".into(),
+                path: None,
+                is_file: false,
+            },
         ];
-        mount_file_binds(&mut pod, &binds);
-        let mounts = pod.spec.unwrap().containers[0]
-            .volume_mounts
-            .clone()
-            .unwrap();
-        assert_eq!(mounts[0].sub_path.as_deref(), Some("config.yaml"));
-        assert_eq!(mounts[1].sub_path, None);
+        assert_eq!(
+            file_binds(&binds),
+            BTreeMap::from([(
+                "/builds/app/config-link".to_owned(),
+                "config.yaml".to_owned()
+            )])
+        );
     }
 }
