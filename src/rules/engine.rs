@@ -1,5 +1,5 @@
 //! Runs the compiled chain on one pod document: every mutation (files in order, rules in file
-//! order, each rule's allowed override labels right after it), then every validation, once.
+//! order), then every rule's allowed override labels, then every validation, once.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use rhai::Dynamic;
 use serde_json::Value;
 
 use super::compile::{Check, Exception, Mutation, PolicySet, Rule, RuleKind, Validation};
-use super::file::Action;
+use super::file::{Action, OverrideType};
 use super::matcher::Subject;
 use super::pointer::{self, Written};
 use super::pss;
@@ -112,34 +112,92 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
             })
         })
         .collect();
-    // Two passes over the same order: every mutation, then every validation.
-    for validating in [false, true] {
-        for rule in &rules {
-            let is_validation = matches!(rule.rule.kind, RuleKind::Validate(_));
-            if is_validation != validating {
-                continue;
-            }
-            if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, &input.request) {
-                evaluation.results.push(skip);
-                continue;
-            }
-            let result = match &rule.rule.kind {
-                RuleKind::Mutate(mutation) => {
-                    let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
-                    apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
-                    if result.result == Outcome::Pass && !result.changes.is_empty() {
-                        result.result = Outcome::Applied;
-                    }
-                    result
-                }
-                RuleKind::Validate(validation) => {
-                    validate(set, rule, validation, &context, &input, &mut evaluation)
-                }
-            };
-            evaluation.results.push(result);
+    // Three passes over the same order: every mutation, then every rule's override labels,
+    // then every validation. Overrides come after all mutations so that no default written by
+    // a later rule can be pre-empted by a label, and a label cannot replace what another rule
+    // wrote (`Writers`).
+    let mut writers = Writers::default();
+    let mut mutated: Vec<Option<usize>> = vec![None; rules.len()];
+    for (index, rule) in rules.iter().enumerate() {
+        let RuleKind::Mutate(mutation) = &rule.rule.kind else {
+            continue;
+        };
+        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, &input.request) {
+            evaluation.results.push(skip);
+            continue;
         }
+        let result = mutate(set, rule, mutation, &context, &mut evaluation);
+        for change in &result.changes {
+            writers.record(&change.pointer, index);
+        }
+        mutated[index] = Some(evaluation.results.len());
+        evaluation.results.push(result);
+    }
+    for (index, rule) in rules.iter().enumerate() {
+        let Some(at) = mutated[index] else {
+            continue;
+        };
+        let mut result = std::mem::replace(
+            &mut evaluation.results[at],
+            rule.result(Outcome::Pass, String::new()),
+        );
+        apply_overrides(
+            rule,
+            index,
+            &rules,
+            &writers,
+            &input.subject,
+            &mut evaluation,
+            &mut result,
+        );
+        if result.result == Outcome::Pass && !result.changes.is_empty() {
+            result.result = Outcome::Applied;
+        }
+        evaluation.results[at] = result;
+    }
+    for rule in &rules {
+        let RuleKind::Validate(validation) = &rule.rule.kind else {
+            continue;
+        };
+        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, &input.request) {
+            evaluation.results.push(skip);
+            continue;
+        }
+        let result = validate(set, rule, validation, &context, &input, &mut evaluation);
+        evaluation.results.push(result);
     }
     evaluation
+}
+
+/// Which rule's mutation wrote each JSON pointer, so an override label can be refused where it
+/// would replace another rule's value.
+#[derive(Default)]
+struct Writers {
+    by_pointer: BTreeMap<String, usize>,
+}
+
+impl Writers {
+    fn record(&mut self, pointer: &str, rule: usize) {
+        self.by_pointer.insert(pointer.to_string(), rule);
+    }
+
+    /// A rule other than `rule` whose value at `pointer` a write there would replace: it wrote
+    /// `pointer` itself, something below it, or a parent whose value includes it (`exists`).
+    /// Adding a field beside another rule's fields (a node-selector key next to the policy's
+    /// pool) replaces nothing of theirs.
+    fn other_writer(&self, pointer: &str, rule: usize, exists: bool) -> Option<usize> {
+        self.by_pointer.iter().find_map(|(written, &writer)| {
+            let related = written == pointer
+                || written
+                    .strip_prefix(pointer)
+                    .is_some_and(|rest| rest.starts_with('/'))
+                || (exists
+                    && pointer
+                        .strip_prefix(written.as_str())
+                        .is_some_and(|rest| rest.starts_with('/')));
+            (related && writer != rule).then_some(writer)
+        })
+    }
 }
 
 /// The read-only script inputs, converted to Rhai values only if some script runs: most
@@ -341,6 +399,9 @@ fn mutate(
 
 fn apply_overrides(
     rule: &RuleRef<'_>,
+    index: usize,
+    rules: &[RuleRef<'_>],
+    writers: &Writers,
     subject: &Subject<'_>,
     evaluation: &mut Evaluation,
     result: &mut RuleResult,
@@ -352,36 +413,8 @@ fn apply_overrides(
         let Some(raw) = subject.labels.get(&declared.label) else {
             continue;
         };
-        match declared.resolve(raw, subject.project) {
-            Ok(value) => {
-                match pointer::write(&mut evaluation.pod, &declared.path, value.clone(), false) {
-                    Ok(written) => {
-                        let before = match written {
-                            Written::Replaced(before) => Some(before),
-                            _ => None,
-                        };
-                        if before.as_ref() != Some(&value) {
-                            result.changes.push(Change {
-                                pointer: declared.path.clone(),
-                                before,
-                                after: Some(value),
-                                label: Some(declared.label.clone()),
-                            });
-                        }
-                        if result.result == Outcome::Skip {
-                            result.result = Outcome::Pass;
-                        }
-                        result.reason =
-                            format!("{}; label {} applied", result.reason, declared.label);
-                    }
-                    Err(error) => {
-                        evaluation
-                            .problems
-                            .push(rule.failed(format!("override {}: {error}", declared.label)));
-                        result.result = Outcome::Error;
-                    }
-                }
-            }
+        let value = match declared.resolve(raw, subject.project) {
+            Ok(value) => value,
             Err(message) => {
                 evaluation.problems.push(Problem::OverrideRefused {
                     policy: rule.policy.to_string(),
@@ -391,6 +424,66 @@ fn apply_overrides(
                 });
                 result.result = Outcome::Error;
                 result.reason = message;
+                continue;
+            }
+        };
+        // A key/value label adds keys to the object at its path; any other label sets the path.
+        let writes: Vec<(String, Value)> = match &value {
+            Value::Object(map) if declared.value_type == OverrideType::KeyValues => map
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        format!("{}/{}", declared.path, pointer::escape(key)),
+                        value.clone(),
+                    )
+                })
+                .collect(),
+            _ => vec![(declared.path.clone(), value)],
+        };
+        for (path, value) in writes {
+            let current = evaluation.pod.pointer(&path).cloned();
+            if current.as_ref() == Some(&value) {
+                continue;
+            }
+            if let Some(writer) = writers.other_writer(&path, index, current.is_some()) {
+                let owner = &rules[writer];
+                let message = format!(
+                    "label {}={raw:?} refused: {path} is set by policy {} rule {} ({}), which does not let this label change it",
+                    declared.label, owner.policy, owner.rule.name, owner.file
+                );
+                evaluation.problems.push(Problem::OverrideRefused {
+                    policy: rule.policy.to_string(),
+                    rule: rule.rule.name.clone(),
+                    label: declared.label.clone(),
+                    message: message.clone(),
+                });
+                result.result = Outcome::Error;
+                result.reason = message;
+                continue;
+            }
+            match pointer::write(&mut evaluation.pod, &path, value.clone(), false) {
+                Ok(written) => {
+                    let before = match written {
+                        Written::Replaced(before) => Some(before),
+                        _ => None,
+                    };
+                    result.changes.push(Change {
+                        pointer: path,
+                        before,
+                        after: Some(value),
+                        label: Some(declared.label.clone()),
+                    });
+                    if result.result == Outcome::Skip {
+                        result.result = Outcome::Pass;
+                    }
+                    result.reason = format!("{}; label {} applied", result.reason, declared.label);
+                }
+                Err(error) => {
+                    evaluation
+                        .problems
+                        .push(rule.failed(format!("override {}: {error}", declared.label)));
+                    result.result = Outcome::Error;
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use super::quantity::Quantity;
 pub struct Override {
     pub label: String,
     pub path: String,
-    value_type: OverrideType,
+    pub(crate) value_type: OverrideType,
     schema: Option<jsonschema::Validator>,
     min: Option<Quantity>,
     max: Option<Quantity>,
