@@ -23,6 +23,7 @@ fn context() -> RenderContext {
         annotations: BTreeMap::new(),
         docker_host_for_pods: None,
         volumes: Default::default(),
+        bind_roots: Default::default(),
     }
 }
 

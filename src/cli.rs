@@ -259,6 +259,8 @@ pub fn render_context(config: &Config) -> RenderContext {
                 .filter(|class| !class.is_empty()),
             access_mode: config.volume_access_mode,
         },
+        // `Config::load` validated the roots; an unvalidated config allows no binds.
+        bind_roots: config.bind_roots().unwrap_or_default(),
     }
 }
 

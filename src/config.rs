@@ -22,13 +22,17 @@ pub enum Error {
     MissingFile { path: PathBuf },
     #[error("configuration: volume_size {value:?} is not a positive Kubernetes quantity (examples: 512Mi, 1Gi, 10Gi)")]
     InvalidVolumeSize { value: String },
+    #[error("configuration: {0} (bind roots are absolute directories on podbridge's host, such as \"/builds\")")]
+    InvalidBindRoot(#[from] crate::model::binds::InvalidBindRoot),
+    #[error("configuration: bind_size_limit {value:?} is not a positive Kubernetes quantity of bytes (examples: 256Mi, 1Gi)")]
+    InvalidBindSizeLimit { value: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
-const KEYS: [&str; 36] = [
+const KEYS: [&str; 38] = [
     "namespace",
     "instance",
     "project",
@@ -64,6 +68,8 @@ const KEYS: [&str; 36] = [
     "max_archive_bytes",
     "max_concurrent_copies",
     "unix_socket_mode",
+    "bind_roots",
+    "bind_size_limit",
     "config",
 ];
 
@@ -150,6 +156,28 @@ pub struct Config {
     pub max_archive_bytes: usize,
     /// `docker cp` transfers held in memory at once; one more answers 429.
     pub max_concurrent_copies: usize,
+    /// Absolute directories on podbridge's host under which bind sources (`-v /src:/dst`,
+    /// `--mount type=bind`) are allowed; every other bind is refused at create (403). Empty (the
+    /// default) allows none. The Docker socket is not a bind: podbridge serves it itself.
+    pub bind_roots: Vec<String>,
+    /// Largest tar stream copied for one bind at start (a Kubernetes quantity of bytes); a
+    /// larger source fails the start. A plain number is bytes.
+    #[serde(deserialize_with = "quantity_text")]
+    pub bind_size_limit: String,
+}
+
+/// A quantity written as text (`256Mi`) or, from the environment or YAML, as a bare number.
+fn quantity_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Text::deserialize(deserializer)? {
+        Text::Text(text) => text,
+        Text::Number(number) => number.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -201,6 +229,8 @@ impl Default for Config {
             max_json_body_bytes: limits.max_json_body_bytes,
             max_archive_bytes: limits.max_archive_bytes,
             max_concurrent_copies: limits.max_concurrent_copies,
+            bind_roots: Vec::new(),
+            bind_size_limit: "256Mi".into(),
         }
     }
 }
@@ -215,11 +245,34 @@ impl Config {
         // Checked here so a typo fails start-up, not the first `docker volume create`.
         let zero = crate::rules::quantity::Quantity::from_integer(0);
         match crate::rules::quantity::Quantity::parse(&config.volume_size) {
-            Ok(size) if size > zero => Ok(config),
-            _ => Err(Error::InvalidVolumeSize {
-                value: config.volume_size,
-            }),
+            Ok(size) if size > zero => {}
+            _ => {
+                return Err(Error::InvalidVolumeSize {
+                    value: config.volume_size,
+                })
+            }
         }
+        config.bind_roots()?;
+        config.bind_size_limit_bytes()?;
+        Ok(config)
+    }
+
+    /// The validated `bind_roots`.
+    pub fn bind_roots(&self) -> Result<crate::model::BindRoots> {
+        Ok(crate::model::BindRoots::new(&self.bind_roots)?)
+    }
+
+    /// `bind_size_limit` in bytes.
+    pub fn bind_size_limit_bytes(&self) -> Result<u64> {
+        let invalid = || Error::InvalidBindSizeLimit {
+            value: self.bind_size_limit.clone(),
+        };
+        let quantity = crate::rules::quantity::Quantity::parse(&self.bind_size_limit)
+            .map_err(|_| invalid())?;
+        u64::try_from(quantity.whole_units())
+            .ok()
+            .filter(|bytes| *bytes > 0)
+            .ok_or_else(invalid)
     }
 
     pub fn figment<T: Serialize>(file: Option<&Path>, overrides: &T) -> Result<Figment> {
@@ -427,6 +480,37 @@ mod tests {
             assert_eq!(config.unix_socket_mode, 0o660);
             jail.set_env("PODBRIDGE_UNIX_SOCKET_MODE", "0999");
             assert!(Config::load(None, &Flags { namespace: None }).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bind_settings() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert!(config.bind_roots().unwrap().is_empty());
+            assert_eq!(config.bind_size_limit_bytes().unwrap(), 256 << 20);
+            jail.set_env("PODBRIDGE_BIND_ROOTS", "[\"/builds/\", \"/cache\"]");
+            jail.set_env("PODBRIDGE_BIND_SIZE_LIMIT", "1Gi");
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.bind_roots().unwrap().roots(), ["/builds", "/cache"]);
+            assert_eq!(config.bind_size_limit_bytes().unwrap(), 1 << 30);
+            jail.set_env("PODBRIDGE_BIND_ROOTS", "[\"builds\"]");
+            let error = Config::load(None, &Flags { namespace: None }).unwrap_err();
+            assert!(
+                error.to_string().contains("bind_roots entry \"builds\""),
+                "{error}"
+            );
+            jail.set_env("PODBRIDGE_BIND_ROOTS", "[]");
+            jail.set_env("PODBRIDGE_BIND_SIZE_LIMIT", "4096");
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.bind_size_limit_bytes().unwrap(), 4096);
+            jail.set_env("PODBRIDGE_BIND_SIZE_LIMIT", "0");
+            let error = Config::load(None, &Flags { namespace: None }).unwrap_err();
+            assert!(
+                error.to_string().contains("bind_size_limit \"0\""),
+                "{error}"
+            );
             Ok(())
         });
     }

@@ -76,6 +76,9 @@ struct TestContext {
     docker_host: Option<String>,
     /// `claim` (the default) or `emptyDir`, as the config key `named_volumes`.
     named_volumes: Option<crate::render::NamedVolumes>,
+    /// Directories bind sources may come from, as the config key `bind_roots` (default none).
+    #[serde(default)]
+    bind_roots: Vec<String>,
     today: Option<String>,
 }
 
@@ -232,6 +235,8 @@ pub fn run_file(path: &Path, update: bool) -> Result<Vec<CaseOutcome>> {
             .map_err(|e| invalid(format!("context.today: {e}")))?,
         None => jiff::civil::date(2026, 1, 1),
     };
+    let bind_roots = crate::model::BindRoots::new(&context.bind_roots)
+        .map_err(|e| invalid(format!("context.bindRoots: {e}")))?;
     let mut outcomes = Vec::new();
     for case in &file.spec.cases {
         let render_context = RenderContext {
@@ -259,6 +264,7 @@ pub fn run_file(path: &Path, update: bool) -> Result<Vec<CaseOutcome>> {
                 backing: context.named_volumes.unwrap_or_default(),
                 ..Default::default()
             },
+            bind_roots: bind_roots.clone(),
         };
         let translator = Translator::new(shared.clone(), render_context).with_today(today);
         let failures = run_case(base, case, &translator, update)?;

@@ -59,6 +59,10 @@ pub enum TranslateError {
         message: String,
         results: Vec<RuleResult>,
     },
+    /// A bind source is outside the directories podbridge may copy from (config
+    /// `bind_roots`) (403). Decided before the policy chain: no policy can allow it.
+    #[error("{message}")]
+    BindRefused { message: String },
     /// A rule failed to run: the policy needs fixing (500).
     #[error("{message}")]
     PolicyFailed {
@@ -79,7 +83,7 @@ impl TranslateError {
         match self {
             TranslateError::Decode(error) => error.status(),
             TranslateError::OverrideRefused { .. } => 400,
-            TranslateError::Denied { .. } => 403,
+            TranslateError::Denied { .. } | TranslateError::BindRefused { .. } => 403,
             // A volume option the policy passed but Kubernetes cannot take is the client's.
             TranslateError::Render {
                 source: RenderError::InvalidVolumeOption { .. },
@@ -89,10 +93,10 @@ impl TranslateError {
         }
     }
 
-    /// The per-rule trace up to the refusal (empty when decoding failed).
+    /// The per-rule trace up to the refusal (empty when decoding failed or a bind was refused).
     pub fn results(&self) -> &[RuleResult] {
         match self {
-            TranslateError::Decode(_) => &[],
+            TranslateError::Decode(_) | TranslateError::BindRefused { .. } => &[],
             TranslateError::OverrideRefused { results, .. }
             | TranslateError::Denied { results, .. }
             | TranslateError::PolicyFailed { results, .. }
@@ -135,6 +139,13 @@ impl Translator {
     pub fn translate(&self, request: &CreateRequest<'_>) -> Result<Translation, TranslateError> {
         let decoded = decode::decode_create(request.body, request.name, request.image)?;
         let workload = &decoded.workload;
+        let bind_roots = &self.context.bind_roots;
+        let refused = bind_roots.refusals(&workload.mounts);
+        if !refused.is_empty() {
+            return Err(TranslateError::BindRefused {
+                message: crate::model::binds::refusal_message(bind_roots, &refused),
+            });
+        }
         let image_json = request
             .image
             .and_then(|image| serde_json::to_value(image).ok());

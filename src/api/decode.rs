@@ -486,25 +486,31 @@ impl Decoder<'_> {
             Ok(())
         };
         let mut warnings = Vec::new();
-        for spec in host.binds.iter().flatten() {
-            add(parse_bind(spec, &mut warnings)?)?;
+        for (index, spec) in host.binds.iter().flatten().enumerate() {
+            let mut mount = parse_bind(spec, &mut warnings)?;
+            mount.field = format!("/HostConfig/Binds/{index}");
+            add(mount)?;
         }
-        for mount in host.mounts.iter().flatten() {
-            if let Some(mount) = convert_mount(mount, &mut warnings)? {
+        for (index, mount) in host.mounts.iter().flatten().enumerate() {
+            if let Some(mut mount) = convert_mount(mount, &mut warnings)? {
+                mount.field = format!("/HostConfig/Mounts/{index}");
                 add(mount)?;
             }
         }
         for (target, options) in host.tmpfs.iter().flatten() {
-            add(parse_tmpfs(target, options)?)?;
+            let mut mount = parse_tmpfs(target, options)?;
+            mount.field = format!("/HostConfig/Tmpfs/{}", pointer_token(target));
+            add(mount)?;
         }
-        for target in wire.volumes.iter().flat_map(|volumes| volumes.keys()) {
-            let target = mount_target(target, target)?;
+        for key in wire.volumes.iter().flat_map(|volumes| volumes.keys()) {
+            let target = mount_target(key, key)?;
             // Docker lets a bind or named volume at the same path replace the anonymous one.
             if !mounts.iter().any(|existing| existing.target == target) {
                 mounts.push(Mount {
                     target,
                     source: MountSource::Anonymous,
                     read_only: false,
+                    field: format!("/Volumes/{}", pointer_token(key)),
                 });
             }
         }
@@ -1057,6 +1063,11 @@ fn mount_target(spec: &str, target: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
+/// One JSON pointer token (RFC 6901): `~` and `/` escaped.
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 /// Where a source path points at: the Docker socket is special, every other absolute path is a bind.
 fn host_path_source(path: &str) -> MountSource {
     if model::DOCKER_SOCKET_PATHS.contains(&path) {
@@ -1120,6 +1131,8 @@ fn parse_bind(spec: &str, warnings: &mut Vec<String>) -> Result<Mount> {
         target,
         source,
         read_only,
+        // Set by the caller, which knows the entry's index.
+        field: String::new(),
     })
 }
 
@@ -1176,6 +1189,7 @@ fn convert_mount(mount: &wire::Mount, warnings: &mut Vec<String>) -> Result<Opti
         target,
         source,
         read_only: mount.read_only.unwrap_or(false),
+        field: String::new(),
     }))
 }
 
@@ -1201,6 +1215,7 @@ fn parse_tmpfs(target: &str, options: &str) -> Result<Mount> {
         target,
         source: MountSource::Tmpfs { size_bytes },
         read_only,
+        field: String::new(),
     })
 }
 
@@ -1321,21 +1336,24 @@ mod tests {
                     source: MountSource::Bind {
                         path: "/home/ci/demo/site".into()
                     },
-                    read_only: true
+                    read_only: true,
+                    field: "/HostConfig/Binds/0".into(),
                 },
                 Mount {
                     target: "/var/cache/nginx".into(),
                     source: MountSource::Volume {
                         name: "demo_cache".into()
                     },
-                    read_only: false
+                    read_only: false,
+                    field: "/HostConfig/Binds/1".into(),
                 },
                 Mount {
                     target: "/run".into(),
                     source: MountSource::Tmpfs {
                         size_bytes: Some(64 << 20)
                     },
-                    read_only: false
+                    read_only: false,
+                    field: "/HostConfig/Tmpfs/~1run".into(),
                 },
             ]
         );

@@ -118,6 +118,7 @@ impl From<RuntimeError> for ApiError {
             // exists" to clients that reuse conflicting objects.
             RuntimeError::LimitReached { message } => ApiError::Forbidden(message),
             RuntimeError::Busy { message } => ApiError::TooManyRequests(message),
+            RuntimeError::Forbidden(message) => ApiError::Forbidden(message),
             RuntimeError::NotReady => {
                 ApiError::Unavailable("podbridge is not connected to the cluster yet".into())
             }

@@ -4,10 +4,12 @@
 //! Nothing here knows about HTTP or Kubernetes, and nothing does I/O: the types only say what the
 //! Docker client asked for, already validated, so that policy and rendering never re-parse strings.
 
+pub mod binds;
 mod id;
 mod image;
 mod workload;
 
+pub use binds::BindRoots;
 pub use id::ContainerId;
 pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
 pub use workload::*;

@@ -135,6 +135,9 @@ pub struct Mount {
     pub target: String,
     pub source: MountSource,
     pub read_only: bool,
+    /// JSON pointer of the request field that asked for it (`/HostConfig/Binds/0`), so a
+    /// refusal can say where to look.
+    pub field: String,
 }
 
 /// Where a mount's content comes from.

@@ -48,6 +48,8 @@ pub struct RenderContext {
     pub docker_host_for_pods: Option<String>,
     /// What backs Docker named volumes, and the claims' shape.
     pub volumes: VolumeSettings,
+    /// Directories bind sources may come from (config `bind_roots`); checked before rendering.
+    pub bind_roots: crate::model::BindRoots,
 }
 
 /// What a Docker named volume becomes in the cluster (config `named_volumes`).
@@ -113,8 +115,9 @@ pub struct StartInputs {
     /// Files copied into the container before it started (`docker cp` into a created
     /// container), in the order they were copied.
     pub archives: Vec<PrestartArchive>,
-    /// Bind sources that are single files (mounted with `subPath`), not directories.
-    pub file_binds: std::collections::BTreeSet<String>,
+    /// Bind sources that are single files (mounted with `subPath`), not directories, each
+    /// with the name of the file in its volume.
+    pub file_binds: std::collections::BTreeMap<String, String>,
 }
 
 /// One `docker cp` into a created container, as stored in its ConfigMap.

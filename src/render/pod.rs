@@ -359,13 +359,11 @@ impl Volumes {
                 .extend(source.as_object().expect("json! object").clone());
             volumes.volumes.push(volume);
             let mut volume_mount = json!({"name": volume_name, "mountPath": mount.target});
-            // Docker binds a single file over a path; the emptyDir holds the file under its own
-            // name, so only that file is mounted.
+            // Docker binds a single file over a path; the emptyDir holds the file under its
+            // resolved name, so only that file is mounted.
             if let MountSource::Bind { path } = &mount.source {
-                if start.file_binds.contains(path) {
-                    if let Some(base) = std::path::Path::new(path).file_name() {
-                        volume_mount["subPath"] = json!(base.to_string_lossy());
-                    }
+                if let Some(name) = start.file_binds.get(path) {
+                    volume_mount["subPath"] = json!(name);
                 }
             }
             if mount.read_only {
@@ -751,6 +749,7 @@ pub(super) mod tests {
             annotations: BTreeMap::from([("note".to_owned(), "x".to_owned())]),
             docker_host_for_pods: Some("tcp://podbridge.builds:2375".into()),
             volumes: super::super::VolumeSettings::default(),
+            bind_roots: crate::model::BindRoots::new(["/home/ci"]).unwrap(),
         }
     }
 

@@ -122,6 +122,11 @@ impl Quantity {
             nanos: i128::from(value) * NANOS_PER_UNIT,
         }
     }
+
+    /// The value in whole units, rounded down (`1.5Ki` → 1536, `500m` → 0).
+    pub fn whole_units(self) -> i128 {
+        self.nanos.div_euclid(NANOS_PER_UNIT)
+    }
 }
 
 impl PartialOrd for Quantity {

@@ -206,15 +206,19 @@ impl Runtime {
     /// What a created container gained since its create request was translated: files copied
     /// in, and which of its bind sources are single files. The start translates the request
     /// again with these, so the policy chain sees everything that is applied.
-    pub fn start_inputs(&self, view: &ContainerView) -> StartInputs {
-        let file_binds = self
-            .stored_spec(view)
-            .map(|stored| super::binds::file_bind_sources(&stored.pod))
-            .unwrap_or_default();
-        StartInputs {
+    ///
+    /// Bind sources are resolved here, on podbridge's filesystem: one outside `bind_roots`
+    /// (a symbolic link leading out of a root) refuses the start before anything is applied.
+    pub fn start_inputs(&self, view: &ContainerView) -> Result<StartInputs> {
+        let binds = match self.stored_spec(view) {
+            Ok(stored) => super::binds::resolve_binds(&stored.pod, &self.bind_settings().roots)
+                .map_err(|error| error.for_container(&view.id))?,
+            Err(_) => Vec::new(),
+        };
+        Ok(StartInputs {
             archives: self.prestart_archives(view.short_id()),
-            file_binds,
-        }
+            file_binds: super::binds::file_binds(&binds),
+        })
     }
 
     /// Applies `objects` — the container's request translated for this start, against the
@@ -263,11 +267,15 @@ impl Runtime {
                     id: view.id.clone(),
                     reason: error.to_string(),
                 })?;
+        // Checked again right before applying (`start_inputs` did at translation): a source
+        // refused now fails the start with no pod created.
+        let binds = super::binds::resolve_binds(&objects.pod, &self.bind_settings().roots)
+            .map_err(|error| error.for_container(&view.id))?;
         let taken = self.applier.apply_rendered(&objects).await?;
         info!(container = %short, pod = %view.pod_name, ?taken, "Pod applied");
         if super::binds::has_init_container(&objects.pod) {
             if let Err(error) = self
-                .copy_binds(&view.id, &view.pod_name, self.start_timeout())
+                .copy_binds(&view.id, &view.pod_name, &binds, self.start_timeout())
                 .await
             {
                 warn!(container = %short, %error, "Bind copy failed; removing pod");

@@ -70,6 +70,9 @@ pub enum RuntimeError {
     /// Too many concurrent requests of one kind; retrying later can succeed.
     #[error("{message}")]
     Busy { message: String },
+    /// Refused by a podbridge setting, such as a bind outside `bind_roots` (403).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("container {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
     #[error(transparent)]
@@ -116,6 +119,8 @@ pub struct Runtime {
     claims: Store<PersistentVolumeClaim>,
     /// What backs named volumes (config `named_volumes`); set before the watchers start.
     named_volumes: Mutex<NamedVolumes>,
+    /// Roots and size cap of bind copies (config `bind_roots`, `bind_size_limit`).
+    bind_settings: Mutex<binds::BindSettings>,
     writers: Mutex<Option<Writers>>,
     changes: watch::Sender<u64>,
     events: broadcast::Sender<serde_json::Value>,
@@ -171,6 +176,7 @@ impl Runtime {
             services,
             claims,
             named_volumes: Mutex::new(NamedVolumes::Claim),
+            bind_settings: Mutex::default(),
             writers: Mutex::new(Some((
                 pod_writer,
                 config_map_writer,

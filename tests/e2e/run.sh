@@ -19,6 +19,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 VENV=${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}
 NS=pb-e2e-$$-$RANDOM
 WORK=$(mktemp -d)
+# Bind sources are copied from podbridge's filesystem only under declared roots: the work dir.
+export PODBRIDGE_BIND_ROOTS="[\"$WORK\"]"
 PASSED=0
 FAILED=0
 FAILURES=()

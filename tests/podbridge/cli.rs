@@ -71,6 +71,48 @@ fn translate_reads_standard_input_and_reports_refusals_like_docker() {
 }
 
 #[test]
+fn translate_refuses_binds_outside_the_configured_roots() {
+    let body = r#"{"Image": "busybox", "HostConfig": {"Binds": ["/builds/app:/src"], "Mounts": [{"Type": "bind", "Source": "/root/.kube", "Target": "/k"}]}}"#;
+    let (code, stdout, stderr) = podbridge(&["translate", "-"], Some(body));
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.starts_with(
+            "Error response (403): container create blocked by rule bind-roots (bind_roots is empty, so no bind source is allowed):\n  \
+             bind source \"/builds/app\" (at /HostConfig/Binds/0) is not under an allowed root\n  \
+             bind source \"/root/.kube\" (at /HostConfig/Mounts/0) is not under an allowed root\n"
+        ),
+        "{stderr}"
+    );
+    let with_roots = |body: &str| {
+        support::run(
+            env!("CARGO_BIN_EXE_podbridge"),
+            &["translate", "-"],
+            Some(body),
+            &[("PODBRIDGE_BIND_ROOTS", r#"["/builds"]"#)],
+        )
+    };
+    let refused = with_roots(body);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.starts_with(
+            "Error response (403): container create blocked by rule bind-roots (bind_roots = [\"/builds\"]):\n  \
+             bind source \"/root/.kube\" (at /HostConfig/Mounts/0) is not under an allowed root\n"
+        ),
+        "{}",
+        refused.stderr
+    );
+    let allowed =
+        with_roots(r#"{"Image": "busybox", "HostConfig": {"Binds": ["/builds/app:/src"]}}"#);
+    assert!(allowed.ok(), "{}", allowed.stderr);
+    assert!(
+        allowed.stdout.contains("podbridge-init"),
+        "{}",
+        allowed.stdout
+    );
+}
+
+#[test]
 fn restricted_profile_by_overlaying_directories() {
     let (code, stdout, stderr) = podbridge(
         &[

@@ -69,7 +69,9 @@ fn every_accepted_request_renders_objects_the_api_server_accepts() {
     requests.sort();
     for request in requests {
         let path = request.to_str().unwrap();
-        let (ok, yaml, _) = run(
+        // The bind roots of the golden tests (tests/rules/baseline), so the fixtures that bind
+        // a checkout and the CA certificates are rendered and checked too.
+        let translated = support::run(
             env!("CARGO_BIN_EXE_podbridge"),
             &[
                 "translate",
@@ -80,8 +82,9 @@ fn every_accepted_request_renders_objects_the_api_server_accepts() {
                 "cluster-test",
             ],
             None,
-            None,
+            &[("PODBRIDGE_BIND_ROOTS", r#"["/home/ci", "/etc/ssl/certs"]"#)],
         );
+        let (ok, yaml) = (translated.ok(), translated.stdout);
         if !ok {
             continue; // refused by policy: nothing to apply
         }

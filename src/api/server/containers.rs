@@ -522,7 +522,7 @@ fn start_objects(
     view: &ContainerView,
     request: &Value,
 ) -> Result<crate::render::RenderedObjects> {
-    let inputs = state.runtime.start_inputs(view);
+    let inputs = state.runtime.start_inputs(view)?;
     Ok(translate_stored(state, view, request, inputs)?.objects)
 }
 

@@ -458,6 +458,13 @@ pub async fn run(
     let listeners = bind_listeners(config).await?;
     runtime.set_start_timeout(std::time::Duration::from_secs(config.start_timeout_seconds));
     runtime.set_named_volumes(config.named_volumes);
+    // `Config::load` validated both; an unvalidated config allows no binds.
+    runtime.set_bind_settings(crate::runtime::binds::BindSettings {
+        roots: config.bind_roots().unwrap_or_default(),
+        size_limit_bytes: config
+            .bind_size_limit_bytes()
+            .unwrap_or(crate::runtime::binds::DEFAULT_SIZE_LIMIT_BYTES),
+    });
     runtime.set_publish_ip(crate::runtime::ports::publish_ip(&config.listen));
     runtime
         .registry
