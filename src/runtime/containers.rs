@@ -79,34 +79,42 @@ impl Runtime {
     }
 
     /// Replaces the stored objects of an existing container (network connect/disconnect on
-    /// the create request); a running container also gets its Services updated at once.
-    pub async fn update_spec(&self, view: &ContainerView, objects: &RenderedObjects) -> Result<()> {
+    /// the create request); a running container also gets its Services updated at once. Names
+    /// taken by objects this instance does not own are left alone (and returned with their
+    /// owners); only this container's own Services are deleted.
+    pub async fn update_spec(
+        &self,
+        view: &ContainerView,
+        objects: &RenderedObjects,
+    ) -> Result<Vec<(String, String)>> {
         self.write_spec(&view.name, &view.id, objects).await?;
-        if view.state.running {
-            let wanted: Vec<String> = objects
-                .services
-                .iter()
-                .filter_map(|s| s.metadata.name.clone())
-                .collect();
-            for service in &objects.services {
+        if !view.state.running {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = objects
+            .services
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        let taken = self.applier.write_services(&objects.services).await?;
+        for service in self.services_of(view.short_id()) {
+            if let Some(name) = service
+                .metadata
+                .name
+                .as_deref()
+                .filter(|n| !wanted.iter().any(|w| w == n))
+            {
                 self.applier
-                    .apply(&self.applier.services(), service)
+                    .delete_exact(
+                        &self.applier.services(),
+                        name,
+                        service.metadata.uid.as_deref(),
+                        None,
+                    )
                     .await?;
             }
-            for service in self.services_of(view.short_id()) {
-                if let Some(name) = service
-                    .metadata
-                    .name
-                    .as_deref()
-                    .filter(|n| !wanted.iter().any(|w| w == n))
-                {
-                    self.applier
-                        .delete(&self.applier.services(), name, None)
-                        .await?;
-                }
-            }
         }
-        Ok(())
+        Ok(taken)
     }
 
     async fn write_spec(&self, name: &str, id: &str, objects: &RenderedObjects) -> Result<()> {
@@ -144,7 +152,7 @@ impl Runtime {
             ..Default::default()
         };
         self.applier
-            .apply(&self.applier.config_maps(), &spec)
+            .apply_owned(&self.applier.config_maps(), &spec)
             .await?;
         Ok(())
     }
@@ -185,8 +193,14 @@ impl Runtime {
         let short = view.short_id().to_string();
         if view.pod.is_some() {
             // A finished pod cannot run again: replace it under the same deterministic name.
+            let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());
             self.applier
-                .delete(&self.applier.pods(), &view.pod_name, Some(0))
+                .delete_exact(
+                    &self.applier.pods(),
+                    &view.pod_name,
+                    uid.as_deref(),
+                    Some(0),
+                )
                 .await?;
             let gone = self
                 .wait_until(GONE_TIMEOUT, |rt| {
@@ -302,8 +316,11 @@ impl Runtime {
             return Ok(());
         }
         let value = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {labels::ANNOTATION_LAST_EXIT: value}}});
+        // The uid makes the patch a precondition: only this container's own spec is written.
+        let patch = merge_patch_of(
+            view.spec.metadata.uid.as_deref(),
+            serde_json::json!({labels::ANNOTATION_LAST_EXIT: value}),
+        );
         self.applier
             .config_maps()
             .patch(
@@ -349,8 +366,14 @@ impl Runtime {
             oom_killed: false,
         };
         self.set_last_exit(view, Some(&exit)).await?;
+        let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());
         self.applier
-            .delete(&self.applier.pods(), &view.pod_name, Some(0))
+            .delete_exact(
+                &self.applier.pods(),
+                &view.pod_name,
+                uid.as_deref(),
+                Some(0),
+            )
             .await?;
         let id = view.id.clone();
         self.wait_until(GONE_TIMEOUT, |rt| {
@@ -456,23 +479,33 @@ impl Runtime {
                 id: other.id,
             });
         }
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {labels::ANNOTATION_NAME: new_name}}});
+        // uid preconditions: rename writes only this container's own spec and pod.
+        let patch = |uid: Option<&str>| {
+            merge_patch_of(uid, serde_json::json!({labels::ANNOTATION_NAME: new_name}))
+        };
         let params = PatchParams::default();
         self.applier
             .config_maps()
-            .patch(&view.pod_name, &params, &Patch::Merge(&patch))
+            .patch(
+                &view.pod_name,
+                &params,
+                &Patch::Merge(&patch(view.spec.metadata.uid.as_deref())),
+            )
             .await
             .map_err(|source| RuntimeError::Kube {
                 operation: "rename",
                 pod: view.pod_name.clone(),
                 source,
             })?;
-        if view.pod.is_some() {
+        if let Some(pod) = &view.pod {
             let _ = self
                 .applier
                 .pods()
-                .patch(&view.pod_name, &params, &Patch::Merge(&patch))
+                .patch(
+                    &view.pod_name,
+                    &params,
+                    &Patch::Merge(&patch(pod.metadata.uid.as_deref())),
+                )
                 .await;
         }
         let (id, wanted) = (view.id.clone(), new_name.to_string());
@@ -522,6 +555,17 @@ impl Runtime {
             }
         }
     }
+}
+
+/// A merge patch of `annotations`; with `uid`, the API server applies it only to that very
+/// object (a uid in a patch is a precondition), so a same-named object podbridge does not own is
+/// never written.
+fn merge_patch_of(uid: Option<&str>, annotations: serde_json::Value) -> serde_json::Value {
+    let mut metadata = serde_json::json!({ "annotations": annotations });
+    if let Some(uid) = uid {
+        metadata["uid"] = uid.into();
+    }
+    serde_json::json!({ "metadata": metadata })
 }
 
 /// `SIGTERM`, `TERM`, `15` → the name busybox and coreutils `kill -s` accept.

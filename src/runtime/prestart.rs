@@ -169,7 +169,7 @@ impl Runtime {
             ..Default::default()
         };
         self.applier
-            .apply(&self.applier.config_maps(), &config_map)
+            .apply_owned(&self.applier.config_maps(), &config_map)
             .await?;
         let (short, count) = (view.short_id().to_string(), sequence + 1);
         self.wait_until(std::time::Duration::from_secs(10), |rt| {

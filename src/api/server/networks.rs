@@ -296,6 +296,11 @@ async fn retranslate(
         identity,
     };
     let translation = state.translator.translate(&create)?;
+    for warning in
+        super::containers::service_names_free(state, &translation.objects.services).await?
+    {
+        tracing::warn!(container = %view.short_id(), %warning, "Network alias not taken over");
+    }
     state
         .runtime
         .update_spec(view, &translation.objects)
