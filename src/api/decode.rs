@@ -608,7 +608,9 @@ impl Decoder<'_> {
                     _ => Ok(image.filter(|value| *value > 0)),
                 }
             };
-        let seconds = |nanoseconds: i64| (nanoseconds + 999_999_999) / 1_000_000_000;
+        // Rounded up; saturating, so a client's i64::MAX cannot overflow (a policy `clamp`
+        // bounds what reaches the probe).
+        let seconds = |nanoseconds: i64| nanoseconds.saturating_add(999_999_999) / 1_000_000_000;
         let interval = pick(
             "Interval",
             requested.and_then(|health| health.interval),

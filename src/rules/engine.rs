@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use rhai::Dynamic;
 use serde_json::Value;
 
-use super::compile::{Check, Exception, Mutation, PolicySet, Rule, RuleKind, Validation};
+use super::compile::{
+    Bound, Check, ClientLabels, Exception, Mutation, PolicySet, Rule, RuleKind, Validation,
+};
 use super::file::Action;
 use super::matcher::Subject;
 use super::pointer::{self, Written};
@@ -35,6 +37,9 @@ pub struct Evaluation {
     /// `Audit` findings, for the create response's `Warnings`.
     pub warnings: Vec<String>,
     pub problems: Vec<Problem>,
+    /// The smallest `clamp` maximum that ran on each concrete pointer, so bounds that also apply
+    /// outside the pod (the grace of `docker stop -t`) can be honoured by the runtime.
+    pub maximums: BTreeMap<String, i64>,
 }
 
 impl Evaluation {
@@ -92,6 +97,7 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         results: Vec::new(),
         warnings: Vec::new(),
         problems: Vec::new(),
+        maximums: BTreeMap::new(),
     };
     let context = LazyContext {
         request: &input.request,
@@ -125,7 +131,14 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
             }
             let result = match &rule.rule.kind {
                 RuleKind::Mutate(mutation) => {
-                    let mut result = mutate(set, rule, mutation, &context, &mut evaluation);
+                    let mut result = mutate(
+                        set,
+                        rule,
+                        mutation,
+                        &context,
+                        &input.subject,
+                        &mut evaluation,
+                    );
                     apply_overrides(rule, &input.subject, &mut evaluation, &mut result);
                     if result.result == Outcome::Pass && !result.changes.is_empty() {
                         result.result = Outcome::Applied;
@@ -205,6 +218,7 @@ fn mutate(
     rule: &RuleRef<'_>,
     mutation: &Mutation,
     context: &LazyContext<'_>,
+    subject: &Subject<'_>,
     evaluation: &mut Evaluation,
 ) -> RuleResult {
     let mut result = rule.result(Outcome::Pass, "nothing to change");
@@ -333,10 +347,96 @@ fn mutate(
             Err(message) => fail(evaluation, &mut result, format!("script error: {message}")),
         }
     }
+    if result.result == Outcome::Pass {
+        if let Some(client_labels) = &mutation.client_labels {
+            drop_client_labels(client_labels, subject, evaluation, &mut result);
+        }
+        clamp(rule, &mutation.clamp, evaluation, &mut result);
+    }
     if result.result == Outcome::Pass && !result.changes.is_empty() {
         result.reason = format!("changed {} field(s)", result.changes.len());
     }
     result
+}
+
+/// Removes from the pod's labels the client labels `client_labels` does not keep. Only labels
+/// the client set (same key and value as in the request) are touched: podbridge's own and the
+/// configured ones are not the client's to lose.
+fn drop_client_labels(
+    client_labels: &ClientLabels,
+    subject: &Subject<'_>,
+    evaluation: &mut Evaluation,
+    result: &mut RuleResult,
+) {
+    let Some(pod_labels) = evaluation
+        .pod
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (key, value) in subject.labels {
+        if client_labels.keeps(key) {
+            continue;
+        }
+        if pod_labels.get(key).and_then(Value::as_str) == Some(value.as_str()) {
+            let before = pod_labels.remove(key);
+            result.changes.push(Change {
+                pointer: format!("/metadata/labels/{}", pointer::escape(key)),
+                before,
+                after: None,
+                label: None,
+            });
+        }
+    }
+}
+
+/// Moves integer fields outside their bounds to the bound, each with a Docker warning naming
+/// the rule, and records every maximum for [`Evaluation::maximums`].
+fn clamp(
+    rule: &RuleRef<'_>,
+    bounds: &[Bound],
+    evaluation: &mut Evaluation,
+    result: &mut RuleResult,
+) {
+    for bound in bounds {
+        for concrete in pointer::expand(&evaluation.pod, &bound.pointer) {
+            if let Some(max) = bound.max {
+                evaluation
+                    .maximums
+                    .entry(concrete.clone())
+                    .and_modify(|known| *known = (*known).min(max))
+                    .or_insert(max);
+            }
+            let Some(field) = evaluation.pod.pointer_mut(&concrete) else {
+                continue;
+            };
+            // Integers beyond i64 arrive as floats; they are above any maximum all the same.
+            let Some(value) = field.as_i64().or_else(|| {
+                field
+                    .as_f64()
+                    .map(|f| if f > 0.0 { i64::MAX } else { i64::MIN })
+            }) else {
+                continue;
+            };
+            let (bounded, which) = match (bound.min, bound.max) {
+                (_, Some(max)) if value > max => (max, "maximum"),
+                (Some(min), _) if value < min => (min, "minimum"),
+                _ => continue,
+            };
+            let before = std::mem::replace(field, Value::from(bounded));
+            evaluation.warnings.push(format!(
+                "policy {}/{}: {concrete} {before} is beyond the {which} of {bounded}; {bounded} is used",
+                rule.policy, rule.rule.name
+            ));
+            result.changes.push(Change {
+                pointer: concrete,
+                before: Some(before),
+                after: Some(Value::from(bounded)),
+                label: None,
+            });
+        }
+    }
 }
 
 fn apply_overrides(

@@ -388,7 +388,11 @@ impl Runtime {
         if !view.state.running {
             return Ok(Outcome::AlreadyInState);
         }
-        let grace = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
+        let asked = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
+        let grace = bounded_grace(asked, view.max_stop_timeout());
+        if grace != asked {
+            warn!(container = %view.short_id(), asked, grace, "Stop timeout beyond the policy's maximum grace period; using the maximum");
+        }
         if grace > 0 {
             if let Err(error) = self.signal(view, &view.stop_signal()).await {
                 warn!(container = %view.short_id(), %error, "Stop signal not delivered; killing");
@@ -557,6 +561,16 @@ impl Runtime {
     }
 }
 
+/// The seconds `stop` waits after the stop signal: what the client asked, at most the policy's
+/// maximum grace period. A negative wait is Docker's "wait forever", which becomes the maximum
+/// when there is one (and, as before, an immediate kill when there is none).
+fn bounded_grace(asked: i64, max: Option<i64>) -> i64 {
+    match max {
+        Some(max) if asked < 0 || asked > max => max.max(0),
+        _ => asked,
+    }
+}
+
 /// A merge patch of `annotations`; with `uid`, the API server applies it only to that very
 /// object (a uid in a patch is a precondition), so a same-named object podbridge does not own is
 /// never written.
@@ -628,6 +642,15 @@ fn not_started_reason(pod: Option<&Pod>, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_waits_at_most_the_policy_maximum() {
+        assert_eq!(bounded_grace(10, Some(300)), 10);
+        assert_eq!(bounded_grace(999_999_999, Some(300)), 300);
+        assert_eq!(bounded_grace(-1, Some(300)), 300);
+        assert_eq!(bounded_grace(999_999_999, None), 999_999_999);
+        assert_eq!(bounded_grace(0, Some(300)), 0);
+    }
 
     #[test]
     fn signal_names() {

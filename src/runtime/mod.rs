@@ -335,7 +335,11 @@ impl Runtime {
     /// Waits until `done` holds on the current view, waking on every watch change.
     pub async fn wait_until<F: Fn(&Runtime) -> bool>(&self, timeout: Duration, done: F) -> bool {
         let mut changes = self.subscribe_changes();
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A client-sized timeout (`stop -t`) must not overflow the clock: far enough is forever.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         loop {
             changes.borrow_and_update();
             if done(self) {
