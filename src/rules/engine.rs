@@ -716,3 +716,168 @@ pub fn labels_of(request: &Value) -> BTreeMap<String, String> {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::rules::{compile, Limits, Source};
+
+    fn run(policy: &str, pod: Value, labels: &[(&str, &str)]) -> Evaluation {
+        let set = compile(
+            &[Source {
+                path: "test.yaml".into(),
+                text: policy.into(),
+            }],
+            &BTreeMap::new(),
+            Limits::default(),
+        )
+        .unwrap();
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        evaluate(
+            &set,
+            Input {
+                pod,
+                request: RequestBody::new(b"{}"),
+                image: None,
+                subject: Subject {
+                    image: "docker.io/library/busybox:latest",
+                    name: None,
+                    labels: &labels,
+                    project: None,
+                },
+                today: jiff::civil::date(2026, 1, 1),
+            },
+        )
+    }
+
+    const CLIENT_LABELS: &str = r#"
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: labels}
+spec:
+  rules:
+  - name: deny
+    mutate:
+      clientLabels: {deny: [app, "*.istio.io/*"]}
+"#;
+
+    #[test]
+    fn client_labels_drop_only_what_the_client_set() {
+        let pod = json!({"metadata": {"labels": {
+            "app": "web", "sidecar.istio.io/inject": "false", "team": "infra", "keep": "me"}}});
+        // `team` has another value on the pod than in the request: configured, not the client's.
+        let evaluation = run(
+            CLIENT_LABELS,
+            pod,
+            &[
+                ("app", "web"),
+                ("sidecar.istio.io/inject", "false"),
+                ("keep", "me"),
+                ("team", "evil"),
+            ],
+        );
+        assert_eq!(
+            evaluation.pod["metadata"]["labels"],
+            json!({"team": "infra", "keep": "me"})
+        );
+        assert_eq!(evaluation.results[0].result, Outcome::Applied);
+        let removed: Vec<&str> = evaluation.results[0]
+            .changes
+            .iter()
+            .map(|c| c.pointer.as_str())
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                "/metadata/labels/app",
+                "/metadata/labels/sidecar.istio.io~1inject"
+            ]
+        );
+    }
+
+    #[test]
+    fn client_label_allow_list_keeps_only_its_globs() {
+        let policy = CLIENT_LABELS.replace(
+            r#"{deny: [app, "*.istio.io/*"]}"#,
+            r#"{allow: ["com.docker.compose.*"]}"#,
+        );
+        let pod =
+            json!({"metadata": {"labels": {"app": "web", "com.docker.compose.service": "db"}}});
+        let evaluation = run(
+            &policy,
+            pod,
+            &[("app", "web"), ("com.docker.compose.service", "db")],
+        );
+        assert_eq!(
+            evaluation.pod["metadata"]["labels"],
+            json!({"com.docker.compose.service": "db"})
+        );
+    }
+
+    const CLAMP: &str = r#"
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: durations}
+spec:
+  rules:
+  - name: bounds
+    mutate:
+      clamp:
+        /spec/terminationGracePeriodSeconds: {min: 0, max: 300}
+        /spec/containers/*/readinessProbe/periodSeconds: {min: 1, max: 60}
+"#;
+
+    #[test]
+    fn clamp_bounds_values_warns_and_records_the_maximum() {
+        let pod = json!({"spec": {"terminationGracePeriodSeconds": 1e30,
+            "containers": [{"readinessProbe": {"periodSeconds": 0}}, {"name": "no-probe"}]}});
+        let evaluation = run(CLAMP, pod, &[]);
+        assert_eq!(evaluation.pod["spec"]["terminationGracePeriodSeconds"], 300);
+        assert_eq!(
+            evaluation.pod["spec"]["containers"][0]["readinessProbe"]["periodSeconds"],
+            1
+        );
+        // A missing field stays missing.
+        assert_eq!(
+            evaluation.pod["spec"]["containers"][1],
+            json!({"name": "no-probe"})
+        );
+        assert_eq!(evaluation.warnings.len(), 2, "{:?}", evaluation.warnings);
+        assert!(evaluation.warnings[1].contains("beyond the maximum of 300"));
+        assert_eq!(
+            evaluation
+                .maximums
+                .get("/spec/terminationGracePeriodSeconds"),
+            Some(&300)
+        );
+        let within = run(
+            CLAMP,
+            json!({"spec": {"terminationGracePeriodSeconds": 30}}),
+            &[],
+        );
+        assert_eq!(within.results[0].result, Outcome::Pass);
+        assert!(within.warnings.is_empty());
+    }
+
+    #[test]
+    fn clamp_min_above_max_is_refused_at_load() {
+        let error = compile(
+            &[Source {
+                path: "bad.yaml".into(),
+                text: CLAMP.replace("{min: 0, max: 300}", "{min: 10, max: 5}"),
+            }],
+            &BTreeMap::new(),
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("min 10 is above max 5"),
+            "{error}"
+        );
+    }
+}
