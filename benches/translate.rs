@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
         created: "2026-01-01T00:00:00Z".into(),
     };
     let request = CreateRequest {
+        start: podbridge::render::StartInputs::default(),
         body: REQUEST.as_bytes(),
         name: Some("redis-1"),
         image: None,

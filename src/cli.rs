@@ -283,6 +283,7 @@ pub fn translate(global: &GlobalFlags, args: &TranslateArgs) -> Result<Outcome, 
     let mut seed = body.clone();
     seed.extend_from_slice(args.name.as_deref().unwrap_or("").as_bytes());
     let request = CreateRequest {
+        start: crate::render::StartInputs::default(),
         body: &body,
         name: args.name.as_deref(),
         image: image.as_ref(),

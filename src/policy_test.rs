@@ -292,6 +292,7 @@ fn run_case(
         None => None,
     };
     let request = CreateRequest {
+        start: crate::render::StartInputs::default(),
         body: body.as_bytes(),
         name: case.container_name.as_deref(),
         image: image.as_ref(),

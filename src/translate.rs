@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::api::decode::{self, DecodeError};
 use crate::labels;
 use crate::model::ImageConfig;
-use crate::render::{self, Identity, RenderContext, RenderError, RenderedObjects};
+use crate::render::{self, Identity, RenderContext, RenderError, RenderedObjects, StartInputs};
 use crate::rules::{self, Problem, RuleResult, SharedPolicySet, Subject};
 
 /// The pod field `StopTimeout` becomes; a policy `clamp` maximum on it also bounds
@@ -21,6 +21,8 @@ pub struct CreateRequest<'a> {
     pub name: Option<&'a str>,
     pub image: Option<&'a ImageConfig>,
     pub identity: Identity,
+    /// Empty at create; at start, what the created container has gained since.
+    pub start: StartInputs,
 }
 
 /// The objects to apply, what to tell the client, and why.
@@ -135,15 +137,14 @@ impl Translator {
         let image_json = request
             .image
             .and_then(|image| serde_json::to_value(image).ok());
-        let pod = render::pod_document(workload, &request.identity, &self.context);
+        let pod = render::pod_document(workload, &request.identity, &self.context, &request.start);
         let image = workload.image.normalised();
         let policies = self.policies.load();
         let evaluation = rules::evaluate(
             &policies,
             rules::Input {
                 pod,
-                // Decoding succeeded, so the body is JSON; rules see it as the client sent it.
-                request: rules::RequestBody::new(request.body),
+                request: rules::RequestBody::new(&decoded.request),
                 image: image_json.as_ref(),
                 subject: Subject {
                     image: &image,
@@ -261,4 +262,129 @@ pub fn objects_yaml(objects: &RenderedObjects) -> String {
         push(serde_json::to_value(service));
     }
     documents.join("---\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::model::ContainerId;
+    use crate::render::PrestartArchive;
+
+    fn translator(dirs: &[&str]) -> Translator {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| root.join(d)).collect();
+        let set = crate::policy_store::load_paths(
+            &paths,
+            Some(&root.join("rules")),
+            rules::Limits::default(),
+        )
+        .expect("shipped policies compile");
+        let context = RenderContext {
+            instance_id: "t".into(),
+            namespace: "ns".into(),
+            name_prefix: "pb".into(),
+            init_image: "busybox:latest".into(),
+            ..Default::default()
+        };
+        Translator::new(crate::policy_store::shared(set), context)
+    }
+
+    fn request<'a>(body: &'a [u8], start: StartInputs) -> CreateRequest<'a> {
+        CreateRequest {
+            body,
+            name: Some("web"),
+            image: None,
+            identity: Identity {
+                id: ContainerId::random(),
+                created: "2026-01-01T00:00:00Z".into(),
+            },
+            start,
+        }
+    }
+
+    fn containers(
+        pod: &k8s_openapi::api::core::v1::Pod,
+    ) -> Vec<k8s_openapi::api::core::v1::Container> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        spec.init_containers
+            .unwrap_or_default()
+            .into_iter()
+            .chain(spec.containers)
+            .collect()
+    }
+
+    /// Files copied in before start are unpacked by a helper container that the policy chain
+    /// shapes like `main`: it exists in the document before the rules run.
+    #[test]
+    fn prestart_archives_are_rendered_before_the_rules() {
+        let start = StartInputs {
+            archives: vec![PrestartArchive {
+                config_map: "pb-web-archive-0".into(),
+                path: "/etc".into(),
+                entries: vec!["app.conf".into(), "..".into()],
+            }],
+            ..Default::default()
+        };
+        for (dirs, restricted) in [
+            (&["policies/baseline"][..], false),
+            (&["policies/baseline", "policies/restricted"][..], true),
+        ] {
+            let translation = translator(dirs)
+                .translate(&request(
+                    br#"{"Image":"busybox","Cmd":["true"]}"#,
+                    start.clone(),
+                ))
+                .expect("translates");
+            let all = containers(&translation.objects.pod);
+            let helper = all
+                .iter()
+                .find(|c| c.name == crate::render::ARCHIVE_INIT_CONTAINER)
+                .expect("archive init container rendered");
+            assert_eq!(helper.image.as_deref(), Some("busybox:latest"));
+            for container in &all {
+                let context = container.security_context.clone().unwrap_or_default();
+                assert_eq!(
+                    context.allow_privilege_escalation,
+                    Some(false),
+                    "{}",
+                    container.name
+                );
+                let limits = container.resources.clone().unwrap_or_default().limits;
+                assert!(
+                    limits.is_some_and(|l| l.contains_key("memory")),
+                    "{}",
+                    container.name
+                );
+                if restricted {
+                    assert_eq!(context.run_as_non_root, Some(true), "{}", container.name);
+                }
+            }
+            let main = all.iter().find(|c| c.name == "main").unwrap();
+            let mounts = main.volume_mounts.clone().unwrap_or_default();
+            assert!(mounts
+                .iter()
+                .any(|m| m.mount_path == "/etc/app.conf"
+                    && m.sub_path.as_deref() == Some("0/app.conf")));
+            assert!(!mounts.iter().any(|m| m.mount_path.ends_with("..")));
+        }
+    }
+
+    /// A body the typed decoder would accept but the rules could not read is refused, so a
+    /// deny rule cannot fail open on it.
+    #[test]
+    fn rules_never_see_a_null_request() {
+        let translator = translator(&["policies/baseline", "policies/optional"]);
+        let body = br#"{"Image":"busybox","X":"\ud800","HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock"]}}"#;
+        let error = translator
+            .translate(&request(body, StartInputs::default()))
+            .expect_err("refused");
+        assert_eq!(error.status(), 400);
+        let clean = br#"{"Image":"busybox","HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock"]}}"#;
+        let error = translator
+            .translate(&request(clean, StartInputs::default()))
+            .expect_err("denied");
+        assert_eq!(error.status(), 403, "{error}");
+    }
 }

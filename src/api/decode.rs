@@ -22,6 +22,9 @@ pub struct Decoded {
     pub workload: Workload,
     /// Docker-style warnings for settings podbridge ignored, returned in the create response.
     pub warnings: Vec<String>,
+    /// The request as one JSON document (with the image's exposed ports merged in): what the
+    /// rules read and what is stored.
+    pub request: serde_json::Value,
 }
 
 /// A create request the client must fix. All map to HTTP 400.
@@ -90,10 +93,32 @@ pub fn decode_create(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::EmptyBody);
     }
-    let wire = parse_body(body)?;
-    let create_request = serde_json::from_slice::<serde_json::Value>(body)
-        .map(|value| value.to_string())
-        .unwrap_or_default();
+    // One parse decides what the request is: the generic view refuses what the typed decoder
+    // would skip unread (invalid UTF-8, lone surrogate escapes inside unknown fields), so the
+    // rules never see a different request (or `null`) than the one decoded.
+    let mut request: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => {
+            // The typed parser names the field where it can; a body it would accept (the fault
+            // sits in a field it skips) is refused all the same.
+            parse_body(body)?;
+            return Err(DecodeError::ParseJsonFailed {
+                field: ".".to_owned(),
+                message: strip_position(&error.to_string()),
+                line: error.line(),
+                column: error.column(),
+            });
+        }
+    };
+    let merged;
+    let typed_from = if merge_image_exposed_ports(&mut request, image) {
+        merged = serde_json::to_vec(&request).unwrap_or_default();
+        &merged[..]
+    } else {
+        body
+    };
+    let wire = parse_body(typed_from)?;
+    let create_request = request.to_string();
     let mut decoder = Decoder {
         warnings: Vec::new(),
         image,
@@ -102,7 +127,37 @@ pub fn decode_create(
     Ok(Decoded {
         workload,
         warnings: decoder.warnings,
+        request,
     })
+}
+
+/// Docker's container `Config.ExposedPorts` includes the image's: merged into the request itself,
+/// so inspect shows them, `-P` publishes them, and the rules read the same request that is
+/// stored. Returns whether anything was added.
+fn merge_image_exposed_ports(request: &mut serde_json::Value, image: Option<&ImageConfig>) -> bool {
+    let Some(image_ports) = image.and_then(|config| config.exposed_ports.as_ref()) else {
+        return false;
+    };
+    let Some(object) = request.as_object_mut() else {
+        return false;
+    };
+    let exposed = object
+        .entry("ExposedPorts")
+        .or_insert_with(|| serde_json::json!({}));
+    if exposed.is_null() {
+        *exposed = serde_json::json!({});
+    }
+    let Some(exposed) = exposed.as_object_mut() else {
+        return false;
+    };
+    let mut added = false;
+    for port in image_ports.keys() {
+        if !exposed.contains_key(port) {
+            exposed.insert(port.clone(), serde_json::json!({}));
+            added = true;
+        }
+    }
+    added
 }
 
 fn parse_body(body: &[u8]) -> Result<ContainerCreateBody> {
@@ -1316,6 +1371,19 @@ mod tests {
                 "missing {expected} in {warnings}"
             );
         }
+    }
+
+    #[test]
+    fn lone_surrogate_in_an_unknown_field_is_refused() {
+        // The typed decoder skips unknown fields unread; the rules' view would be null.
+        let error = decode_error(r#"{"Image":"busybox","X":"\ud800"}"#);
+        assert!(
+            matches!(error, DecodeError::ParseJsonFailed { .. }),
+            "{error}"
+        );
+        let error = decode_create(b"{\"Image\":\"busybox\",\"X\":\"\xff\"}", None, None)
+            .expect_err("invalid UTF-8");
+        assert_eq!(error.status(), 400);
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub use names::{
 };
 pub use objects::{objects, RenderedObjects};
 pub use pod::{
-    pod_document, warnings, BIND_MOUNT_ROOT, INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER,
-    SYNC_MOUNT_PATH, SYNC_VOLUME,
+    pod_document, warnings, ARCHIVE_DATA_KEY, ARCHIVE_INIT_CONTAINER, BIND_MOUNT_ROOT,
+    INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER, SYNC_MOUNT_PATH, SYNC_VOLUME,
 };
 pub use volume::{volume_claim, VolumeRequest, DRIVER_OPT_SIZE, DRIVER_OPT_STORAGE_CLASS};
 
@@ -101,6 +101,27 @@ impl Default for VolumeSettings {
             access_mode: VolumeAccessMode::ReadWriteOnce,
         }
     }
+}
+
+/// What exists only when a created container starts, rendered with the request so the policy
+/// chain sees it (nothing is added to a pod after the rules ran).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartInputs {
+    /// Files copied into the container before it started (`docker cp` into a created
+    /// container), in the order they were copied.
+    pub archives: Vec<PrestartArchive>,
+    /// Bind sources that are single files (mounted with `subPath`), not directories.
+    pub file_binds: std::collections::BTreeSet<String>,
+}
+
+/// One `docker cp` into a created container, as stored in its ConfigMap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrestartArchive {
+    pub config_map: String,
+    /// Destination directory in the container.
+    pub path: String,
+    /// Top-level names in the tar, each mounted at `path/name`.
+    pub entries: Vec<String>,
 }
 
 /// Who the container is on the Docker side.

@@ -237,6 +237,7 @@ mod tests {
     use super::*;
     use crate::render::pod::tests::{context, identity, workload};
     use crate::render::pod_document;
+    use crate::render::StartInputs;
 
     fn render(
         body: &str,
@@ -244,7 +245,7 @@ mod tests {
         edit: impl FnOnce(&mut Value),
     ) -> Result<RenderedObjects> {
         let workload = workload(body, name);
-        let mut pod = pod_document(&workload, &identity(), &context());
+        let mut pod = pod_document(&workload, &identity(), &context(), &StartInputs::default());
         edit(&mut pod);
         objects(&workload, &identity(), pod, &context())
     }

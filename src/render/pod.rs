@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::names::{self, is_copyable_label, label_value};
-use super::{Identity, NamedVolumes, RenderContext};
+use super::{Identity, NamedVolumes, RenderContext, StartInputs};
 use crate::labels;
 use crate::model::{HealthTest, MountSource, NamespaceMode, NetworkMode, RestartPolicy, Workload};
 
@@ -27,6 +27,12 @@ pub const READY_MARKER: &str = "/podbridge/ready";
 /// Where the init container mounts each bind volume: `{BIND_MOUNT_ROOT}/{volume name}`. The
 /// runtime copies the client's files there (e.g. `tar -x -C`).
 pub const BIND_MOUNT_ROOT: &str = "/podbridge/binds";
+/// Name of the init container that unpacks files copied in before the first start.
+pub const ARCHIVE_INIT_CONTAINER: &str = "podbridge-archives";
+/// The emptyDir the archives are unpacked into; `main` mounts each top-level entry from it.
+const ARCHIVE_VOLUME: &str = "podbridge-archives";
+/// Key of the tar inside an archive ConfigMap.
+pub const ARCHIVE_DATA_KEY: &str = "archive.tar";
 /// Docker's default grace period between SIGTERM and SIGKILL.
 const DEFAULT_STOP_TIMEOUT_SECONDS: i64 = 10;
 /// AppArmor annotation for the main container (the pre-1.30 form, still honoured).
@@ -35,7 +41,16 @@ const APPARMOR_ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.i
 const SELINUX_UNCONFINED_TYPE: &str = "spc_t";
 
 /// Builds the Pod-shaped document policy rules transform.
-pub fn pod_document(workload: &Workload, identity: &Identity, ctx: &RenderContext) -> Value {
+///
+/// `start` holds what only exists once a created container is started (files copied in before
+/// the start, which bind sources are single files): rendered here, before the rules, so the
+/// chain sees and shapes every container and mount that is applied.
+pub fn pod_document(
+    workload: &Workload,
+    identity: &Identity,
+    ctx: &RenderContext,
+    start: &StartInputs,
+) -> Value {
     let short_id = identity.id.short();
     let name = names::pod_name(&ctx.name_prefix, workload.name.as_deref(), short_id);
     let mut pod_labels: BTreeMap<String, String> = workload
@@ -52,7 +67,8 @@ pub fn pod_document(workload: &Workload, identity: &Identity, ctx: &RenderContex
     }
     annotations.extend(identity_annotations(workload, identity, ctx));
 
-    let volumes = Volumes::new(workload, ctx);
+    let mut volumes = Volumes::new(workload, ctx, start);
+    let archive_init = volumes.add_archives(ctx, start);
     let mut spec = Map::new();
     spec.insert("restartPolicy".into(), json!(restart_policy(workload)));
     spec.insert(
@@ -66,8 +82,13 @@ pub fn pod_document(workload: &Workload, identity: &Identity, ctx: &RenderContex
     // Docker containers see no Kubernetes service links and hold no cluster credentials.
     spec.insert("enableServiceLinks".into(), json!(false));
     spec.insert("automountServiceAccountToken".into(), json!(false));
-    if let Some(init) = volumes.init_container(ctx) {
-        spec.insert("initContainers".into(), json!([init]));
+    let init_containers: Vec<Value> = volumes
+        .init_container(ctx)
+        .into_iter()
+        .chain(archive_init)
+        .collect();
+    if !init_containers.is_empty() {
+        spec.insert("initContainers".into(), Value::Array(init_containers));
     }
     spec.insert(
         "containers".into(),
@@ -207,7 +228,7 @@ pub(super) fn identity_annotations(
         labels::ANNOTATION_NETWORKS.to_owned(),
         Value::Object(networks).to_string(),
     );
-    let mounts = Volumes::new(workload, ctx).records;
+    let mounts = Volumes::new(workload, ctx, &StartInputs::default()).records;
     if !mounts.is_empty() {
         annotations.insert(
             labels::ANNOTATION_MOUNTS.to_owned(),
@@ -273,7 +294,7 @@ struct Volumes {
 }
 
 impl Volumes {
-    fn new(workload: &Workload, ctx: &RenderContext) -> Self {
+    fn new(workload: &Workload, ctx: &RenderContext, start: &StartInputs) -> Self {
         let mut volumes = Self {
             volumes: Vec::new(),
             mounts: Vec::new(),
@@ -338,6 +359,15 @@ impl Volumes {
                 .extend(source.as_object().expect("json! object").clone());
             volumes.volumes.push(volume);
             let mut volume_mount = json!({"name": volume_name, "mountPath": mount.target});
+            // Docker binds a single file over a path; the emptyDir holds the file under its own
+            // name, so only that file is mounted.
+            if let MountSource::Bind { path } = &mount.source {
+                if start.file_binds.contains(path) {
+                    if let Some(base) = std::path::Path::new(path).file_name() {
+                        volume_mount["subPath"] = json!(base.to_string_lossy());
+                    }
+                }
+            }
             if mount.read_only {
                 volume_mount["readOnly"] = json!(true);
             }
@@ -368,6 +398,55 @@ impl Volumes {
             }));
         }
         volumes
+    }
+
+    /// Files copied in before the start: each archive ConfigMap is unpacked by an init container
+    /// into one emptyDir, and `main` mounts each top-level entry at its destination (`subPath`),
+    /// so the image's directories around them stay visible. Returns that init container.
+    fn add_archives(&mut self, ctx: &RenderContext, start: &StartInputs) -> Option<Value> {
+        if start.archives.is_empty() {
+            return None;
+        }
+        self.volumes
+            .push(json!({"name": ARCHIVE_VOLUME, "emptyDir": {}}));
+        let mut init_mounts = vec![json!({"name": ARCHIVE_VOLUME, "mountPath": "/podbridge/out"})];
+        let mut script = String::from("set -e\n");
+        for (index, archive) in start.archives.iter().enumerate() {
+            let volume = format!("podbridge-archive-{index}");
+            self.volumes.push(json!({
+                "name": volume,
+                "configMap": {"name": archive.config_map},
+            }));
+            init_mounts.push(json!({
+                "name": volume,
+                "mountPath": format!("/podbridge/in/{index}"),
+                "readOnly": true,
+            }));
+            script.push_str(&format!(
+                "mkdir -p /podbridge/out/{index} && tar -xf /podbridge/in/{index}/{ARCHIVE_DATA_KEY} -C /podbridge/out/{index}\n"
+            ));
+            // A name the kubelet would refuse as a subPath (or that climbs out) is left in the
+            // emptyDir, unmounted.
+            for entry in archive
+                .entries
+                .iter()
+                .filter(|e| !e.is_empty() && *e != "." && *e != ".." && !e.contains('/'))
+            {
+                let target = format!("{}/{entry}", archive.path.trim_end_matches('/'));
+                self.mounts.retain(|m| m["mountPath"] != target.as_str());
+                self.mounts.push(json!({
+                    "name": ARCHIVE_VOLUME,
+                    "mountPath": target,
+                    "subPath": format!("{index}/{entry}"),
+                }));
+            }
+        }
+        Some(json!({
+            "name": ARCHIVE_INIT_CONTAINER,
+            "image": ctx.init_image,
+            "command": ["sh", "-c", script],
+            "volumeMounts": init_mounts,
+        }))
     }
 
     /// The init container that waits for the runtime's copy, when there is anything to copy.
@@ -659,6 +738,7 @@ pub(super) mod tests {
     use super::*;
     use crate::api::decode::decode_create;
     use crate::model::ContainerId;
+    use crate::render::StartInputs;
 
     pub(crate) fn context() -> RenderContext {
         RenderContext {
@@ -692,6 +772,7 @@ pub(super) mod tests {
             &workload(body, Some("My_Container.1")),
             &identity(),
             &context(),
+            &StartInputs::default(),
         );
         let short = identity().id.short().to_owned();
         assert_eq!(
@@ -736,7 +817,12 @@ pub(super) mod tests {
     #[test]
     fn compose_pod_document() {
         let body = include_str!("../../tests/fixtures/create/compose-web.json");
-        let pod = pod_document(&workload(body, Some("demo-web-1")), &identity(), &context());
+        let pod = pod_document(
+            &workload(body, Some("demo-web-1")),
+            &identity(),
+            &context(),
+            &StartInputs::default(),
+        );
         let spec = &pod["spec"];
         assert_eq!(spec["restartPolicy"], "Always");
         assert_eq!(spec["shareProcessNamespace"], true);
@@ -818,7 +904,12 @@ pub(super) mod tests {
     #[test]
     fn privileged_request_is_carried_through() {
         let body = include_str!("../../tests/fixtures/create/privileged.json");
-        let pod = pod_document(&workload(body, None), &identity(), &context());
+        let pod = pod_document(
+            &workload(body, None),
+            &identity(),
+            &context(),
+            &StartInputs::default(),
+        );
         let spec = &pod["spec"];
         assert_eq!(
             (&spec["hostNetwork"], &spec["hostPID"], &spec["hostIPC"]),
@@ -887,8 +978,12 @@ pub(super) mod tests {
             found[0].starts_with("volume dind-data at /var/lib/docker"),
             "{found:?}"
         );
-        let volumes =
-            &pod_document(&workload(body, None), &identity(), &empty_dirs)["spec"]["volumes"];
+        let volumes = &pod_document(
+            &workload(body, None),
+            &identity(),
+            &empty_dirs,
+            &StartInputs::default(),
+        )["spec"]["volumes"];
         assert!(volumes
             .as_array()
             .unwrap()
@@ -908,6 +1003,7 @@ pub(super) mod tests {
             &workload(r#"{"Image":"a","Entrypoint":[""],"Cmd":["ls","/"]}"#, None),
             &identity(),
             &context(),
+            &StartInputs::default(),
         );
         let main = &pod["spec"]["containers"][0];
         assert_eq!(main["command"], json!(["ls", "/"]));
@@ -920,6 +1016,7 @@ pub(super) mod tests {
             &workload(r#"{"Image":"a","HostConfig":{"NetworkMode":"host"}}"#, None),
             &identity(),
             &context(),
+            &StartInputs::default(),
         );
         assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
     }

@@ -106,8 +106,8 @@ mod tests {
     #[test]
     fn operators_on_pod_and_request() {
         let pod = json!({"spec": {"containers": [{"securityContext": {"privileged": true}}, {"name": "b"}]}});
-        let body = json!({"HostConfig": {"NetworkMode": "bridge"}}).to_string();
-        let request = RequestBody::new(body.as_bytes());
+        let body = json!({"HostConfig": {"NetworkMode": "bridge"}});
+        let request = RequestBody::new(&body);
         let not_privileged = preconditions(json!({"all": [
             {"path": "/spec/containers/*/securityContext/privileged", "operator": "NotEquals", "value": true}]}));
         assert!(!not_privileged.hold(&pod, &request));

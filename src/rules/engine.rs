@@ -738,11 +738,12 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let request = json!({});
         evaluate(
             &set,
             Input {
                 pod,
-                request: RequestBody::new(b"{}"),
+                request: RequestBody::new(&request),
                 image: None,
                 subject: Subject {
                     image: "docker.io/library/busybox:latest",

@@ -87,30 +87,14 @@ async fn local_tar(source: &str) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(output.stdout))
 }
 
-/// Docker binds a single file over a path; an emptyDir mounted there would be a directory. For
-/// each bind whose source is a file here, mount only that file from the volume (`subPath`).
-pub fn mount_file_binds(pod: &mut Pod) {
-    let files: Vec<(String, String)> = bind_copies(pod)
+/// Bind sources of the stored pod that are single files here, for the start's translation
+/// (a file is mounted with `subPath`; an emptyDir at the target would be a directory).
+pub fn file_bind_sources(pod: &Pod) -> std::collections::BTreeSet<String> {
+    bind_copies(pod)
         .into_iter()
         .filter(|bind| Path::new(&bind.source).is_file())
-        .filter_map(|bind| {
-            let base = Path::new(&bind.source)
-                .file_name()?
-                .to_string_lossy()
-                .into_owned();
-            Some((bind.volume, base))
-        })
-        .collect();
-    let Some(spec) = pod.spec.as_mut() else {
-        return;
-    };
-    for container in spec.containers.iter_mut() {
-        for mount in container.volume_mounts.iter_mut().flatten() {
-            if let Some((_, base)) = files.iter().find(|(volume, _)| *volume == mount.name) {
-                mount.sub_path = Some(base.clone());
-            }
-        }
-    }
+        .map(|bind| bind.source)
+        .collect()
 }
 
 impl Runtime {

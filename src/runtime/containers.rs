@@ -11,7 +11,8 @@ use tracing::{info, warn};
 use super::state::{LastExit, SPEC_DATA_KEY};
 use super::{ContainerView, Result, Runtime, RuntimeError};
 use crate::labels;
-use crate::render::RenderedObjects;
+use crate::model::ImageConfig;
+use crate::render::{RenderedObjects, StartInputs};
 
 /// How long a delete waits for the watch to confirm the objects are gone.
 const GONE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +41,10 @@ struct StoredObjects {
     services: Vec<Service>,
     #[serde(default)]
     config_maps: Vec<ConfigMap>,
+    /// The image config the request was translated with at create, so that `start` translates
+    /// it again the same way without asking the registry.
+    #[serde(default)]
+    image_config: Option<ImageConfig>,
 }
 
 impl Runtime {
@@ -50,6 +55,7 @@ impl Runtime {
         name: &str,
         id: &str,
         objects: &RenderedObjects,
+        image_config: Option<&ImageConfig>,
     ) -> Result<()> {
         {
             let mut creating = self.creating_names.lock().unwrap();
@@ -66,7 +72,7 @@ impl Runtime {
                 });
             }
         }
-        let result = self.write_spec(name, id, objects).await;
+        let result = self.write_spec(name, id, objects, image_config).await;
         if result.is_ok() {
             let id = id.to_string();
             self.wait_until(Duration::from_secs(10), |rt| {
@@ -86,8 +92,10 @@ impl Runtime {
         &self,
         view: &ContainerView,
         objects: &RenderedObjects,
+        image_config: Option<&ImageConfig>,
     ) -> Result<Vec<(String, String)>> {
-        self.write_spec(&view.name, &view.id, objects).await?;
+        self.write_spec(&view.name, &view.id, objects, image_config)
+            .await?;
         if !view.state.running {
             return Ok(Vec::new());
         }
@@ -117,7 +125,13 @@ impl Runtime {
         Ok(taken)
     }
 
-    async fn write_spec(&self, name: &str, id: &str, objects: &RenderedObjects) -> Result<()> {
+    async fn write_spec(
+        &self,
+        name: &str,
+        id: &str,
+        objects: &RenderedObjects,
+        image_config: Option<&ImageConfig>,
+    ) -> Result<()> {
         let pod_meta = &objects.pod.metadata;
         let pod_name = pod_meta
             .name
@@ -135,6 +149,7 @@ impl Runtime {
             pod: objects.pod.clone(),
             services: objects.services.clone(),
             config_maps: objects.config_maps.clone(),
+            image_config: image_config.cloned(),
         };
         let data = serde_json::to_string(&stored).map_err(|e| RuntimeError::BadSpec {
             name: pod_name.clone(),
@@ -157,7 +172,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn spec_objects(&self, view: &ContainerView) -> Result<RenderedObjects> {
+    fn stored_spec(&self, view: &ContainerView) -> Result<StoredObjects> {
         let raw = view
             .spec
             .data
@@ -167,26 +182,47 @@ impl Runtime {
                 name: view.pod_name.clone(),
                 reason: format!("no {SPEC_DATA_KEY}"),
             })?;
-        let stored: StoredObjects =
-            serde_json::from_str(raw).map_err(|e| RuntimeError::BadSpec {
-                name: view.pod_name.clone(),
-                reason: e.to_string(),
-            })?;
-        let mut pod = stored.pod;
-        // The pod carries the current Docker name, which rename may have changed.
-        pod.metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(labels::ANNOTATION_NAME.into(), view.name.clone());
-        Ok(RenderedObjects {
-            pod,
-            services: stored.services,
-            config_maps: stored.config_maps,
+        serde_json::from_str(raw).map_err(|e| RuntimeError::BadSpec {
+            name: view.pod_name.clone(),
+            reason: e.to_string(),
         })
     }
 
-    /// Applies the stored objects and waits until `main` runs (or already ended).
-    pub async fn start(&self, view: &ContainerView) -> Result<Outcome> {
+    /// The Docker name the container was created with: names derived from it (pod, Services)
+    /// stay as created across a rename, as they did before.
+    pub fn created_name(&self, view: &ContainerView) -> Option<String> {
+        self.stored_spec(view)
+            .ok()?
+            .pod
+            .metadata
+            .annotations?
+            .remove(labels::ANNOTATION_NAME)
+    }
+
+    /// The image config stored at create (`None` when the registry was not asked).
+    pub fn stored_image_config(&self, view: &ContainerView) -> Option<ImageConfig> {
+        self.stored_spec(view).ok()?.image_config
+    }
+
+    /// What a created container gained since its create request was translated: files copied
+    /// in, and which of its bind sources are single files. The start translates the request
+    /// again with these, so the policy chain sees everything that is applied.
+    pub fn start_inputs(&self, view: &ContainerView) -> StartInputs {
+        let file_binds = self
+            .stored_spec(view)
+            .map(|stored| super::binds::file_bind_sources(&stored.pod))
+            .unwrap_or_default();
+        StartInputs {
+            archives: self.prestart_archives(view.short_id()),
+            file_binds,
+        }
+    }
+
+    /// Applies `objects` — the container's request translated for this start, against the
+    /// policy in force (see `api::server::containers::start_objects`) — and waits until `main`
+    /// runs (or already ended). Nothing is added to the objects here: what is applied is what
+    /// the policy chain saw.
+    pub async fn start(&self, view: &ContainerView, objects: RenderedObjects) -> Result<Outcome> {
         if view.state.running {
             return Ok(Outcome::AlreadyInState);
         }
@@ -216,7 +252,16 @@ impl Runtime {
             }
         }
         self.set_last_exit(view, None).await?;
-        let mut objects = self.spec_objects(view)?;
+        let mut objects = objects;
+        // The runtime addresses the pod by the spec's name, whatever the translation chose.
+        objects.pod.metadata.name = Some(view.pod_name.clone());
+        // The pod carries the current Docker name, which rename may have changed.
+        objects
+            .pod
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(labels::ANNOTATION_NAME.into(), view.name.clone());
         // Claims of named volumes that are not bound yet: a missing one fails now, one that
         // cannot bind fails as soon as the cluster says why.
         let pending_claims =
@@ -225,8 +270,6 @@ impl Runtime {
                     id: view.id.clone(),
                     reason: error.to_string(),
                 })?;
-        super::binds::mount_file_binds(&mut objects.pod);
-        self.mount_prestart_archives(view.short_id(), &mut objects.pod);
         let taken = self.applier.apply_rendered(&objects).await?;
         info!(container = %short, pod = %view.pod_name, ?taken, "Pod applied");
         if super::binds::has_init_container(&objects.pod) {

@@ -1,23 +1,20 @@
 //! Files copied into a container before it starts (`PUT /archive` on a created container, as
 //! testcontainers does). Each tar is kept in a ConfigMap (role `archive`) so it survives a
 //! restart of podbridge and is applied again on every start, like a file written into a
-//! container's filesystem. At start, an init container extracts the tars into an emptyDir and
-//! `main` mounts each top-level entry at its destination with `subPath`: the files exist before
-//! the process starts, and the image's directories around them stay visible.
+//! container's filesystem. At start they are rendered with the request (`render::StartInputs`):
+//! an init container extracts the tars into an emptyDir and `main` mounts each top-level entry
+//! at its destination with `subPath`, all before the policy chain runs.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::ByteString;
 
 use super::{ContainerView, Result, Runtime, RuntimeError};
 use crate::labels;
+use crate::render::{PrestartArchive, ARCHIVE_DATA_KEY};
 
-/// Name of the init container that unpacks pre-start archives.
-pub const ARCHIVE_INIT_CONTAINER: &str = "podbridge-archives";
-const ARCHIVE_VOLUME: &str = "podbridge-archives";
-const ARCHIVE_DATA_KEY: &str = "archive.tar";
 /// ConfigMaps hold at most 1 MiB; leave room for metadata.
 const MAX_ARCHIVE_BYTES: usize = 900 * 1024;
 
@@ -179,88 +176,17 @@ impl Runtime {
         Ok(())
     }
 
-    /// Adds the unpacking init container and the `subPath` mounts of stored archives to `pod`.
-    pub fn mount_prestart_archives(&self, short_id: &str, pod: &mut Pod) {
-        let archives = self.stored_archives(short_id);
-        if archives.is_empty() {
-            return;
-        }
-        let Some(spec) = pod.spec.as_mut() else {
-            return;
-        };
-        let Some(main_image) = spec
-            .containers
-            .iter()
-            .find(|c| c.name == super::state::MAIN_CONTAINER)
-            .and_then(|c| c.image.clone())
-        else {
-            return;
-        };
-        let volumes = spec.volumes.get_or_insert_with(Vec::new);
-        volumes.push(Volume {
-            name: ARCHIVE_VOLUME.into(),
-            empty_dir: Some(Default::default()),
-            ..Default::default()
-        });
-        let mut init_mounts = vec![VolumeMount {
-            name: ARCHIVE_VOLUME.into(),
-            mount_path: "/podbridge/out".into(),
-            ..Default::default()
-        }];
-        let mut script = String::from("set -e\n");
-        for (index, archive) in archives.iter().enumerate() {
-            let volume = format!("podbridge-archive-{index}");
-            volumes.push(Volume {
-                name: volume.clone(),
-                config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
-                    name: archive.config_map.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-            init_mounts.push(VolumeMount {
-                name: volume,
-                mount_path: format!("/podbridge/in/{index}"),
-                read_only: Some(true),
-                ..Default::default()
-            });
-            script.push_str(&format!("mkdir -p /podbridge/out/{index} && tar -xf /podbridge/in/{index}/{ARCHIVE_DATA_KEY} -C /podbridge/out/{index}\n"));
-        }
-        let init_image = spec
-            .init_containers
-            .as_ref()
-            .and_then(|c| c.iter().find(|c| c.name == crate::render::INIT_CONTAINER))
-            .and_then(|c| c.image.clone())
-            .unwrap_or(main_image);
-        spec.init_containers
-            .get_or_insert_with(Vec::new)
-            .push(Container {
-                name: ARCHIVE_INIT_CONTAINER.into(),
-                image: Some(init_image),
-                image_pull_policy: Some("IfNotPresent".into()),
-                command: Some(vec!["sh".into(), "-c".into(), script]),
-                volume_mounts: Some(init_mounts),
-                ..Default::default()
-            });
-        if let Some(main) = spec
-            .containers
-            .iter_mut()
-            .find(|c| c.name == super::state::MAIN_CONTAINER)
-        {
-            let mounts = main.volume_mounts.get_or_insert_with(Vec::new);
-            for (index, archive) in archives.iter().enumerate() {
-                for entry in &archive.entries {
-                    let target = format!("{}/{entry}", archive.path.trim_end_matches('/'));
-                    mounts.retain(|m| m.mount_path != target);
-                    mounts.push(VolumeMount {
-                        name: ARCHIVE_VOLUME.into(),
-                        mount_path: target,
-                        sub_path: Some(format!("{index}/{entry}")),
-                        ..Default::default()
-                    });
-                }
-            }
-        }
+    /// The archives copied into a created container, for the start's translation: the init
+    /// container that unpacks them and the mounts are rendered before the policy chain.
+    pub fn prestart_archives(&self, short_id: &str) -> Vec<PrestartArchive> {
+        self.stored_archives(short_id)
+            .into_iter()
+            .map(|stored| PrestartArchive {
+                config_map: stored.config_map,
+                path: stored.path,
+                entries: stored.entries,
+            })
+            .collect()
     }
 }
 

@@ -98,8 +98,8 @@ pub async fn container_create(
         Some(image) => super::images::config_for_create(&state, &image).await,
         None => None,
     };
-    let body = with_image_exposed_ports(body, image_config.as_ref());
     let request = CreateRequest {
+        start: crate::render::StartInputs::default(),
         body: &body,
         name: Some(&name),
         image: image_config.as_ref(),
@@ -111,7 +111,12 @@ pub async fn container_create(
     super::volumes::create_mounted_volumes(&state, &translation.named_volumes).await?;
     state
         .runtime
-        .create_container(&name, id.as_str(), &translation.objects)
+        .create_container(
+            &name,
+            id.as_str(),
+            &translation.objects,
+            image_config.as_ref(),
+        )
         .await?;
     if let Ok(value) = serde_json::from_slice::<Value>(&body) {
         if let Some(image) = value["Image"].as_str() {
@@ -155,34 +160,6 @@ pub(super) async fn service_names_free(
         ));
     }
     Ok(warnings)
-}
-
-/// Docker's container `Config.ExposedPorts` includes the image's: merged into the stored request
-/// so inspect shows them and `-P` publishes them.
-fn with_image_exposed_ports(
-    body: axum::body::Bytes,
-    image: Option<&crate::model::ImageConfig>,
-) -> axum::body::Bytes {
-    let Some(image_ports) = image.and_then(|config| config.exposed_ports.as_ref()) else {
-        return body;
-    };
-    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
-        return body;
-    };
-    let Some(object) = request.as_object_mut() else {
-        return body;
-    };
-    let exposed = object.entry("ExposedPorts").or_insert_with(|| json!({}));
-    if exposed.is_null() {
-        *exposed = json!({});
-    }
-    let Some(exposed) = exposed.as_object_mut() else {
-        return body;
-    };
-    for port in image_ports.keys() {
-        exposed.entry(port.clone()).or_insert_with(|| json!({}));
-    }
-    serde_json::to_vec(&request).map_or(body, axum::body::Bytes::from)
 }
 
 fn find(state: &AppState, id: &str) -> Result<ContainerView> {
@@ -520,7 +497,49 @@ pub async fn container_start(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let view = find(&state, &id)?;
-    no_content_unless_unchanged(state.runtime.start(&view).await?)
+    if view.state.running {
+        return Err(ApiError::NotModified);
+    }
+    let objects = start_objects(&state, &view, &view.request)?;
+    no_content_unless_unchanged(state.runtime.start(&view, objects).await?)
+}
+
+/// Translates a stored container's request again, against the policy in force, with what the
+/// container gained since create (`runtime.start_inputs`): what `start` applies is what the
+/// chain saw, and a policy reloaded since create decides (a denial answers 403).
+pub(super) fn translate_stored(
+    state: &AppState,
+    view: &ContainerView,
+    request: &Value,
+    start: crate::render::StartInputs,
+) -> Result<crate::translate::Translation> {
+    let body = serde_json::to_vec(request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = ContainerId::parse(&view.id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let image_config = state.runtime.stored_image_config(view);
+    let name = state
+        .runtime
+        .created_name(view)
+        .unwrap_or_else(|| view.name.clone());
+    let create = CreateRequest {
+        body: &body,
+        name: Some(&name),
+        image: image_config.as_ref(),
+        identity: Identity {
+            id,
+            created: view.created.clone(),
+        },
+        start,
+    };
+    Ok(state.translator.translate(&create)?)
+}
+
+fn start_objects(
+    state: &AppState,
+    view: &ContainerView,
+    request: &Value,
+) -> Result<crate::render::RenderedObjects> {
+    let inputs = state.runtime.start_inputs(view);
+    Ok(translate_stored(state, view, request, inputs)?.objects)
 }
 
 pub async fn container_stop(
@@ -553,7 +572,8 @@ pub async fn container_restart(
     let view = find(&state, &id)?;
     state.runtime.stop(&view, stop_timeout(&query)).await?;
     let view = find(&state, &id)?;
-    state.runtime.start(&view).await?;
+    let objects = start_objects(&state, &view, &view.request)?;
+    state.runtime.start(&view, objects).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

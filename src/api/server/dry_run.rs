@@ -248,6 +248,7 @@ async fn container_create(
     let name = name.unwrap_or_else(|| format!("dry-run-{}", id.short()));
     let created = crate::runtime::now_rfc3339();
     let request = CreateRequest {
+        start: crate::render::StartInputs::default(),
         body: &body,
         name: Some(&name),
         image: None,

@@ -278,32 +278,17 @@ async fn retranslate(
     view: &crate::runtime::ContainerView,
     request: &Value,
 ) -> Result<()> {
-    let body = serde_json::to_vec(request).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let id = crate::model::ContainerId::parse(&view.id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let identity = crate::render::Identity {
-        id,
-        created: view.created.clone(),
-    };
-    let image_config = match request["Image"].as_str() {
-        Some(image) => super::images::config_for_create(state, image).await,
-        None => None,
-    };
-    let create = crate::translate::CreateRequest {
-        body: &body,
-        name: Some(&view.name),
-        image: image_config.as_ref(),
-        identity,
-    };
-    let translation = state.translator.translate(&create)?;
+    let translation =
+        super::containers::translate_stored(state, view, request, Default::default())?;
     for warning in
         super::containers::service_names_free(state, &translation.objects.services).await?
     {
         tracing::warn!(container = %view.short_id(), %warning, "Network alias not taken over");
     }
+    let image_config = state.runtime.stored_image_config(view);
     state
         .runtime
-        .update_spec(view, &translation.objects)
+        .update_spec(view, &translation.objects, image_config.as_ref())
         .await?;
     Ok(())
 }
