@@ -33,6 +33,14 @@ pub const ANNOTATION_IMAGE: &str = "podbridge.io/image";
 
 /// Prefix of the container labels a policy may declare as override knobs.
 pub const OVERRIDE_LABEL_PREFIX: &str = "podbridge.io/";
+/// Label key prefixes (DNS domains) no client label may carry onto a pod whatever the policy
+/// says: Kubernetes' own (`kubernetes.io`, `k8s.io` and their subdomains) and podbridge's. The
+/// Docker view keeps such labels; the pod never gets them.
+pub const RESERVED_LABEL_DOMAINS: [&str; 3] = ["kubernetes.io", "k8s.io", "podbridge.io"];
+/// Annotation: the largest grace period (seconds) the policy allows this container, from a
+/// `clamp` maximum on `/spec/terminationGracePeriodSeconds`; `docker stop -t` and
+/// `restart -t` wait no longer than this.
+pub const ANNOTATION_MAX_STOP_TIMEOUT: &str = "podbridge.io/max-stop-timeout";
 
 /// [`ROLE`] value of the ConfigMap that *is* a created container: it stores the rendered objects
 /// until `start` applies them, and outlives the pod so `inspect` keeps working after `stop`.

@@ -63,8 +63,16 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
         include_str!("../policies/baseline/50-mounts.yaml"),
     ),
     (
+        "policies/baseline/60-client-labels.yaml",
+        include_str!("../policies/baseline/60-client-labels.yaml"),
+    ),
+    (
         "policies/baseline/65-volume-claims.yaml",
         include_str!("../policies/baseline/65-volume-claims.yaml"),
+    ),
+    (
+        "policies/baseline/70-durations.yaml",
+        include_str!("../policies/baseline/70-durations.yaml"),
     ),
     (
         "policies/baseline/90-pod-security.yaml",

@@ -11,6 +11,10 @@ use crate::model::ImageConfig;
 use crate::render::{self, Identity, RenderContext, RenderError, RenderedObjects, StartInputs};
 use crate::rules::{self, Problem, RuleResult, SharedPolicySet, Subject};
 
+/// The pod field `StopTimeout` becomes; a policy `clamp` maximum on it also bounds
+/// `docker stop -t` (see [`labels::ANNOTATION_MAX_STOP_TIMEOUT`]).
+const GRACE_PERIOD_POINTER: &str = "/spec/terminationGracePeriodSeconds";
+
 /// One create request as the bridge received it.
 pub struct CreateRequest<'a> {
     pub body: &'a [u8],
@@ -172,15 +176,25 @@ impl Translator {
             return Err(error);
         }
         let applied = evaluation.applied_rules();
+        let max_stop_timeout = evaluation
+            .maximums
+            .get(GRACE_PERIOD_POINTER)
+            .map(|max| max.to_string());
         let mut pod = evaluation.pod;
-        if !applied.is_empty() {
-            if let Some(annotations) = pod
-                .pointer_mut("/metadata/annotations")
-                .and_then(Value::as_object_mut)
-            {
+        if let Some(annotations) = pod
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            if !applied.is_empty() {
                 annotations.insert(
                     labels::ANNOTATION_APPLIED_RULES.into(),
                     Value::String(applied.join(",")),
+                );
+            }
+            if let Some(max) = max_stop_timeout {
+                annotations.insert(
+                    labels::ANNOTATION_MAX_STOP_TIMEOUT.into(),
+                    Value::String(max),
                 );
             }
         }

@@ -3,6 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::apply::ApplyError;
 use crate::runtime::RuntimeError;
 use crate::translate::TranslateError;
 
@@ -122,6 +123,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::NotReady => {
                 ApiError::Unavailable("podbridge is not connected to the cluster yet".into())
             }
+            RuntimeError::Apply(
+                error @ (ApplyError::NotOwned { .. } | ApplyError::Contended { .. }),
+            ) => ApiError::Conflict(error.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

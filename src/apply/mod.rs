@@ -1,13 +1,21 @@
-//! apply: the cluster writes — server-side apply of rendered objects under one field manager,
-//! deletes by label, and a dry-run printer that shows the same objects without a cluster.
+//! apply: the cluster writes — create-or-apply of rendered objects under one field manager,
+//! never over an object this instance does not own (`ownership`), deletes by label or by exact
+//! object, and a dry-run printer that shows the same objects without a cluster.
+
+pub mod ownership;
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource};
 use serde::{de::DeserializeOwned, Serialize};
+use tracing::warn;
 
 use crate::labels;
 use crate::render::RenderedObjects;
+pub use ownership::foreign_owner;
+
+/// How often a write retries when the object changed between its look-up and its write.
+const WRITE_ATTEMPTS: usize = 3;
 
 /// The field manager of every server-side apply podbridge makes.
 pub const FIELD_MANAGER: &str = "podbridge";
@@ -40,8 +48,41 @@ pub enum ApplyError {
         selector: String,
         source: kube::Error,
     },
+    #[error("reading {kind} {name}: {}", explain(.source))]
+    ReadFailed {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    /// The name is taken by an object another tool or another podbridge instance made.
+    #[error(
+        "{kind} {name} exists and is {owner}; podbridge does not take over objects it does not own"
+    )]
+    NotOwned {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
+    /// The object kept changing under the write (another writer racing for the name).
+    #[error(
+        "{kind} {name} changed {WRITE_ATTEMPTS} times while podbridge was writing it; try again"
+    )]
+    Contended { kind: &'static str, name: String },
     #[error("object has no name")]
     Unnamed,
+}
+
+/// What [`Applier::write_owned`] did.
+#[derive(Debug)]
+pub enum Write<K> {
+    /// Created, or applied over this instance's own object.
+    Written(K),
+    /// Left alone: the name belongs to someone else.
+    Foreign {
+        owner: String,
+        /// The owner is another podbridge instance (shared DNS names: the first keeps them).
+        other_instance: bool,
+    },
 }
 
 /// A Kubernetes client error in words a Docker user can act on: a cut or refused connection
@@ -86,99 +127,193 @@ impl Applier {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Server-side apply of one object (forced: podbridge owns what it renders).
-    pub async fn apply<K>(&self, api: &Api<K>, object: &K) -> Result<K>
+    /// Writes `object` unless its name belongs to someone else: creates it when the name is free
+    /// (a create fails on an existing object, so a racing writer cannot be overwritten), or
+    /// server-side applies it over this instance's own object at the resource version that was
+    /// checked (so an object replaced in between is not overwritten either). "Own" is judged by
+    /// [`foreign_owner`] against `object`'s own labels.
+    pub async fn write_owned<K>(&self, api: &Api<K>, object: &K) -> Result<Write<K>>
     where
         K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
         K::DynamicType: Default,
     {
         let name = object.meta().name.clone().ok_or(ApplyError::Unnamed)?;
+        let kind = kind_of::<K>();
+        for _ in 0..WRITE_ATTEMPTS {
+            let existing = api
+                .get_opt(&name)
+                .await
+                .map_err(|source| ApplyError::ReadFailed {
+                    kind,
+                    name: name.clone(),
+                    source,
+                })?;
+            let Some(existing) = existing else {
+                let params = kube::api::PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..Default::default()
+                };
+                match api.create(&params, object).await {
+                    Ok(created) => return Ok(Write::Written(created)),
+                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                    Err(source) => return Err(ApplyError::CreateFailed { kind, name, source }),
+                }
+            };
+            if let Some(owner) = foreign_owner(existing.meta(), object.meta()) {
+                return Ok(Write::Foreign {
+                    owner,
+                    other_instance: ownership::is_other_instance(existing.meta()),
+                });
+            }
+            let version = existing.meta().resource_version.clone();
+            match self.apply_at(api, &name, object, version).await {
+                Ok(applied) => return Ok(Write::Written(applied)),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(source) => return Err(ApplyError::ApplyFailed { kind, name, source }),
+            }
+        }
+        Err(ApplyError::Contended { kind, name })
+    }
+
+    /// [`Applier::write_owned`], with a foreign owner as [`ApplyError::NotOwned`]: for objects
+    /// whose name podbridge derived itself (pods, spec and record ConfigMaps), where a foreign
+    /// object of that name can only be a collision or an attack.
+    pub async fn apply_owned<K>(&self, api: &Api<K>, object: &K) -> Result<K>
+    where
+        K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        match self.write_owned(api, object).await? {
+            Write::Written(written) => Ok(written),
+            Write::Foreign { owner, .. } => Err(ApplyError::NotOwned {
+                kind: kind_of::<K>(),
+                name: object.meta().name.clone().unwrap_or_default(),
+                owner,
+            }),
+        }
+    }
+
+    /// Server-side apply of one object podbridge owns (forced: it owns what it renders), with
+    /// `resource_version` as a precondition when given.
+    async fn apply_at<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        object: &K,
+        resource_version: Option<String>,
+    ) -> Result<K, kube::Error>
+    where
+        K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let mut body = serde_json::to_value(object).map_err(|_| ApplyError::Unnamed)?;
+        let mut body = serde_json::to_value(object).map_err(kube::Error::SerdeError)?;
         body["apiVersion"] = K::api_version(&Default::default()).into_owned().into();
         body["kind"] = K::kind(&Default::default()).into_owned().into();
         if let Some(meta) = body["metadata"].as_object_mut() {
-            meta.remove("resourceVersion");
             meta.remove("uid");
             meta.remove("creationTimestamp");
             meta.remove("managedFields");
+            match resource_version {
+                Some(version) => meta.insert("resourceVersion".into(), version.into()),
+                None => meta.remove("resourceVersion"),
+            };
         }
-        api.patch(&name, &params, &Patch::Apply(&body))
-            .await
-            .map_err(|source| ApplyError::ApplyFailed {
-                kind: kind_of::<K>(),
-                name,
-                source,
-            })
+        api.patch(name, &params, &Patch::Apply(&body)).await
     }
 
-    /// Creates an object unless one of that name exists; `false` when it did. For objects whose
-    /// spec must not change once made (a volume's claim: a later `create` of the same volume, or
-    /// a changed `volume_size`, must not try to resize it).
+    /// Creates an object unless one of that name exists; `false` when this instance's own
+    /// object was there already. For objects whose spec must not change once made (a volume's
+    /// claim: a later `create` of the same volume, or a changed `volume_size`, must not try to
+    /// resize it). An existing object of that name that is not ours is [`ApplyError::NotOwned`].
     pub async fn create_if_absent<K>(&self, api: &Api<K>, object: &K) -> Result<bool>
     where
         K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
         K::DynamicType: Default,
     {
         let name = object.meta().name.clone().ok_or(ApplyError::Unnamed)?;
+        let kind = kind_of::<K>();
         let params = kube::api::PostParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..Default::default()
         };
         match api.create(&params, object).await {
             Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-            Err(source) => Err(ApplyError::CreateFailed {
-                kind: kind_of::<K>(),
-                name,
-                source,
-            }),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let existing =
+                    api.get_opt(&name)
+                        .await
+                        .map_err(|source| ApplyError::ReadFailed {
+                            kind,
+                            name: name.clone(),
+                            source,
+                        })?;
+                match existing.and_then(|e| foreign_owner(e.meta(), object.meta())) {
+                    Some(owner) => Err(ApplyError::NotOwned { kind, name, owner }),
+                    // Ours, or deleted meanwhile: the caller waits for its watch either way.
+                    None => Ok(false),
+                }
+            }
+            Err(source) => Err(ApplyError::CreateFailed { kind, name, source }),
         }
     }
 
-    /// Applies the pod's companions and then the pod. Returns the aliases left out because
-    /// another podbridge instance in the namespace already answers to them.
-    pub async fn apply_rendered(&self, objects: &RenderedObjects) -> Result<Vec<String>> {
+    /// Applies the pod's companions and then the pod. A Service whose name is taken by an
+    /// object this instance does not own is left alone (logged, and returned with its owner):
+    /// `create` and `network connect` refuse such names up front, so this only happens when
+    /// the name was taken between create and start. The pod itself must be ours.
+    pub async fn apply_rendered(&self, objects: &RenderedObjects) -> Result<Vec<(String, String)>> {
         for config_map in &objects.config_maps {
-            self.apply(&self.config_maps(), config_map).await?;
+            self.apply_owned(&self.config_maps(), config_map).await?;
         }
-        let mut taken = Vec::new();
-        for service in &objects.services {
-            if let Some(owner) = self.alias_taken_by_other_instance(service).await? {
-                let name = service.metadata.name.clone().unwrap_or_default();
-                tracing::warn!(alias = %name, %owner, "Alias already served by another podbridge instance in this namespace; not taking it over");
-                taken.push(name);
-                continue;
-            }
-            self.apply(&self.services(), service).await?;
-        }
-        self.apply(&self.pods(), &objects.pod).await?;
+        let taken = self.write_services(&objects.services).await?;
+        self.apply_owned(&self.pods(), &objects.pod).await?;
         Ok(taken)
     }
 
-    /// An alias Service is a name in the namespace's DNS, which every instance in the namespace
-    /// shares: the first instance keeps it, so one job cannot redirect another's traffic. The
-    /// owning instance when it is not `service`'s own.
-    async fn alias_taken_by_other_instance(&self, service: &Service) -> Result<Option<String>> {
-        let label =
-            |s: &Service, key: &str| s.metadata.labels.as_ref().and_then(|l| l.get(key)).cloned();
-        if label(service, labels::ROLE).as_deref() != Some(labels::ROLE_ALIAS_SERVICE) {
-            return Ok(None);
+    /// Writes each Service unless its name belongs to someone else; returns the names left out
+    /// and their owners.
+    pub async fn write_services(&self, services: &[Service]) -> Result<Vec<(String, String)>> {
+        let mut taken = Vec::new();
+        for service in services {
+            if let Write::Foreign { owner, .. } =
+                self.write_owned(&self.services(), service).await?
+            {
+                let name = service.metadata.name.clone().unwrap_or_default();
+                warn!(service = %name, %owner, "Service name taken by an object this podbridge does not own; not taking it over");
+                taken.push((name, owner));
+            }
         }
-        let name = service.metadata.name.clone().ok_or(ApplyError::Unnamed)?;
-        let existing =
-            self.services()
-                .get_opt(&name)
-                .await
-                .map_err(|source| ApplyError::ApplyFailed {
-                    kind: "Service",
-                    name,
-                    source,
-                })?;
-        let ours = label(service, labels::INSTANCE);
-        Ok(existing
-            .and_then(|existing| label(&existing, labels::INSTANCE))
-            .filter(|owner| Some(owner) != ours.as_ref()))
+        Ok(taken)
+    }
+
+    /// For each Service: the owner of an existing object of that name that is not ours, so a
+    /// route can refuse (or warn) before it records anything. `other_instance` tells shared
+    /// podbridge DNS names from foreign infrastructure.
+    pub async fn foreign_services(&self, services: &[Service]) -> Result<Vec<ForeignName>> {
+        let mut foreign = Vec::new();
+        for service in services {
+            let name = service.metadata.name.clone().ok_or(ApplyError::Unnamed)?;
+            let existing =
+                self.services()
+                    .get_opt(&name)
+                    .await
+                    .map_err(|source| ApplyError::ReadFailed {
+                        kind: "Service",
+                        name: name.clone(),
+                        source,
+                    })?;
+            if let Some(existing) = existing {
+                if let Some(owner) = foreign_owner(&existing.metadata, &service.metadata) {
+                    foreign.push(ForeignName {
+                        other_instance: ownership::is_other_instance(&existing.metadata),
+                        name,
+                        owner,
+                    });
+                }
+            }
+        }
+        Ok(foreign)
     }
 
     /// Deletes one object; already gone is success.
@@ -192,13 +327,39 @@ impl Applier {
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
         K::DynamicType: Default,
     {
+        self.delete_exact(api, name, None, grace_seconds).await
+    }
+
+    /// Deletes one object, only if it still is the one with `uid` (when given): an object of the
+    /// same name made by someone else after podbridge looked is left alone (the API server
+    /// answers 409). Already gone is success.
+    pub async fn delete_exact<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        uid: Option<&str>,
+        grace_seconds: Option<u32>,
+    ) -> Result<()>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
         let params = DeleteParams {
             grace_period_seconds: grace_seconds,
+            preconditions: uid.map(|uid| Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
             ..DeleteParams::background()
         };
         match api.delete(name, &params).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            // Ours is gone; the object now under that name is someone else's.
+            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
+                warn!(kind = kind_of::<K>(), %name, "Object replaced by another before podbridge deleted it; left alone");
+                Ok(())
+            }
             Err(source) => Err(ApplyError::DeleteFailed {
                 kind: kind_of::<K>(),
                 name: name.to_string(),
@@ -215,8 +376,8 @@ impl Applier {
         grace_seconds: Option<u32>,
     ) -> Result<()> {
         let selector = format!(
-            "{}={instance},{}={short_id}",
-            labels::INSTANCE,
+            "{},{}={short_id}",
+            owned_selector(instance),
             labels::CONTAINER_ID
         );
         self.delete_labelled(&self.pods(), &selector, grace_seconds)
@@ -249,11 +410,31 @@ impl Applier {
             })?;
         for item in list.items {
             if let Some(name) = item.metadata.name {
-                self.delete(api, &name, grace_seconds).await?;
+                self.delete_exact(api, &name, item.metadata.uid.as_deref(), grace_seconds)
+                    .await?;
             }
         }
         Ok(())
     }
+}
+
+/// A Service name a route wanted that belongs to someone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignName {
+    pub name: String,
+    pub owner: String,
+    pub other_instance: bool,
+}
+
+/// Label selector of every object `instance` owns: the manager label and the instance label
+/// together, so an object that merely copies the instance label is never listed for deletion.
+pub fn owned_selector(instance: &str) -> String {
+    format!(
+        "{}={},{}={instance}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE,
+        labels::INSTANCE
+    )
 }
 
 fn kind_of<K: Resource>() -> &'static str

@@ -1,5 +1,6 @@
 //! Kubernetes names derived from Docker names: deterministic, valid whatever the client sent.
 
+use crate::labels;
 use sha2::{Digest, Sha256};
 
 /// Kubernetes' limit on a DNS label (pod hostnames, Service names, label values).
@@ -123,11 +124,21 @@ pub fn is_copyable_label(key: &str, value: &str) -> bool {
     };
     let prefix_ok = prefix.is_none_or(|prefix| {
         prefix.len() <= 253
-            && !prefix.ends_with("kubernetes.io")
-            && !prefix.ends_with("k8s.io")
+            && !is_reserved_label_domain(prefix)
             && prefix.split('.').all(is_dns1123_label)
     });
     prefix_ok && is_label_name(name) && (value.is_empty() || is_label_name(value))
+}
+
+/// `kubernetes.io`, `k8s.io`, `podbridge.io` or a subdomain of one (case-insensitively, as DNS).
+fn is_reserved_label_domain(prefix: &str) -> bool {
+    let prefix = prefix.to_ascii_lowercase();
+    labels::RESERVED_LABEL_DOMAINS.iter().any(|domain| {
+        prefix == *domain
+            || prefix
+                .strip_suffix(domain)
+                .is_some_and(|rest| rest.ends_with('.'))
+    })
 }
 
 /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63.
@@ -195,6 +206,13 @@ mod tests {
             "/home/ci/compose.yaml"
         ));
         assert!(!is_copyable_label("app.kubernetes.io/name", "x"));
+        assert!(!is_copyable_label("kubernetes.io/metadata.name", "x"));
+        assert!(!is_copyable_label("node-role.k8s.io/x", "x"));
+        assert!(!is_copyable_label("podbridge.io/instance", "other"));
+        assert!(!is_copyable_label("podbridge.io/pull-policy", "Always"));
+        assert!(!is_copyable_label("sub.PODBRIDGE.io/x", "y"));
+        // Only the domain and its subdomains are reserved, not look-alikes.
+        assert!(is_copyable_label("mykubernetes.io/x", "y"));
         assert!(!is_copyable_label("x", &"v".repeat(64)));
         assert_eq!(label_value("group/project: main"), "group-project--main");
         assert!(

@@ -126,12 +126,17 @@ fn reassert_identity(
         .entry("metadata")
         .or_insert_with(|| Value::Object(Map::new()));
     let metadata = object_at(metadata, "metadata")?;
-    for (field, entries) in [
+    for (field, configured, entries) in [
         (
             "labels",
+            &ctx.labels,
             identity_labels(identity, ctx, labels::ROLE_CONTAINER),
         ),
-        ("annotations", identity_annotations(workload, identity, ctx)),
+        (
+            "annotations",
+            &ctx.annotations,
+            identity_annotations(workload, identity, ctx),
+        ),
     ] {
         let map = metadata
             .entry(field)
@@ -140,6 +145,12 @@ fn reassert_identity(
             *map = Value::Object(Map::new());
         }
         let map = object_at(map, &format!("metadata.{field}"))?;
+        // Configured entries come back if a rule removed them (a `clientLabels` rule drops a
+        // client label of the same key and value); a value a rule changed is kept.
+        for (key, value) in configured {
+            map.entry(key.clone())
+                .or_insert_with(|| Value::String(value.clone()));
+        }
         for (key, value) in entries {
             map.insert(key, Value::String(value));
         }

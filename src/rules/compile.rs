@@ -13,6 +13,7 @@ use super::file::{
     Action, ExceptionDocument, MutateSpec, ObjectKind, PodSecurityLevel, PolicyDocument, RuleSpec,
     ValidateSpec, API_VERSION,
 };
+use super::glob::Glob;
 use super::matcher::Selector;
 use super::overrides::Override;
 use super::script::{self, Limits, Script};
@@ -86,6 +87,31 @@ pub(super) struct Mutation {
     pub set_defaults: Vec<(String, Value)>,
     pub patches: Option<json_patch::Patch>,
     pub script: Option<Script>,
+    pub client_labels: Option<ClientLabels>,
+    pub clamp: Vec<Bound>,
+}
+
+/// Compiled `clientLabels`: which client label keys may stay on the pod.
+pub(super) struct ClientLabels {
+    pub deny: Vec<Glob>,
+    pub allow: Option<Vec<Glob>>,
+}
+
+impl ClientLabels {
+    pub fn keeps(&self, key: &str) -> bool {
+        !self.deny.iter().any(|glob| glob.matches(key))
+            && self
+                .allow
+                .as_ref()
+                .is_none_or(|allow| allow.iter().any(|glob| glob.matches(key)))
+    }
+}
+
+/// One compiled `clamp` entry.
+pub(super) struct Bound {
+    pub pointer: String,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
 }
 
 pub(super) struct Validation {
@@ -300,6 +326,8 @@ fn compile_rule(
             set_defaults: Vec::new(),
             patches: None,
             script: None,
+            client_labels: None,
+            clamp: Vec::new(),
         }),
         _ => {
             return Err(invalid(
@@ -364,7 +392,29 @@ fn compile_mutation(
         }
         (None, None) => None,
     };
+    let mut clamp = Vec::new();
+    for (pointer, bound) in spec.clamp.iter().flatten() {
+        if let (Some(min), Some(max)) = (bound.min, bound.max) {
+            if min > max {
+                return Err(invalid(
+                    &format!("/mutate/clamp/{}", super::pointer::escape(pointer)),
+                    format!("min {min} is above max {max}"),
+                ));
+            }
+        }
+        clamp.push(Bound {
+            pointer: pointer.clone(),
+            min: bound.min,
+            max: bound.max,
+        });
+    }
+    let globs = |patterns: &[String]| patterns.iter().map(|p| Glob::new(p)).collect();
     Ok(Mutation {
+        client_labels: spec.client_labels.as_ref().map(|labels| ClientLabels {
+            deny: globs(&labels.deny),
+            allow: labels.allow.as_deref().map(globs),
+        }),
+        clamp,
         base: spec.base.clone(),
         set_defaults: spec
             .set_defaults

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use rhai::Dynamic;
 use serde_json::Value;
 
-use super::compile::{Check, Exception, Mutation, PolicySet, Rule, RuleKind, Validation};
+use super::compile::{
+    Bound, Check, ClientLabels, Exception, Mutation, PolicySet, Rule, RuleKind, Validation,
+};
 use super::file::{Action, ObjectKind, OverrideType};
 use super::matcher::Subject;
 use super::pointer::{self, Written};
@@ -37,6 +39,9 @@ pub struct Evaluation {
     /// `Audit` findings, for the create response's `Warnings`.
     pub warnings: Vec<String>,
     pub problems: Vec<Problem>,
+    /// The smallest `clamp` maximum that ran on each concrete pointer, so bounds that also apply
+    /// outside the pod (the grace of `docker stop -t`) can be honoured by the runtime.
+    pub maximums: BTreeMap<String, i64>,
 }
 
 impl Evaluation {
@@ -94,6 +99,7 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         results: Vec::new(),
         warnings: Vec::new(),
         problems: Vec::new(),
+        maximums: BTreeMap::new(),
     };
     let context = LazyContext {
         request: &input.request,
@@ -129,7 +135,14 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
             evaluation.results.push(skip);
             continue;
         }
-        let result = mutate(set, rule, mutation, &context, &mut evaluation);
+        let result = mutate(
+            set,
+            rule,
+            mutation,
+            &context,
+            &input.subject,
+            &mut evaluation,
+        );
         for change in &result.changes {
             writers.record(&change.pointer, index);
         }
@@ -271,6 +284,7 @@ fn mutate(
     rule: &RuleRef<'_>,
     mutation: &Mutation,
     context: &LazyContext<'_>,
+    subject: &Subject<'_>,
     evaluation: &mut Evaluation,
 ) -> RuleResult {
     let mut result = rule.result(Outcome::Pass, "nothing to change");
@@ -399,10 +413,96 @@ fn mutate(
             Err(message) => fail(evaluation, &mut result, format!("script error: {message}")),
         }
     }
+    if result.result == Outcome::Pass {
+        if let Some(client_labels) = &mutation.client_labels {
+            drop_client_labels(client_labels, subject, evaluation, &mut result);
+        }
+        clamp(rule, &mutation.clamp, evaluation, &mut result);
+    }
     if result.result == Outcome::Pass && !result.changes.is_empty() {
         result.reason = format!("changed {} field(s)", result.changes.len());
     }
     result
+}
+
+/// Removes from the pod's labels the client labels `client_labels` does not keep. Only labels
+/// the client set (same key and value as in the request) are touched: podbridge's own and the
+/// configured ones are not the client's to lose.
+fn drop_client_labels(
+    client_labels: &ClientLabels,
+    subject: &Subject<'_>,
+    evaluation: &mut Evaluation,
+    result: &mut RuleResult,
+) {
+    let Some(pod_labels) = evaluation
+        .pod
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (key, value) in subject.labels {
+        if client_labels.keeps(key) {
+            continue;
+        }
+        if pod_labels.get(key).and_then(Value::as_str) == Some(value.as_str()) {
+            let before = pod_labels.remove(key);
+            result.changes.push(Change {
+                pointer: format!("/metadata/labels/{}", pointer::escape(key)),
+                before,
+                after: None,
+                label: None,
+            });
+        }
+    }
+}
+
+/// Moves integer fields outside their bounds to the bound, each with a Docker warning naming
+/// the rule, and records every maximum for [`Evaluation::maximums`].
+fn clamp(
+    rule: &RuleRef<'_>,
+    bounds: &[Bound],
+    evaluation: &mut Evaluation,
+    result: &mut RuleResult,
+) {
+    for bound in bounds {
+        for concrete in pointer::expand(&evaluation.pod, &bound.pointer) {
+            if let Some(max) = bound.max {
+                evaluation
+                    .maximums
+                    .entry(concrete.clone())
+                    .and_modify(|known| *known = (*known).min(max))
+                    .or_insert(max);
+            }
+            let Some(field) = evaluation.pod.pointer_mut(&concrete) else {
+                continue;
+            };
+            // Integers beyond i64 arrive as floats; they are above any maximum all the same.
+            let Some(value) = field.as_i64().or_else(|| {
+                field
+                    .as_f64()
+                    .map(|f| if f > 0.0 { i64::MAX } else { i64::MIN })
+            }) else {
+                continue;
+            };
+            let (bounded, which) = match (bound.min, bound.max) {
+                (_, Some(max)) if value > max => (max, "maximum"),
+                (Some(min), _) if value < min => (min, "minimum"),
+                _ => continue,
+            };
+            let before = std::mem::replace(field, Value::from(bounded));
+            evaluation.warnings.push(format!(
+                "policy {}/{}: {concrete} {before} is beyond the {which} of {bounded}; {bounded} is used",
+                rule.policy, rule.rule.name
+            ));
+            result.changes.push(Change {
+                pointer: concrete,
+                before: Some(before),
+                after: Some(Value::from(bounded)),
+                label: None,
+            });
+        }
+    }
 }
 
 fn apply_overrides(
@@ -716,4 +816,171 @@ pub fn labels_of(request: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::rules::{compile, Limits, Source};
+
+    fn run(policy: &str, pod: Value, labels: &[(&str, &str)]) -> Evaluation {
+        let set = compile(
+            &[Source {
+                path: "test.yaml".into(),
+                text: policy.into(),
+            }],
+            &BTreeMap::new(),
+            Limits::default(),
+        )
+        .unwrap();
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let request = json!({});
+        evaluate(
+            &set,
+            Input {
+                kind: ObjectKind::Pod,
+                pod,
+                request: RequestBody::new(&request),
+                image: None,
+                subject: Subject {
+                    image: "docker.io/library/busybox:latest",
+                    name: None,
+                    labels: &labels,
+                    project: None,
+                },
+                today: jiff::civil::date(2026, 1, 1),
+            },
+        )
+    }
+
+    const CLIENT_LABELS: &str = r#"
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: labels}
+spec:
+  rules:
+  - name: deny
+    mutate:
+      clientLabels: {deny: [app, "*.istio.io/*"]}
+"#;
+
+    #[test]
+    fn client_labels_drop_only_what_the_client_set() {
+        let pod = json!({"metadata": {"labels": {
+            "app": "web", "sidecar.istio.io/inject": "false", "team": "infra", "keep": "me"}}});
+        // `team` has another value on the pod than in the request: configured, not the client's.
+        let evaluation = run(
+            CLIENT_LABELS,
+            pod,
+            &[
+                ("app", "web"),
+                ("sidecar.istio.io/inject", "false"),
+                ("keep", "me"),
+                ("team", "evil"),
+            ],
+        );
+        assert_eq!(
+            evaluation.pod["metadata"]["labels"],
+            json!({"team": "infra", "keep": "me"})
+        );
+        assert_eq!(evaluation.results[0].result, Outcome::Applied);
+        let removed: Vec<&str> = evaluation.results[0]
+            .changes
+            .iter()
+            .map(|c| c.pointer.as_str())
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                "/metadata/labels/app",
+                "/metadata/labels/sidecar.istio.io~1inject"
+            ]
+        );
+    }
+
+    #[test]
+    fn client_label_allow_list_keeps_only_its_globs() {
+        let policy = CLIENT_LABELS.replace(
+            r#"{deny: [app, "*.istio.io/*"]}"#,
+            r#"{allow: ["com.docker.compose.*"]}"#,
+        );
+        let pod =
+            json!({"metadata": {"labels": {"app": "web", "com.docker.compose.service": "db"}}});
+        let evaluation = run(
+            &policy,
+            pod,
+            &[("app", "web"), ("com.docker.compose.service", "db")],
+        );
+        assert_eq!(
+            evaluation.pod["metadata"]["labels"],
+            json!({"com.docker.compose.service": "db"})
+        );
+    }
+
+    const CLAMP: &str = r#"
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: durations}
+spec:
+  rules:
+  - name: bounds
+    mutate:
+      clamp:
+        /spec/terminationGracePeriodSeconds: {min: 0, max: 300}
+        /spec/containers/*/readinessProbe/periodSeconds: {min: 1, max: 60}
+"#;
+
+    #[test]
+    fn clamp_bounds_values_warns_and_records_the_maximum() {
+        let pod = json!({"spec": {"terminationGracePeriodSeconds": 1e30,
+            "containers": [{"readinessProbe": {"periodSeconds": 0}}, {"name": "no-probe"}]}});
+        let evaluation = run(CLAMP, pod, &[]);
+        assert_eq!(evaluation.pod["spec"]["terminationGracePeriodSeconds"], 300);
+        assert_eq!(
+            evaluation.pod["spec"]["containers"][0]["readinessProbe"]["periodSeconds"],
+            1
+        );
+        // A missing field stays missing.
+        assert_eq!(
+            evaluation.pod["spec"]["containers"][1],
+            json!({"name": "no-probe"})
+        );
+        assert_eq!(evaluation.warnings.len(), 2, "{:?}", evaluation.warnings);
+        assert!(evaluation.warnings[1].contains("beyond the maximum of 300"));
+        assert_eq!(
+            evaluation
+                .maximums
+                .get("/spec/terminationGracePeriodSeconds"),
+            Some(&300)
+        );
+        let within = run(
+            CLAMP,
+            json!({"spec": {"terminationGracePeriodSeconds": 30}}),
+            &[],
+        );
+        assert_eq!(within.results[0].result, Outcome::Pass);
+        assert!(within.warnings.is_empty());
+    }
+
+    #[test]
+    fn clamp_min_above_max_is_refused_at_load() {
+        let error = compile(
+            &[Source {
+                path: "bad.yaml".into(),
+                text: CLAMP.replace("{min: 0, max: 300}", "{min: 10, max: 5}"),
+            }],
+            &BTreeMap::new(),
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("min 10 is above max 5"),
+            "{error}"
+        );
+    }
 }

@@ -138,6 +138,34 @@ pub struct MutateSpec {
     pub script: Option<String>,
     #[serde(default)]
     pub script_file: Option<String>,
+    #[serde(default)]
+    pub client_labels: Option<ClientLabelsSpec>,
+    /// Pointer (with `*`) → bounds; entries are independent, so their order does not matter.
+    #[serde(default)]
+    pub clamp: Option<BTreeMap<String, BoundSpec>>,
+}
+
+/// Which of the client's (Docker) labels may stay on the pod: a label is removed when its key
+/// matches a `deny` glob, or when `allow` is given and no `allow` glob matches it. The Docker
+/// view (`inspect`, `ps --filter label=`) keeps every client label either way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLabelsSpec {
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+}
+
+/// Integer bounds on a pod field (a duration in seconds, usually): a value outside them is
+/// moved to the bound and the client told in Docker's `Warnings`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundSpec {
+    #[serde(default)]
+    pub min: Option<i64>,
+    #[serde(default)]
+    pub max: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -62,7 +62,7 @@ impl Runtime {
         // container slot cannot be taken twice, and a cancelled create frees both.
         let _reservation = self.reserve_create(name, super::limits::stored_size(&spec))?;
         self.applier
-            .apply(&self.applier.config_maps(), &spec)
+            .apply_owned(&self.applier.config_maps(), &spec)
             .await?;
         let id = id.to_string();
         self.wait_until(Duration::from_secs(10), |rt| {
@@ -73,42 +73,47 @@ impl Runtime {
     }
 
     /// Replaces the stored objects of an existing container (network connect/disconnect on
-    /// the create request); a running container also gets its Services updated at once.
+    /// the create request); a running container also gets its Services updated at once. Names
+    /// taken by objects this instance does not own are left alone (and returned with their
+    /// owners); only this container's own Services are deleted.
     pub async fn update_spec(
         &self,
         view: &ContainerView,
         objects: &RenderedObjects,
         image_config: Option<&ImageConfig>,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, String)>> {
         self.write_spec(view, objects, image_config).await?;
-        if view.state.running {
-            let wanted: Vec<String> = objects
-                .services
-                .iter()
-                .filter_map(|s| s.metadata.name.clone())
-                .collect();
-            for service in &objects.services {
+        if !view.state.running {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = objects
+            .services
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        let taken = self.applier.write_services(&objects.services).await?;
+        for service in self.services_of(view.short_id()) {
+            if let Some(name) = service
+                .metadata
+                .name
+                .as_deref()
+                .filter(|n| !wanted.iter().any(|w| w == n))
+            {
                 self.applier
-                    .apply(&self.applier.services(), service)
+                    .delete_exact(
+                        &self.applier.services(),
+                        name,
+                        service.metadata.uid.as_deref(),
+                        None,
+                    )
                     .await?;
             }
-            for service in self.services_of(view.short_id()) {
-                if let Some(name) = service
-                    .metadata
-                    .name
-                    .as_deref()
-                    .filter(|n| !wanted.iter().any(|w| w == n))
-                {
-                    self.applier
-                        .delete(&self.applier.services(), name, None)
-                        .await?;
-                }
-            }
         }
-        Ok(())
+        Ok(taken)
     }
 
-    /// Writes the spec of an existing container anew, within `max_stored_bytes`.
+    /// Writes the spec of an existing container anew, within `max_stored_bytes`, and only over
+    /// this instance's own spec.
     async fn write_spec(
         &self,
         view: &ContainerView,
@@ -121,7 +126,7 @@ impl Runtime {
             super::limits::stored_size(&view.spec),
         )?;
         self.applier
-            .apply(&self.applier.config_maps(), &spec)
+            .apply_owned(&self.applier.config_maps(), &spec)
             .await?;
         Ok(())
     }
@@ -232,8 +237,14 @@ impl Runtime {
         let short = view.short_id().to_string();
         if view.pod.is_some() {
             // A finished pod cannot run again: replace it under the same deterministic name.
+            let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());
             self.applier
-                .delete(&self.applier.pods(), &view.pod_name, Some(0))
+                .delete_exact(
+                    &self.applier.pods(),
+                    &view.pod_name,
+                    uid.as_deref(),
+                    Some(0),
+                )
                 .await?;
             let gone = self
                 .wait_until(GONE_TIMEOUT, |rt| {
@@ -360,8 +371,11 @@ impl Runtime {
             return Ok(());
         }
         let value = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {labels::ANNOTATION_LAST_EXIT: value}}});
+        // The uid makes the patch a precondition: only this container's own spec is written.
+        let patch = merge_patch_of(
+            view.spec.metadata.uid.as_deref(),
+            serde_json::json!({labels::ANNOTATION_LAST_EXIT: value}),
+        );
         self.applier
             .config_maps()
             .patch(
@@ -407,8 +421,14 @@ impl Runtime {
             oom_killed: false,
         };
         self.set_last_exit(view, Some(&exit)).await?;
+        let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());
         self.applier
-            .delete(&self.applier.pods(), &view.pod_name, Some(0))
+            .delete_exact(
+                &self.applier.pods(),
+                &view.pod_name,
+                uid.as_deref(),
+                Some(0),
+            )
             .await?;
         let id = view.id.clone();
         self.wait_until(GONE_TIMEOUT, |rt| {
@@ -423,8 +443,12 @@ impl Runtime {
         if !view.state.running {
             return Ok(Outcome::AlreadyInState);
         }
-        let grace = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
-        if grace != 0 {
+        let asked = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
+        let grace = bounded_grace(asked, view.max_stop_timeout());
+        if grace != asked {
+            warn!(container = %view.short_id(), asked, grace, "Stop timeout beyond the policy's maximum grace period; using the maximum");
+        }
+        if grace > 0 {
             if let Err(error) = self.signal(view, &view.stop_signal()).await {
                 warn!(container = %view.short_id(), %error, "Stop signal not delivered; killing");
             } else {
@@ -516,23 +540,33 @@ impl Runtime {
                 id: other.id,
             });
         }
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {labels::ANNOTATION_NAME: new_name}}});
+        // uid preconditions: rename writes only this container's own spec and pod.
+        let patch = |uid: Option<&str>| {
+            merge_patch_of(uid, serde_json::json!({labels::ANNOTATION_NAME: new_name}))
+        };
         let params = PatchParams::default();
         self.applier
             .config_maps()
-            .patch(&view.pod_name, &params, &Patch::Merge(&patch))
+            .patch(
+                &view.pod_name,
+                &params,
+                &Patch::Merge(&patch(view.spec.metadata.uid.as_deref())),
+            )
             .await
             .map_err(|source| RuntimeError::Kube {
                 operation: "rename",
                 pod: view.pod_name.clone(),
                 source,
             })?;
-        if view.pod.is_some() {
+        if let Some(pod) = &view.pod {
             let _ = self
                 .applier
                 .pods()
-                .patch(&view.pod_name, &params, &Patch::Merge(&patch))
+                .patch(
+                    &view.pod_name,
+                    &params,
+                    &Patch::Merge(&patch(pod.metadata.uid.as_deref())),
+                )
                 .await;
         }
         let (id, wanted) = (view.id.clone(), new_name.to_string());
@@ -605,6 +639,27 @@ pub fn check_signal(signal: &str) -> Result<()> {
             "Invalid signal: {signal}"
         )))
     }
+}
+
+/// The seconds `stop` waits after the stop signal: what the client asked, at most the policy's
+/// maximum grace period. A negative wait is Docker's "wait forever", which becomes the maximum
+/// when there is one (and, as before, an immediate kill when there is none).
+fn bounded_grace(asked: i64, max: Option<i64>) -> i64 {
+    match max {
+        Some(max) if asked < 0 || asked > max => max.max(0),
+        _ => asked,
+    }
+}
+
+/// A merge patch of `annotations`; with `uid`, the API server applies it only to that very
+/// object (a uid in a patch is a precondition), so a same-named object podbridge does not own is
+/// never written.
+fn merge_patch_of(uid: Option<&str>, annotations: serde_json::Value) -> serde_json::Value {
+    let mut metadata = serde_json::json!({ "annotations": annotations });
+    if let Some(uid) = uid {
+        metadata["uid"] = uid.into();
+    }
+    serde_json::json!({ "metadata": metadata })
 }
 
 /// `SIGTERM`, `TERM`, `15` → the name busybox and coreutils `kill -s` accept.
@@ -688,6 +743,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn stop_waits_at_most_the_policy_maximum() {
+        assert_eq!(bounded_grace(10, Some(300)), 10);
+        assert_eq!(bounded_grace(999_999_999, Some(300)), 300);
+        assert_eq!(bounded_grace(-1, Some(300)), 300);
+        assert_eq!(bounded_grace(999_999_999, None), 999_999_999);
+        assert_eq!(bounded_grace(0, Some(300)), 0);
     }
 
     #[test]

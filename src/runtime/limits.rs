@@ -255,6 +255,22 @@ impl Runtime {
         })
     }
 
+    /// The instance caps checked before a create does any cluster I/O (ownership lookups,
+    /// volumes): at least `spec_bytes` must fit and a container slot be free. The create's own
+    /// reservation (`reserve_create`) decides for good.
+    pub fn check_create_capacity(&self, spec_bytes: u64) -> Result<()> {
+        drop(self.reserve_bytes(spec_bytes, 0)?);
+        let limit = self.limits().max_containers;
+        if self.containers().len() + self.pending.lock().names.len() >= limit {
+            return Err(RuntimeError::LimitReached {
+                message: format!(
+                    "container limit reached: this podbridge keeps at most {limit} containers (config max_containers); remove some (docker rm, docker container prune) before creating more"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Names of creates in flight (tests).
     #[cfg(test)]
     pub(crate) fn pending_names(&self) -> usize {

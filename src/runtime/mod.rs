@@ -305,7 +305,7 @@ impl Runtime {
 
     /// Deletes every object of this instance (`cleanup_on_exit`).
     pub async fn delete_everything(&self) -> Result<()> {
-        let selector = format!("{}={}", labels::INSTANCE, self.instance);
+        let selector = crate::apply::owned_selector(&self.instance);
         self.applier
             .delete_labelled(&self.applier.pods(), &selector, Some(0))
             .await?;

@@ -154,7 +154,9 @@ impl Runtime {
             .collect()
     }
 
-    /// Stores a Docker network or volume object under a name derived from its ID.
+    /// Stores a Docker network or volume object under a name derived from its ID (which callers
+    /// derive from this instance, so two instances never share a record), never over an object
+    /// this instance does not own.
     pub async fn store_object(
         &self,
         role: &str,
@@ -188,7 +190,7 @@ impl Runtime {
             .map_or(0, |cm| super::limits::stored_size(cm));
         let _bytes = self.reserve_bytes(super::limits::stored_size(&config_map), replaced)?;
         self.applier
-            .apply(&self.applier.config_maps(), &config_map)
+            .apply_owned(&self.applier.config_maps(), &config_map)
             .await?;
         let (role, id) = (role.to_string(), id.to_string());
         self.wait_until(std::time::Duration::from_secs(10), |rt| {
@@ -201,20 +203,37 @@ impl Runtime {
         Ok(())
     }
 
-    pub async fn delete_object(&self, role: &str, id: &str) -> Result<()> {
-        let name = object_config_map_name(role, id);
+    /// Deletes the record of the network or volume whose Docker object has `Id` (or, for volumes
+    /// from before records were per instance, `Name`) equal to `key`: the ConfigMap this
+    /// instance's watch holds, and only that very object (uid precondition).
+    pub async fn delete_object(&self, role: &str, key: &str) -> Result<()> {
+        let record = self.objects_with_role(role).into_iter().find(|cm| {
+            cm.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::ANNOTATION_OBJECT))
+                .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
+                .is_some_and(|o| o["Id"].as_str() == Some(key) || o["Name"].as_str() == Some(key))
+        });
+        let Some(record) = record else {
+            return Ok(());
+        };
+        let name = record.metadata.name.clone().unwrap_or_default();
         self.applier
-            .delete(&self.applier.config_maps(), &name, None)
+            .delete_exact(
+                &self.applier.config_maps(),
+                &name,
+                record.metadata.uid.as_deref(),
+                None,
+            )
             .await?;
         let role = role.to_string();
-        let id = id.to_string();
         self.wait_until(std::time::Duration::from_secs(10), |rt| {
             !rt.objects_with_role(&role)
                 .iter()
                 .any(|cm| cm.metadata.name.as_deref() == Some(name.as_str()))
         })
         .await;
-        let _ = id;
         Ok(())
     }
 

@@ -257,7 +257,7 @@ impl Runtime {
         };
         let _bytes = self.reserve_bytes(super::limits::stored_size(&config_map), 0)?;
         self.applier
-            .apply(&self.applier.config_maps(), &config_map)
+            .apply_owned(&self.applier.config_maps(), &config_map)
             .await?;
         let (short, count) = (view.short_id().to_string(), sequence + 1);
         self.wait_until(std::time::Duration::from_secs(10), |rt| {

@@ -355,6 +355,17 @@ impl ContainerView {
             .filter(|ip| !ip.is_empty())
     }
 
+    /// The policy's bound on this container's grace period (seconds), if a rule set one.
+    pub fn max_stop_timeout(&self) -> Option<i64> {
+        self.spec
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(crate::labels::ANNOTATION_MAX_STOP_TIMEOUT)?
+            .parse()
+            .ok()
+    }
+
     pub fn stop_signal(&self) -> String {
         self.request["StopSignal"]
             .as_str()

@@ -212,8 +212,10 @@ impl Runtime {
     }
 
     /// `emptyDir` mode: the volume is only a record, so `volume ls` shows what clients created.
+    /// The record's name derives from this instance and the volume, so another instance's
+    /// volume of the same Docker name is a different record, never adopted.
     async fn create_volume_record(&self, request: &VolumeRequest<'_>) -> Result<Value> {
-        let id = object_id("volume", request.name);
+        let id = object_id("volume", &format!("{}/{}", self.instance, request.name));
         let record = json!({"Name": request.name, "Id": id, "Driver": request.driver,
             "Mountpoint": format!("/var/lib/docker/volumes/{}/_data", request.name),
             "CreatedAt": request.created, "Labels": request.labels, "Options": request.options,
@@ -233,16 +235,19 @@ impl Runtime {
             )));
         }
         if !self.uses_claims() {
-            return self
-                .delete_object(labels::ROLE_VOLUME, &object_id("volume", name))
-                .await;
+            return self.delete_object(labels::ROLE_VOLUME, name).await;
         }
         let Some(claim) = self.volume_claim(name) else {
             return Ok(());
         };
         let claim_name = claim.metadata.name.clone().unwrap_or_default();
         self.applier
-            .delete(&self.applier.claims(), &claim_name, None)
+            .delete_exact(
+                &self.applier.claims(),
+                &claim_name,
+                claim.metadata.uid.as_deref(),
+                None,
+            )
             .await?;
         info!(volume = %name, claim = %claim_name, "Volume claim deleted");
         self.wait_until(CLAIM_GONE_TIMEOUT, |rt| {

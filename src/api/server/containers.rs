@@ -107,7 +107,11 @@ pub async fn container_create(
         image: image_config.as_ref(),
         identity,
     };
-    let translation = state.translator.translate(&request)?;
+    let mut translation = state.translator.translate(&request)?;
+    // The stored spec holds the request at least once.
+    state.runtime.check_create_capacity(body.len() as u64)?;
+    let shared = service_names_free(&state, &translation.objects.services).await?;
+    translation.warnings.extend(shared);
     super::volumes::create_mounted_volumes(&state, &translation.named_volumes).await?;
     state
         .runtime
@@ -129,6 +133,37 @@ pub async fn container_create(
         Json(json!({"Id": id.as_str(), "Warnings": translation.warnings})),
     )
         .into_response())
+}
+
+/// Refuses (409) a container whose Service names (its name, hostname and network aliases) are
+/// taken by Services podbridge does not manage: the name would never reach this container, and
+/// taking the Service over would redirect someone else's traffic. Names another podbridge
+/// instance in the namespace serves stay with it (the first instance keeps a shared DNS name);
+/// those come back as Docker `Warnings`.
+pub(super) async fn service_names_free(
+    state: &AppState,
+    services: &[k8s_openapi::api::core::v1::Service],
+) -> Result<Vec<String>> {
+    let foreign = state
+        .runtime
+        .applier
+        .foreign_services(services)
+        .await
+        .map_err(crate::runtime::RuntimeError::from)?;
+    let mut warnings = Vec::new();
+    for taken in foreign {
+        if !taken.other_instance {
+            return Err(ApiError::Conflict(format!(
+                "alias {} is a Service not owned by this podbridge ({}): podbridge does not take over objects it does not own; choose another container name, hostname or network alias",
+                taken.name, taken.owner
+            )));
+        }
+        warnings.push(format!(
+            "alias {} is already served by another podbridge in this namespace ({}); this container is not reachable under that name",
+            taken.name, taken.owner
+        ));
+    }
+    Ok(warnings)
 }
 
 fn find(state: &AppState, id: &str) -> Result<ContainerView> {

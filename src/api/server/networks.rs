@@ -280,6 +280,11 @@ async fn retranslate(
 ) -> Result<()> {
     let translation =
         super::containers::translate_stored(state, view, request, Default::default())?;
+    for warning in
+        super::containers::service_names_free(state, &translation.objects.services).await?
+    {
+        tracing::warn!(container = %view.short_id(), %warning, "Network alias not taken over");
+    }
     let image_config = state.runtime.stored_image_config(view);
     state
         .runtime
