@@ -58,20 +58,6 @@ kc() { KUBECONFIG=$KCFG kubectl -n "$NS" "$@"; }
 kc_admin() { KUBECONFIG=$ADMIN_KCFG kubectl "$@"; }
 ADMIN_KCFG=$("$CLUSTER/up.sh" 2>/dev/null | tail -1)
 
-# api_call METHOD PATH [CURL ARGS...]: prints "STATUS BODY" (podbridge on $PORT)
-api_call() {
-  local method=$1 path=$2; shift 2
-  curl -s -m 90 -o "$WORK/body" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
-    "$@" "127.0.0.1:$PORT$path"
-  printf ' %s' "$(cat "$WORK/body")"
-}
-# expect_error STATUS_REGEX MESSAGE_REGEX METHOD PATH [CURL ARGS...]: a Docker error body
-expect_error() {
-  local status=$1 pattern=$2 got; shift 2
-  got=$(api_call "$@")
-  [[ ${got%% *} =~ ^($status)$ ]] && jq -e --arg p "$pattern" '.message | test($p)' <<<"${got#* }" >/dev/null ||
-    { echo "$*: expected $status with a message matching /$pattern/, got: ${got:0:400}"; return 1; }
-}
 # pb_alive: podbridge still answers /_ping
 pb_alive() { [ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "127.0.0.1:$PORT/_ping")" = 200 ]; }
 # pb_rss_kib: podbridge's resident memory

@@ -40,3 +40,18 @@ wait_gone() {
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# api_call METHOD PATH [CURL ARGS...] (podbridge on $API_PORT, else $PORT): prints "STATUS BODY"
+api_call() {
+  local method=$1 path=$2; shift 2
+  curl -s -m 90 -o "$WORK/body" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
+    "$@" "127.0.0.1:${API_PORT:-$PORT}$path"
+  printf ' %s' "$(cat "$WORK/body")"
+}
+# expect_error STATUS_REGEX MESSAGE_REGEX METHOD PATH [CURL ARGS...]: a Docker error body
+expect_error() {
+  local status=$1 pattern=$2 got; shift 2
+  got=$(api_call "$@")
+  [[ ${got%% *} =~ ^($status)$ ]] && jq -e --arg p "$pattern" '.message | test($p)' <<<"${got#* }" >/dev/null ||
+    { echo "$*: expected $status with a message matching /$pattern/, got: ${got:0:400}"; return 1; }
+}

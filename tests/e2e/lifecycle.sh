@@ -173,20 +173,6 @@ t_dry_run() {
 }
 
 wait_port() { for _ in $(seq 50); do (: >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-# api_call METHOD PATH [CURL ARGS...] (podbridge on $API_PORT): prints "STATUS BODY"
-api_call() {
-  local method=$1 path=$2; shift 2
-  curl -s -m 90 -o "$WORK/body" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
-    "$@" "127.0.0.1:$API_PORT$path"
-  printf ' %s' "$(cat "$WORK/body")"
-}
-# expect_error STATUS_REGEX MESSAGE_REGEX METHOD PATH [CURL ARGS...]: a Docker error body
-expect_error() {
-  local status=$1 pattern=$2 got; shift 2
-  got=$(api_call "$@")
-  [[ ${got%% *} =~ ^($status)$ ]] && jq -e --arg p "$pattern" '.message | test($p)' <<<"${got#* }" >/dev/null ||
-    { echo "$*: expected $status with a message matching /$pattern/, got: ${got:0:400}"; return 1; }
-}
 
 # Bad input gets Docker's status and {"message"}; the Kubernetes API (behind a TCP proxy) is cut
 # in the middle of a start and while idle; podbridge answers with errors, then carries on.
