@@ -247,7 +247,7 @@ t_two_instances() {
     [ "$out" = from-a ] && break; sleep 1
   done
   expect_eq "$out" from-a || return 1
-  logged two-b "Alias already served by another podbridge instance.*owner=two-a" ||
+  logged two-b "Service name taken by an object this podbridge does not own.*service=shared owner=owned by podbridge instance two-a" ||
     { echo "B did not report the taken alias"; tail -5 "$WORK/two-b.log"; return 1; }
   # removing B's container leaves A's Service alone
   DOCKER_HOST=tcp://127.0.0.1:$pb docker rm -f web >/dev/null &&

@@ -66,3 +66,18 @@ attack_cap_drop_keeps_net_raw() {
       .spec.containers[0].securityContext.capabilities.drop | index("NET_RAW") != null or index("ALL") != null' >/dev/null ||
     { echo "NET_RAW kept beside --cap-drop"; return 1; }
 }
+
+# A named volume's claim passes the chain too: the client's size only within the policy's
+# bounds, no storage class the policy does not offer; nothing is created for a refusal.
+attack_volume_options_bounded() {
+  expect_error 400 'podbridge.io/storage-class' POST /v1.44/volumes/create \
+    --data '{"Name":"atk-premium","DriverOpts":{"storageclass":"premium"}}' || return 1
+  expect_error 400 'podbridge.io/volume-size.*at most 20Gi' POST /v1.44/volumes/create \
+    --data '{"Name":"atk-huge","DriverOpts":{"size":"900Ti"}}' || return 1
+  [ -z "$(kc get pvc -l podbridge.io/instance="atk-$POLICY" -o name | grep -E 'atk-(premium|huge)')" ] ||
+    { echo "a claim was created for a refused volume"; kc get pvc; return 1; }
+  docker volume create -o size=64Mi atk-small >/dev/null || return 1
+  expect_eq "$(kc get pvc -l podbridge.io/instance="atk-$POLICY" -o json |
+    jq -r '.items[] | select(.metadata.name | startswith("podbridge-volume-atk-small")) | .spec.resources.requests.storage')" 64Mi &&
+    docker volume rm atk-small >/dev/null
+}
