@@ -295,6 +295,15 @@ t_networks_volumes() {
     docker network inspect e2enet --format '{{.Name}}' | grep -qx e2enet && docker network rm e2enet >/dev/null &&
     docker volume create e2evol >/dev/null && docker volume ls -q | grep -qx e2evol && docker volume rm e2evol >/dev/null
 }
+t_swarm_plugins() {
+  # A daemon outside any swarm, with no plugins: what docker-py and the CLI probe for.
+  expect_error 503 'not a swarm manager. Use "docker swarm init"' GET /v1.51/nodes &&
+    expect_error 503 'not a swarm manager' GET /services &&
+    expect_error 503 '^This node is not part of a swarm$' POST '/v1.51/swarm/leave?force=1' &&
+    expect_error 404 '^plugin "nope" not found$' GET /v1.51/plugins/nope/json &&
+    expect_eq "$(docker plugin ls --format '{{.Name}}' | wc -l)" 0 &&
+    expect_eq "$(docker info --format '{{.Swarm.LocalNodeState}}')" inactive
+}
 t_events() {
   (timeout 20 docker events --filter type=container --format '{{.Action}} {{.Actor.Attributes.name}}' >"$WORK/events" 2>/dev/null &)
   sleep 1
@@ -466,6 +475,7 @@ check "networks and volumes" t_networks_volumes
 check "network alias and name of a container without ports resolve" t_alias_dns
 check "docker stats from the cgroup" t_stats
 check "docker events" t_events
+check "swarm and plugin routes answer as a daemon outside a swarm" t_swarm_plugins
 check "network, volume and image events; since and until" t_events_objects_since
 check "podbridge restart keeps containers" t_restart_podbridge
 check "published ports (-p 80)" t_ports

@@ -166,6 +166,7 @@ pub fn router(state: DryRunState) -> Router {
         .route("/volumes/create", post(volume_create))
         .route("/volumes/prune", post(volume_prune))
         .route("/volumes/{name}", get(volume_inspect).delete(volume_delete))
+        .merge(super::swarm::routes())
         .fallback(unsupported)
         .with_state(state);
     super::docker_service(routes)
@@ -829,5 +830,20 @@ mod tests {
         assert!(String::from_utf8_lossy(&body).contains("blocked by policy"));
         let (_, list) = call(&app, "GET", "/containers/json?all=1", "").await;
         assert_eq!(list, b"[]");
+    }
+
+    #[tokio::test]
+    async fn swarm_and_plugin_routes_answer_as_the_real_server_does() {
+        let app = app();
+        let (status, body) = call(&app, "GET", "/v1.51/nodes", "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["message"],
+            super::super::swarm::NOT_SWARM_MANAGER
+        );
+        let (status, _) = call(&app, "POST", "/swarm/leave", "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, body) = call(&app, "GET", "/plugins", "").await;
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"[]"[..]));
     }
 }

@@ -9,6 +9,7 @@ mod extract;
 mod images;
 mod networks;
 mod stream;
+mod swarm;
 mod system;
 mod volumes;
 
@@ -139,12 +140,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/build", post(unsupported))
         .route("/session", post(unsupported))
-        .route("/swarm", get(unsupported))
         .route("/commit", post(unsupported))
         .route("/auth", post(system::auth))
         .route("/distribution/{*rest}", get(unsupported))
-        .route("/plugins", get(system::empty_list))
         .route("/_nothing", head(unsupported))
+        .merge(swarm::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_json_body_bytes))
         .layer(Extension(BodyLimit {
