@@ -26,7 +26,7 @@ use tower::Layer;
 use tracing::{error, info};
 
 use self::extract::BodyLimit;
-use crate::api::error::{ApiError, LoggedError};
+use crate::api::error::{ApiError, LoggedError, NotAFault};
 use crate::runtime::Runtime;
 use crate::translate::Translator;
 
@@ -245,7 +245,10 @@ async fn log_server_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let response = next.run(request).await;
-    if response.status().is_server_error() && response.status() != StatusCode::NOT_IMPLEMENTED {
+    if response.status().is_server_error()
+        && response.status() != StatusCode::NOT_IMPLEMENTED
+        && response.extensions().get::<NotAFault>().is_none()
+    {
         let message = response
             .extensions()
             .get::<LoggedError>()

@@ -70,11 +70,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 async fn not_swarm_manager() -> ApiError {
-    ApiError::Unavailable(NOT_SWARM_MANAGER.into())
+    ApiError::SwarmInactive(NOT_SWARM_MANAGER.into())
 }
 
 async fn not_in_swarm() -> ApiError {
-    ApiError::Unavailable(NOT_IN_SWARM.into())
+    ApiError::SwarmInactive(NOT_IN_SWARM.into())
 }
 
 /// `swarm init`/`join` would succeed on Docker; podbridge cannot become a swarm node.

@@ -412,3 +412,25 @@ async fn info_says_swarm_inactive() {
     let info: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["Swarm"]["LocalNodeState"], "inactive");
 }
+
+#[tokio::test]
+async fn network_create_refuses_host_and_unknown_drivers() {
+    for (driver, status, message) in [
+        (
+            "host",
+            StatusCode::FORBIDDEN,
+            "only one instance of \"host\" network is allowed",
+        ),
+        ("foo", StatusCode::NOT_FOUND, "plugin \"foo\" not found"),
+    ] {
+        let request = Request::post("/v1.51/networks/create")
+            .header("content-type", "application/json")
+            .body(Body::from(format!(r#"{{"Name":"n","Driver":"{driver}"}}"#)))
+            .unwrap();
+        let response = router(state()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{driver}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["message"], message);
+    }
+}
