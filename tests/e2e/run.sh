@@ -308,7 +308,12 @@ t_network_endpoints() {
     expect_eq "$(docker network inspect epnet --format '{{len .Containers}}')" 0 &&
     expect_error 403 '^only one instance of "host" network is allowed$' POST /networks/create -d '{"Name":"h2","Driver":"host"}' &&
     expect_error 404 '^plugin "nope" not found$' POST /networks/create -d '{"Name":"n2","Driver":"nope"}' || return 1
-  docker rm -f epc >/dev/null && docker network rm epnet >/dev/null
+  # compose v1 re-attaches a created container to its NetworkMode network: disconnect, then connect.
+  docker create --name epm --network epnet busybox sleep 300 >/dev/null && docker network disconnect epnet epm &&
+    expect_eq "$(docker inspect epm --format '{{len .NetworkSettings.Networks}}')" 0 &&
+    docker network connect --alias epalias epnet epm &&
+    expect_eq "$(docker inspect epm --format '{{json .NetworkSettings.Networks.epnet.Aliases}}')" '["epalias"]' || return 1
+  docker rm -f epc epm >/dev/null && docker network rm epnet >/dev/null
 }
 t_swarm_plugins() {
   # A daemon outside any swarm, with no plugins: what docker-py and the CLI probe for.

@@ -80,7 +80,9 @@ fn find_network(state: &AppState, reference: &str) -> Result<Value> {
 }
 
 /// Key in the stored create request listing the networks the container was disconnected from
-/// although its `HostConfig.NetworkMode` names them (Docker keeps `NetworkMode` as created).
+/// although its `HostConfig.NetworkMode` names them (Docker keeps `NetworkMode` as created);
+/// decode reads it as `ContainerCreateBody::podbridge_detached_networks`, so rendering drops the
+/// network's aliases too.
 pub(super) const DETACHED_NETWORKS: &str = "PodbridgeDetachedNetworks";
 
 /// The networks a stored create request attaches, as the request names them (name or Id), with
