@@ -312,7 +312,9 @@ t_network_endpoints() {
   docker create --name epm --network epnet busybox sleep 300 >/dev/null && docker network disconnect epnet epm &&
     expect_eq "$(docker inspect epm --format '{{len .NetworkSettings.Networks}}')" 0 &&
     docker network connect --alias epalias epnet epm &&
-    expect_eq "$(docker inspect epm --format '{{json .NetworkSettings.Networks.epnet.Aliases}}')" '["epalias"]' || return 1
+    expect_eq "$(docker inspect epm --format '{{json .NetworkSettings.Networks.epnet.Aliases}}')" '["epalias"]' &&
+    docker network connect --alias epalias2 epnet epm &&
+    expect_eq "$(docker inspect epm --format '{{json .NetworkSettings.Networks.epnet.Aliases}}')" '["epalias","epalias2"]' || return 1
   docker rm -f epc epm >/dev/null && docker network rm epnet >/dev/null
 }
 t_swarm_plugins() {

@@ -666,23 +666,26 @@ fn endpoint_target(
     Ok((name, id, container))
 }
 
-/// Connect a (never running) container: already attached keeps its settings, as Docker does.
+/// Connect a (never running) container: when already attached, its aliases grow (200, as
+/// Docker answers for a stopped container).
 async fn network_connect(
     State(state): State<DryRunState>,
     Path(reference): Path<String>,
     Json(body): Json<Value>,
 ) -> Result<StatusCode> {
     let (name, id, container) = endpoint_target(&state, &reference, &body)?;
-    if !super::networks::is_attached(&container.request, &name, &id) {
-        let endpoint = if body["EndpointConfig"].is_object() {
-            body["EndpointConfig"].clone()
-        } else {
-            json!({})
-        };
-        let request = super::networks::with_endpoint(&container.request, &name, &id, endpoint);
-        if let Some(stored) = state.containers.lock().get_mut(&container.id) {
-            stored.request = request;
-        }
+    let endpoint = if body["EndpointConfig"].is_object() {
+        body["EndpointConfig"].clone()
+    } else {
+        json!({})
+    };
+    let request = if super::networks::is_attached(&container.request, &name, &id) {
+        super::networks::with_more_aliases(&container.request, &name, &id, &endpoint)
+    } else {
+        super::networks::with_endpoint(&container.request, &name, &id, endpoint)
+    };
+    if let Some(stored) = state.containers.lock().get_mut(&container.id) {
+        stored.request = request;
     }
     Ok(StatusCode::OK)
 }

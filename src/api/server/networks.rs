@@ -291,24 +291,25 @@ pub async fn network_connect(
 ) -> Result<StatusCode> {
     let (network, name, view) = endpoint_target(&state, &id, &body)?;
     let network_id = network["Id"].as_str().unwrap_or_default();
-    if is_attached(&view.request, &name, network_id) {
-        // Docker: a running container's second endpoint is refused (libnetwork, 403); a stopped
-        // one keeps its existing settings ("avoid duplicate config").
-        return if view.state.running {
-            Err(ApiError::Forbidden(format!(
-                "endpoint with name {} already exists in network {name}",
-                view.name.trim_start_matches('/')
-            )))
-        } else {
-            Ok(StatusCode::OK)
-        };
-    }
     let endpoint = if body["EndpointConfig"].is_object() {
         body["EndpointConfig"].clone()
     } else {
         json!({})
     };
-    let request = with_endpoint(&view.request, &name, network_id, endpoint);
+    let request = if is_attached(&view.request, &name, network_id) {
+        // Docker refuses a running container's second endpoint (libnetwork, 403). A stopped one
+        // answers 200; its new aliases are kept (testcontainers-node connects with aliases a
+        // container created on that network).
+        if view.state.running {
+            return Err(ApiError::Forbidden(format!(
+                "endpoint with name {} already exists in network {name}",
+                view.name.trim_start_matches('/')
+            )));
+        }
+        with_more_aliases(&view.request, &name, network_id, &endpoint)
+    } else {
+        with_endpoint(&view.request, &name, network_id, endpoint)
+    };
     retranslate(&state, &view, &request).await?;
     emit_endpoint_event(&state, &network, "connect", &view.id);
     Ok(StatusCode::OK)
@@ -327,6 +328,37 @@ pub(super) fn with_endpoint(request: &Value, name: &str, id: &str, endpoint: Val
         request["NetworkingConfig"]["EndpointsConfig"] = json!({});
     }
     request["NetworkingConfig"]["EndpointsConfig"][name] = endpoint;
+    request
+}
+
+/// The request with the endpoint's aliases added to an attached network's entry (under the key
+/// the request already uses for it, name or Id).
+pub(super) fn with_more_aliases(request: &Value, name: &str, id: &str, endpoint: &Value) -> Value {
+    let (key, mut merged) = attached_networks(request)
+        .into_iter()
+        .find(|(network, _)| network == name || network == id)
+        .unwrap_or_else(|| (name.to_string(), json!({})));
+    let mut aliases: Vec<Value> = merged["Aliases"].as_array().cloned().unwrap_or_default();
+    for alias in endpoint["Aliases"].as_array().into_iter().flatten() {
+        if !aliases.contains(alias) {
+            aliases.push(alias.clone());
+        }
+    }
+    merged["Aliases"] = Value::Array(aliases);
+    let key = if key == "bridge"
+        && request["NetworkingConfig"]["EndpointsConfig"]
+            .get("default")
+            .is_some()
+    {
+        "default".to_string()
+    } else {
+        key
+    };
+    let mut request = with_endpoint(request, name, id, json!({}));
+    if let Some(endpoints) = request["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {
+        endpoints.remove(name);
+        endpoints.insert(key, merged);
+    }
     request
 }
 
@@ -464,6 +496,21 @@ mod tests {
                 .find(|(name, _)| name == "net")
                 .map(|(_, endpoint)| endpoint["Aliases"].clone()),
             Some(json!(["b"]))
+        );
+    }
+
+    #[test]
+    fn connect_again_while_stopped_adds_aliases_under_the_existing_key() {
+        let created = json!({"HostConfig": {"NetworkMode": "netid"}});
+        let again = with_more_aliases(&created, "net", "netid", &json!({"Aliases": ["a"]}));
+        assert_eq!(
+            again["NetworkingConfig"]["EndpointsConfig"],
+            json!({"netid": {"Aliases": ["a"]}})
+        );
+        let twice = with_more_aliases(&again, "net", "netid", &json!({"Aliases": ["a", "b"]}));
+        assert_eq!(
+            attached_networks(&twice),
+            [("netid".to_string(), json!({"Aliases": ["a", "b"]}))]
         );
     }
 
