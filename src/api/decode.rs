@@ -631,7 +631,11 @@ impl Decoder<'_> {
             NetworkMode::Named(name) => Some(name.as_str()),
             _ => None,
         };
-        if let Some(primary) = primary {
+        let detached = wire
+            .podbridge_detached_networks
+            .as_deref()
+            .unwrap_or_default();
+        if let Some(primary) = primary.filter(|primary| !detached.iter().any(|d| d == primary)) {
             if !attachments
                 .iter()
                 .any(|attachment| attachment.network == primary)
@@ -1358,6 +1362,23 @@ mod tests {
             ]
         );
         assert_eq!(workload.extra_hosts[0].ip, "10.0.0.5");
+    }
+
+    #[test]
+    fn a_detached_network_mode_network_is_not_attached() {
+        let body = r#"{"Image":"a","HostConfig":{"NetworkMode":"front"},
+            "NetworkingConfig":{"EndpointsConfig":{"back":{"Aliases":["db"]}}},
+            "PodbridgeDetachedNetworks":["front","front-id"]}"#;
+        let decoded = decode_create(body.as_bytes(), Some("svc"), None).unwrap();
+        let networks: Vec<&str> = decoded
+            .workload
+            .network
+            .attachments
+            .iter()
+            .map(|attachment| attachment.network.as_str())
+            .collect();
+        assert_eq!(networks, ["back"]);
+        assert!(decoded.warnings.is_empty(), "{:?}", decoded.warnings);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// 503 that states what this daemon is, not a failure (not in a swarm): clients probe for
+    /// it, so it is not logged as a server error.
+    #[error("{0}")]
+    SwarmInactive(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -56,7 +60,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::SwarmInactive(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,6 +81,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = self.to_string();
+        let expected = matches!(self, ApiError::SwarmInactive(_));
         let mut response = match self {
             ApiError::NotModified | ApiError::NotFoundNoBody => status.into_response(),
             other => (
@@ -87,12 +94,18 @@ impl IntoResponse for ApiError {
             )
                 .into_response(),
         };
-        if status.is_server_error() {
+        if expected {
+            response.extensions_mut().insert(NotAFault);
+        } else if status.is_server_error() {
             response.extensions_mut().insert(LoggedError(message));
         }
         response
     }
 }
+
+/// Marker for a 5xx the logging middleware leaves alone (see `ApiError::SwarmInactive`).
+#[derive(Clone, Copy, Debug)]
+pub struct NotAFault;
 
 /// Marker the logging middleware reads so a 5xx is logged once, with its message.
 #[derive(Clone, Debug)]
@@ -158,5 +171,13 @@ mod tests {
         let response = ApiError::NotModified.into_response();
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
         assert!(response.headers().get(header::CONTENT_TYPE).is_none());
+    }
+
+    #[test]
+    fn swarm_inactive_is_503_and_not_logged() {
+        let response = ApiError::SwarmInactive("not in a swarm".into()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.extensions().get::<NotAFault>().is_some());
+        assert!(response.extensions().get::<LoggedError>().is_none());
     }
 }

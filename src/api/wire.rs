@@ -32,6 +32,9 @@ pub struct ContainerCreateBody {
     #[serde(deserialize_with = "string_or_list")]
     pub entrypoint: Option<Vec<String>>,
     pub network_disabled: Option<bool>,
+    /// Not Docker's: written by podbridge into the stored request when a container is
+    /// disconnected from the network its `NetworkMode` names (names and Ids), which Docker keeps.
+    pub podbridge_detached_networks: Option<Vec<String>>,
     pub mac_address: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
     pub stop_signal: Option<String>,

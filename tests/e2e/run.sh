@@ -295,6 +295,37 @@ t_networks_volumes() {
     docker network inspect e2enet --format '{{.Name}}' | grep -qx e2enet && docker network rm e2enet >/dev/null &&
     docker volume create e2evol >/dev/null && docker volume ls -q | grep -qx e2evol && docker volume rm e2evol >/dev/null
 }
+t_network_endpoints() {
+  # Docker's refusals around endpoints, and inspect lists only attached containers.
+  docker network create epnet >/dev/null && docker create --name epc busybox sleep 300 >/dev/null || return 1
+  local net_id; net_id=$(docker network inspect epnet --format '{{.Id}}')
+  expect_error 403 'is not connected to the network epnet' POST "/v1.51/networks/epnet/disconnect" -d '{"Container":"epc"}' &&
+    expect_eq "$(docker network inspect epnet --format '{{len .Containers}} {{json .Options}}')" "0 {}" &&
+    docker network connect epnet epc && docker start epc >/dev/null &&
+    expect_eq "$(docker network inspect epnet --format '{{len .Containers}}')" 1 &&
+    expect_error 403 '^endpoint with name epc already exists in network epnet$' POST "/networks/$net_id/connect" -d '{"Container":"epc"}' &&
+    docker network disconnect epnet epc &&
+    expect_eq "$(docker network inspect epnet --format '{{len .Containers}}')" 0 &&
+    expect_error 403 '^only one instance of "host" network is allowed$' POST /networks/create -d '{"Name":"h2","Driver":"host"}' &&
+    expect_error 404 '^plugin "nope" not found$' POST /networks/create -d '{"Name":"n2","Driver":"nope"}' || return 1
+  # compose v1 re-attaches a created container to its NetworkMode network: disconnect, then connect.
+  docker create --name epm --network epnet busybox sleep 300 >/dev/null && docker network disconnect epnet epm &&
+    expect_eq "$(docker inspect epm --format '{{len .NetworkSettings.Networks}}')" 0 &&
+    docker network connect --alias epalias epnet epm &&
+    expect_eq "$(docker inspect epm --format '{{json .NetworkSettings.Networks.epnet.Aliases}}')" '["epalias"]' &&
+    docker network connect --alias epalias2 epnet epm &&
+    expect_eq "$(docker inspect epm --format '{{json .NetworkSettings.Networks.epnet.Aliases}}')" '["epalias","epalias2"]' || return 1
+  docker rm -f epc epm >/dev/null && docker network rm epnet >/dev/null
+}
+t_swarm_plugins() {
+  # A daemon outside any swarm, with no plugins: what docker-py and the CLI probe for.
+  expect_error 503 'not a swarm manager. Use "docker swarm init"' GET /v1.51/nodes &&
+    expect_error 503 'not a swarm manager' GET /services &&
+    expect_error 503 '^This node is not part of a swarm$' POST '/v1.51/swarm/leave?force=1' &&
+    expect_error 404 '^plugin "nope" not found$' GET /v1.51/plugins/nope/json &&
+    expect_eq "$(docker plugin ls --format '{{.Name}}' | wc -l)" 0 &&
+    expect_eq "$(docker info --format '{{.Swarm.LocalNodeState}}')" inactive
+}
 t_events() {
   (timeout 20 docker events --filter type=container --format '{{.Action}} {{.Actor.Attributes.name}}' >"$WORK/events" 2>/dev/null &)
   sleep 1
@@ -466,6 +497,8 @@ check "networks and volumes" t_networks_volumes
 check "network alias and name of a container without ports resolve" t_alias_dns
 check "docker stats from the cgroup" t_stats
 check "docker events" t_events
+check "swarm and plugin routes answer as a daemon outside a swarm" t_swarm_plugins
+check "network endpoints: connect, disconnect, inspect members, create refusals" t_network_endpoints
 check "network, volume and image events; since and until" t_events_objects_since
 check "podbridge restart keeps containers" t_restart_podbridge
 check "published ports (-p 80)" t_ports

@@ -266,30 +266,10 @@ fn ports_json(state: &AppState, view: &ContainerView) -> Value {
 /// The networks a container is on, with the Id clients compare against `/networks`.
 fn networks_json(state: &AppState, view: &ContainerView) -> Value {
     let ip = view.pod_ip().unwrap_or_default();
-    let mut names: Vec<(String, Value)> = Vec::new();
-    if let Some(endpoints) = view.request["NetworkingConfig"]["EndpointsConfig"].as_object() {
-        for (name, config) in endpoints {
-            names.push((name.clone(), config.clone()));
-        }
-    }
-    let mode = view.request["HostConfig"]["NetworkMode"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if !mode.is_empty() && !names.iter().any(|(n, _)| *n == mode) {
-        names.push((mode, json!({})));
-    }
-    if names.is_empty() {
-        names.push(("bridge".into(), json!({})));
-    }
+    let names = super::networks::attached_networks(&view.request);
     let stored = state.runtime.stored_objects(labels::ROLE_NETWORK);
     let mut networks = serde_json::Map::new();
     for (name, config) in names {
-        let name = if name == "default" {
-            "bridge".to_string()
-        } else {
-            name
-        };
         let found = stored
             .iter()
             .find(|n| n["Name"].as_str() == Some(&name) || n["Id"].as_str() == Some(&name));

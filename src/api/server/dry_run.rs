@@ -160,12 +160,13 @@ pub fn router(state: DryRunState) -> Router {
             "/networks/{id}",
             get(network_inspect).delete(network_delete),
         )
-        .route("/networks/{id}/connect", post(container_no_op))
-        .route("/networks/{id}/disconnect", post(container_no_op))
+        .route("/networks/{id}/connect", post(network_connect))
+        .route("/networks/{id}/disconnect", post(network_disconnect))
         .route("/volumes", get(volume_list))
         .route("/volumes/create", post(volume_create))
         .route("/volumes/prune", post(volume_prune))
         .route("/volumes/{name}", get(volume_inspect).delete(volume_delete))
+        .merge(super::swarm::routes())
         .fallback(unsupported)
         .with_state(state);
     super::docker_service(routes)
@@ -427,16 +428,13 @@ fn command_of(container: &DryContainer) -> (String, Vec<Value>) {
 }
 
 fn networks_of(container: &DryContainer) -> Value {
-    let mode = container.request["HostConfig"]["NetworkMode"]
-        .as_str()
-        .filter(|m| !m.is_empty())
-        .unwrap_or("bridge");
     let mut networks = Map::new();
-    networks.insert(mode.into(), json!({"IPAddress": "", "Aliases": null}));
-    if let Some(configured) = container.request["NetworkingConfig"]["EndpointsConfig"].as_object() {
-        for (name, endpoint) in configured {
-            networks.insert(name.clone(), endpoint.clone());
+    for (name, mut endpoint) in super::networks::attached_networks(&container.request) {
+        if let Some(fields) = endpoint.as_object_mut() {
+            fields.entry("IPAddress").or_insert(json!(""));
+            fields.entry("Aliases").or_insert(Value::Null);
         }
+        networks.insert(name, endpoint);
     }
     Value::Object(networks)
 }
@@ -565,7 +563,7 @@ fn default_networks() -> Vec<Value> {
     ["bridge", "host", "none"]
         .iter()
         .map(|name| {
-            json!({"Name": name, "Id": name, "Driver": if *name == "bridge" { "bridge" } else { *name },
+            json!({"Name": name, "Id": name, "Driver": if *name == "none" { "null" } else { *name },
                 "Scope": "local", "Labels": {}, "Options": {}, "IPAM": {"Driver": "default", "Config": []},
                 "Containers": {}, "Internal": false, "Attachable": false})
         })
@@ -607,9 +605,13 @@ async fn network_create(
     if name.is_empty() {
         return Err(ApiError::BadRequest("network name is required".into()));
     }
+    let driver = body["Driver"].as_str().unwrap_or_default();
+    super::networks::check_network_create(&name, driver)?;
+    let driver = if driver.is_empty() { "bridge" } else { driver };
     let id = ContainerId::from_seed(name.as_bytes()).as_str().to_string();
-    let network = json!({"Name": name, "Id": id, "Driver": body["Driver"].as_str().unwrap_or("bridge"),
-        "Scope": "local", "Labels": body["Labels"].as_object().cloned().unwrap_or_default(), "Options": {},
+    let network = json!({"Name": name, "Id": id, "Driver": driver,
+        "Scope": "local", "Labels": body["Labels"].as_object().cloned().unwrap_or_default(),
+        "Options": body["Options"].as_object().cloned().unwrap_or_default(),
         "IPAM": {"Driver": "default", "Config": []}, "Containers": {}, "Internal": false,
         "Attachable": body["Attachable"].as_bool().unwrap_or(false), "Created": crate::runtime::now_rfc3339()});
     let mut networks = state.networks.lock();
@@ -649,6 +651,62 @@ async fn network_delete(
         state.networks.lock().remove(name);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The network's name and Id and the container a connect/disconnect body names.
+fn endpoint_target(
+    state: &DryRunState,
+    reference: &str,
+    body: &Value,
+) -> Result<(String, String, DryContainer)> {
+    let network = find_network(state, reference)?;
+    let container = state.find(body["Container"].as_str().unwrap_or_default())?;
+    let name = network["Name"].as_str().unwrap_or_default().to_string();
+    let id = network["Id"].as_str().unwrap_or_default().to_string();
+    Ok((name, id, container))
+}
+
+/// Connect a (never running) container: when already attached, its aliases grow (200, as
+/// Docker answers for a stopped container).
+async fn network_connect(
+    State(state): State<DryRunState>,
+    Path(reference): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<StatusCode> {
+    let (name, id, container) = endpoint_target(&state, &reference, &body)?;
+    let endpoint = if body["EndpointConfig"].is_object() {
+        body["EndpointConfig"].clone()
+    } else {
+        json!({})
+    };
+    let request = if super::networks::is_attached(&container.request, &name, &id) {
+        super::networks::with_more_aliases(&container.request, &name, &id, &endpoint)
+    } else {
+        super::networks::with_endpoint(&container.request, &name, &id, endpoint)
+    };
+    if let Some(stored) = state.containers.lock().get_mut(&container.id) {
+        stored.request = request;
+    }
+    Ok(StatusCode::OK)
+}
+
+async fn network_disconnect(
+    State(state): State<DryRunState>,
+    Path(reference): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<StatusCode> {
+    let (name, id, container) = endpoint_target(&state, &reference, &body)?;
+    if !super::networks::is_attached(&container.request, &name, &id) {
+        return Err(ApiError::Forbidden(format!(
+            "container {} is not connected to the network {name}",
+            container.id
+        )));
+    }
+    let request = super::networks::without_endpoint(&container.request, &name, &id);
+    if let Some(stored) = state.containers.lock().get_mut(&container.id) {
+        stored.request = request;
+    }
+    Ok(StatusCode::OK)
 }
 
 async fn volume_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
@@ -829,5 +887,95 @@ mod tests {
         assert!(String::from_utf8_lossy(&body).contains("blocked by policy"));
         let (_, list) = call(&app, "GET", "/containers/json?all=1", "").await;
         assert_eq!(list, b"[]");
+    }
+
+    #[tokio::test]
+    async fn swarm_and_plugin_routes_answer_as_the_real_server_does() {
+        let app = app();
+        let (status, body) = call(&app, "GET", "/v1.51/nodes", "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["message"],
+            super::super::swarm::NOT_SWARM_MANAGER
+        );
+        let (status, _) = call(&app, "POST", "/swarm/leave", "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, body) = call(&app, "GET", "/plugins", "").await;
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"[]"[..]));
+    }
+
+    #[tokio::test]
+    async fn network_connect_and_disconnect_track_endpoints() {
+        let app = app();
+        let (status, _) = call(&app, "POST", "/networks/create", r#"{"Name":"net"}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/containers/create?name=cx",
+            r#"{"Image":"busybox","Cmd":["true"]}"#,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/networks/net/disconnect",
+            r#"{"Container":"cx"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(String::from_utf8_lossy(&body).contains("is not connected to the network net"));
+        for _ in 0..2 {
+            let (status, _) = call(
+                &app,
+                "POST",
+                "/networks/net/connect",
+                r#"{"Container":"cx"}"#,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (_, inspect) = call(&app, "GET", "/containers/cx/json", "").await;
+        let inspect: Value = serde_json::from_slice(&inspect).unwrap();
+        let networks = inspect["NetworkSettings"]["Networks"].as_object().unwrap();
+        assert_eq!(networks.keys().collect::<Vec<_>>(), ["bridge", "net"]);
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/networks/bridge/disconnect",
+            r#"{"Container":"cx"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, inspect) = call(&app, "GET", "/containers/cx/json", "").await;
+        let inspect: Value = serde_json::from_slice(&inspect).unwrap();
+        let networks = inspect["NetworkSettings"]["Networks"].as_object().unwrap();
+        assert_eq!(networks.keys().collect::<Vec<_>>(), ["net"]);
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/networks/create",
+            r#"{"Name":"h","Driver":"host"}"#,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let (_, list) = call(&app, "GET", "/networks", "").await;
+        let list: Value = serde_json::from_slice(&list).unwrap();
+        assert!(list
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["Options"].is_object()));
     }
 }

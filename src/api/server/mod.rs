@@ -9,6 +9,7 @@ mod extract;
 mod images;
 mod networks;
 mod stream;
+mod swarm;
 mod system;
 mod volumes;
 
@@ -25,7 +26,7 @@ use tower::Layer;
 use tracing::{error, info};
 
 use self::extract::BodyLimit;
-use crate::api::error::{ApiError, LoggedError};
+use crate::api::error::{ApiError, LoggedError, NotAFault};
 use crate::runtime::Runtime;
 use crate::translate::Translator;
 
@@ -139,12 +140,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/build", post(unsupported))
         .route("/session", post(unsupported))
-        .route("/swarm", get(unsupported))
         .route("/commit", post(unsupported))
         .route("/auth", post(system::auth))
         .route("/distribution/{*rest}", get(unsupported))
-        .route("/plugins", get(system::empty_list))
         .route("/_nothing", head(unsupported))
+        .merge(swarm::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_json_body_bytes))
         .layer(Extension(BodyLimit {
@@ -245,7 +245,10 @@ async fn log_server_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let response = next.run(request).await;
-    if response.status().is_server_error() && response.status() != StatusCode::NOT_IMPLEMENTED {
+    if response.status().is_server_error()
+        && response.status() != StatusCode::NOT_IMPLEMENTED
+        && response.extensions().get::<NotAFault>().is_none()
+    {
         let message = response
             .extensions()
             .get::<LoggedError>()

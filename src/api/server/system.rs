@@ -260,10 +260,6 @@ pub struct AuthBody {
     serveraddress: String,
 }
 
-pub async fn empty_list() -> Json<serde_json::Value> {
-    Json(json!([]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

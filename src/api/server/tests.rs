@@ -347,3 +347,90 @@ fn the_unix_socket_is_never_wider_than_its_mode() {
         .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("docker.sock")]);
 }
+
+#[tokio::test]
+async fn swarm_manager_routes_are_503_not_a_manager() {
+    for (method, uri) in [
+        ("GET", "/swarm"),
+        ("GET", "/v1.51/swarm"),
+        ("POST", "/v1.44/swarm/update"),
+        ("GET", "/swarm/unlockkey"),
+        ("GET", "/v1.51/nodes"),
+        ("GET", "/nodes/abc"),
+        ("GET", "/services"),
+        ("POST", "/v1.51/services/create"),
+        ("DELETE", "/services/web"),
+        ("GET", "/tasks"),
+        ("GET", "/secrets"),
+        ("POST", "/secrets/create"),
+        ("GET", "/v1.51/configs"),
+        ("POST", "/configs/abc/update"),
+    ] {
+        let (status, headers, body) = call(method, uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
+        assert_eq!(headers["content-type"], "application/json");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["message"], swarm::NOT_SWARM_MANAGER, "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn swarm_leave_is_503_not_part_of_a_swarm() {
+    let (status, _, body) = call("POST", "/v1.51/swarm/leave?force=1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["message"], "This node is not part of a swarm");
+}
+
+#[tokio::test]
+async fn plugins_are_an_empty_list_and_named_plugins_404() {
+    let (status, _, body) = call("GET", "/v1.51/plugins").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "[]");
+    for (method, uri, name) in [
+        (
+            "GET",
+            "/v1.51/plugins/vieux/sshfs:latest/json",
+            "vieux/sshfs:latest",
+        ),
+        ("DELETE", "/plugins/foo", "foo"),
+        ("POST", "/plugins/foo/enable", "foo"),
+        ("POST", "/v1.51/plugins/foo/set", "foo"),
+    ] {
+        let (status, _, body) = call(method, uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["message"], format!("plugin \"{name}\" not found"));
+    }
+    let (status, _, _) = call("POST", "/plugins/pull?remote=vieux/sshfs").await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+}
+
+#[tokio::test]
+async fn info_says_swarm_inactive() {
+    let (_, _, body) = call("GET", "/info").await;
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["Swarm"]["LocalNodeState"], "inactive");
+}
+
+#[tokio::test]
+async fn network_create_refuses_host_and_unknown_drivers() {
+    for (driver, status, message) in [
+        (
+            "host",
+            StatusCode::FORBIDDEN,
+            "only one instance of \"host\" network is allowed",
+        ),
+        ("foo", StatusCode::NOT_FOUND, "plugin \"foo\" not found"),
+    ] {
+        let request = Request::post("/v1.51/networks/create")
+            .header("content-type", "application/json")
+            .body(Body::from(format!(r#"{{"Name":"n","Driver":"{driver}"}}"#)))
+            .unwrap();
+        let response = router(state()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{driver}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["message"], message);
+    }
+}
