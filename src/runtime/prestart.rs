@@ -226,10 +226,19 @@ impl Runtime {
                 ),
             });
         }
-        let name = format!("{}-archive-{sequence}", view.pod_name);
+        // Named by arrival time (and a random tail), not by count: two copies into the same
+        // created container at once must not write one ConfigMap; the names sort in order.
+        let arrival = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!(
+            "{}-archive-{arrival:020}{:04x}",
+            view.pod_name,
+            rand::random::<u16>()
+        );
         let config_map = ConfigMap {
             metadata: kube::api::ObjectMeta {
-                name: Some(name),
+                name: Some(name.clone()),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(BTreeMap::from([
                     (
@@ -259,9 +268,11 @@ impl Runtime {
         self.applier
             .apply_owned(&self.applier.config_maps(), &config_map)
             .await?;
-        let (short, count) = (view.short_id().to_string(), sequence + 1);
+        let short = view.short_id().to_string();
         self.wait_until(std::time::Duration::from_secs(10), |rt| {
-            rt.stored_archives(&short).len() >= count
+            rt.stored_archives(&short)
+                .iter()
+                .any(|stored| stored.config_map == name)
         })
         .await;
         Ok(())

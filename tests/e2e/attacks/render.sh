@@ -81,3 +81,14 @@ attack_volume_options_bounded() {
     jq -r '.items[] | select(.metadata.name | startswith("podbridge-volume-atk-small")) | .spec.resources.requests.storage')" 64Mi &&
     docker volume rm atk-small >/dev/null
 }
+
+# Two copies into the same created container at once each keep their own ConfigMap: both files
+# are there when it starts.
+attack_cp_concurrent_before_start() {
+  mkdir -p "$WORK/cc" && echo one >"$WORK/cc/one.txt" && echo two >"$WORK/cc/two.txt" || return 1
+  docker create --name atk-cc busybox cat /tmp/one.txt /tmp/two.txt >/dev/null || return 1
+  docker cp "$WORK/cc/one.txt" atk-cc:/tmp/ & local a=$!
+  docker cp "$WORK/cc/two.txt" atk-cc:/tmp/ & local b=$!
+  wait "$a" && wait "$b" || return 1
+  expect_eq "$(timeout 120 docker start -a atk-cc 2>&1 | tr '\n' ' ')" "one two "
+}
