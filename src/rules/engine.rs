@@ -505,6 +505,24 @@ fn clamp(
     }
 }
 
+/// A label the client must fix (400): recorded as a problem and as the rule's result.
+fn refuse_override(
+    rule: &RuleRef<'_>,
+    label: &str,
+    message: String,
+    evaluation: &mut Evaluation,
+    result: &mut RuleResult,
+) {
+    evaluation.problems.push(Problem::OverrideRefused {
+        policy: rule.policy.to_string(),
+        rule: rule.rule.name.clone(),
+        label: label.to_string(),
+        message: message.clone(),
+    });
+    result.result = Outcome::Error;
+    result.reason = message;
+}
+
 fn apply_overrides(
     rule: &RuleRef<'_>,
     index: usize,
@@ -524,14 +542,7 @@ fn apply_overrides(
         let value = match declared.resolve(raw, subject.project) {
             Ok(value) => value,
             Err(message) => {
-                evaluation.problems.push(Problem::OverrideRefused {
-                    policy: rule.policy.to_string(),
-                    rule: rule.rule.name.clone(),
-                    label: declared.label.clone(),
-                    message: message.clone(),
-                });
-                result.result = Outcome::Error;
-                result.reason = message;
+                refuse_override(rule, &declared.label, message, evaluation, result);
                 continue;
             }
         };
@@ -559,14 +570,7 @@ fn apply_overrides(
                     "label {}={raw:?} refused: {path} is set by policy {} rule {} ({}), which does not let this label change it",
                     declared.label, owner.policy, owner.rule.name, owner.file
                 );
-                evaluation.problems.push(Problem::OverrideRefused {
-                    policy: rule.policy.to_string(),
-                    rule: rule.rule.name.clone(),
-                    label: declared.label.clone(),
-                    message: message.clone(),
-                });
-                result.result = Outcome::Error;
-                result.reason = message;
+                refuse_override(rule, &declared.label, message, evaluation, result);
                 continue;
             }
             match pointer::write(&mut evaluation.pod, &path, value.clone(), false) {

@@ -47,6 +47,13 @@ struct StoredObjects {
     image_config: Option<ImageConfig>,
 }
 
+/// See [`Runtime::stored_translation`].
+pub struct StoredTranslation {
+    pub name: String,
+    pub image_config: Option<ImageConfig>,
+    pub start: StartInputs,
+}
+
 impl Runtime {
     /// Records a created container: a ConfigMap named like the pod, holding the rendered
     /// objects. Fails with a conflict if the Docker name is taken.
@@ -192,37 +199,50 @@ impl Runtime {
         })
     }
 
-    /// The Docker name the container was created with: names derived from it (pod, Services)
-    /// stay as created across a rename, as they did before.
-    pub fn created_name(&self, view: &ContainerView) -> Option<String> {
-        self.stored_spec(view)
-            .ok()?
-            .pod
-            .metadata
-            .annotations?
-            .remove(labels::ANNOTATION_NAME)
-    }
-
-    /// The image config stored at create (`None` when the registry was not asked).
-    pub fn stored_image_config(&self, view: &ContainerView) -> Option<ImageConfig> {
-        self.stored_spec(view).ok()?.image_config
-    }
-
-    /// What a created container gained since its create request was translated: files copied
-    /// in, and which of its bind sources are single files. The start translates the request
-    /// again with these, so the policy chain sees everything that is applied.
+    /// What translating a stored container's request again needs, read from its spec once:
+    /// the Docker name it was created with (names derived from it, pod and Services, stay as
+    /// created across a rename), the image config stored at create (`None` when the registry
+    /// was not asked), and, `for_start`, what it gained since create — files copied in, and
+    /// which bind sources are single files — so the policy chain sees everything applied.
     ///
     /// Bind sources are resolved here, on podbridge's filesystem: one outside `bind_roots`
     /// (a symbolic link leading out of a root) refuses the start before anything is applied.
-    pub fn start_inputs(&self, view: &ContainerView) -> Result<StartInputs> {
-        let binds = match self.stored_spec(view) {
-            Ok(stored) => super::binds::resolve_binds(&stored.pod, &self.bind_settings().roots)
-                .map_err(|error| error.for_container(&view.id))?,
-            Err(_) => Vec::new(),
+    pub fn stored_translation(
+        &self,
+        view: &ContainerView,
+        for_start: bool,
+    ) -> Result<StoredTranslation> {
+        let stored = self.stored_spec(view).ok();
+        let name = stored
+            .as_ref()
+            .and_then(|s| {
+                s.pod
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(labels::ANNOTATION_NAME)
+            })
+            .cloned()
+            .unwrap_or_else(|| view.name.clone());
+        let start = if for_start {
+            let binds = match &stored {
+                Some(stored) => {
+                    super::binds::resolve_binds(&stored.pod, &self.bind_settings().roots)
+                        .map_err(|error| error.for_container(&view.id))?
+                }
+                None => Vec::new(),
+            };
+            StartInputs {
+                archives: self.prestart_archives(view.short_id()),
+                file_binds: super::binds::file_binds(&binds),
+            }
+        } else {
+            StartInputs::default()
         };
-        Ok(StartInputs {
-            archives: self.prestart_archives(view.short_id()),
-            file_binds: super::binds::file_binds(&binds),
+        Ok(StoredTranslation {
+            name,
+            image_config: stored.and_then(|s| s.image_config),
+            start,
         })
     }
 
@@ -278,7 +298,7 @@ impl Runtime {
                     id: view.id.clone(),
                     reason: error.to_string(),
                 })?;
-        // Checked again right before applying (`start_inputs` did at translation): a source
+        // Checked again right before applying (`stored_translation` did at translation): a source
         // refused now fails the start with no pod created.
         let binds = super::binds::resolve_binds(&objects.pod, &self.bind_settings().roots)
             .map_err(|error| error.for_container(&view.id))?;

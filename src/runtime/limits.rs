@@ -238,15 +238,7 @@ impl Runtime {
                 id: "(being created)".into(),
             });
         }
-        let limit = self.limits().max_containers;
-        let count = containers.len() + pending.names.len();
-        if count >= limit {
-            return Err(RuntimeError::LimitReached {
-                message: format!(
-                    "container limit reached: this podbridge keeps at most {limit} containers (config max_containers); remove some (docker rm, docker container prune) before creating more"
-                ),
-            });
-        }
+        self.container_slot_free(containers.len() + pending.names.len())?;
         pending.names.insert(name.to_string());
         Ok(CreateReservation {
             runtime: self,
@@ -260,8 +252,14 @@ impl Runtime {
     /// reservation (`reserve_create`) decides for good.
     pub fn check_create_capacity(&self, spec_bytes: u64) -> Result<()> {
         drop(self.reserve_bytes(spec_bytes, 0)?);
+        let pending = self.pending.lock().names.len();
+        self.container_slot_free(self.containers().len() + pending)
+    }
+
+    /// `max_containers` against the containers kept and being created.
+    fn container_slot_free(&self, count: usize) -> Result<()> {
         let limit = self.limits().max_containers;
-        if self.containers().len() + self.pending.lock().names.len() >= limit {
+        if count >= limit {
             return Err(RuntimeError::LimitReached {
                 message: format!(
                     "container limit reached: this podbridge keeps at most {limit} containers (config max_containers); remove some (docker rm, docker container prune) before creating more"

@@ -489,33 +489,34 @@ pub async fn container_start(
 }
 
 /// Translates a stored container's request again, against the policy in force, with what the
-/// container gained since create (`runtime.start_inputs`): what `start` applies is what the
+/// container gained since create (`runtime.stored_translation`): what `start` applies is what the
 /// chain saw, and a policy reloaded since create decides (a denial answers 403).
 pub(super) fn translate_stored(
     state: &AppState,
     view: &ContainerView,
     request: &Value,
-    start: crate::render::StartInputs,
-) -> Result<crate::translate::Translation> {
+    for_start: bool,
+) -> Result<(
+    crate::translate::Translation,
+    Option<crate::model::ImageConfig>,
+)> {
     let body = serde_json::to_vec(request).map_err(|e| ApiError::Internal(e.to_string()))?;
     let id = ContainerId::parse(&view.id).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let image_config = state.runtime.stored_image_config(view);
-    let name = state
-        .runtime
-        .created_name(view)
-        .unwrap_or_else(|| view.name.clone());
+    let stored = state.runtime.stored_translation(view, for_start)?;
     let create = CreateRequest {
         body: &body,
-        name: Some(&name),
-        image: image_config.as_ref(),
+        name: Some(&stored.name),
+        image: stored.image_config.as_ref(),
         identity: Identity {
             id,
             created: view.created.clone(),
         },
-        start,
+        start: stored.start,
     };
-    state.translator.translate(&create).map_err(|error| {
-        match error {
+    let translation = state
+        .translator
+        .translate(&create)
+        .map_err(|error| match error {
             crate::translate::TranslateError::Denied { message, results } => {
                 crate::translate::TranslateError::Denied {
                     message: message.replacen(
@@ -527,9 +528,8 @@ pub(super) fn translate_stored(
                 }
             }
             other => other,
-        }
-        .into()
-    })
+        })?;
+    Ok((translation, stored.image_config))
 }
 
 fn start_objects(
@@ -537,8 +537,7 @@ fn start_objects(
     view: &ContainerView,
     request: &Value,
 ) -> Result<crate::render::RenderedObjects> {
-    let inputs = state.runtime.start_inputs(view)?;
-    Ok(translate_stored(state, view, request, inputs)?.objects)
+    Ok(translate_stored(state, view, request, true)?.0.objects)
 }
 
 pub async fn container_stop(

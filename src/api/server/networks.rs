@@ -433,14 +433,13 @@ async fn retranslate(
     view: &crate::runtime::ContainerView,
     request: &Value,
 ) -> Result<()> {
-    let translation =
-        super::containers::translate_stored(state, view, request, Default::default())?;
+    let (translation, image_config) =
+        super::containers::translate_stored(state, view, request, false)?;
     for warning in
         super::containers::service_names_free(state, &translation.objects.services).await?
     {
         tracing::warn!(container = %view.short_id(), %warning, "Network alias not taken over");
     }
-    let image_config = state.runtime.stored_image_config(view);
     state
         .runtime
         .update_spec(view, &translation.objects, image_config.as_ref())

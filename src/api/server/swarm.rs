@@ -21,7 +21,7 @@ pub const NOT_IN_SWARM: &str = "This node is not part of a swarm";
 /// The swarm and plugin routes (spec v1.51: `/swarm*`, `/nodes*`, `/services*`, `/tasks*`,
 /// `/secrets*`, `/configs*`, `/plugins*`), for any router state.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    let mut router = Router::new()
         .route("/swarm", get(not_swarm_manager))
         .route("/swarm/init", post(swarm_unsupported))
         .route("/swarm/join", post(swarm_unsupported))
@@ -29,44 +29,32 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/swarm/update", post(not_swarm_manager))
         .route("/swarm/unlockkey", get(not_swarm_manager))
         .route("/swarm/unlock", post(not_in_swarm))
-        .route("/nodes", get(not_swarm_manager))
-        .route(
-            "/nodes/{id}",
-            get(not_swarm_manager).delete(not_swarm_manager),
-        )
-        .route("/nodes/{id}/update", post(not_swarm_manager))
-        .route("/services", get(not_swarm_manager))
-        .route("/services/create", post(not_swarm_manager))
-        .route(
-            "/services/{id}",
-            get(not_swarm_manager).delete(not_swarm_manager),
-        )
-        .route("/services/{id}/update", post(not_swarm_manager))
-        .route("/services/{id}/logs", get(not_swarm_manager))
         .route("/tasks", get(not_swarm_manager))
         .route("/tasks/{id}", get(not_swarm_manager))
         .route("/tasks/{id}/logs", get(not_swarm_manager))
-        .route("/secrets", get(not_swarm_manager))
-        .route("/secrets/create", post(not_swarm_manager))
-        .route(
-            "/secrets/{id}",
-            get(not_swarm_manager).delete(not_swarm_manager),
-        )
-        .route("/secrets/{id}/update", post(not_swarm_manager))
-        .route("/configs", get(not_swarm_manager))
-        .route("/configs/create", post(not_swarm_manager))
-        .route(
-            "/configs/{id}",
-            get(not_swarm_manager).delete(not_swarm_manager),
-        )
-        .route("/configs/{id}/update", post(not_swarm_manager))
+        .route("/services/{id}/logs", get(not_swarm_manager))
         .route("/plugins", get(plugin_list))
         .route(
             "/plugins/{*rest}",
             get(plugin_operation)
                 .post(plugin_operation)
                 .delete(plugin_operation),
-        )
+        );
+    // The swarm's object kinds share one shape: list, inspect, remove, update (and create,
+    // but for nodes, which join instead).
+    for kind in ["nodes", "services", "secrets", "configs"] {
+        router = router
+            .route(&format!("/{kind}"), get(not_swarm_manager))
+            .route(
+                &format!("/{kind}/{{id}}"),
+                get(not_swarm_manager).delete(not_swarm_manager),
+            )
+            .route(&format!("/{kind}/{{id}}/update"), post(not_swarm_manager));
+        if kind != "nodes" {
+            router = router.route(&format!("/{kind}/create"), post(not_swarm_manager));
+        }
+    }
+    router
 }
 
 async fn not_swarm_manager() -> ApiError {
