@@ -32,7 +32,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
-const KEYS: [&str; 38] = [
+const KEYS: [&str; 40] = [
     "namespace",
     "instance",
     "project",
@@ -70,6 +70,8 @@ const KEYS: [&str; 38] = [
     "unix_socket_mode",
     "bind_roots",
     "bind_size_limit",
+    "builtin_ryuk",
+    "ryuk_restart_grace_seconds",
     "config",
 ];
 
@@ -164,6 +166,14 @@ pub struct Config {
     /// larger source fails the start. A plain number is bytes.
     #[serde(deserialize_with = "quantity_text")]
     pub bind_size_limit: String,
+    /// Serve testcontainers' reaper (`testcontainers/ryuk`) inside podbridge instead of as a
+    /// pod: it then works with podbridge on loopback, and a session needs one pod fewer. `false`
+    /// runs the image as any other (it needs `docker_host_for_pods`).
+    pub builtin_ryuk: bool,
+    /// After a restart of podbridge, how long a built-in Ryuk whose clients were connected waits
+    /// for one to come back before it prunes (the restart cut their connections, not the end of
+    /// their sessions).
+    pub ryuk_restart_grace_seconds: u64,
 }
 
 /// A quantity written as text (`256Mi`) or, from the environment or YAML, as a bare number.
@@ -231,6 +241,8 @@ impl Default for Config {
             max_concurrent_copies: limits.max_concurrent_copies,
             bind_roots: Vec::new(),
             bind_size_limit: "256Mi".into(),
+            builtin_ryuk: true,
+            ryuk_restart_grace_seconds: 600,
         }
     }
 }

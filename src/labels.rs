@@ -105,3 +105,11 @@ pub const ROLE_HEARTBEAT: &str = "heartbeat";
 pub const VOLUME_SIZE_LABEL: &str = "podbridge.io/volume-size";
 /// Override label a volume's `storageclass` driver option becomes in the policy chain.
 pub const VOLUME_STORAGE_CLASS_LABEL: &str = "podbridge.io/storage-class";
+
+/// Annotation on a container-spec ConfigMap of a container podbridge serves itself, with no
+/// pod: its kind ([`BUILTIN_RYUK`]).
+pub const ANNOTATION_BUILTIN: &str = "podbridge.io/builtin";
+/// [`ANNOTATION_BUILTIN`] value of testcontainers' reaper served by podbridge (`runtime/ryuk.rs`).
+pub const BUILTIN_RYUK: &str = "ryuk";
+/// Annotation on a built-in container's spec: RFC 3339 time it started; absent when not running.
+pub const ANNOTATION_RUNNING_SINCE: &str = "podbridge.io/running-since";

@@ -111,6 +111,7 @@ impl Runtime {
 
     /// `lstat` of `path` in the container; `NotFound` if it does not exist.
     pub async fn stat_path(&self, view: &ContainerView, path: &str) -> Result<PathStat> {
+        view.require_process("copying files")?;
         if !view.state.running {
             return created_stat(view, path);
         }
@@ -159,6 +160,7 @@ impl Runtime {
 
     /// A tar of `path` (entries named from its basename), as `GET /archive` returns it.
     pub async fn archive_get(&self, view: &ContainerView, path: &str) -> Result<(PathStat, Bytes)> {
+        view.require_process("copying files")?;
         let stat = self.stat_path(view, path).await?;
         let (dir, base) = split_path(path);
         let max = self.limits().max_archive_bytes;
@@ -197,6 +199,7 @@ impl Runtime {
 
     /// Extracts a tar into the directory `path` (which must exist), as `PUT /archive` does.
     pub async fn archive_put(&self, view: &ContainerView, path: &str, tar: Bytes) -> Result<()> {
+        view.require_process("copying files")?;
         if !view.state.running {
             return self.store_prestart_archive(view, path, tar).await;
         }

@@ -463,6 +463,10 @@ impl Runtime {
         if !view.state.running {
             return Ok(Outcome::AlreadyInState);
         }
+        if view.is_builtin_ryuk() {
+            self.end_ryuk(view, true).await?;
+            return Ok(Outcome::Done);
+        }
         let asked = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
         let grace = bounded_grace(asked, view.max_stop_timeout());
         if grace != asked {
@@ -499,6 +503,15 @@ impl Runtime {
             )));
         }
         let signal = signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL");
+        if view.is_builtin_ryuk() {
+            // Ryuk ends its session on a terminating signal and dies on SIGKILL; it ignores
+            // the rest.
+            return match signal_name(signal).as_str() {
+                "KILL" => self.end_ryuk(view, false).await,
+                "TERM" | "INT" | "QUIT" => self.end_ryuk(view, true).await,
+                _ => Ok(()),
+            };
+        }
         if signal_name(signal) == "KILL" {
             return self.kill_pod(view).await;
         }
@@ -512,6 +525,10 @@ impl Runtime {
                 "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
                 view.id
             )));
+        }
+        if view.is_builtin_ryuk() {
+            // `rm -f` kills it: no prune (its task is aborted here, not by itself).
+            drop(self.ryuks.lock().remove(&view.id));
         }
         self.remove_now(view).await
     }

@@ -81,6 +81,7 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
         changes.borrow_and_update();
         let views = runtime.containers();
         runtime.sync_ports(&views);
+        runtime.sync_ryuks(&views);
         let mut next = HashMap::new();
         for view in views {
             let started = view.state.running && view.state.main_started;

@@ -211,6 +211,7 @@ impl Runtime {
 
     /// Docker exec create: validates the container runs and stores the instance.
     pub fn exec_create(&self, view: &ContainerView, config: &serde_json::Value) -> Result<String> {
+        view.require_process("exec")?;
         if !view.state.running || view.pod.is_none() {
             return Err(RuntimeError::Conflict(format!(
                 "Container {} is not running",

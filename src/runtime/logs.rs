@@ -42,7 +42,14 @@ impl Runtime {
         let runtime = self.clone();
         let id = view.id.clone();
         let initial_key = view.state.exit_key.clone();
+        let builtin = view.is_builtin_ryuk();
         async_stream::stream! {
+            if builtin {
+                for await line in super::ryuk::log_lines(runtime.clone(), id.clone(), options.clone()) {
+                    yield line;
+                }
+                return;
+            }
             if options.follow || options.next_run {
                 runtime.wait_until(FOLLOW_START_TIMEOUT, |rt| match rt.find(&id) {
                     Ok(v) => {

@@ -19,6 +19,7 @@ pub mod prestart;
 pub mod reaper;
 pub mod registry;
 pub mod remote_command;
+pub mod ryuk;
 pub mod spdy;
 pub mod state;
 pub mod stats;
@@ -152,6 +153,9 @@ pub struct Runtime {
     published: Mutex<HashMap<String, ports::Published>>,
     /// Where published ports bind when a binding names no `HostIp` (config `listen`'s host).
     publish_ip: Mutex<std::net::IpAddr>,
+    /// Built-in Ryuk reapers this process serves, by container id.
+    ryuks: Mutex<HashMap<String, ryuk::Served>>,
+    ryuk_settings: Mutex<ryuk::RyukSettings>,
 }
 
 impl Runtime {
@@ -197,6 +201,8 @@ impl Runtime {
             registry: registry::RegistryClient::new(),
             published: Mutex::default(),
             publish_ip: Mutex::new(std::net::Ipv4Addr::LOCALHOST.into()),
+            ryuks: Mutex::default(),
+            ryuk_settings: Mutex::default(),
             failing_watches: Mutex::default(),
             start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),
         })

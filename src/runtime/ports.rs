@@ -163,6 +163,11 @@ impl Runtime {
         *self.publish_ip.lock() = ip;
     }
 
+    /// The address published ports bind on when a binding names none.
+    pub fn publish_ip(&self) -> IpAddr {
+        *self.publish_ip.lock()
+    }
+
     /// Opens forwards for running containers and closes those of stopped or removed ones.
     pub fn sync_ports(&self, views: &[ContainerView]) {
         let default_ip = *self.publish_ip.lock();
@@ -223,8 +228,12 @@ impl Runtime {
 
     /// Host addresses published for a container: container port → bound addresses.
     pub fn published_ports(&self, id: &str) -> BTreeMap<String, Vec<SocketAddr>> {
-        let published = self.published.lock();
         let mut ports: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+        if let Some(address) = self.ryuk_ports(id) {
+            ports.insert("8080/tcp".into(), vec![address]);
+            return ports;
+        }
+        let published = self.published.lock();
         if let Some(p) = published.get(id) {
             for forward in &p.forwards {
                 ports

@@ -285,11 +285,24 @@ impl ContainerView {
         let last_exit: Option<LastExit> = annotations
             .get(labels::ANNOTATION_LAST_EXIT)
             .and_then(|r| serde_json::from_str(r).ok());
-        let state = container_state(
+        let mut state = container_state(
             pod.as_deref(),
             last_exit.as_ref(),
             has_healthcheck(&request),
         );
+        // A container podbridge serves itself (built-in Ryuk) has no pod: its record says.
+        if let Some(since) = annotations
+            .get(labels::ANNOTATION_RUNNING_SINCE)
+            .filter(|_| annotations.contains_key(labels::ANNOTATION_BUILTIN))
+        {
+            state = ContainerState {
+                status: "running",
+                running: true,
+                started_at: since.clone(),
+                main_started: true,
+                ..ContainerState::created()
+            };
+        }
         Some(ContainerView {
             name: annotations
                 .get(labels::ANNOTATION_NAME)

