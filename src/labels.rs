@@ -113,3 +113,7 @@ pub const ANNOTATION_BUILTIN: &str = "podbridge.io/builtin";
 pub const BUILTIN_RYUK: &str = "ryuk";
 /// Annotation on a built-in container's spec: RFC 3339 time it started; absent when not running.
 pub const ANNOTATION_RUNNING_SINCE: &str = "podbridge.io/running-since";
+/// Annotation on a container-spec ConfigMap: the host addresses its pod's ports were published
+/// on, and the pod's uid (`runtime/ports.rs` `RecordedPorts`), so a restarted podbridge binds
+/// the same ones.
+pub const ANNOTATION_PUBLISHED: &str = "podbridge.io/published-ports";

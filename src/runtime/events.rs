@@ -152,11 +152,21 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
         networks = network_now;
         volumes = volume_now;
         first = false;
-        if changes.changed().await.is_err() {
+        // Recorded ports taken by someone else are tried again now and then, not only when the
+        // cluster changes.
+        let next_change = changes.changed();
+        if runtime.has_pending_ports() {
+            if let Ok(Err(_)) = tokio::time::timeout(PENDING_PORT_RETRY, next_change).await {
+                return;
+            }
+        } else if next_change.await.is_err() {
             return;
         }
     }
 }
+
+/// How often recorded ports that could not be bound again are retried without a watch change.
+const PENDING_PORT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `create` for objects that appeared, `destroy` for those that went.
 fn diff_objects(

@@ -94,6 +94,41 @@ impl Drop for Forward {
 pub struct Published {
     pod_ip: String,
     pub forwards: Vec<Forward>,
+    /// Bindings whose recorded address could not be bound again after a restart: tried again on
+    /// every watch change, never moved to another port (the client holds that one).
+    pending: Vec<PendingBinding>,
+}
+
+/// A recorded host address not bound (yet) and why.
+struct PendingBinding {
+    container_port: String,
+    protocol: Protocol,
+    address: SocketAddr,
+    target: SocketAddr,
+    error: String,
+}
+
+/// The host addresses a pod's ports were published on, kept on the container's spec
+/// ConfigMap (annotation [`crate::labels::ANNOTATION_PUBLISHED`]) so that a restarted podbridge
+/// binds the same ones: clients hold their mapped ports. Tied to the pod's uid: a new run of the
+/// container (a new pod) chooses anew, as Docker does for a restarted container.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedPorts {
+    pub pod: String,
+    /// Container port → host addresses, in binding order.
+    pub ports: BTreeMap<String, Vec<SocketAddr>>,
+}
+
+impl RecordedPorts {
+    fn of(view: &ContainerView) -> Option<RecordedPorts> {
+        let raw = view
+            .spec
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(crate::labels::ANNOTATION_PUBLISHED)?;
+        serde_json::from_str(raw).ok()
+    }
 }
 
 /// Where published ports are bound by default: the host part of the Docker API's `listen`
@@ -168,7 +203,9 @@ impl Runtime {
         *self.publish_ip.lock()
     }
 
-    /// Opens forwards for running containers and closes those of stopped or removed ones.
+    /// Opens forwards for running containers and closes those of stopped or removed ones. A pod
+    /// whose addresses were recorded (before a restart of podbridge) gets exactly those again;
+    /// the addresses chosen for a new pod are recorded.
     pub fn sync_ports(&self, views: &[ContainerView]) {
         let default_ip = *self.publish_ip.lock();
         let mut published = self.published.lock();
@@ -181,7 +218,10 @@ impl Runtime {
             running.get(id.as_str()).and_then(|v| v.pod_ip()).as_deref() == Some(p.pod_ip.as_str())
         });
         for (id, view) in running {
-            if published.contains_key(id) {
+            if let Some(existing) = published.get_mut(id) {
+                if !existing.pending.is_empty() {
+                    retry_pending(view, existing);
+                }
                 continue;
             }
             let wanted = requested_bindings(&view.request);
@@ -193,7 +233,18 @@ impl Runtime {
                 warn!(container = %view.short_id(), %pod_ip, "Pod IP is not an address; ports not published");
                 continue;
             };
-            let mut forwards = Vec::new();
+            let pod_uid = view
+                .pod
+                .as_ref()
+                .and_then(|p| p.metadata.uid.clone())
+                .unwrap_or_default();
+            let recorded =
+                RecordedPorts::of(view).filter(|r| !pod_uid.is_empty() && r.pod == pod_uid);
+            let mut entry = Published {
+                pod_ip,
+                forwards: Vec::new(),
+                pending: Vec::new(),
+            };
             for (container_port, bindings) in wanted {
                 let (Some(protocol), Ok(target_port)) = (
                     Protocol::of_port(&container_port),
@@ -206,11 +257,26 @@ impl Runtime {
                     continue;
                 };
                 let target = SocketAddr::new(pod_addr, target_port);
-                for binding in bindings {
-                    match publish(view.short_id(), protocol, binding, default_ip, target) {
+                let kept = recorded.as_ref().and_then(|r| r.ports.get(&container_port));
+                for (index, binding) in bindings.into_iter().enumerate() {
+                    let result = match kept.and_then(|addresses| addresses.get(index)) {
+                        Some(address) => {
+                            bind_and_spawn(protocol, *address, target).inspect_err(|error| {
+                                entry.pending.push(PendingBinding {
+                                    container_port: container_port.clone(),
+                                    protocol,
+                                    address: *address,
+                                    target,
+                                    error: error.to_string(),
+                                });
+                            })
+                        }
+                        None => publish(view.short_id(), protocol, binding, default_ip, target),
+                    };
+                    match result {
                         Ok((host, task)) => {
                             info!(container = %view.short_id(), %container_port, %host, %target, "Port published");
-                            forwards.push(Forward {
+                            entry.forwards.push(Forward {
                                 container_port: container_port.clone(),
                                 host,
                                 task,
@@ -222,8 +288,76 @@ impl Runtime {
                     }
                 }
             }
-            published.insert(id.to_string(), Published { pod_ip, forwards });
+            let now = RecordedPorts {
+                pod: pod_uid,
+                ports: entry.forwards.iter().fold(BTreeMap::new(), |mut ports, f| {
+                    ports
+                        .entry(f.container_port.clone())
+                        .or_insert_with(Vec::new)
+                        .push(f.host);
+                    ports
+                }),
+            };
+            if recorded.is_none() && !now.pod.is_empty() {
+                self.record_ports(view, &now);
+            }
+            published.insert(id.to_string(), entry);
         }
+    }
+
+    /// Writes the chosen addresses on the container's spec (in the background: the watch
+    /// handler must not wait on the API; a lost write only means new ports after a restart).
+    fn record_ports(&self, view: &ContainerView, ports: &RecordedPorts) {
+        let mut metadata = serde_json::json!({"annotations": {
+            crate::labels::ANNOTATION_PUBLISHED: serde_json::to_string(ports).unwrap_or_default()
+        }});
+        if let Some(uid) = view.spec.metadata.uid.as_deref() {
+            metadata["uid"] = uid.into();
+        }
+        let patch = serde_json::json!({ "metadata": metadata });
+        let api = self.applier.config_maps();
+        let name = view.pod_name.clone();
+        let container = view.short_id().to_string();
+        tokio::spawn(async move {
+            if let Err(error) = api
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                warn!(%container, %error, "Published ports not recorded; a restart will choose new ones");
+            }
+        });
+    }
+
+    /// Whether any recorded address waits to be bound again.
+    pub fn has_pending_ports(&self) -> bool {
+        self.published
+            .lock()
+            .values()
+            .any(|p| !p.pending.is_empty())
+    }
+
+    /// Why recorded host addresses of a container are not bound (after a restart of
+    /// podbridge, someone else took them), for `inspect`'s `State.Error`.
+    pub fn port_errors(&self, id: &str) -> Vec<String> {
+        self.published
+            .lock()
+            .get(id)
+            .map(|p| {
+                p.pending
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "published port {} for {} could not be bound again after a restart of podbridge: {}",
+                            b.address, b.container_port, b.error
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Host addresses published for a container: container port → bound addresses.
@@ -244,6 +378,25 @@ impl Runtime {
         }
         ports
     }
+}
+
+/// Binds recorded addresses that were taken when podbridge came back, once they are free.
+fn retry_pending(view: &ContainerView, published: &mut Published) {
+    let mut still = Vec::new();
+    for binding in published.pending.drain(..) {
+        match bind_and_spawn(binding.protocol, binding.address, binding.target) {
+            Ok((host, task)) => {
+                info!(container = %view.short_id(), container_port = %binding.container_port, %host, "Recorded port bound again");
+                published.forwards.push(Forward {
+                    container_port: binding.container_port,
+                    host,
+                    task,
+                });
+            }
+            Err(_) => still.push(binding),
+        }
+    }
+    published.pending = still;
 }
 
 /// Binds one binding and spawns its forwarder; returns the bound address. An explicit `HostIp`

@@ -367,6 +367,36 @@ t_restart_podbridge() {
     docker start survivor >/dev/null && expect_eq "$(docker inspect survivor --format '{{.State.Running}}')" true &&
     docker rm -f survivor >/dev/null
 }
+t_restart_keeps_ports() {
+  # Published ports are state in the cluster: after a SIGKILL the same host port reaches the
+  # container; a recorded port someone took meanwhile is reported (State.Error), not moved, and
+  # bound again once it is free.
+  docker run -d --name keep -p 80 busybox sh -c 'echo kept-port > /tmp/index.html; httpd -f -p 80 -h /tmp' >/dev/null &&
+    docker run -d --name squat -p 80 busybox sh -c 'echo squat-port > /tmp/index.html; httpd -f -p 80 -h /tmp' >/dev/null || return 1
+  local kp sp squatter out
+  kp=$(docker port keep 80/tcp | head -1 | sed 's/.*://'); sp=$(docker port squat 80/tcp | head -1 | sed 's/.*://')
+  for _ in $(seq 50); do curl -s -m 2 "127.0.0.1:$kp/index.html" | grep -q kept-port && break; sleep 0.2; done
+  for _ in $(seq 50); do
+    [ "$(kc get cm -l podbridge.io/instance=e2e -o yaml | grep -c -e "127.0.0.1:$kp" -e "127.0.0.1:$sp")" = 2 ] && break; sleep 0.1
+  done
+  kill -9 "$PB_PID"; wait "$PB_PID" 2>/dev/null
+  python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',$sp)); s.listen(); time.sleep(15)" & squatter=$!
+  sleep 0.3
+  KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_CLEANUP_ON_EXIT=false "$E2E_BIN" serve --namespace "$NS" --instance e2e --policies "$ROOT/policies/baseline" --policies "$ROOT/tests/e2e/policies" >>"$WORK/podbridge.log" 2>&1 &
+  PB_PID=$!
+  for _ in $(seq 100); do [ "$(curl -s "127.0.0.1:$PORT/_ping")" = OK ] && break; sleep 0.1; done
+  for _ in $(seq 50); do curl -s -m 2 "127.0.0.1:$kp/index.html" | grep -q kept-port && break; sleep 0.2; done
+  expect_eq "$(curl -s -m 5 "127.0.0.1:$kp/index.html")" kept-port &&
+    expect_eq "$(docker port keep 80/tcp | head -1)" "127.0.0.1:$kp" || { kill $squatter; return 1; }
+  out=$(docker inspect squat --format '{{.State.Error}}')
+  grep -q "published port 127.0.0.1:$sp for 80/tcp could not be bound again after a restart of podbridge" <<<"$out" ||
+    { echo "State.Error: $out"; kill $squatter; return 1; }
+  kill $squatter; wait $squatter 2>/dev/null
+  for _ in $(seq 50); do curl -s -m 2 "127.0.0.1:$sp/index.html" | grep -q squat-port && break; sleep 0.2; done
+  expect_eq "$(curl -s -m 5 "127.0.0.1:$sp/index.html")" squat-port &&
+    expect_eq "$(docker inspect squat --format '{{.State.Error}}')" "" &&
+    docker rm -f keep squat >/dev/null
+}
 t_ports() {
   docker run -d --name www -p 80 busybox sh -c 'echo hello-http > /tmp/index.html; httpd -f -p 80 -h /tmp' >/dev/null || return 1
   local port; port=$(docker port www 80/tcp | head -1 | sed 's/.*://')
@@ -501,6 +531,7 @@ check "swarm and plugin routes answer as a daemon outside a swarm" t_swarm_plugi
 check "network endpoints: connect, disconnect, inspect members, create refusals" t_network_endpoints
 check "network, volume and image events; since and until" t_events_objects_since
 check "podbridge restart keeps containers" t_restart_podbridge
+check "SIGKILL restart keeps published ports; a taken one is reported, then bound again" t_restart_keeps_ports
 check "published ports (-p 80)" t_ports
 check "published UDP port (-p 127.0.0.1::9999/udp)" t_ports_udp
 check "bind mounts (directory and file)" t_binds

@@ -356,10 +356,16 @@ fn command_of(view: &ContainerView) -> (String, Vec<Value>) {
 fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
     let (path, args) = command_of(view);
     let s = &view.state;
+    // A recorded port that could not be bound again after a restart is said here, not moved.
+    let error = std::iter::once(s.error.clone())
+        .chain(state.runtime.port_errors(&view.id))
+        .filter(|e| !e.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     let mut state_json = json!({
         "Status": s.status, "Running": s.running, "Paused": false, "Restarting": false,
         "OOMKilled": s.oom_killed, "Dead": s.status == "dead", "Pid": if s.running { 1 } else { 0 },
-        "ExitCode": s.exit_code, "Error": s.error, "StartedAt": s.started_at, "FinishedAt": s.finished_at,
+        "ExitCode": s.exit_code, "Error": error, "StartedAt": s.started_at, "FinishedAt": s.finished_at,
     });
     if let Some(health) = s.health {
         state_json["Health"] = json!({"Status": health, "FailingStreak": 0, "Log": []});
