@@ -128,7 +128,7 @@ pub enum Command {
     Config,
     /// Run the BridgeSession operator (one namespace per CI job).
     Operator(crate::operator::OperatorArgs),
-    /// Serve only the readiness and kubeconfig endpoints.
+    /// Serve only the readiness endpoints.
     Readiness(crate::readiness::ReadinessArgs),
     /// Serve the Docker Engine API, running containers as pods in the namespace.
     Serve(ServeArgs),
@@ -423,7 +423,14 @@ pub fn readiness(
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        Ok(crate::readiness::serve(&args.listen, state, shutdown).await?)
+        // The flag, else the configuration's `readiness_listen` (file, environment), else the
+        // default: this command exists to serve them.
+        let listen = args
+            .listen
+            .clone()
+            .or_else(|| config.readiness_listen.clone())
+            .unwrap_or_else(|| crate::readiness::DEFAULT_LISTEN.to_string());
+        Ok(crate::readiness::serve(&listen, state, shutdown).await?)
     })?;
     Ok(Outcome {
         stdout: String::new(),

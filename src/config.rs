@@ -31,8 +31,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
-/// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own.
-const KEYS: [&str; 40] = [
+/// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
+/// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
+const KEYS: [&str; 39] = [
     "namespace",
     "instance",
     "project",
@@ -72,7 +73,6 @@ const KEYS: [&str; 40] = [
     "bind_size_limit",
     "builtin_ryuk",
     "ryuk_restart_grace_seconds",
-    "config",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -439,11 +439,22 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        fields.push("config");
         fields.sort();
         let mut keys = KEYS.to_vec();
         keys.sort();
         assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn the_config_file_variable_is_not_a_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("podbridge.yaml", "readiness_listen: 127.0.0.1:3999\n")?;
+            jail.set_env("PODBRIDGE_CONFIG", "podbridge.yaml");
+            let path = Path::new("podbridge.yaml");
+            let config = Config::load(Some(path), &Flags { namespace: None }).unwrap();
+            assert_eq!(config.readiness_listen.as_deref(), Some("127.0.0.1:3999"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! Readiness and kubeconfig HTTP endpoints beside the Docker API, for CI services and sidecars:
-//! `GET /docker-ready`, `GET /kubernetes-ready`, `GET /kubeconfig` (default `127.0.0.1:2477`).
+//! Readiness HTTP endpoints beside the Docker API, for CI services and sidecars:
+//! `GET /docker-ready`, `GET /kubernetes-ready` (default `127.0.0.1:2477`).
+//!
+//! No endpoint hands out credentials: in the sidecar shape the job shares podbridge's loopback,
+//! so anything served here is the job's, and podbridge's Kubernetes credentials can do more than
+//! the Docker API lets a job do (create any pod, bypassing the policy).
 //!
 //! Each answers 200 or 503 with a one-line reason. The Docker check is a [`DockerProbe`] so the
 //! API server can plug in its own state; [`PingProbe`] asks `GET /_ping` over TCP.
@@ -12,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State as AxumState;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -26,8 +30,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2477";
 /// Upper bound for each check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
-/// In-cluster ServiceAccount files.
-const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Errors starting or running the endpoint server.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +129,6 @@ pub fn router(state: ReadinessState) -> Router {
     Router::new()
         .route("/docker-ready", get(docker_ready))
         .route("/kubernetes-ready", get(kubernetes_ready))
-        .route("/kubeconfig", get(kubeconfig))
         .with_state(state)
 }
 
@@ -184,53 +185,12 @@ async fn check_kubernetes(client: &Client, namespace: &str) -> Result<(), String
         .map_err(|e| format!("cannot list pods in namespace {namespace}: {e}"))
 }
 
-async fn kubeconfig(AxumState(state): AxumState<ReadinessState>) -> Response {
-    match current_kubeconfig(&state.namespace) {
-        Ok(yaml) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/yaml")],
-            yaml,
-        )
-            .into_response(),
-        Err(reason) => answer(Err(reason)),
-    }
-}
-
-/// The kubeconfig podbridge itself uses, reduced to its namespace: the in-cluster ServiceAccount
-/// token (read afresh, as it may rotate) or the current context of the configured kubeconfig.
-pub fn current_kubeconfig(namespace: &str) -> Result<String, String> {
-    let dir = std::path::Path::new(SERVICE_ACCOUNT_DIR);
-    if let (Ok(host), Ok(port), Ok(token), Ok(ca)) = (
-        std::env::var("KUBERNETES_SERVICE_HOST"),
-        std::env::var("KUBERNETES_SERVICE_PORT"),
-        std::fs::read_to_string(dir.join("token")),
-        std::fs::read(dir.join("ca.crt")),
-    ) {
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        return Ok(crate::operator::kubeconfig::token_kubeconfig(
-            &format!("https://{host}:{port}"),
-            &ca,
-            &format!("podbridge@{namespace}"),
-            token.trim(),
-            namespace,
-        ));
-    }
-    let config = kube::config::Kubeconfig::read().map_err(|e| format!("no kubeconfig: {e}"))?;
-    let config = crate::operator::kubeconfig::minify(config, Some(namespace))
-        .ok_or_else(|| "kubeconfig has no usable current context".to_string())?;
-    serde_yaml::to_string(&config).map_err(|e| format!("kubeconfig: {e}"))
-}
-
 /// Options of the endpoint server.
 #[derive(Debug, Clone, Args)]
 pub struct ReadinessArgs {
-    /// Address of the readiness/kubeconfig endpoints.
-    #[arg(long = "readiness-listen", env = "PODBRIDGE_READINESS_LISTEN", default_value = DEFAULT_LISTEN)]
-    pub listen: String,
+    /// Address of the readiness endpoints; default: the configured `readiness_listen`.
+    #[arg(long = "readiness-listen")]
+    pub listen: Option<String>,
     /// Docker API TCP address to ping; default: the configured `listen`.
     #[arg(long)]
     pub docker: Option<String>,
@@ -310,6 +270,14 @@ mod tests {
         let (code, body) = status(state(false), "/docker-ready").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("not serving"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn no_credentials_are_served() {
+        assert_eq!(
+            status(state(true), "/kubeconfig").await.0,
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[tokio::test]
