@@ -33,7 +33,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
-const KEYS: [&str; 39] = [
+const KEYS: [&str; 43] = [
     "namespace",
     "instance",
     "project",
@@ -73,6 +73,10 @@ const KEYS: [&str; 39] = [
     "bind_size_limit",
     "builtin_ryuk",
     "ryuk_restart_grace_seconds",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "insecure_tcp",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +178,14 @@ pub struct Config {
     /// for one to come back before it prunes (the restart cut their connections, not the end of
     /// their sessions).
     pub ryuk_restart_grace_seconds: u64,
+    /// Serve the TCP listener over TLS with this certificate chain and key (PEM), requiring
+    /// client certificates signed by `tls_ca`, as `dockerd --tlsverify` does. All three or none.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// Allow a TCP `listen` address off loopback without TLS: anyone who reaches it controls
+    /// this namespace's containers (the Docker API has no authentication of its own).
+    pub insecure_tcp: bool,
 }
 
 /// A quantity written as text (`256Mi`) or, from the environment or YAML, as a bare number.
@@ -243,6 +255,10 @@ impl Default for Config {
             bind_size_limit: "256Mi".into(),
             builtin_ryuk: true,
             ryuk_restart_grace_seconds: 600,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            insecure_tcp: false,
         }
     }
 }

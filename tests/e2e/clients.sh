@@ -201,7 +201,7 @@ t_tc_python_ryuk_pod() {
   kubeconfig=$("$CLUSTER/namespace.sh" "$NS_POD_RYUK" 2>/dev/null | tail -1)
   port2=$(free_port_on "$NODE_IP")
   KUBECONFIG=$kubeconfig PODBRIDGE_LISTEN=$NODE_IP:$port2 PODBRIDGE_DOCKER_HOST_FOR_PODS=tcp://$NODE_IP:$port2 \
-    PODBRIDGE_BUILTIN_RYUK=false PODBRIDGE_LOG=info,kube=warn PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 \
+    PODBRIDGE_BUILTIN_RYUK=false PODBRIDGE_INSECURE_TCP=true PODBRIDGE_LOG=info,kube=warn PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 \
     "$E2E_BIN" serve --namespace "$NS_POD_RYUK" --instance e2e-ryuk-pod >"$WORK/podbridge-ryuk-pod.log" 2>&1 &
   PB_POD_RYUK_PID=$!
   (

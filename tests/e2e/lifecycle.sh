@@ -16,6 +16,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/e2e/checks.sh"
 CHECK_TAIL=25
 CLUSTER=$ROOT/tests/cluster
+# docker-py and compose v2, installed by run.sh and clients.sh (tests/run.sh runs those first)
+VENV=${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d)
 PASSED=0
@@ -306,11 +308,66 @@ t_builtin_ryuk_restart() {
     docker rm -f bystander >/dev/null
 }
 
+# TLS with client certificates, as dockerd --tlsverify: the docker CLI, docker-py and compose with
+# DOCKER_TLS_VERIFY/DOCKER_CERT_PATH work (a hijacked exec too); without a client certificate, or
+# with one from another CA, the handshake is refused; a listener off loopback without TLS is
+# refused at start unless insecure_tcp says otherwise.
+make_certs() { # DIR: ca.pem, server cert/key for 127.0.0.1, client cert/key (Docker's file names)
+  local d=$1
+  mkdir -p "$d/client" "$d/rogue" && cd "$d" || return 1
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=pb-test-ca 2>/dev/null &&
+    openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null &&
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 2 -extfile server.ext 2>/dev/null &&
+    openssl req -newkey rsa:2048 -nodes -keyout client/key.pem -out client.csr -subj /CN=ci-job 2>/dev/null &&
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client/cert.pem -days 2 -extfile client.ext 2>/dev/null &&
+    cp ca.pem client/ca.pem &&
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout rogue/key.pem -out rogue/cert.pem -days 2 -subj /CN=rogue 2>/dev/null &&
+    cp ca.pem rogue/ca.pem
+  local rc=$?; cd - >/dev/null; return $rc
+}
+t_tls() {
+  cluster_up && new_namespace || return 1
+  [ -x "$VENV/bin/docker-compose" ] && "$VENV/bin/python" -c 'import docker' ||
+    { echo "no docker-py/compose in $VENV: run tests/e2e/clients.sh first"; return 1; }
+  local p d=$WORK/tls out
+  make_certs "$d" || { echo "openssl failed"; return 1; }
+  # off loopback without TLS: refused at start, with the way forward
+  out=$(KUBECONFIG=$KCFG PODBRIDGE_LISTEN=10.244.0.1:0 timeout 20 "$E2E_BIN" serve --namespace "$NS" --instance tls 2>&1)
+  grep -q "is not a loopback address and the Docker API has no authentication" <<<"$out" || { echo "$out"; return 1; }
+  p=$(free_port)
+  KUBECONFIG=$KCFG PODBRIDGE_TLS_CERT=$d/server-cert.pem PODBRIDGE_TLS_KEY=$d/server-key.pem PODBRIDGE_TLS_CA=$d/ca.pem \
+    serve tls "$p" --namespace "$NS" --instance tls
+  for _ in $(seq 100); do
+    curl -s -o /dev/null --cacert "$d/ca.pem" --cert "$d/client/cert.pem" --key "$d/client/key.pem" "https://127.0.0.1:$p/_ping" && break
+    sleep 0.1
+  done
+  (
+    export DOCKER_HOST=tcp://127.0.0.1:$p DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$d/client
+    expect_eq "$(timeout 120 docker run --rm busybox echo tls-ok)" tls-ok &&
+      docker run -d --name tlsc busybox sleep 300 >/dev/null &&
+      expect_eq "$(echo piped | docker exec -i tlsc cat)" piped &&
+      # (requests lets REQUESTS_CA_BUNDLE override docker-py's DOCKER_CERT_PATH/ca.pem: not ours)
+      expect_eq "$(env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE "$VENV/bin/python" -c 'import docker; c=docker.from_env(); print(c.containers.get("tlsc").exec_run(["echo","py-tls"]).output.decode().strip())')" py-tls &&
+      expect_eq "$(timeout 120 "$VENV/bin/docker-compose" -p tlsp -f "$ROOT/tests/e2e/compose/oneshot.yaml" ps -q 2>&1 | wc -l)" 0 &&
+      docker rm -f tlsc >/dev/null
+  ) || return 1
+  # refused: no client certificate, a certificate of another CA, plain HTTP
+  curl -s -m 5 -o /dev/null --cacert "$d/ca.pem" "https://127.0.0.1:$p/_ping" && { echo "no client cert accepted"; return 1; }
+  curl -s -m 5 -o /dev/null --cacert "$d/ca.pem" --cert "$d/rogue/cert.pem" --key "$d/rogue/key.pem" "https://127.0.0.1:$p/_ping" &&
+    { echo "rogue client cert accepted"; return 1; }
+  out=$(DOCKER_HOST=tcp://127.0.0.1:$p DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$d/rogue timeout 20 docker ps 2>&1) &&
+    { echo "docker with a rogue cert: $out"; return 1; }
+  [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/_ping")" != 200 ] || { echo "plain HTTP answered"; return 1; }
+}
+
 check "dry-run server without a cluster; serve without one says so" t_dry_run
 check "reaper removes a SIGKILLed instance's objects, keeps its own" t_reaper
 check "namespace lock: second instance serves only after the first" t_lock
 check "bad input and a cluster cut mid-request get Docker errors; serving goes on" t_bad_input
 check "two instances in one namespace: own containers, an alias is not hijacked" t_two_instances
 check "built-in Ryuk: same port and filters after a SIGKILL restart; hostile lines refused" t_builtin_ryuk_restart
+check "TLS with client certificates (docker CLI, docker-py, compose); refused without" t_tls
 
 finish

@@ -792,7 +792,7 @@ pub async fn run(
     let translator = Arc::new(Translator::new(policies, context));
     let app = router(DryRunState::new(translator));
     let listeners = super::bind_listeners(config).await?;
-    info!(address = %listeners.tcp.local_addr()?, "Serving the Docker API as a dry run: nothing is applied, no cluster is used");
+    info!(address = %listeners.tcp_address()?, "Serving the Docker API as a dry run: nothing is applied, no cluster is used");
     let tasks = super::serve_on(listeners, app);
     for task in tasks {
         task.await.map_err(std::io::Error::other)??;

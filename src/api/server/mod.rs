@@ -11,6 +11,7 @@ mod networks;
 mod stream;
 mod swarm;
 mod system;
+pub mod tls;
 mod volumes;
 
 use std::sync::Arc;
@@ -282,6 +283,8 @@ pub enum ServeError {
     Lock(#[from] crate::runtime::lease::Error),
     #[error("registry settings: {0}")]
     Registry(#[from] crate::runtime::registry::RegistryError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// No source: the reason is already one line, and the way forward must end it.
     #[error(
         "no Kubernetes cluster reachable ({reason}). Start the test cluster with \
@@ -331,7 +334,16 @@ async fn reachable_cluster() -> Result<kube::Client, ServeError> {
 /// The Docker API's listeners: TCP on `listen`, and the unix socket when one is configured.
 pub(super) struct Listeners {
     tcp: tokio::net::TcpListener,
+    /// Set when the TCP listener speaks TLS with client certificates (`tls_*`).
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     unix: Option<tokio::net::UnixListener>,
+}
+
+impl Listeners {
+    /// The TCP address, for the start-up log.
+    pub(super) fn tcp_address(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
 }
 
 /// Binds every listener, so both the real and the dry-run server fail the same way on a bad
@@ -347,6 +359,16 @@ pub(super) async fn bind_listeners(
                 address: config.listen.clone(),
                 source,
             })?;
+    let tls_files = tls::TlsFiles::from_parts(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        config.tls_ca.as_deref(),
+    )?;
+    tls::check_listener(&listen, tls_files.as_ref(), config.insecure_tcp)?;
+    if !listen.ip().is_loopback() && tls_files.is_none() {
+        tracing::warn!(address = %listen, "insecure_tcp: the Docker API is served without authentication off loopback");
+    }
+    let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -362,7 +384,7 @@ pub(super) async fn bind_listeners(
         ),
         None => None,
     };
-    Ok(Listeners { tcp, unix })
+    Ok(Listeners { tcp, tls, unix })
 }
 
 /// Binds the unix socket at `path` with permission bits `mode`, never wider: it is bound inside
@@ -407,14 +429,25 @@ pub(super) fn serve_on(
     listeners: Listeners,
     app: Router,
 ) -> Vec<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let mut tasks = vec![tokio::spawn({
-        let app = app.clone();
-        async move {
-            axum::serve(listeners.tcp, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }
-    })];
+    let mut tasks = vec![match listeners.tls {
+        None => tokio::spawn({
+            let app = app.clone();
+            async move {
+                axum::serve(listeners.tcp, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }),
+        Some(config) => tokio::spawn({
+            let app = app.clone();
+            async move {
+                let listener = tls::TlsListener::new(listeners.tcp, config)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }),
+    }];
     if let Some(unix) = listeners.unix {
         tasks.push(tokio::spawn(async move {
             axum::serve(unix, app)
@@ -481,7 +514,7 @@ pub async fn run(
             &config.registry_ca_files,
         )?);
     runtime.spawn_watchers();
-    info!(%namespace, %instance, address = %listeners.tcp.local_addr()?, "Serving the Docker API");
+    info!(%namespace, %instance, address = %listeners.tcp_address()?, tls = listeners.tls.is_some(), "Serving the Docker API");
     let app = router(AppState {
         runtime: runtime.clone(),
         translator,
