@@ -82,6 +82,14 @@ t_start_failure() {
   grep -Eq 'ErrImagePull|ImagePullBackOff|InvalidImageName' <<<"$out" || { echo "$out"; return 1; }
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
 }
+t_missing_image() {
+  # An image its registry does not have: create answers 404 No such image, the CLI pulls, the
+  # pull reports the registry's answer; nothing is created.
+  local out rc; out=$(timeout 120 docker run --rm busybox-does-not-exist:1 true 2>&1); rc=$?
+  expect_eq "$rc" 125 && grep -q "Unable to find image 'busybox-does-not-exist:1' locally" <<<"$out" &&
+    grep -q 'manifest unknown' <<<"$out" || { echo "$out"; return 1; }
+  expect_eq "$(docker ps -aq | wc -l)" 0 && expect_eq "$(kc get pods,configmaps -l podbridge.io/instance=e2e -o name | wc -l)" 0
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -498,6 +506,7 @@ check "docker run --rm busybox echo hi" t_run_rm
 check "docker run exit code" t_run_exit_code
 check "unix socket" t_unix_socket
 check "start failure is reported and --rm cleans up" t_start_failure
+check "an image the registry does not have: 404 at create, the pull says why" t_missing_image
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached

@@ -104,7 +104,7 @@ pub async fn container_create(
         return create_builtin_ryuk(&state, &name, &id, &identity.created, image, &body).await;
     }
     let image_config = match requested_image {
-        Some(image) => super::images::config_for_create(&state, &image).await,
+        Some(image) => super::images::config_for_create(&state, &image).await?,
         None => None,
     };
     let request = CreateRequest {

@@ -46,16 +46,31 @@ async fn lookup(
 }
 
 /// The config `create` translates with: known quickly, or not at all (the translation then
-/// leaves the image's defaults to the cluster, as it always did).
-pub(super) async fn config_for_create(state: &AppState, reference: &str) -> Option<ImageConfig> {
+/// leaves the image's defaults to the cluster, as it always did). An image its registry says
+/// does not exist (the manifest is unknown) and that podbridge has no record of is Docker's
+/// 404 `No such image`, on which the docker CLI and docker-py pull and report the pull's error,
+/// instead of a pod that can never start. A registry that only refuses access says nothing: the
+/// nodes may hold credentials podbridge lacks.
+pub(super) async fn config_for_create(
+    state: &AppState,
+    reference: &str,
+) -> Result<Option<ImageConfig>> {
     match lookup(state, reference, None, false).await {
         Ok(details) => {
             state.runtime.note_image_with_id(reference, &details.id);
-            Some(details.config.clone())
+            Ok(Some(details.config.clone()))
+        }
+        Err(RegistryError::ManifestNotFound { .. })
+            if state.runtime.find_image(reference).is_none() =>
+        {
+            Err(ApiError::NotFound(format!(
+                "No such image: {}",
+                normalise_image(reference)
+            )))
         }
         Err(error) => {
             tracing::warn!(%reference, %error, "Image config unknown, translating without it");
-            None
+            Ok(None)
         }
     }
 }
