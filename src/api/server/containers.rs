@@ -353,6 +353,16 @@ fn command_of(view: &ContainerView) -> (String, Vec<Value>) {
     (path, argv.into_iter().skip(1).collect())
 }
 
+/// The ID `/images/{id}/json` resolves: the config digest when podbridge read the image's
+/// config (Docker's ID), else the stable ID of the reference.
+fn image_id_of(state: &AppState, view: &ContainerView) -> String {
+    state
+        .runtime
+        .find_image(&view.image)
+        .map(|record| record.id)
+        .unwrap_or_else(|| image_id(&view.image))
+}
+
 fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
     let (path, args) = command_of(view);
     let s = &view.state;
@@ -373,7 +383,7 @@ fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
     let ip = view.pod_ip().unwrap_or_default();
     json!({
         "Id": view.id, "Created": view.created, "Path": path, "Args": args, "State": state_json,
-        "Image": image_id(&view.image), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "", "LogPath": "",
+        "Image": image_id_of(state, view), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "", "LogPath": "",
         "Name": format!("/{}", view.name), "RestartCount": 0, "Driver": "overlay2", "Platform": "linux",
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": Value::Null,
         "HostConfig": host_config_json(view), "GraphDriver": {"Name": "overlay2", "Data": {}},
@@ -453,7 +463,9 @@ fn list_json(state: &AppState, view: &ContainerView) -> Value {
         .map(|t| t.as_second())
         .unwrap_or(0);
     json!({
-        "Id": view.id, "Names": [format!("/{}", view.name)], "Image": view.image, "ImageID": image_id(&view.image),
+        "Id": view.id, "Names": [format!("/{}", view.name)],
+        // as the client asked for it (`alpine`), as Docker lists it
+        "Image": view.request["Image"].as_str().unwrap_or(&view.image), "ImageID": image_id_of(state, view),
         "Command": command, "Created": created, "Ports": ports, "Labels": view.docker_labels(),
         "State": view.state.status, "Status": view.state.human_status(jiff::Timestamp::now()),
         "HostConfig": {"NetworkMode": host_config_json(view)["NetworkMode"]},

@@ -164,10 +164,13 @@ pub async fn image_post(
             .filter(|t| !t.is_empty())
             .cloned()
             .unwrap_or_else(|| "latest".into());
-        if state.runtime.find_image(name).is_none() {
+        let Some(source) = state.runtime.find_image(name) else {
             return Err(ApiError::NotFound(format!("No such image: {name}")));
-        }
-        let record = state.runtime.note_image(&format!("{repo}:{tag}"));
+        };
+        // A tag names the same image: it shares the source's ID, as in Docker.
+        let record = state
+            .runtime
+            .note_image_with_id(&format!("{repo}:{tag}"), &source.id);
         emit_image_event(&state, "tag", &record.id, &record.reference);
         return Ok(StatusCode::CREATED.into_response());
     }
