@@ -483,7 +483,14 @@ t_volume_implicit_and_labels() {
     expect_eq "$(docker volume ls -q --filter label=team=blue)" labelled &&
     expect_eq "$(kc get pvc -l team=blue -o jsonpath='{.items[0].spec.resources.requests.storage}')" 2Gi &&
     expect_eq "$(docker volume inspect labelled --format '{{.Options.size}} {{.Labels.team}}')" "2Gi blue" &&
-    expect_eq "$(docker volume prune -af --filter label=team=blue | grep -c labelled)" 1 &&
+    expect_eq "$(docker volume prune -af --filter label=team=blue | grep -c labelled)" 1 || return 1
+  # a volume created without a name is anonymous: prune takes it and leaves named ones, unless
+  # the client speaks an API before 1.42 (then every unused volume goes, as Docker did)
+  local anon; anon=$(docker volume create --label pr=1) && docker volume create --label pr=1 kept-named >/dev/null || return 1
+  expect_eq "$(docker volume inspect "$anon" --format '{{json .Labels}}')" '{"com.docker.volume.anonymous":"","pr":"1"}' &&
+    expect_eq "$(docker volume prune -f --filter label=pr=1 | grep -c -e "$anon" -e kept-named)" 1 &&
+    expect_eq "$(docker volume ls -q --filter label=pr=1)" kept-named &&
+    curl -s -X POST "127.0.0.1:$PORT/v1.41/volumes/prune?filters=%7B%22label%22%3A%5B%22pr%3D1%22%5D%7D" | grep -q '"VolumesDeleted":\["kept-named"\]' &&
     docker volume rm auto >/dev/null && wait_gone 30 volume_claims
 }
 t_volume_unbound_start_fails() {

@@ -173,10 +173,22 @@ async fn unsupported(uri: Uri) -> ApiError {
     ApiError::NotImplemented(format!("{} is not supported by podbridge", uri.path()))
 }
 
+/// The API version a request named (`/v1.NN/...`), for the few answers that depend on it.
+#[derive(Debug, Clone)]
+pub struct ApiVersion(pub String);
+
+impl ApiVersion {
+    /// Whether the request asked for an API version older than `version`.
+    pub fn older_than(&self, version: &str) -> bool {
+        version_lt(&self.0, version)
+    }
+}
+
 /// `/v1.NN/rest` → `/rest`; versions below the minimum get Docker's 400.
 async fn strip_version(mut request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if let Some((version, rest)) = split_version(path) {
+    let path = request.uri().path().to_string();
+    if let Some((version, rest)) = split_version(&path) {
+        request.extensions_mut().insert(ApiVersion(version.clone()));
         if version_lt(&version, MIN_API_VERSION) {
             return ApiError::BadRequest(format!(
                 "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, \

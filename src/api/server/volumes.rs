@@ -83,12 +83,16 @@ pub async fn volume_create(
     State(state): State<AppState>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let name = body["Name"]
+    let named = body["Name"]
         .as_str()
         .filter(|n| !n.is_empty())
-        .map(String::from)
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 32]>()));
-    let labels = string_map(&body["Labels"]);
+        .map(String::from);
+    let mut labels = string_map(&body["Labels"]);
+    // A volume created without a name is anonymous, as Docker marks it: `prune` takes it.
+    if named.is_none() {
+        labels.insert(ANONYMOUS_LABEL.into(), String::new());
+    }
+    let name = named.unwrap_or_else(|| hex::encode(rand::random::<[u8; 32]>()));
     let options = string_map(&body["DriverOpts"]);
     let created = crate::runtime::now_rfc3339();
     let request = VolumeRequest {
@@ -151,11 +155,18 @@ pub async fn volume_delete(
 
 /// Docker (API 1.42+): unused anonymous volumes, or every unused volume with the `all=true`
 /// filter. A volume a container mounts is never pruned.
-pub async fn volume_prune(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
+///
+/// Clients speaking an API before 1.42 get the old meaning: every unused volume.
+pub async fn volume_prune(
+    State(state): State<AppState>,
+    version: Option<axum::Extension<super::ApiVersion>>,
+    query: Query,
+) -> Result<Json<Value>> {
     let mut filters = parse_filters(query.get("filters"))?;
     let all = filters
         .remove("all")
-        .is_some_and(|values| values.iter().any(|v| matches!(v.as_str(), "true" | "1")));
+        .is_some_and(|values| values.iter().any(|v| matches!(v.as_str(), "true" | "1")))
+        || version.is_some_and(|v| v.older_than("1.42"));
     let mut deleted = Vec::new();
     for volume in state.runtime.volumes() {
         if in_use(&state, &volume) || !volume_matches(&volume, false, &filters) {
