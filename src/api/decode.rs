@@ -765,11 +765,8 @@ impl Decoder<'_> {
                 "can't create 'AutoRemove' container with restart policy".to_owned(),
             ));
         }
-        if retries > 0 {
-            self.warn(format!(
-                "RestartPolicy on-failure:{retries}: Kubernetes restarts without a retry limit"
-            ));
-        }
+        // `on-failure:N`: the kubelet has no retry limit; the runtime stops the container after
+        // N restarts (runtime/events.rs).
         Ok(restart)
     }
 
@@ -1419,13 +1416,14 @@ mod tests {
             ("ndots".to_owned(), Some("2".to_owned()))
         );
         let warnings = decoded.warnings.join("\n");
+        // on-failure:3 is honoured (the runtime stops after 3 restarts): nothing to warn about
+        assert!(!warnings.contains("on-failure"), "{warnings}");
         for expected in [
             "HostConfig.Devices",
             "HostConfig.Ulimits",
             "StopSignal SIGINT",
             "GroupAdd \"docker\"",
             "Env HTTP_PROXY",
-            "on-failure:3",
         ] {
             assert!(
                 warnings.contains(expected),
@@ -1746,6 +1744,8 @@ mod tests {
                 "LogConfig":{"Type":"syslog"},"PidsLimit":100}}"#,
         );
         let warnings = decoded.warnings.join("\n");
+        // on-failure:3 is honoured (the runtime stops after 3 restarts): nothing to warn about
+        assert!(!warnings.contains("on-failure"), "{warnings}");
         for expected in [
             "MacAddress",
             "container:db",

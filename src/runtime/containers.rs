@@ -432,6 +432,18 @@ impl Runtime {
         Ok(())
     }
 
+    /// Ends a container whose restart policy has used its retries: the last run's exit stays.
+    pub async fn end_restarts(&self, view: &ContainerView) -> Result<()> {
+        let exit = LastExit {
+            exit_code: view.state.exit_code,
+            started_at: view.state.started_at.clone(),
+            finished_at: view.state.finished_at.clone(),
+            oom_killed: false,
+            restart_count: view.state.restart_count,
+        };
+        self.end_pod(view, exit).await
+    }
+
     /// Ends the container for good: records the exit (SIGKILL semantics, 137) and deletes the pod.
     async fn kill_pod(&self, view: &ContainerView) -> Result<()> {
         let exit = LastExit {
@@ -439,7 +451,13 @@ impl Runtime {
             started_at: view.state.started_at.clone(),
             finished_at: super::now_rfc3339(),
             oom_killed: false,
+            restart_count: view.state.restart_count,
         };
+        self.end_pod(view, exit).await
+    }
+
+    /// Records `exit` and deletes the pod, waiting until the watch shows it stopped.
+    async fn end_pod(&self, view: &ContainerView, exit: LastExit) -> Result<()> {
         self.set_last_exit(view, Some(&exit)).await?;
         let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());
         self.applier
@@ -547,6 +565,7 @@ impl Runtime {
                 view.state.finished_at.clone()
             },
             oom_killed: view.state.oom_killed,
+            restart_count: view.state.restart_count,
         };
         self.record_removed_exit(&view.id, exit);
         self.applier
@@ -632,6 +651,7 @@ impl Runtime {
                         started_at: view.state.started_at.clone(),
                         finished_at: view.state.finished_at.clone(),
                         oom_killed: view.state.oom_killed,
+                        restart_count: view.state.restart_count,
                     });
                     let done = match condition {
                         WaitCondition::NotRunning => !view.state.running,

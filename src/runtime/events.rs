@@ -126,6 +126,12 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                     }
                 }
             }
+            if view.state.status == "restarting" && view.retries_exhausted() {
+                let fresh = removing.lock().insert(view.id.clone());
+                if fresh {
+                    tokio::spawn(give_up(runtime.clone(), view.clone(), removing.clone()));
+                }
+            }
             if view.auto_remove() && view.state.is_exited() && view.pod.is_some() {
                 let fresh = removing.lock().insert(view.id.clone());
                 if fresh {
@@ -207,6 +213,27 @@ fn diff_objects(
                 named(name, &[]),
             ));
         }
+    }
+}
+
+/// `on-failure:N`: after N restarts the kubelet would go on; Docker stops, keeping the last exit.
+async fn give_up(
+    runtime: Arc<Runtime>,
+    view: ContainerView,
+    removing: Arc<parking_lot::Mutex<HashSet<String>>>,
+) {
+    struct Done(Arc<parking_lot::Mutex<HashSet<String>>>, String);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.lock().remove(&self.1);
+        }
+    }
+    let _done = Done(removing, view.id.clone());
+    match runtime.end_restarts(&view).await {
+        Ok(()) => {
+            info!(container = %view.short_id(), restarts = view.state.restart_count, "Restart policy's maximum retry count reached")
+        }
+        Err(error) => warn!(container = %view.short_id(), %error, "Ending the restarts failed"),
     }
 }
 

@@ -550,6 +550,7 @@ impl Runtime {
                 started_at,
                 finished_at: now,
                 oom_killed: false,
+                restart_count: 0,
             };
             annotations.insert(
                 labels::ANNOTATION_RUNNING_SINCE.into(),

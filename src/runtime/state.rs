@@ -24,6 +24,9 @@ pub struct LastExit {
     pub finished_at: String,
     #[serde(rename = "OOMKilled")]
     pub oom_killed: bool,
+    /// Restarts by the restart policy before this exit.
+    #[serde(default)]
+    pub restart_count: i64,
 }
 
 /// Docker's `State` of one container.
@@ -45,6 +48,8 @@ pub struct ContainerState {
     /// `main` has actually started (a pending pod already shows as running, as Docker shows a
     /// container between `start` and its process; the `start` event waits for this).
     pub main_started: bool,
+    /// Restarts of `main` by its restart policy (the kubelet's `restartCount`).
+    pub restart_count: i64,
 }
 
 impl ContainerState {
@@ -60,6 +65,7 @@ impl ContainerState {
             health: None,
             exit_key: None,
             main_started: false,
+            restart_count: 0,
         }
     }
 
@@ -70,6 +76,7 @@ impl ContainerState {
             started_at: last.started_at.clone(),
             finished_at: last.finished_at.clone(),
             oom_killed: last.oom_killed,
+            restart_count: last.restart_count,
             exit_key: Some(key),
             ..ContainerState::created()
         }
@@ -99,6 +106,13 @@ impl ContainerState {
             }
             "exited" | "dead" => {
                 format!("Exited ({}) {} ago", self.exit_code, ago(&self.finished_at))
+            }
+            "restarting" => {
+                format!(
+                    "Restarting ({}) {} ago",
+                    self.exit_code,
+                    ago(&self.finished_at)
+                )
             }
             "removing" => "Removal In Progress".into(),
             _ => "Created".into(),
@@ -151,6 +165,7 @@ pub fn container_state(
                 .map(|t| t.0.to_string())
                 .unwrap_or_else(|| ZERO_TIME.into()),
             oom_killed: terminated.reason.as_deref() == Some("OOMKilled"),
+            restart_count: main.map_or(0, |s| i64::from(s.restart_count)),
         };
         let key = format!("{uid}/{}", last.finished_at);
         let mut state = ContainerState::exited(&last, key);
@@ -183,11 +198,44 @@ pub fn container_state(
                 .unwrap_or_else(|| ZERO_TIME.into()),
             finished_at: ZERO_TIME.into(),
             oom_killed: false,
+            restart_count: 0,
         };
         let mut state = ContainerState::exited(&last, format!("{uid}/phase"));
         state.status = "dead";
         state.error = status.and_then(|s| s.message.clone()).unwrap_or_default();
         return state;
+    }
+    let restart_count = main.map_or(0, |s| i64::from(s.restart_count));
+    let restarts = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.restart_policy.as_deref())
+        .is_some_and(|policy| policy != "Never");
+    let waiting_reason = main
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.as_deref());
+    if let (true, Some("CrashLoopBackOff"), Some(last)) = (
+        restarts,
+        waiting_reason,
+        main.and_then(|s| s.last_state.as_ref())
+            .and_then(|s| s.terminated.as_ref()),
+    ) {
+        // Between two runs of a restart policy: Docker's "restarting", with the last exit.
+        let at = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            t.map(|t| t.0.to_string())
+                .unwrap_or_else(|| ZERO_TIME.into())
+        };
+        return ContainerState {
+            status: "restarting",
+            running: true,
+            exit_code: i64::from(last.exit_code),
+            started_at: at(last.started_at.as_ref()),
+            finished_at: at(last.finished_at.as_ref()),
+            restart_count,
+            main_started: true,
+            ..ContainerState::created()
+        };
     }
     let running = main
         .and_then(|s| s.state.as_ref())
@@ -220,6 +268,7 @@ pub fn container_state(
         error: waiting_error.unwrap_or_default(),
         health: has_healthcheck.then_some(if ready { "healthy" } else { "starting" }),
         main_started: running.is_some(),
+        restart_count,
         ..ContainerState::created()
     }
 }
@@ -379,6 +428,13 @@ impl ContainerView {
             .ok()
     }
 
+    /// Whether an `on-failure:N` restart policy has used its N restarts.
+    pub fn retries_exhausted(&self) -> bool {
+        let policy = &self.request["HostConfig"]["RestartPolicy"];
+        let max = policy["MaximumRetryCount"].as_i64().unwrap_or(0);
+        policy["Name"] == "on-failure" && max > 0 && self.state.restart_count >= max
+    }
+
     pub fn stop_signal(&self) -> String {
         self.request["StopSignal"]
             .as_str()
@@ -453,6 +509,38 @@ mod tests {
         assert!(state.running);
         assert_eq!(state.health, Some("healthy"));
         assert_eq!(container_state(Some(&p), None, false).health, None);
+    }
+
+    #[test]
+    fn a_restart_policy_between_runs_is_restarting() {
+        let mut p = pod(
+            serde_json::json!({"phase": "Running", "containerStatuses": [{
+            "name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": {"exitCode": 2, "reason": "Error",
+                "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}}}]}),
+        );
+        let never = container_state(Some(&p), None, false);
+        assert_eq!(never.status, "running");
+        assert!(
+            never.error.starts_with("CrashLoopBackOff"),
+            "{}",
+            never.error
+        );
+        p.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+        let state = container_state(Some(&p), None, false);
+        assert_eq!(
+            (
+                state.status,
+                state.running,
+                state.exit_code,
+                state.restart_count
+            ),
+            ("restarting", true, 2, 3)
+        );
+        assert!(state.error.is_empty());
+        let now: jiff::Timestamp = "2026-01-01T00:00:31Z".parse().unwrap();
+        assert_eq!(state.human_status(now), "Restarting (2) 30 seconds ago");
     }
 
     #[test]

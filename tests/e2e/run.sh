@@ -102,6 +102,28 @@ t_image_ids() {
     expect_eq "$(docker image inspect busybox -f '{{.Id}}')" "$id" &&
     docker rm -f imgc >/dev/null && docker rmi e2e-tagged:t >/dev/null
 }
+t_restart_policy() {
+  # --restart on-failure:1: the kubelet restarts once, then podbridge stops as Docker does and
+  # keeps the last exit; between runs inspect says restarting with the count.
+  docker run -d --name rp --restart on-failure:1 busybox sh -c 'exit 3' >/dev/null || return 1
+  local state
+  for _ in $(seq 90); do
+    state=$(docker inspect rp --format '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}')
+    [ "$state" = "exited 3 1" ] && break; sleep 1
+  done
+  expect_eq "$state" "exited 3 1" &&
+    expect_eq "$(docker inspect rp --format '{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}')" on-failure:1 &&
+    wait_gone 30 kc get pods -l podbridge.io/container-id="$(docker inspect rp --format '{{.Id}}' | cut -c1-12)" -o name &&
+    docker rm rp >/dev/null || return 1
+  docker run -d --name ra --restart always busybox sh -c 'exit 4' >/dev/null || return 1
+  for _ in $(seq 60); do
+    state=$(docker inspect ra --format '{{.State.Status}} {{.State.Restarting}} {{.State.ExitCode}}')
+    [ "$state" = "restarting true 4" ] && break; sleep 1
+  done
+  expect_eq "$state" "restarting true 4" &&
+    docker ps --filter name=ra --format '{{.Status}}' | grep -q '^Restarting (4)' &&
+    docker rm -f ra >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -529,6 +551,7 @@ check "unix socket" t_unix_socket
 check "start failure is reported and --rm cleans up" t_start_failure
 check "an image the registry does not have: 404 at create, the pull says why" t_missing_image
 check "image IDs: container Image resolves, ps shows the name asked for, a tag shares the ID" t_image_ids
+check "restart policies: restarting between runs, on-failure:N stops after N" t_restart_policy
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached

@@ -373,7 +373,7 @@ fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
         .collect::<Vec<_>>()
         .join("; ");
     let mut state_json = json!({
-        "Status": s.status, "Running": s.running, "Paused": false, "Restarting": false,
+        "Status": s.status, "Running": s.running, "Paused": false, "Restarting": s.status == "restarting",
         "OOMKilled": s.oom_killed, "Dead": s.status == "dead", "Pid": if s.running { 1 } else { 0 },
         "ExitCode": s.exit_code, "Error": error, "StartedAt": s.started_at, "FinishedAt": s.finished_at,
     });
@@ -384,7 +384,7 @@ fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
     json!({
         "Id": view.id, "Created": view.created, "Path": path, "Args": args, "State": state_json,
         "Image": image_id_of(state, view), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "", "LogPath": "",
-        "Name": format!("/{}", view.name), "RestartCount": 0, "Driver": "overlay2", "Platform": "linux",
+        "Name": format!("/{}", view.name), "RestartCount": s.restart_count, "Driver": "overlay2", "Platform": "linux",
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": Value::Null,
         "HostConfig": host_config_json(view), "GraphDriver": {"Name": "overlay2", "Data": {}},
         "Mounts": mounts_json(view), "Config": config_json(view),
