@@ -30,6 +30,11 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Where the readiness endpoints listen unless configured (`readiness.rs` serves them; the
+/// configuration owns the default so neither module imports the other's internals; 2476 is
+/// the test cluster's own readiness server).
+pub const DEFAULT_READINESS_LISTEN: &str = "127.0.0.1:2477";
+
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
@@ -225,7 +230,7 @@ impl Default for Config {
             docker_host_for_pods: None,
             listen: "127.0.0.1:2475".into(),
             unix_socket: None,
-            readiness_listen: Some(crate::readiness::DEFAULT_LISTEN.into()),
+            readiness_listen: Some(DEFAULT_READINESS_LISTEN.into()),
             dry_run: false,
             log: "info".into(),
             scripts: ScriptLimits {

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::config::DEFAULT_READINESS_LISTEN as DEFAULT_LISTEN;
+
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,8 +28,6 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// Default listen address (2476 is the test cluster's own readiness server).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:2477";
 /// Upper bound for each check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
