@@ -162,6 +162,19 @@ t_dry_run() {
     expect_eq "$(docker volume inspect dryvol --format '{{.Name}} {{.Driver}}')" "dryvol local" &&
     grep -q 'persistentVolumeClaim' <<<"$(timeout 30 docker run --rm -v dryvol:/data busybox true)" &&
     docker volume rm dryvol >/dev/null && expect_eq "$(docker volume ls -q)" "" || return 1
+  # a whole compose file: the healthchecked service runs healthy, so the one that waits for it
+  # (depends_on: service_healthy) starts too, and every service's pod is printed
+  if [ -x "$VENV/bin/docker-compose" ]; then
+    local compose_out
+    compose_out=$(timeout 60 "$VENV/bin/docker-compose" -p dry -f "$ROOT/tests/e2e/compose/compose.yaml" up -d 2>&1) ||
+      { echo "compose up against the dry run: $compose_out"; return 1; }
+    expect_eq "$(grep -E '^  name: podbridge-dry-(redis|client|web)-1-' "$WORK/dry-run.out" | sort -u | wc -l)" 3 &&
+      expect_eq "$(docker inspect dry-redis-1 --format '{{.State.Status}} {{.State.Health.Status}}')" "running healthy" &&
+      timeout 60 "$VENV/bin/docker-compose" -p dry -f "$ROOT/tests/e2e/compose/compose.yaml" down -v >/dev/null 2>&1 &&
+      expect_eq "$(docker ps -aq)" "" || return 1
+  else
+    echo "no compose in $VENV: run tests/e2e/clients.sh first"; return 1
+  fi
   local refused
   refused=$(timeout 30 docker run --privileged busybox true 2>&1)
   grep -q 'blocked by policy' <<<"$refused" || { echo "privileged run not refused:"; echo "$refused"; return 1; }

@@ -2,7 +2,10 @@
 //! with no cluster at all. `create` runs the same [`Translator`] as the real server (policy
 //! refusals answer 400/403 as usual); `start` applies nothing and prints the objects that would
 //! be applied and the per-rule explanation to stdout, and that same text becomes the container's
-//! `logs` and attach output; the container then counts as exited with code 0.
+//! `logs` and attach output; the container then counts as exited with code 0 — unless it has a
+//! healthcheck: then it looks running and healthy until it is stopped, killed or removed, so
+//! `docker compose up` gets past `depends_on: condition: service_healthy` and every service's
+//! objects are printed.
 //!
 //! A separate small router over an in-memory store, rather than a backend trait under the real
 //! handlers: the real handlers read the watch-fed [`crate::runtime::Runtime`] in many places, and
@@ -45,6 +48,8 @@ struct DryContainer {
     /// What `start` prints and `logs` returns: the objects (YAML) and the explanation.
     report: String,
     started_at: Option<String>,
+    /// When a long-running (healthchecked) container was stopped or killed.
+    stopped_at: Option<String>,
 }
 
 impl DryContainer {
@@ -63,11 +68,24 @@ impl DryContainer {
         self.request["Tty"].as_bool().unwrap_or(false)
     }
 
+    /// A container with a healthcheck runs (healthy) from start until stopped; others have done
+    /// their one job, printing the report, at start.
+    fn long_running(&self) -> bool {
+        crate::runtime::state::has_healthcheck(&self.request)
+    }
+
     fn status(&self) -> &'static str {
-        if self.started_at.is_some() {
-            "exited"
-        } else {
-            "created"
+        match (&self.started_at, &self.stopped_at) {
+            (None, _) => "created",
+            (Some(_), None) if self.long_running() => "running",
+            _ => "exited",
+        }
+    }
+
+    fn finished_at(&self) -> Option<String> {
+        match self.long_running() {
+            true => self.stopped_at.clone(),
+            false => self.started_at.clone(),
         }
     }
 }
@@ -148,8 +166,8 @@ pub fn router(state: DryRunState) -> Router {
         .route("/containers/{id}/wait", post(container_wait))
         .route("/containers/{id}/logs", get(container_logs))
         .route("/containers/{id}/attach", post(container_attach))
-        .route("/containers/{id}/stop", post(container_no_op))
-        .route("/containers/{id}/kill", post(container_no_op))
+        .route("/containers/{id}/stop", post(container_stop))
+        .route("/containers/{id}/kill", post(container_stop))
         .route("/containers/{id}/resize", post(container_no_op))
         .route("/containers/{id}", axum::routing::delete(container_delete))
         .route("/images/create", post(image_create))
@@ -273,6 +291,7 @@ async fn container_create(
         request: serde_json::from_slice(&body).unwrap_or(Value::Null),
         report,
         started_at: None,
+        stopped_at: None,
     };
     state
         .containers
@@ -336,7 +355,7 @@ async fn container_wait(
             .wait_for(&found.id, |container| match container {
                 None => true,
                 Some(_) if removed => false,
-                Some(container) => container.started_at.is_some(),
+                Some(container) => container.status() == "exited",
             })
             .await;
         Ok::<_, std::convert::Infallible>(Bytes::from("{\"StatusCode\":0,\"Error\":null}\n"))
@@ -399,6 +418,23 @@ async fn container_no_op() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// `stop` and `kill`: a running (healthchecked) container exits 0; Docker answers 304 to a stop
+/// of a container that is not running.
+async fn container_stop(
+    State(state): State<DryRunState>,
+    Path(reference): Path<String>,
+) -> Result<StatusCode> {
+    let found = state.find(&reference)?;
+    if found.status() != "running" {
+        return Ok(StatusCode::NOT_MODIFIED);
+    }
+    if let Some(container) = state.containers.lock().get_mut(&found.id) {
+        container.stopped_at = Some(crate::runtime::now_rfc3339());
+    }
+    state.changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `DELETE /containers/{id}`: forget it (`force` is moot: nothing runs).
 async fn container_delete(
     State(state): State<DryRunState>,
@@ -442,6 +478,8 @@ fn networks_of(container: &DryContainer) -> Value {
 fn inspect_json(container: &DryContainer) -> Value {
     let (path, args) = command_of(container);
     let started = container.started_at.clone().unwrap_or_default();
+    let finished = container.finished_at().unwrap_or_default();
+    let running = container.status() == "running";
     let request = &container.request;
     let mut host_config = request["HostConfig"]
         .as_object()
@@ -458,14 +496,25 @@ fn inspect_json(container: &DryContainer) -> Value {
     config.entry("OpenStdin").or_insert(json!(false));
     config.entry("Labels").or_insert(json!({}));
     config.entry("Env").or_insert(json!([]));
+    let zero = |t: String| {
+        if t.is_empty() {
+            "0001-01-01T00:00:00Z".to_string()
+        } else {
+            t
+        }
+    };
+    let mut state = json!({
+        "Status": container.status(), "Running": running, "Paused": false, "Restarting": false,
+        "OOMKilled": false, "Dead": false, "Pid": if running { 1 } else { 0 }, "ExitCode": 0, "Error": "",
+        "StartedAt": zero(started), "FinishedAt": zero(if running { String::new() } else { finished }),
+    });
+    if container.long_running() && container.started_at.is_some() {
+        // nothing runs, so nothing is unhealthy: healthy while "running"
+        state["Health"] = json!({"Status": if running { "healthy" } else { "unhealthy" }, "FailingStreak": 0, "Log": []});
+    }
     json!({
         "Id": container.id, "Created": container.created, "Path": path, "Args": args,
-        "State": {
-            "Status": container.status(), "Running": false, "Paused": false, "Restarting": false,
-            "OOMKilled": false, "Dead": false, "Pid": 0, "ExitCode": 0, "Error": "",
-            "StartedAt": if started.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { started.clone() },
-            "FinishedAt": if started.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { started },
-        },
+        "State": state,
         "Image": image_id(container.image()), "Name": format!("/{}", container.name),
         "RestartCount": 0, "Driver": "none", "Platform": "linux", "ExecIDs": null,
         "HostConfig": host_config, "Config": config, "Mounts": [],
@@ -486,6 +535,7 @@ fn list_json(container: &DryContainer) -> Value {
         .unwrap_or(0);
     let status = match container.status() {
         "exited" => "Exited (0) (dry run: printed, nothing applied)",
+        "running" => "Up (healthy) (dry run: printed, nothing applied)",
         _ => "Created",
     };
     json!({
@@ -866,6 +916,44 @@ mod tests {
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (status, _) = call(&app, "GET", "/containers/web/json", "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_healthchecked_container_runs_healthy_until_stopped() {
+        let app = app();
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/containers/create?name=db",
+            r#"{"Image":"redis","Healthcheck":{"Test":["CMD","redis-cli","ping"]}}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        call(&app, "POST", "/containers/db/start", "").await;
+        let (_, body) = call(&app, "GET", "/containers/db/json", "").await;
+        let inspect: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(inspect["State"]["Status"], "running");
+        assert_eq!(inspect["State"]["Running"], true);
+        assert_eq!(inspect["State"]["Health"]["Status"], "healthy");
+        // wait blocks while it runs
+        let waiting = tokio::spawn({
+            let app = app.clone();
+            async move { call(&app, "POST", "/containers/db/wait", "").await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        let (status, _) = call(&app, "POST", "/containers/db/stop", "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, body) = waiting.await.unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["StatusCode"],
+            0
+        );
+        let (_, body) = call(&app, "GET", "/containers/db/json", "").await;
+        let inspect: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(inspect["State"]["Status"], "exited");
+        let (status, _) = call(&app, "POST", "/containers/db/stop", "").await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
     }
 
     #[tokio::test]
