@@ -847,24 +847,35 @@ pub async fn container_top(
             None,
         )
         .await?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut lines = text.lines();
-    let titles: Vec<&str> = lines
-        .next()
-        .map(|l| l.split_whitespace().collect())
-        .unwrap_or_default();
-    let processes: Vec<Vec<String>> = lines
-        .map(|l| {
-            let mut parts: Vec<String> = l
-                .splitn(titles.len().max(1), char::is_whitespace)
-                .filter(|p| !p.is_empty())
-                .map(String::from)
-                .collect();
-            parts.resize(titles.len(), String::new());
-            parts
-        })
-        .collect();
+    let (titles, processes) = ps_table(&String::from_utf8_lossy(&output.stdout));
     Ok(Json(json!({"Titles": titles, "Processes": processes})))
+}
+
+/// `ps -o pid,user,args` output as Docker's `top` table: the last column keeps its spaces, and
+/// the `ps` podbridge ran to list them is not one of the container's processes.
+fn ps_table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = text.lines();
+    let titles: Vec<String> = lines
+        .next()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let columns = titles.len().max(1);
+    let processes = lines
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut rest = line.trim_start();
+            let mut row = Vec::with_capacity(columns);
+            for _ in 1..columns {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                row.push(rest[..end].to_string());
+                rest = rest[end..].trim_start();
+            }
+            row.push(rest.to_string());
+            row
+        })
+        .filter(|row| row.last().map(String::as_str) != Some("ps -o pid,user,args"))
+        .collect();
+    (titles, processes)
 }
 
 /// `GET /containers/{id}/stats`: samples read inside the container (see runtime::stats). A
@@ -959,6 +970,21 @@ pub async fn container_prune(State(state): State<AppState>, query: Query) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_lists_the_container_processes_only() {
+        let (titles, processes) = ps_table(
+            "PID   USER     COMMAND\n    1 root     sleep 300\n   12 nobody   sh -c while true; do :; done\n   20 root     ps -o pid,user,args\n",
+        );
+        assert_eq!(titles, ["PID", "USER", "COMMAND"]);
+        assert_eq!(
+            processes,
+            [
+                vec!["1", "root", "sleep 300"],
+                vec!["12", "nobody", "sh -c while true; do :; done"]
+            ]
+        );
+    }
 
     #[test]
     fn names_follow_docker_rules() {
