@@ -266,11 +266,53 @@ pub fn container_state(
             })
             .unwrap_or_else(|| ZERO_TIME.into()),
         error: waiting_error.unwrap_or_default(),
-        health: has_healthcheck.then_some(if ready { "healthy" } else { "starting" }),
+        health: health_of(
+            pod,
+            has_healthcheck,
+            ready,
+            running.and_then(|r| r.started_at.as_ref()),
+        ),
         main_started: running.is_some(),
         restart_count,
         ..ContainerState::created()
     }
+}
+
+/// Docker's health from the readiness probe the healthcheck became (the request's or the image's:
+/// the probe is in the pod either way): `healthy` while ready; `starting` until the probe had
+/// its start period and `failureThreshold` tries; `unhealthy` after that without being ready —
+/// what Docker reports after `retries` failed checks.
+fn health_of(
+    pod: &Pod,
+    requested: bool,
+    ready: bool,
+    started: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Option<&'static str> {
+    let probe = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.containers.iter().find(|c| c.name == MAIN_CONTAINER))
+        .and_then(|main| main.readiness_probe.as_ref());
+    if probe.is_none() && !requested {
+        return None;
+    }
+    if ready {
+        return Some("healthy");
+    }
+    let (Some(probe), Some(started)) = (probe, started) else {
+        return Some("starting");
+    };
+    // (the timeout bounds a check that hangs; a check that fails fails at once, as `false`)
+    let window = i64::from(probe.initial_delay_seconds.unwrap_or(0))
+        + i64::from(probe.period_seconds.unwrap_or(10)).max(1)
+            * i64::from(probe.failure_threshold.unwrap_or(3)).max(1)
+        + 1;
+    let running_for = jiff::Timestamp::now().as_second() - started.0.as_second();
+    Some(if running_for > window {
+        "unhealthy"
+    } else {
+        "starting"
+    })
 }
 
 /// Waiting reasons that mean the container will not start without intervention.
@@ -509,6 +551,38 @@ mod tests {
         assert!(state.running);
         assert_eq!(state.health, Some("healthy"));
         assert_eq!(container_state(Some(&p), None, false).health, None);
+    }
+
+    #[test]
+    fn health_follows_the_probe_and_its_window() {
+        let status = |ready: bool, started: &str| {
+            serde_json::json!({"phase": "Running", "containerStatuses": [{
+                "name": "main", "image": "redis", "imageID": "", "ready": ready, "restartCount": 0,
+                "state": {"running": {"startedAt": started}}}]})
+        };
+        let mut p = pod(status(false, "2020-01-01T00:00:00Z"));
+        // no probe, no healthcheck: no health
+        assert_eq!(container_state(Some(&p), None, false).health, None);
+        // the image's healthcheck became the probe: health without a request healthcheck
+        p.spec.as_mut().unwrap().containers[0].readiness_probe = Some(
+            serde_json::from_value(serde_json::json!({"periodSeconds": 1, "failureThreshold": 3}))
+                .unwrap(),
+        );
+        assert_eq!(
+            container_state(Some(&p), None, false).health,
+            Some("unhealthy")
+        );
+        let now = jiff::Timestamp::now().to_string();
+        p.status = pod(status(false, &now)).status;
+        assert_eq!(
+            container_state(Some(&p), None, false).health,
+            Some("starting")
+        );
+        p.status = pod(status(true, "2020-01-01T00:00:00Z")).status;
+        assert_eq!(
+            container_state(Some(&p), None, false).health,
+            Some("healthy")
+        );
     }
 
     #[test]

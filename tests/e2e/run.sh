@@ -124,6 +124,18 @@ t_restart_policy() {
     docker ps --filter name=ra --format '{{.Status}}' | grep -q '^Restarting (4)' &&
     docker rm -f ra >/dev/null
 }
+t_unhealthy() {
+  # a healthcheck that never passes: starting, then unhealthy after its retries, as in Docker;
+  # top lists the container's processes and not podbridge's own ps
+  docker run -d --name sick --health-cmd false --health-interval 1s --health-retries 2 busybox sleep 300 >/dev/null || return 1
+  local health
+  for _ in $(seq 30); do
+    health=$(docker inspect sick --format '{{.State.Health.Status}}'); [ "$health" = unhealthy ] && break; sleep 1
+  done
+  expect_eq "$health" unhealthy && docker ps --filter name=sick --format '{{.Status}}' | grep -q '(unhealthy)' &&
+    docker top sick | grep -q 'sleep 300' && ! docker top sick | grep -q 'ps -o' &&
+    docker rm -f sick >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -552,6 +564,7 @@ check "start failure is reported and --rm cleans up" t_start_failure
 check "an image the registry does not have: 404 at create, the pull says why" t_missing_image
 check "image IDs: container Image resolves, ps shows the name asked for, a tag shares the ID" t_image_ids
 check "restart policies: restarting between runs, on-failure:N stops after N" t_restart_policy
+check "a failing healthcheck becomes unhealthy; top lists the container's processes" t_unhealthy
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached
