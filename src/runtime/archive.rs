@@ -112,6 +112,13 @@ impl Runtime {
     /// `lstat` of `path` in the container; `NotFound` if it does not exist.
     pub async fn stat_path(&self, view: &ContainerView, path: &str) -> Result<PathStat> {
         view.require_process("copying files")?;
+        if view.state.is_exited() {
+            // Docker reads a stopped container's filesystem; here it went with the pod.
+            return Err(RuntimeError::Conflict(format!(
+                "cannot copy from container {}: it has exited, and a container's filesystem does not outlive its pod on Kubernetes; copy files out before the container exits, or keep them in a named volume and read it from another container",
+                view.short_id()
+            )));
+        }
         if !view.state.running {
             return created_stat(view, path);
         }

@@ -136,6 +136,14 @@ t_unhealthy() {
     docker top sick | grep -q 'sleep 300' && ! docker top sick | grep -q 'ps -o' &&
     docker rm -f sick >/dev/null
 }
+t_cp_from_exited() {
+  # a container's filesystem goes with its pod: copying from an exited container is refused
+  # with why, not a 404
+  docker run --name gone busybox sh -c 'echo x > /tmp/f' >/dev/null || return 1
+  local out; out=$(docker cp gone:/tmp/f "$WORK/f" 2>&1) && { echo "cp succeeded: $out"; return 1; }
+  grep -q "it has exited, and a container's filesystem does not outlive its pod" <<<"$out" || { echo "$out"; return 1; }
+  docker rm gone >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -565,6 +573,7 @@ check "an image the registry does not have: 404 at create, the pull says why" t_
 check "image IDs: container Image resolves, ps shows the name asked for, a tag shares the ID" t_image_ids
 check "restart policies: restarting between runs, on-failure:N stops after N" t_restart_policy
 check "a failing healthcheck becomes unhealthy; top lists the container's processes" t_unhealthy
+check "cp from an exited container is refused with the reason" t_cp_from_exited
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached
