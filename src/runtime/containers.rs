@@ -380,6 +380,11 @@ impl Runtime {
         Ok(Outcome::Done)
     }
 
+    /// Records an exit on the container's spec (its pod is gone).
+    pub(crate) async fn record_exit(&self, view: &ContainerView, exit: &LastExit) -> Result<()> {
+        self.set_last_exit(view, Some(exit)).await
+    }
+
     async fn set_last_exit(&self, view: &ContainerView, exit: Option<&LastExit>) -> Result<()> {
         let has = view
             .spec

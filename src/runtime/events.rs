@@ -126,6 +126,22 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                     }
                 }
             }
+            // (a container podbridge is removing loses its pod first: not vanished)
+            if let Some(exit) = seen
+                .get(&view.id)
+                .and_then(|before| vanished_exit(&before.view, &view))
+                .filter(|_| runtime.removed_exit(&view.id).is_none())
+            {
+                let fresh = removing.lock().insert(view.id.clone());
+                if fresh {
+                    tokio::spawn(record_vanished(
+                        runtime.clone(),
+                        view.clone(),
+                        exit,
+                        removing.clone(),
+                    ));
+                }
+            }
             if view.state.status == "restarting" && view.retries_exhausted() {
                 let fresh = removing.lock().insert(view.id.clone());
                 if fresh {
@@ -213,6 +229,61 @@ fn diff_objects(
                 named(name, &[]),
             ));
         }
+    }
+}
+
+/// The exit to record when a container's pod went without podbridge deleting it (someone else
+/// deleted it, or the node lost it): it had run, nothing recorded its end, so it would otherwise
+/// look "created" again. Docker reports such a container as exited — with its exit if it had
+/// one, else as killed (137). A start that failed before `main` ran has nothing to record.
+fn vanished_exit(before: &ContainerView, now: &ContainerView) -> Option<super::LastExit> {
+    let had_run = before
+        .pod
+        .as_deref()
+        .and_then(super::state::main_status)
+        .and_then(|status| status.state.as_ref())
+        .is_some_and(|state| state.running.is_some() || state.terminated.is_some());
+    if !had_run || now.pod.is_some() || now.state.status != "created" {
+        return None;
+    }
+    Some(match before.state.is_exited() {
+        true => super::LastExit {
+            exit_code: before.state.exit_code,
+            started_at: before.state.started_at.clone(),
+            finished_at: before.state.finished_at.clone(),
+            oom_killed: before.state.oom_killed,
+            restart_count: before.state.restart_count,
+        },
+        false => super::LastExit {
+            exit_code: 137,
+            started_at: before.state.started_at.clone(),
+            finished_at: super::now_rfc3339(),
+            oom_killed: false,
+            restart_count: before.state.restart_count,
+        },
+    })
+}
+
+async fn record_vanished(
+    runtime: Arc<Runtime>,
+    view: ContainerView,
+    exit: super::LastExit,
+    removing: Arc<parking_lot::Mutex<HashSet<String>>>,
+) {
+    struct Done(Arc<parking_lot::Mutex<HashSet<String>>>, String);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.lock().remove(&self.1);
+        }
+    }
+    let _done = Done(removing, view.id.clone());
+    warn!(container = %view.short_id(), exit_code = exit.exit_code, "Pod deleted behind podbridge's back; recording the container as exited");
+    let result = match view.auto_remove() {
+        true => runtime.remove_now(&view).await,
+        false => runtime.record_exit(&view, &exit).await,
+    };
+    if let Err(error) = result {
+        warn!(container = %view.short_id(), %error, "Recording the vanished pod's exit failed");
     }
 }
 

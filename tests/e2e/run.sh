@@ -144,6 +144,23 @@ t_cp_from_exited() {
   grep -q "it has exited, and a container's filesystem does not outlive its pod" <<<"$out" || { echo "$out"; return 1; }
   docker rm gone >/dev/null
 }
+t_pod_deleted_behind_our_back() {
+  # someone deletes the pod of a running container: it is reported exited (137, a die event),
+  # not "created" again; a finished one keeps its own exit code
+  docker run -d --name victim busybox sleep 300 >/dev/null && docker run -d --name done5 busybox sh -c 'exit 5' >/dev/null || return 1
+  local since; since=$(date +%s)
+  for _ in $(seq 30); do [ "$(docker inspect done5 --format '{{.State.Status}}')" = exited ] && break; sleep 0.5; done
+  kc delete pod -l podbridge.io/container-id="$(docker inspect victim --format '{{.Id}}' | cut -c1-12)" --grace-period=1 --wait=false >/dev/null &&
+    kc delete pod -l podbridge.io/container-id="$(docker inspect done5 --format '{{.Id}}' | cut -c1-12)" --wait=false >/dev/null || return 1
+  local state
+  for _ in $(seq 100); do
+    state="$(docker inspect victim --format '{{.State.Status}} {{.State.ExitCode}}') $(docker inspect done5 --format '{{.State.Status}} {{.State.ExitCode}}')"
+    [ "$state" = "exited 137 exited 5" ] && break; sleep 0.5
+  done
+  expect_eq "$state" "exited 137 exited 5" &&
+    timeout 20 docker events --since "$since" --until "$(($(date +%s) + 1))" --filter container=victim --format '{{.Action}}' | grep -qx die &&
+    docker rm victim done5 >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -574,6 +591,7 @@ check "image IDs: container Image resolves, ps shows the name asked for, a tag s
 check "restart policies: restarting between runs, on-failure:N stops after N" t_restart_policy
 check "a failing healthcheck becomes unhealthy; top lists the container's processes" t_unhealthy
 check "cp from an exited container is refused with the reason" t_cp_from_exited
+check "a pod deleted behind podbridge's back: exited (137, die event), a finished one keeps its code" t_pod_deleted_behind_our_back
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached
