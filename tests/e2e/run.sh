@@ -161,6 +161,13 @@ t_pod_deleted_behind_our_back() {
     timeout 20 docker events --since "$since" --until "$(($(date +%s) + 1))" --filter container=victim --format '{{.Action}}' | grep -qx die &&
     docker rm victim done5 >/dev/null
 }
+t_oom_killed() {
+  # the kernel OOM-kills the container's process: exit 137 and OOMKilled, as Docker reports it
+  local rc; timeout 120 docker run --name oom -m 16m busybox tail /dev/zero >/dev/null 2>&1; rc=$?
+  expect_eq "$rc" 137 &&
+    expect_eq "$(docker inspect oom --format '{{.State.ExitCode}} {{.State.OOMKilled}}')" "137 true" &&
+    docker rm oom >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -592,6 +599,7 @@ check "restart policies: restarting between runs, on-failure:N stops after N" t_
 check "a failing healthcheck becomes unhealthy; top lists the container's processes" t_unhealthy
 check "cp from an exited container is refused with the reason" t_cp_from_exited
 check "a pod deleted behind podbridge's back: exited (137, die event), a finished one keeps its code" t_pod_deleted_behind_our_back
+check "an OOM-killed container: exit 137, OOMKilled" t_oom_killed
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached
