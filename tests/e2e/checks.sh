@@ -39,6 +39,16 @@ wait_gone() {
   done
 }
 
+# leaks KUBECTL_FN [ALLOWED_REGEX]: leak accounting at the end of a module. Prints every object
+# podbridge manages (by label) that KUBECTL_FN (a `kubectl -n NS` wrapper) still finds, except
+# those whose name matches ALLOWED_REGEX (left on purpose); fails naming them.
+leaks() {
+  local fn=$1 allowed=${2:-^$} found
+  found=$("$fn" get pods,services,configmaps,persistentvolumeclaims,secrets \
+    -l app.kubernetes.io/managed-by=podbridge -o name 2>&1 | grep -Ev "$allowed")
+  [ -z "$found" ] || { echo "left behind:"; echo "$found"; return 1; }
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # api_call METHOD PATH [CURL ARGS...] (podbridge on $API_PORT, else $PORT): prints "STATUS BODY"

@@ -227,5 +227,6 @@ check "testcontainers-node defaults (network, log wait, mapped port, exec, copy 
 check "testcontainers-python DockerCompose" t_tc_python_compose
 check "testcontainers-node DockerComposeEnvironment" t_tc_node_compose
 check "testcontainers-python with Ryuk as a pod (builtin_ryuk = false)" t_tc_python_ryuk_pod
+check "leak accounting: no podbridge object left behind by the checks" leaks kc
 
 finish "$WORK/podbridge.log"

@@ -644,6 +644,7 @@ check "volume: shared by two running containers" t_volume_shared
 check "volume: rm in use is refused, then removes the claim" t_volume_rm_in_use
 check "volume: implicit create, labels and options on the claim, prune" t_volume_implicit_and_labels
 check "volume: a claim that cannot bind fails start with the reason" t_volume_unbound_start_fails
+check "leak accounting: no podbridge object left behind by the checks" leaks kc
 check "cleanup on exit (volume claims too)" t_cleanup_on_exit
 
 finish "$WORK/podbridge.log"
