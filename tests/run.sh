@@ -80,6 +80,11 @@ stage "$failed_stage"
 tests/e2e/operator.sh
 done_stage
 
+failed_stage="chaos: SIGKILL mid-operation, API server restart"
+stage "$failed_stage"
+tests/e2e/chaos.sh
+done_stage
+
 failed_stage=""
 cd "$root"
 echo
