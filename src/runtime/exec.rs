@@ -84,12 +84,48 @@ pub fn exit_code_of(status: Option<&Status>) -> i64 {
     })
 }
 
-/// Wraps `cmd` so Docker's `Env` and `WorkingDir` apply (Kubernetes exec has neither).
-pub fn wrap_command(cmd: &[String], env: &[String], working_dir: &str) -> Vec<String> {
+/// The shell run inside the container when an exec names a `WorkingDir` or a `User`, which
+/// Kubernetes exec lacks: `$1` the directory (made if missing, as runc does), `$2` the user
+/// (`name`, `uid`, `name:group`, `uid:gid`), the command after. Values only ever arrive as
+/// positional parameters, never inside the script. The user is switched with `setpriv` where
+/// the image has one that can (util-linux), else with `su` (busybox, Alpine) when the user has a
+/// passwd entry and no other group is asked for; otherwise it fails as Docker does, with 126.
+/// (`--` before the user: busybox su would otherwise take a `-c` inside the command as its own.)
+const EXEC_WRAPPER: &str = r#"dir=$1 user=$2; shift 2
+if [ -n "$dir" ]; then mkdir -p -- "$dir" 2>/dev/null; cd -- "$dir" || exit 126; fi
+[ -z "$user" ] && exec "$@"
+name=${user%%:*} group=
+case $user in *:*) group=${user#*:} ;; esac
+case $name in
+  -*) echo "invalid user $name" >&2; exit 126 ;;
+  ''|*[!0-9]*) uid=$(id -u "$name" 2>/dev/null) || { echo "unable to find user $name: no matching entries in passwd file" >&2; exit 126; } ;;
+  *) uid=$name ;;
+esac
+case $group in
+  '') gid=$(id -g "$name" 2>/dev/null) || gid=0 ;;
+  *[!0-9]*) gid=$(awk -F: -v g="$group" '$1 == g { print $3; exit }' /etc/group 2>/dev/null)
+    [ -n "$gid" ] || { echo "unable to find group $group: no matching entries in group file" >&2; exit 126; } ;;
+  *) gid=$group ;;
+esac
+[ "$(id -u)" = "$uid" ] && [ "$(id -g)" = "$gid" ] && exec "$@"
+if setpriv --help 2>&1 | grep -q -e --reuid; then
+  exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
+fi
+login=$(awk -F: -v u="$uid" '$3 == u { print $1; exit }' /etc/passwd 2>/dev/null)
+if [ -n "$login" ] && { [ -z "$group" ] || [ "$gid" = "$(id -g "$login" 2>/dev/null)" ]; }; then
+  exec su -s /bin/sh -c 'exec "$0" "$@"' -- "$login" "$@"
+fi
+echo "cannot run as user $user: the container has no setpriv that can switch users, and su needs a passwd entry with that group" >&2
+exit 126"#;
+
+/// Wraps `cmd` so Docker's `Env`, `WorkingDir` and `User` apply (Kubernetes exec has none of
+/// them). Without a directory or user no shell is needed, so images without one still exec.
+pub fn wrap_command(cmd: &[String], env: &[String], working_dir: &str, user: &str) -> Vec<String> {
     let mut argv = Vec::new();
-    if !working_dir.is_empty() {
-        argv.extend(["/bin/sh", "-c", "cd -- \"$0\" && exec \"$@\""].map(String::from));
+    if !working_dir.is_empty() || !user.is_empty() {
+        argv.extend(["/bin/sh", "-c", EXEC_WRAPPER, "podbridge-exec"].map(String::from));
         argv.push(working_dir.to_string());
+        argv.push(user.to_string());
     }
     if !env.is_empty() {
         argv.push("env".into());
@@ -237,12 +273,13 @@ impl Runtime {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let user = config["User"].as_str().unwrap_or_default().to_string();
         let id = hex::encode(rand::random::<[u8; 32]>());
         let record = ExecRecord {
             id: id.clone(),
             container_id: view.id.clone(),
             pod_name: view.pod_name.clone(),
-            argv: wrap_command(&cmd, &env, &working_dir),
+            argv: wrap_command(&cmd, &env, &working_dir, &user),
             cmd,
             tty: config["Tty"].as_bool().unwrap_or(false),
             attach_stdin: config["AttachStdin"].as_bool().unwrap_or(false),
@@ -251,7 +288,7 @@ impl Runtime {
             running: false,
             exit_code: None,
             started: false,
-            user: config["User"].as_str().unwrap_or_default().to_string(),
+            user,
             working_dir,
             tty_size: console_size(config),
             resizer: None,
@@ -511,14 +548,60 @@ mod tests {
     #[test]
     fn wrapper_adds_env_and_workdir() {
         let cmd = vec!["pwd".to_string()];
-        assert_eq!(wrap_command(&cmd, &[], ""), vec!["pwd"]);
+        assert_eq!(wrap_command(&cmd, &[], "", ""), vec!["pwd"]);
         assert_eq!(
-            wrap_command(&cmd, &["A=1".into()], ""),
+            wrap_command(&cmd, &["A=1".into()], "", ""),
             vec!["env", "A=1", "pwd"]
         );
-        let wrapped = wrap_command(&cmd, &[], "/tmp");
-        assert_eq!(wrapped[0], "/bin/sh");
-        assert_eq!(&wrapped[3..], ["/tmp", "pwd"]);
+        let wrapped = wrap_command(&cmd, &["A=1".into()], "/tmp", "nobody");
+        assert_eq!(wrapped[..2], ["/bin/sh", "-c"]);
+        assert_eq!(
+            &wrapped[3..],
+            ["podbridge-exec", "/tmp", "nobody", "env", "A=1", "pwd"]
+        );
+    }
+
+    /// The wrapper run by the host's /bin/sh: hostile values stay data, a missing directory is
+    /// made, an unknown user fails with Docker's message and 126.
+    #[test]
+    fn the_wrapper_runs_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("made/by exec");
+        let run = |working_dir: &str, user: &str, cmd: &[&str]| {
+            let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+            let argv = wrap_command(&cmd, &[], working_dir, user);
+            std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap()
+        };
+        let out = run(target.to_str().unwrap(), "", &["pwd"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            target.to_str().unwrap()
+        );
+        let hostile = "$(touch /tmp/podbridge-pwned);`id`";
+        let out = run("", "", &["echo", hostile]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hostile);
+        let out = run("", "no-such-user-podbridge", &["true"]);
+        assert_eq!(out.status.code(), Some(126));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(
+            "unable to find user no-such-user-podbridge: no matching entries in passwd file"
+        ));
+        let out = run("", "-x", &["true"]);
+        assert_eq!(out.status.code(), Some(126));
+        // the current user: no switch needed
+        let me = String::from_utf8_lossy(
+            &std::process::Command::new("id")
+                .arg("-u")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .to_string();
+        let out = run("", &me, &["id", "-u"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), me);
     }
 
     #[test]

@@ -168,6 +168,28 @@ t_oom_killed() {
     expect_eq "$(docker inspect oom --format '{{.State.ExitCode}} {{.State.OOMKilled}}')" "137 true" &&
     docker rm oom >/dev/null
 }
+t_exec_user_workdir() {
+  # exec -u by name, uid and name:group, switched inside the container (busybox: su); an unknown
+  # user fails as Docker fails (126, its message); -w makes a missing directory; -e survives
+  docker run -d --name exu busybox sleep 300 >/dev/null || return 1
+  expect_eq "$(docker exec -u nobody exu id -u)" 65534 &&
+    expect_eq "$(docker exec -u 65534 exu id -un)" nobody &&
+    expect_eq "$(docker exec -u nobody:nogroup -w /tmp/made/by -e A=1 exu sh -c 'echo $A $(pwd) $(id -u):$(id -g)')" "1 /tmp/made/by 65534:65534" || return 1
+  local out rc; out=$(docker exec -u postgres exu true 2>&1); rc=$?
+  expect_eq "$rc" 126 && grep -q 'unable to find user postgres: no matching entries in passwd file' <<<"$out" || { echo "$out"; return 1; }
+  # a detached exec runs (its side effect shows); the start's Tty decides the framing, as in
+  # Docker: docker-py's exec_start(tty=False) of a TTY exec gets frames it can demux
+  docker exec -d exu touch /tmp/detached && sleep 1 && docker exec exu ls /tmp/detached >/dev/null &&
+    "$VENV/bin/python" -c '
+import docker
+c = docker.from_env().containers.get("exu")
+r = c.exec_run(["sh", "-c", "echo out; echo err >&2"], tty=True, demux=True)
+assert r.exit_code == 0 and r.output == (b"out\r\nerr\r\n", None), r
+api = docker.from_env().api
+e = api.exec_create("exu", ["echo", "raw"], tty=True)
+assert api.exec_start(e["Id"], tty=False) == b"raw\r\n"
+' && docker rm -f exu >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -600,6 +622,7 @@ check "a failing healthcheck becomes unhealthy; top lists the container's proces
 check "cp from an exited container is refused with the reason" t_cp_from_exited
 check "a pod deleted behind podbridge's back: exited (137, die event), a finished one keeps its code" t_pod_deleted_behind_our_back
 check "an OOM-killed container: exit 137, OOMKilled" t_oom_killed
+check "exec: -u by name/uid/group, unknown user 126, -w made, -d runs, framing follows the start" t_exec_user_workdir
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached

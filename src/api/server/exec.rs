@@ -50,7 +50,8 @@ pub async fn exec_start(
     if config["Detach"].as_bool().unwrap_or(false) {
         tokio::spawn(async move {
             let _permit = permit;
-            run_exec(runtime, record, None, None).await
+            let raw = record.tty;
+            run_exec(runtime, record, raw, None, None).await
         });
         return Ok((
             StatusCode::OK,
@@ -59,22 +60,26 @@ pub async fn exec_start(
         )
             .into_response());
     }
+    // The start body's Tty decides the framing, as in Docker (the daemon multiplexes unless the
+    // start asks for a raw stream, whatever the exec's own terminal); the media type and the
+    // bytes must agree. Without it, the exec's own Tty.
     let tty = config["Tty"].as_bool().unwrap_or(record.tty);
     let request = Request::from_parts(parts, axum::body::Body::empty());
     Ok(hijack(request, tty, move |session| async move {
         let _permit = permit;
         let input = session.input;
         let mut output = session.output;
-        run_exec(runtime, record, Some(&mut output), input).await;
+        run_exec(runtime, record, tty, Some(&mut output), input).await;
         output.close().await;
     }))
 }
 
-/// Runs one exec to completion, copying its output (framed unless TTY) and stdin; the client's
+/// Runs one exec to completion, copying its output (framed unless `raw`) and stdin; the client's
 /// half-close reaches the process as EOF.
 async fn run_exec(
     runtime: std::sync::Arc<Runtime>,
     record: ExecRecord,
+    raw: bool,
     mut output: Option<&mut Output>,
     input: Option<tokio::io::ReadHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>,
 ) {
@@ -95,7 +100,7 @@ async fn run_exec(
         Err(error) => {
             if let Some(out) = output.as_mut() {
                 let message = format!("{error}\n");
-                out.send(if record.tty {
+                out.send(if raw {
                     Bytes::from(message)
                 } else {
                     frame(STDERR, message.as_bytes())
@@ -127,7 +132,7 @@ async fn run_exec(
         (_, writer) => idle_stdin = writer,
     }
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(32);
-    let tty = record.tty;
+    let tty = raw;
     for (reader, stream) in [
         (session.stdout.take(), STDOUT),
         (session.stderr.take(), STDERR),
