@@ -190,6 +190,23 @@ e = api.exec_create("exu", ["echo", "raw"], tty=True)
 assert api.exec_start(e["Id"], tty=False) == b"raw\r\n"
 ' && docker rm -f exu >/dev/null
 }
+t_attach_py() {
+  # docker-py: attach(stream=False, logs=True) replays what was written and ends; with neither
+  # it ends at once; 80 attach-and-cancel cycles do not use up the 64 stream slots
+  docker run -d --name atp busybox sh -c 'echo one; echo two; sleep 300' >/dev/null || return 1
+  for _ in $(seq 30); do [ "$(docker logs atp 2>&1 | wc -l)" = 2 ] && break; sleep 0.5; done
+  timeout 120 "$VENV/bin/python" -c '
+import docker
+c = docker.from_env().containers.get("atp")
+assert c.attach(stream=False, logs=True) == b"one\ntwo\n", c.attach(stream=False, logs=True)
+assert c.attach(stream=False, logs=False) == b""
+import time
+for _ in range(80):
+    c.attach(stream=True, logs=False).close()
+    time.sleep(0.05)
+assert c.attach(stream=False, logs=True) == b"one\ntwo\n"
+' && docker rm -f atp >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -623,6 +640,7 @@ check "cp from an exited container is refused with the reason" t_cp_from_exited
 check "a pod deleted behind podbridge's back: exited (137, die event), a finished one keeps its code" t_pod_deleted_behind_our_back
 check "an OOM-killed container: exit 137, OOMKilled" t_oom_killed
 check "exec: -u by name/uid/group, unknown user 126, -w made, -d runs, framing follows the start" t_exec_user_workdir
+check "attach (docker-py): stream=False replays and ends; attach-and-cancel frees its slot" t_attach_py
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached

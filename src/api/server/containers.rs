@@ -766,8 +766,10 @@ pub async fn container_logs(
     Ok(([(header::CONTENT_TYPE, media)], Body::from_stream(body)).into_response())
 }
 
-/// `POST /containers/{id}/attach`: the container's output from its first byte (attach usually
-/// precedes start), over a hijacked connection; stdin is delivered via `pods/attach`.
+/// `POST /containers/{id}/attach`: the container's output over a hijacked connection (attach
+/// usually precedes start); stdin is delivered via `pods/attach`. `logs=1` replays what was
+/// written so far, `stream=1` follows; with `stream=0` the answer ends after the replay, as in
+/// Docker (docker-py's `attach(stream=False)`).
 pub async fn container_attach(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -775,38 +777,84 @@ pub async fn container_attach(
     request: Request,
 ) -> Result<Response> {
     let view = find(&state, &id)?;
-    if !query_bool(&query, "stream") && !query_bool(&query, "logs") {
-        return Ok(StatusCode::OK.into_response());
-    }
+    let (stream, logs) = (query_bool(&query, "stream"), query_bool(&query, "logs"));
     let permit = state.runtime.stream_permit()?;
     let tty = view.tty();
     let runtime = state.runtime.clone();
-    let want_output = query_bool(&query, "stdout") || query_bool(&query, "stderr");
-    let want_stdin =
-        query_bool(&query, "stdin") && view.request["OpenStdin"].as_bool().unwrap_or(false);
+    let want_output =
+        (stream || logs) && (query_bool(&query, "stdout") || query_bool(&query, "stderr"));
+    let want_stdin = stream
+        && query_bool(&query, "stdin")
+        && view.request["OpenStdin"].as_bool().unwrap_or(false);
+    // Before start, the next run's output from its beginning; while running, the replay only if
+    // `logs`, then what comes.
+    let next_run = stream && !view.state.running;
     let options = LogOptions {
-        follow: query_bool(&query, "stream"),
-        tail: if view.state.running { Some(0) } else { None },
-        next_run: !view.state.running,
+        follow: stream,
+        tail: if logs || next_run { None } else { Some(0) },
+        next_run,
         ..Default::default()
     };
     Ok(hijack(request, tty, move |mut session| async move {
         let _permit = permit;
         let guard = runtime.attach_guard(&view.id);
+        let mut watched = None;
         if want_stdin {
             if let Some(mut input) = session.input.take() {
                 let runtime = runtime.clone();
                 let view = view.clone();
                 tokio::spawn(async move { runtime.attach_stdin(&view, &mut input).await });
             }
+        } else {
+            watched = session.input.take();
         }
         if want_output {
             let lines = runtime.logs(&view, options);
             futures::pin_mut!(lines);
-            while let Some(line) = lines.next().await {
-                let bytes = if tty { line } else { frame(STDOUT, &line) };
-                if !session.output.send(bytes).await {
-                    break;
+            // A client that went away is only noticed by writing to it: once its side is closed
+            // (the docker CLI half-closes at once, a cancelled docker-py closes all of it), a
+            // multiplexed stream sends an empty frame now and then, which clients skip; the
+            // write that fails ends the session and frees its stream slot.
+            let mut closed = watched.is_none();
+            // After the client's side closed: one probe at once (a client that is gone answers it
+            // with a reset), a second shortly after (which then fails), then every few seconds.
+            let mut probes = 0u32;
+            let mut next_probe = closed.then(tokio::time::Instant::now);
+            let mut scratch = [0u8; 512];
+            loop {
+                let probe_due = async {
+                    match next_probe {
+                        Some(at) if !tty => tokio::time::sleep_until(at).await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    line = lines.next() => {
+                        let Some(line) = line else { break };
+                        let bytes = if tty { line } else { frame(STDOUT, &line) };
+                        if !session.output.send(bytes).await {
+                            break;
+                        }
+                    }
+                    read = async {
+                        match watched.as_mut() {
+                            Some(input) if !closed => tokio::io::AsyncReadExt::read(input, &mut scratch).await,
+                            _ => std::future::pending().await,
+                        }
+                    } => {
+                        if !matches!(read, Ok(n) if n > 0) {
+                            closed = true;
+                            next_probe = Some(tokio::time::Instant::now());
+                        }
+                    }
+                    _ = probe_due => {
+                        if !session.output.send(frame(STDOUT, b"")).await {
+                            break;
+                        }
+                        probes += 1;
+                        let wait = if probes == 1 { ATTACH_PROBE_QUICK } else { ATTACH_PROBE };
+                        next_probe = Some(tokio::time::Instant::now() + wait);
+                    }
                 }
             }
         }
@@ -814,6 +862,11 @@ pub async fn container_attach(
         drop(guard);
     }))
 }
+
+/// How often an attach whose client closed its side checks that the client is still there, and
+/// how soon the second check follows the first.
+const ATTACH_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+const ATTACH_PROBE_QUICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// `POST /containers/{id}/resize`: reaches the terminal of a `run -it` container through its
 /// attach session (the size waits for the session when it comes first).
