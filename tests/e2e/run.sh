@@ -207,6 +207,16 @@ for _ in range(80):
 assert c.attach(stream=False, logs=True) == b"one\ntwo\n"
 ' && docker rm -f atp >/dev/null
 }
+t_update() {
+  # update: the restart policy is stored (Docker's answer), resources cannot change on a pod:
+  # refused saying so, not a 200 that changed nothing
+  docker run -d --name upd busybox sleep 300 >/dev/null || return 1
+  docker update --restart on-failure:3 upd >/dev/null &&
+    expect_eq "$(docker inspect upd --format '{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}')" on-failure:3 || return 1
+  local out; out=$(docker update -m 100m upd 2>&1) && { echo "memory update accepted: $out"; return 1; }
+  grep -q 'updating Memory is not supported' <<<"$out" || { echo "$out"; return 1; }
+  docker rm -f upd >/dev/null
+}
 t_run_stdin() {
   expect_eq "$(seq 1 1000 | timeout -s KILL 120 docker run -i --rm busybox wc -l | tr -d ' ')" 1000 &&
     expect_eq "$( (echo one; sleep 2; echo two) | timeout -s KILL 120 docker run -i --rm busybox cat | tr '\n' ' ')" "one two "
@@ -641,6 +651,7 @@ check "a pod deleted behind podbridge's back: exited (137, die event), a finishe
 check "an OOM-killed container: exit 137, OOMKilled" t_oom_killed
 check "exec: -u by name/uid/group, unknown user 126, -w made, -d runs, framing follows the start" t_exec_user_workdir
 check "attach (docker-py): stream=False replays and ends; attach-and-cancel frees its slot" t_attach_py
+check "update: restart policy stored, resources refused with the reason" t_update
 check "docker run stderr" t_run_stderr
 check "docker run -i with piped stdin" t_run_stdin
 check "docker run -d" t_run_detached

@@ -997,8 +997,90 @@ pub async fn container_stats(
 /// Docker samples stats once a second.
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub async fn container_update() -> Json<Value> {
-    Json(json!({"Warnings": ["podbridge does not update running pods"]}))
+/// Resource fields of `POST /containers/{id}/update` (Docker's `Resources`).
+const UPDATE_RESOURCE_FIELDS: [&str; 22] = [
+    "CpuShares",
+    "Memory",
+    "CgroupParent",
+    "BlkioWeight",
+    "BlkioWeightDevice",
+    "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps",
+    "BlkioDeviceReadIOps",
+    "BlkioDeviceWriteIOps",
+    "CpuPeriod",
+    "CpuQuota",
+    "CpuRealtimePeriod",
+    "CpuRealtimeRuntime",
+    "CpusetCpus",
+    "CpusetMems",
+    "Devices",
+    "MemoryReservation",
+    "MemorySwap",
+    "NanoCpus",
+    "PidsLimit",
+    "KernelMemory",
+    "CPUCount",
+];
+
+/// `POST /containers/{id}/update`: the restart policy is written into the stored request (the
+/// `on-failure` limit applies at once, the policy itself from the next start: a running pod's is
+/// fixed); resource limits cannot change on a running pod before Kubernetes 1.27 (in-place
+/// resize), so asking for them is refused rather than answered 200 with nothing done.
+pub async fn container_update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    super::extract::DockerJson(body): super::extract::DockerJson<Value>,
+) -> Result<Json<Value>> {
+    let view = find(&state, &id)?;
+    // docker-py and the CLI send zero values for what they do not change
+    let set = |value: &Value| match value {
+        Value::Null => false,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => true,
+    };
+    let asked: Vec<&str> = UPDATE_RESOURCE_FIELDS
+        .into_iter()
+        .filter(|key| body.get(*key).is_some_and(set))
+        .collect();
+    if !asked.is_empty() {
+        return Err(ApiError::NotImplemented(format!(
+            "updating {} is not supported: a pod's resources cannot change while it exists on this cluster; remove and recreate the container with the new limits",
+            asked.join(", ")
+        )));
+    }
+    let mut warnings = Vec::new();
+    // (the CLI sends an empty policy when --restart is not given)
+    if let Some(policy) = body
+        .get("RestartPolicy")
+        .filter(|p| p["Name"].as_str().is_some_and(|name| !name.is_empty()))
+    {
+        if view.auto_remove()
+            && policy["Name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && n != "no")
+        {
+            return Err(ApiError::BadRequest(
+                "Cannot update restart policy to a container with AutoRemove enabled".into(),
+            ));
+        }
+        let mut request = view.request.clone();
+        request["HostConfig"]["RestartPolicy"] = policy.clone();
+        let (translation, image_config) = translate_stored(&state, &view, &request, false)?;
+        state
+            .runtime
+            .update_spec(&view, &translation.objects, image_config.as_ref())
+            .await?;
+        if view.state.running {
+            warnings.push(
+                "the restart policy applies from the next start: a running pod's own cannot change"
+                    .to_string(),
+            );
+        }
+    }
+    Ok(Json(json!({"Warnings": warnings})))
 }
 
 pub async fn container_pause() -> ApiError {

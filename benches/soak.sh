@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# soak.sh - a long CI day in minutes: CLIENTS docker-py clients (default 50) each repeat
+# create, cp in, start, exec, logs, cp out, stop, remove for SECONDS (default 600), beside a
+# compose up --wait / down -v loop, against podbridge on the test cluster.
+#
+#   benches/soak.sh [CLIENTS] [SECONDS]
+#
+# Prints requests by kind with errors and p50/p99 latency, podbridge's resident memory, open file
+# descriptors and threads over the run (middle third, last third, peak: flat means no leak), and
+# the objects left in the namespace (must be 0). Exits 1 on any error, a leftover or a growing
+# curve. Bounded in time; loopback only. Uses a release build, a fresh namespace with the minimal
+# Role, and a policy overlay with tiny requests so that CLIENTS pods fit on this 2-core node.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=tests/e2e/offline.sh
+. tests/e2e/offline.sh
+clients=${1:-50}
+seconds=${2:-600}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+venv=${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}
+compose=$venv/bin/docker-compose
+[ -x "$compose" ] && "$venv/bin/python" -c 'import docker' ||
+    { echo "needs docker-py and compose in $venv (tests/e2e/clients.sh installs them)" >&2; exit 1; }
+tests/cluster/up.sh >/dev/null 2>&1 || { echo "test cluster failed to start (tests/cluster/up.sh)" >&2; exit 1; }
+cargo build --release --quiet --offline 2>/dev/null || cargo build --release --quiet
+bin=$CARGO_TARGET_DIR/release/podbridge
+
+tmp=$(mktemp -d)
+ns=pb-soak-$$
+kubeconfig=$(tests/cluster/namespace.sh "$ns" | tail -n 1)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export DOCKER_HOST=tcp://127.0.0.1:$port
+unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
+
+mkdir -p "$tmp/policy"
+cat >"$tmp/policy/30-resources.yaml" <<'YAML'
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: resources}
+spec:
+  rules:
+  - name: soak-requests
+    mutate:
+      setDefaults:
+        /spec/containers/0/resources/requests/cpu: 1m
+        /spec/containers/0/resources/requests/memory: 8Mi
+YAML
+cat >"$tmp/podbridge.toml" <<TOML
+namespace = "$ns"
+instance = "soak"
+listen = "127.0.0.1:$port"
+readiness_listen = "127.0.0.1:0"
+policies = ["$root/policies/baseline", "$root/tests/e2e/policies", "$tmp/policy"]
+log = "warn"
+max_containers = $((clients * 2 + 20))
+TOML
+
+pb_pid=""
+cleanup() {
+    [ -n "$pb_pid" ] && { kill "$pb_pid" 2>/dev/null; wait "$pb_pid" 2>/dev/null; }
+    tests/cluster/namespace.sh --delete "$ns" >/dev/null 2>&1 || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+KUBECONFIG=$kubeconfig "$bin" serve --config "$tmp/podbridge.toml" >"$tmp/podbridge.log" 2>&1 &
+pb_pid=$!
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/_ping")" = 200 ]; do
+    kill -0 "$pb_pid" 2>/dev/null || { cat "$tmp/podbridge.log" >&2; exit 1; }
+    sleep 0.05
+done
+idle=$(awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pb_pid/status")
+docker pull -q busybox >/dev/null
+echo "podbridge idle: $idle MiB resident"
+status=0
+"$venv/bin/python" benches/soak.py "$pb_pid" "$clients" "$seconds" "$compose" "$root/tests/e2e/compose/compose.yaml" \
+    env KUBECONFIG="$kubeconfig" kubectl -n "$ns" || status=$?
+sleep 5
+echo "podbridge after the run: $(awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pb_pid/status") MiB resident (idle before: $idle MiB)"
+[ "$status" = 0 ] || { echo "podbridge log tail:"; tail -20 "$tmp/podbridge.log"; }
+exit "$status"
