@@ -380,6 +380,67 @@ impl Runtime {
         Ok(Outcome::Done)
     }
 
+    /// Keeps the end of the container's output on its spec before podbridge deletes the pod (a
+    /// kill, a stop past its grace, the end of restarts), so `logs` and `attach` still answer
+    /// as Docker's do for a stopped container. Bounded by [`super::logs::KEPT_LOG_BYTES`] and
+    /// by `max_stored_bytes`; without room, or if the log cannot be read in time, nothing is
+    /// kept (logged).
+    async fn keep_last_logs(&self, view: &ContainerView) {
+        if view.pod.is_none() {
+            return;
+        }
+        let params = kube::api::LogParams {
+            container: Some(super::state::MAIN_CONTAINER.into()),
+            timestamps: true,
+            tail_lines: Some(super::logs::KEPT_LOG_LINES),
+            limit_bytes: Some(super::logs::KEPT_LOG_BYTES as i64),
+            ..Default::default()
+        };
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.pods_api().logs(&view.pod_name, &params),
+        )
+        .await;
+        let text = match read {
+            Ok(Ok(text)) if !text.is_empty() => text,
+            Ok(Ok(_)) => return,
+            Ok(Err(error)) => {
+                warn!(container = %view.short_id(), %error, "Output not kept before the pod's deletion");
+                return;
+            }
+            Err(_) => {
+                warn!(container = %view.short_id(), "Output not kept: the log did not answer in time");
+                return;
+            }
+        };
+        let replaced = view
+            .spec
+            .data
+            .as_ref()
+            .and_then(|d| d.get(super::logs::KEPT_LOG_KEY))
+            .map_or(0, |old| old.len() as u64);
+        let Ok(_bytes) = self.reserve_bytes(text.len() as u64, replaced) else {
+            warn!(container = %view.short_id(), "Output not kept: max_stored_bytes reached");
+            return;
+        };
+        let mut patch = serde_json::json!({"data": {super::logs::KEPT_LOG_KEY: text}});
+        if let Some(uid) = view.spec.metadata.uid.as_deref() {
+            patch["metadata"] = serde_json::json!({ "uid": uid });
+        }
+        if let Err(error) = self
+            .applier
+            .config_maps()
+            .patch(
+                &view.pod_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            warn!(container = %view.short_id(), %error, "Output not kept");
+        }
+    }
+
     /// Records an exit on the container's spec (its pod is gone).
     pub(crate) async fn record_exit(&self, view: &ContainerView, exit: &LastExit) -> Result<()> {
         self.set_last_exit(view, Some(exit)).await
@@ -463,6 +524,7 @@ impl Runtime {
 
     /// Records `exit` and deletes the pod, waiting until the watch shows it stopped.
     async fn end_pod(&self, view: &ContainerView, exit: LastExit) -> Result<()> {
+        self.keep_last_logs(view).await;
         self.set_last_exit(view, Some(&exit)).await?;
         let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());
         self.applier

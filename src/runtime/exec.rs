@@ -108,6 +108,9 @@ case $group in
   *) gid=$group ;;
 esac
 [ "$(id -u)" = "$uid" ] && [ "$(id -g)" = "$gid" ] && exec "$@"
+if [ "$(id -u)" != 0 ]; then
+  echo "cannot run as user $user: the container runs as uid $(id -u), which cannot switch users" >&2; exit 126
+fi
 if setpriv --help 2>&1 | grep -q -e --reuid; then
   exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
 fi

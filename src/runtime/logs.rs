@@ -13,6 +13,12 @@ use super::state::{main_status, MAIN_CONTAINER};
 use super::{ContainerView, Runtime};
 
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Key of a container spec's data holding the end of its output, kept when podbridge deleted
+/// its pod (`Runtime::keep_last_logs`), with Kubernetes' timestamps.
+pub const KEPT_LOG_KEY: &str = "last-logs";
+/// How much of that output is kept: the last lines, up to these bytes.
+pub const KEPT_LOG_LINES: i64 = 2000;
+pub const KEPT_LOG_BYTES: usize = 128 * 1024;
 /// How long a follower waits for a started container's process to appear.
 const FOLLOW_START_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -67,7 +73,27 @@ impl Runtime {
                 .await;
             }
             let Ok(view) = runtime.find(&id) else { return };
+            let since = options.since.filter(|s| *s > 0.0);
+            let until = options.until.filter(|u| *u > 0.0);
             if view.pod.is_none() {
+                // A pod podbridge deleted (kill, stop past its grace): the output it kept.
+                let kept = view.spec.data.as_ref().and_then(|d| d.get(KEPT_LOG_KEY)).cloned().unwrap_or_default();
+                let lines: Vec<&str> = kept.split_inclusive('\n').collect();
+                let skip = match options.tail.filter(|t| *t >= 0) {
+                    Some(tail) => lines.len().saturating_sub(tail as usize),
+                    None => 0,
+                };
+                for line in &lines[skip..] {
+                    let (stamp, text) = split_timestamp(line.as_bytes());
+                    let at = stamp.and_then(|s| s.parse::<jiff::Timestamp>().ok()).map(|t| t.as_nanosecond() as f64 / 1e9);
+                    if matches!((at, since), (Some(at), Some(since)) if at < since) {
+                        continue;
+                    }
+                    if matches!((at, until), (Some(at), Some(until)) if at > until) {
+                        break;
+                    }
+                    yield if options.timestamps { Bytes::copy_from_slice(line.as_bytes()) } else { Bytes::copy_from_slice(text) };
+                }
                 return;
             }
             let params = LogParams {
@@ -90,8 +116,6 @@ impl Runtime {
                     return;
                 }
             };
-            let since = options.since.filter(|s| *s > 0.0);
-            let until = options.until.filter(|u| *u > 0.0);
             let mut reader = Box::pin(reader);
             loop {
                 let mut line = Vec::new();

@@ -635,6 +635,10 @@ t_docker_py() {
   if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
   "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_checks.py"
 }
+t_docker_py_daemon() {
+  if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
+  "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_daemon.py"
+}
 
 check "ping headers and version prefixes" t_ping
 check "docker version" t_version
@@ -691,6 +695,7 @@ check "published UDP port (-p 127.0.0.1::9999/udp)" t_ports_udp
 check "bind mounts (directory and file)" t_binds
 check "docker cp before start" t_cp_before_start
 check "docker-py" t_docker_py
+check "docker-py exec and attach as Docker answers them (issue 12)" t_docker_py_daemon
 check "volume: data survives container removal" t_volume_survives_container
 check "volume: shared by two running containers" t_volume_shared
 check "volume: rm in use is refused, then removes the claim" t_volume_rm_in_use
