@@ -126,6 +126,8 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Print the effective configuration.
     Config,
+    /// Print the Docker API compatibility table (Markdown, as embedded in README.md).
+    Compat,
     /// Run the BridgeSession operator (one namespace per CI job).
     Operator(crate::operator::OperatorArgs),
     /// Serve only the readiness endpoints.
@@ -362,6 +364,15 @@ pub fn policy(global: &GlobalFlags, command: &PolicyCommand) -> Result<Outcome, 
                 code: i32::from(failed > 0),
             })
         }
+    }
+}
+
+/// `podbridge compat`: the route-by-route table README.md embeds between its markers.
+pub fn compat() -> Outcome {
+    Outcome {
+        stdout: crate::api::server::compat::markdown(),
+        stderr: String::new(),
+        code: 0,
     }
 }
 

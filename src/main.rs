@@ -8,6 +8,7 @@ fn run(cli: &Cli) -> anyhow::Result<cli::Outcome> {
         Command::Translate(args) => cli::translate(&cli.global, args)?,
         Command::Policy(command) => cli::policy(&cli.global, command)?,
         Command::Config => cli::show_config(&cli.global)?,
+        Command::Compat => cli::compat(),
         Command::Operator(args) => cli::operator(&cli.global, args)?,
         Command::Readiness(args) => cli::readiness(&cli.global, args)?,
         Command::Serve(args) => cli::serve(&cli.global, args)?,

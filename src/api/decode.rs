@@ -62,6 +62,8 @@ pub enum DecodeError {
     InvalidRestartPolicy(String),
     #[error("invalid IP address in add-host: {entry:?}")]
     InvalidExtraHost { entry: String },
+    #[error("logger: no log driver named '{name}' is registered")]
+    UnknownLogDriver { name: String },
 }
 
 impl DecodeError {
@@ -252,6 +254,7 @@ impl Decoder<'_> {
         let network = self.network(&wire, &host);
         let healthcheck = self.healthcheck(wire.healthcheck.as_ref())?;
         let restart = self.restart(&host)?;
+        log_driver(&host)?;
         let security = self.security(&host);
         let extra_hosts = self.extra_hosts(host.extra_hosts.as_deref().unwrap_or_default())?;
         let dns = model::Dns {
@@ -737,26 +740,30 @@ impl Decoder<'_> {
         let policy = host.restart_policy.clone().unwrap_or_default();
         let retries = policy.maximum_retry_count.unwrap_or(0);
         let name = policy.name.unwrap_or_default();
-        if retries < 0 {
-            return Err(DecodeError::InvalidRestartPolicy(
-                "maximum retry count can't be negative".to_owned(),
-            ));
-        }
-        if retries > 0 && name != "on-failure" {
-            return Err(DecodeError::InvalidRestartPolicy(
-                "maximum retry count can only be used with 'on-failure'".to_owned(),
-            ));
-        }
+        // Docker's checks and wording (moby `ValidateRestartPolicy`): clients match on them, and
+        // an empty name takes any count, as daemons before v25 stored it.
         let restart = match name.as_str() {
-            "" | "no" => RestartPolicy::No,
+            "" => RestartPolicy::No,
+            "no" | "always" | "unless-stopped" if retries != 0 => {
+                let negative = if retries < 0 { " and cannot be negative" } else { "" };
+                return Err(DecodeError::InvalidRestartPolicy(format!(
+                    "maximum retry count can only be used with 'on-failure'{negative}"
+                )));
+            }
+            "no" => RestartPolicy::No,
             "always" => RestartPolicy::Always,
             "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" if retries < 0 => {
+                return Err(DecodeError::InvalidRestartPolicy(
+                    "maximum retry count cannot be negative".to_owned(),
+                ))
+            }
             "on-failure" => RestartPolicy::OnFailure {
                 maximum_retry_count: retries,
             },
             other => {
                 return Err(DecodeError::InvalidRestartPolicy(format!(
-                    "unknown policy {other:?}"
+                    "unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
                 )))
             }
         };
@@ -985,6 +992,38 @@ impl Decoder<'_> {
                 self.unsupported(field);
             }
         }
+    }
+}
+
+/// The log drivers a Linux Docker daemon registers (podbridge reports `Ostype: linux`, so the
+/// Windows-only `etwlogs` is unknown, as there). Any other `LogConfig.Type` is refused at create
+/// as Docker refuses it; the known ones other than `json-file`/`local` only warn (the pod's log
+/// is what `logs` reads).
+const LOG_DRIVERS: &[&str] = &[
+    "",
+    "json-file",
+    "local",
+    "none",
+    "syslog",
+    "journald",
+    "gelf",
+    "fluentd",
+    "awslogs",
+    "splunk",
+    "gcplogs",
+    "logentries",
+];
+
+fn log_driver(host: &HostConfig) -> Result<()> {
+    match host
+        .log_config
+        .as_ref()
+        .and_then(|config| config.kind.as_deref())
+    {
+        Some(name) if !LOG_DRIVERS.contains(&name) => Err(DecodeError::UnknownLogDriver {
+            name: name.to_owned(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -1618,6 +1657,40 @@ mod tests {
             ),
             DecodeError::InvalidRestartPolicy(_)
         ));
+        for (body, message) in [
+            (
+                r#"{"Image":"a","HostConfig":{"RestartPolicy":{"Name":"sometimes"}}}"#,
+                "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'",
+            ),
+            (
+                r#"{"Image":"a","HostConfig":{"RestartPolicy":{"Name":"always","MaximumRetryCount":3}}}"#,
+                "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+            ),
+            (
+                r#"{"Image":"a","HostConfig":{"RestartPolicy":{"Name":"no","MaximumRetryCount":-1}}}"#,
+                "invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative",
+            ),
+            (
+                r#"{"Image":"a","HostConfig":{"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":-1}}}"#,
+                "invalid restart policy: maximum retry count cannot be negative",
+            ),
+            (
+                r#"{"Image":"a","HostConfig":{"LogConfig":{"Type":"nonsense"}}}"#,
+                "logger: no log driver named 'nonsense' is registered",
+            ),
+            (
+                r#"{"Image":"a","HostConfig":{"LogConfig":{"Type":"etwlogs"}}}"#,
+                "logger: no log driver named 'etwlogs' is registered",
+            ),
+        ] {
+            let error = decode_error(body);
+            assert_eq!(error.to_string(), message, "{body}");
+            assert_eq!(error.status(), 400);
+        }
+        // Pre-v25 daemons stored an empty name with a count; Docker still accepts it.
+        decode(
+            r#"{"Image":"a","HostConfig":{"RestartPolicy":{"Name":"","MaximumRetryCount":2},"LogConfig":{"Type":"gelf"}}}"#,
+        );
         assert!(matches!(
             decode_error(r#"{"Image":"a","Healthcheck":{"Test":["BOGUS"]}}"#),
             DecodeError::InvalidHealthcheck(_)

@@ -1087,6 +1087,15 @@ pub async fn container_pause() -> ApiError {
     ApiError::NotImplemented("pause is not supported: Kubernetes pods cannot be frozen".into())
 }
 
+/// `GET /containers/{id}/changes`: a pod's filesystem is not diffable against its image from the
+/// outside, so the answer is a daemon's 501 for a feature it lacks rather than a 404 that reads
+/// as a missing route or container. Answered for any id: no lookup can make it succeed.
+pub async fn container_changes() -> ApiError {
+    ApiError::NotImplemented(
+        "container changes are not supported by podbridge: a pod's filesystem changes cannot be listed".into(),
+    )
+}
+
 pub async fn container_prune(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
     let mut deleted = Vec::new();

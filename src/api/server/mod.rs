@@ -2,6 +2,7 @@
 //! response carries, and the listeners (TCP and unix socket).
 
 mod archive;
+pub mod compat;
 mod containers;
 pub mod dry_run;
 mod exec;
@@ -82,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             post(containers::container_attach),
         )
         .route("/containers/{id}/top", get(containers::container_top))
+        .route(
+            "/containers/{id}/changes",
+            get(containers::container_changes),
+        )
         .route("/containers/{id}/stats", get(containers::container_stats))
         .route(
             "/containers/{id}/update",

@@ -7,7 +7,7 @@ use tower::ServiceExt;
 
 use super::*;
 
-fn state() -> AppState {
+pub(super) fn state() -> AppState {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     AppState {
@@ -433,4 +433,25 @@ async fn network_create_refuses_host_and_unknown_drivers() {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["message"], message);
     }
+}
+
+#[tokio::test]
+async fn container_changes_is_501_not_a_missing_route() {
+    let (status, _, body) = call("GET", "/v1.51/containers/web/changes").await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    assert!(
+        message(&body).contains("container changes are not supported"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn volume_create_refuses_drivers_other_than_local() {
+    let request = Request::post("/v1.51/volumes/create")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"Name":"v","Driver":"nfs"}"#))
+        .unwrap();
+    let (status, body) = send(&router(state()), request).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(message(&body), "plugin \"nfs\" not found");
 }

@@ -94,13 +94,19 @@ pub async fn volume_create(
     }
     let name = named.unwrap_or_else(|| hex::encode(rand::random::<[u8; 32]>()));
     let options = string_map(&body["DriverOpts"]);
+    let driver = body["Driver"]
+        .as_str()
+        .filter(|d| !d.is_empty())
+        .unwrap_or("local");
+    // Docker looks a non-local driver up as a plugin; podbridge has none, so it answers as a
+    // daemon without that plugin instead of creating a claim the client did not ask for.
+    if driver != "local" {
+        return Err(super::swarm::plugin_not_found(driver));
+    }
     let created = crate::runtime::now_rfc3339();
     let request = VolumeRequest {
         name: &name,
-        driver: body["Driver"]
-            .as_str()
-            .filter(|d| !d.is_empty())
-            .unwrap_or("local"),
+        driver,
         labels: &labels,
         options: &options,
         created: &created,
