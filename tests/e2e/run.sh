@@ -444,7 +444,11 @@ t_network_endpoints() {
     docker network disconnect epnet epc &&
     expect_eq "$(docker network inspect epnet --format '{{len .Containers}}')" 0 &&
     expect_error 403 '^only one instance of "host" network is allowed$' POST /networks/create -d '{"Name":"h2","Driver":"host"}' &&
-    expect_error 404 '^plugin "nope" not found$' POST /networks/create -d '{"Name":"n2","Driver":"nope"}' || return 1
+    expect_error 404 '^plugin "nope" not found$' POST /networks/create -d '{"Name":"n2","Driver":"nope"}' &&
+    expect_error 404 '^plugin "nfs" not found$' POST /volumes/create -d '{"Name":"v2","Driver":"nfs"}' &&
+    expect_error 501 '^container changes are not supported' GET /containers/epc/changes &&
+    expect_error 400 "^logger: no log driver named 'nope' is registered$" POST /containers/create -d '{"Image":"busybox","HostConfig":{"LogConfig":{"Type":"nope"}}}' &&
+    expect_error 400 "^invalid restart policy: unknown policy 'x'" POST /containers/create -d '{"Image":"busybox","HostConfig":{"RestartPolicy":{"Name":"x"}}}' || return 1
   # compose v1 re-attaches a created container to its NetworkMode network: disconnect, then connect.
   docker create --name epm --network epnet busybox sleep 300 >/dev/null && docker network disconnect epnet epm &&
     expect_eq "$(docker inspect epm --format '{{len .NetworkSettings.Networks}}')" 0 &&

@@ -100,7 +100,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/images/search", No, NOT_FOUND),
     route("POST", "/images/prune", Partial, "nothing to prune: empty answer"),
     route("POST", "/auth", Yes, "checked against the registry when podbridge may contact it"),
-    route("GET", "/info", Partial, "podbridge's view; no storage or swarm details"),
+    route("GET", "/info", Partial, "counts from the namespace; CPU, memory and kernel of podbridge's host; storage and cgroup fields fixed; swarm `inactive`"),
     route("GET", "/version", Yes, "engine 28.3.0, API 1.51"),
     route("GET", "/_ping", Yes, "503 until the watch caches are synced"),
     route("HEAD", "/_ping", Yes, "503 until the watch caches are synced"),
