@@ -64,10 +64,10 @@ const NOT_FOUND: &str = "404 `page not found`";
 /// Every operation of the Docker Engine API v1.51, in the spec's order.
 pub const ROUTES: &[Route] = &[
     route("GET", "/containers/json", Yes, "Pods podbridge manages; Docker's filters"),
-    route("POST", "/containers/create", Partial, "translated to a pod by the policy chain; fields a policy refuses answer 400/403; unknown log drivers and restart policies 400 as in Docker"),
+    route("POST", "/containers/create", Partial, "translated to a pod by the policy chain; fields a policy refuses answer 400/403; unknown log drivers and restart policies 400 as in Docker; an image its registry does not have 404 `No such image`; `testcontainers/ryuk` is served by podbridge itself (no pod)"),
     route("GET", "/containers/{id}/json", Yes, "Docker's shape, from the stored request and the pod's status"),
-    route("GET", "/containers/{id}/top", Partial, "processes read inside the container"),
-    route("GET", "/containers/{id}/logs", Partial, "from the pod's log: stdout and stderr arrive merged, framed as stdout"),
+    route("GET", "/containers/{id}/top", Partial, "`ps -o pid,user,args` inside the container (`ps_args` ignored); 409 for the built-in Ryuk"),
+    route("GET", "/containers/{id}/logs", Partial, "from the pod's log: stdout and stderr arrive merged, framed as stdout; once podbridge deleted the pod (kill, stop past its grace), its last 2000 lines / 128 KiB"),
     route("GET", "/containers/{id}/changes", Partial, "501: a pod's filesystem changes cannot be listed"),
     route("GET", "/containers/{id}/export", No, NOT_FOUND),
     route("GET", "/containers/{id}/stats", Partial, "samples read inside the container, once a second"),
@@ -76,16 +76,16 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/containers/{id}/stop", Yes, "304 when already stopped, as Docker"),
     route("POST", "/containers/{id}/restart", Yes, "recreates the pod"),
     route("POST", "/containers/{id}/kill", Yes, ""),
-    route("POST", "/containers/{id}/update", Partial, "200 with a warning; running pods are not changed"),
+    route("POST", "/containers/{id}/update", Partial, "restart policy stored (the on-failure limit at once, the policy from the next start); resource changes 501: a pod cannot be resized here"),
     route("POST", "/containers/{id}/rename", Yes, ""),
     route("POST", "/containers/{id}/pause", Partial, "501: Kubernetes pods cannot be frozen"),
     route("POST", "/containers/{id}/unpause", Partial, "501: Kubernetes pods cannot be frozen"),
-    route("POST", "/containers/{id}/attach", Partial, "hijacked stream of the pod's log (stdout and stderr merged); stdin through `pods/attach`"),
+    route("POST", "/containers/{id}/attach", Partial, "hijacked stream of the pod's log (stdout and stderr merged); stdin through `pods/attach`; `stream=0` replays and ends"),
     route("GET", "/containers/{id}/attach/ws", No, NOT_FOUND),
     route("POST", "/containers/{id}/wait", Yes, "headers at once, body when the condition holds"),
     route("DELETE", "/containers/{id}", Yes, ""),
     route("HEAD", "/containers/{id}/archive", Yes, "`docker cp`; bodies capped by `max_archive_bytes`"),
-    route("GET", "/containers/{id}/archive", Yes, "`docker cp`; bodies capped by `max_archive_bytes`"),
+    route("GET", "/containers/{id}/archive", Partial, "`docker cp`; bodies capped by `max_archive_bytes`; 409 once the container exited (its filesystem went with the pod)"),
     route("PUT", "/containers/{id}/archive", Yes, "`docker cp`; before start, kept in a ConfigMap"),
     route("POST", "/containers/prune", Yes, "SpaceReclaimed is always 0"),
     route("GET", "/images/json", Partial, "images podbridge has pulled or used; sizes 0"),
@@ -110,8 +110,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/images/{name}/get", No, NOT_FOUND),
     route("GET", "/images/get", No, NOT_FOUND),
     route("POST", "/images/load", No, NOT_FOUND),
-    route("POST", "/containers/{id}/exec", Yes, "runs through `pods/exec`"),
-    route("POST", "/exec/{id}/start", Yes, "hijacked, streamed or detached"),
+    route("POST", "/containers/{id}/exec", Yes, "runs through `pods/exec`; `User` and `WorkingDir` applied inside the container (setpriv or su; a missing directory is made)"),
+    route("POST", "/exec/{id}/start", Yes, "hijacked, streamed or detached; the start's `Tty` decides the framing, as in Docker"),
     route("POST", "/exec/{id}/resize", Yes, "TTY execs only"),
     route("GET", "/exec/{id}/json", Yes, ""),
     route("GET", "/volumes", Yes, "PersistentVolumeClaims (or ConfigMap records with `named_volumes = \"emptyDir\"`)"),
@@ -119,7 +119,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/volumes/{name}", Yes, ""),
     route("PUT", "/volumes/{name}", No, "405: cluster volumes are a swarm feature"),
     route("DELETE", "/volumes/{name}", Yes, ""),
-    route("POST", "/volumes/prune", Yes, "API 1.42+ rules: anonymous only unless `all=true`"),
+    route("POST", "/volumes/prune", Yes, "API 1.42+: anonymous only unless `all=true`; before 1.42 every unused volume"),
     route("GET", "/networks", Yes, "labelled ConfigMaps; the cluster network is flat"),
     route("GET", "/networks/{id}", Yes, ""),
     route("DELETE", "/networks/{id}", Yes, ""),
@@ -208,8 +208,12 @@ mod tests {
 
     use super::*;
 
-    /// The stored Docker Engine API spec the table follows.
-    const SPEC: &str = "/work/shared/docker-engine-api/v1.51.yaml";
+    /// The Docker Engine API spec the table follows: the workplace's `shared/` folder beside the
+    /// repository (where CI lays it too).
+    const SPEC: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/docker-engine-api/v1.51.yaml"
+    );
 
     #[test]
     fn table_lists_every_operation_of_the_spec() {
