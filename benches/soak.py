@@ -51,7 +51,7 @@ def payload():
 
 
 def client(number):
-    api = docker.APIClient(timeout=180)
+    api = docker.from_env(timeout=180).api
     tar = payload()
     round_ = 0
     while time.monotonic() < deadline:

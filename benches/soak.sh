@@ -9,7 +9,8 @@
 # descriptors and threads over the run (middle third, last third, peak: flat means no leak), and
 # the objects left in the namespace (must be 0). Exits 1 on any error, a leftover or a growing
 # curve. Bounded in time; loopback only. Uses a release build, a fresh namespace with the minimal
-# Role, and a policy overlay with tiny requests so that CLIENTS pods fit on this 2-core node.
+# Role, a policy overlay with tiny requests so that CLIENTS pods fit on this 2-core node, and
+# max_concurrent_copies raised to CLIENTS (a deployer's setting for that many parallel clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -54,6 +55,8 @@ readiness_listen = "127.0.0.1:0"
 policies = ["$root/policies/baseline", "$root/tests/e2e/policies", "$tmp/policy"]
 log = "warn"
 max_containers = $((clients * 2 + 20))
+# every client copies at once: the default of 2 copies in memory would answer most of them 429
+max_concurrent_copies = $clients
 TOML
 
 pb_pid=""
