@@ -211,8 +211,9 @@ t_bad_input() {
     expect_error 413 'larger than' POST /containers/create --data-binary @"$WORK/big.json" &&
     expect_error 403 'blocked by policy' POST /containers/create -d '{"Image":"busybox","HostConfig":{"Privileged":true}}' &&
     expect_error 400 '[Ii]mage is required' POST /containers/create -d '{}' || return 1
-  # the cluster goes away while a start is waiting for its pod
-  id=$(api_call POST /containers/create -d '{"Image":"busybox","Cmd":["sleep","600"]}' | sed 's/^201 //' | jq -r .Id)
+  # the cluster goes away while a start is waiting for its pod (a node selector no node has keeps
+  # it pending, so the start is still waiting when the connection is cut, however fast the node)
+  id=$(api_call POST /containers/create -d '{"Image":"busybox","Cmd":["sleep","600"],"Labels":{"podbridge.io/node-selector":"lc-bad=nowhere"}}' | sed 's/^201 //' | jq -r .Id)
   [ -n "$id" ] && [ "$id" != null ] || { echo "create failed"; return 1; }
   api_call POST "/containers/$id/start" >"$WORK/start.out" &
   local start=$!
@@ -311,7 +312,8 @@ t_builtin_ryuk_restart() {
   KUBECONFIG=$KCFG PODBRIDGE_RYUK_RESTART_GRACE_SECONDS=600 serve ryuk-b "$p" --namespace "$NS" --instance ryuk
   wait_ping "$p" || { echo "podbridge did not restart"; return 1; }
   sleep 4
-  expect_eq "$(docker ps --format '{{.Names}}' | sort | tr '\n' ' ')" "bystander $(docker inspect -f '{{.Name}}' "$ryuk" | tr -d /) victim " &&
+  expect_eq "$(docker ps --format '{{.Names}}' | sort | tr '\n' ' ')" \
+    "$(printf '%s\n' bystander victim "$(docker inspect -f '{{.Name}}' "$ryuk" | tr -d /)" | sort | tr '\n' ' ')" &&
     expect_eq "$(docker port "$ryuk" 8080/tcp | head -1)" "127.0.0.1:$rport" || return 1
   # a client comes back and leaves: the session ends as Ryuk ends it
   expect_eq "$(ryuk_send "$rport" "label=org.testcontainers.session-id=S1")" ACK || return 1
