@@ -65,11 +65,21 @@ impl Runtime {
         image_config: Option<&ImageConfig>,
     ) -> Result<()> {
         let spec = self.spec_config_map(name, id, objects, image_config)?;
+        self.store_new_spec(name, id, &spec).await
+    }
+
+    /// Writes a new container's spec ConfigMap and waits until the watch shows it.
+    pub(crate) async fn store_new_spec(
+        &self,
+        name: &str,
+        id: &str,
+        spec: &ConfigMap,
+    ) -> Result<()> {
         // Held until the watch shows the spec (or the request is dropped): the name and the
         // container slot cannot be taken twice, and a cancelled create frees both.
-        let _reservation = self.reserve_create(name, super::limits::stored_size(&spec))?;
+        let _reservation = self.reserve_create(name, super::limits::stored_size(spec))?;
         self.applier
-            .apply_owned(&self.applier.config_maps(), &spec)
+            .apply_owned(&self.applier.config_maps(), spec)
             .await?;
         let id = id.to_string();
         self.wait_until(Duration::from_secs(10), |rt| {

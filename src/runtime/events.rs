@@ -132,27 +132,21 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                 .and_then(|before| vanished_exit(&before.view, &view))
                 .filter(|_| runtime.removed_exit(&view.id).is_none())
             {
-                let fresh = removing.lock().insert(view.id.clone());
-                if fresh {
-                    tokio::spawn(record_vanished(
-                        runtime.clone(),
-                        view.clone(),
-                        exit,
-                        removing.clone(),
-                    ));
-                }
+                spawn_once(
+                    &removing,
+                    &view.id,
+                    record_vanished(runtime.clone(), view.clone(), exit),
+                );
             }
             if view.state.status == "restarting" && view.retries_exhausted() {
-                let fresh = removing.lock().insert(view.id.clone());
-                if fresh {
-                    tokio::spawn(give_up(runtime.clone(), view.clone(), removing.clone()));
-                }
+                spawn_once(&removing, &view.id, give_up(runtime.clone(), view.clone()));
             }
             if view.auto_remove() && view.state.is_exited() && view.pod.is_some() {
-                let fresh = removing.lock().insert(view.id.clone());
-                if fresh {
-                    tokio::spawn(auto_remove(runtime.clone(), view.clone(), removing.clone()));
-                }
+                spawn_once(
+                    &removing,
+                    &view.id,
+                    auto_remove(runtime.clone(), view.clone()),
+                );
             }
             next.insert(view.id.clone(), current);
         }
@@ -264,11 +258,12 @@ fn vanished_exit(before: &ContainerView, now: &ContainerView) -> Option<super::L
     })
 }
 
-async fn record_vanished(
-    runtime: Arc<Runtime>,
-    view: ContainerView,
-    exit: super::LastExit,
-    removing: Arc<parking_lot::Mutex<HashSet<String>>>,
+/// Runs `task` for container `id` unless one already runs for it. The id leaves `busy` however
+/// the task ends (even by a panic), so a later change can try again.
+fn spawn_once(
+    busy: &Arc<parking_lot::Mutex<HashSet<String>>>,
+    id: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     struct Done(Arc<parking_lot::Mutex<HashSet<String>>>, String);
     impl Drop for Done {
@@ -276,7 +271,17 @@ async fn record_vanished(
             self.0.lock().remove(&self.1);
         }
     }
-    let _done = Done(removing, view.id.clone());
+    if !busy.lock().insert(id.to_string()) {
+        return;
+    }
+    let done = Done(busy.clone(), id.to_string());
+    tokio::spawn(async move {
+        let _done = done;
+        task.await
+    });
+}
+
+async fn record_vanished(runtime: Arc<Runtime>, view: ContainerView, exit: super::LastExit) {
     warn!(container = %view.short_id(), exit_code = exit.exit_code, "Pod deleted behind podbridge's back; recording the container as exited");
     let result = match view.auto_remove() {
         true => runtime.remove_now(&view).await,
@@ -288,18 +293,7 @@ async fn record_vanished(
 }
 
 /// `on-failure:N`: after N restarts the kubelet would go on; Docker stops, keeping the last exit.
-async fn give_up(
-    runtime: Arc<Runtime>,
-    view: ContainerView,
-    removing: Arc<parking_lot::Mutex<HashSet<String>>>,
-) {
-    struct Done(Arc<parking_lot::Mutex<HashSet<String>>>, String);
-    impl Drop for Done {
-        fn drop(&mut self) {
-            self.0.lock().remove(&self.1);
-        }
-    }
-    let _done = Done(removing, view.id.clone());
+async fn give_up(runtime: Arc<Runtime>, view: ContainerView) {
     match runtime.end_restarts(&view).await {
         Ok(()) => {
             info!(container = %view.short_id(), restarts = view.state.restart_count, "Restart policy's maximum retry count reached")
@@ -308,20 +302,7 @@ async fn give_up(
     }
 }
 
-async fn auto_remove(
-    runtime: Arc<Runtime>,
-    view: ContainerView,
-    removing: Arc<parking_lot::Mutex<HashSet<String>>>,
-) {
-    /// Takes the container off the in-progress set however the task ends (even by a panic),
-    /// so a later change can try again.
-    struct Done(Arc<parking_lot::Mutex<HashSet<String>>>, String);
-    impl Drop for Done {
-        fn drop(&mut self) {
-            self.0.lock().remove(&self.1);
-        }
-    }
-    let _done = Done(removing, view.id.clone());
+async fn auto_remove(runtime: Arc<Runtime>, view: ContainerView) {
     let id = view.id.clone();
     runtime
         .wait_until(ATTACH_DRAIN_TIMEOUT, |rt| rt.attached_count(&id) == 0)

@@ -334,16 +334,7 @@ impl Runtime {
             data: Some(BTreeMap::from([(RECORD_KEY.to_string(), record)])),
             ..Default::default()
         };
-        let _reservation = self.reserve_create(name, super::limits::stored_size(&spec))?;
-        self.applier
-            .apply_owned(&self.applier.config_maps(), &spec)
-            .await?;
-        let id = id.to_string();
-        self.wait_until(Duration::from_secs(10), |rt| {
-            rt.containers().iter().any(|c| c.id == id)
-        })
-        .await;
-        Ok(())
+        self.store_new_spec(name, id, &spec).await
     }
 
     /// Starts serving a created (or exited) built-in Ryuk: binds its port (the one it had, if
