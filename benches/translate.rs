@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
     };
     let request = CreateRequest {
         start: podbridge::render::StartInputs::default(),
+        purpose: Default::default(),
         body: REQUEST.as_bytes(),
         name: Some("redis-1"),
         image: None,

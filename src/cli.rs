@@ -288,6 +288,7 @@ pub fn translate(global: &GlobalFlags, args: &TranslateArgs) -> Result<Outcome, 
     seed.extend_from_slice(args.name.as_deref().unwrap_or("").as_bytes());
     let request = CreateRequest {
         start: crate::render::StartInputs::default(),
+        purpose: Default::default(),
         body: &body,
         name: args.name.as_deref(),
         image: image.as_ref(),

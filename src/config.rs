@@ -38,7 +38,7 @@ pub const DEFAULT_READINESS_LISTEN: &str = "127.0.0.1:2477";
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
-const KEYS: [&str; 43] = [
+const KEYS: [&str; 48] = [
     "namespace",
     "instance",
     "project",
@@ -82,6 +82,11 @@ const KEYS: [&str; 43] = [
     "tls_key",
     "tls_ca",
     "insecure_tcp",
+    "build_image",
+    "build_registry",
+    "build_pull_registry",
+    "build_registry_insecure",
+    "build_timeout_seconds",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +196,18 @@ pub struct Config {
     /// Allow a TCP `listen` address off loopback without TLS: anyone who reaches it controls
     /// this namespace's containers (the Docker API has no authentication of its own).
     pub insecure_tcp: bool,
+    /// The builder image `docker build` runs in (buildah: `buildah bud`, `buildah push`).
+    pub build_image: String,
+    /// Repository prefix built images are pushed to, as builder pods reach the registry
+    /// (`registry.example:5000/ci-builds`). Unset: `docker build` answers 501.
+    pub build_registry: Option<String>,
+    /// The same prefix as the nodes pull from it, when that name differs (a registry on the
+    /// node's loopback, say); defaults to `build_registry`.
+    pub build_pull_registry: Option<String>,
+    /// The build registry is plain HTTP or its certificate is not trusted by the builder.
+    pub build_registry_insecure: bool,
+    /// How long one build may run before its builder pod is deleted.
+    pub build_timeout_seconds: u64,
 }
 
 /// A quantity written as text (`256Mi`) or, from the environment or YAML, as a bare number.
@@ -264,6 +281,11 @@ impl Default for Config {
             tls_key: None,
             tls_ca: None,
             insecure_tcp: false,
+            build_image: "quay.io/buildah/stable:latest".into(),
+            build_registry: None,
+            build_pull_registry: None,
+            build_registry_insecure: false,
+            build_timeout_seconds: 1800,
         }
     }
 }

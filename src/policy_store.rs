@@ -75,6 +75,10 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
         include_str!("../policies/baseline/70-durations.yaml"),
     ),
     (
+        "policies/baseline/80-builds.yaml",
+        include_str!("../policies/baseline/80-builds.yaml"),
+    ),
+    (
         "policies/baseline/90-pod-security.yaml",
         include_str!("../policies/baseline/90-pod-security.yaml"),
     ),

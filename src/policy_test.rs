@@ -299,6 +299,7 @@ fn run_case(
     };
     let request = CreateRequest {
         start: crate::render::StartInputs::default(),
+        purpose: Default::default(),
         body: body.as_bytes(),
         name: case.container_name.as_deref(),
         image: image.as_ref(),

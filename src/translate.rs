@@ -23,6 +23,8 @@ pub struct CreateRequest<'a> {
     pub identity: Identity,
     /// Empty at create; at start, what the created container has gained since.
     pub start: StartInputs,
+    /// A Docker container, or the builder pod podbridge runs for `docker build`.
+    pub purpose: crate::model::Purpose,
 }
 
 /// The objects to apply, what to tell the client, and why.
@@ -168,6 +170,7 @@ impl Translator {
                     name: workload.name.as_deref(),
                     labels: &workload.labels,
                     project: self.context.project.as_deref(),
+                    purpose: request.purpose,
                 },
                 today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
             },
@@ -263,6 +266,7 @@ impl Translator {
                     name: Some(request.name),
                     labels: &labels,
                     project: self.context.project.as_deref(),
+                    purpose: crate::model::Purpose::Container,
                 },
                 today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
             },
@@ -383,6 +387,7 @@ mod tests {
                 created: "2026-01-01T00:00:00Z".into(),
             },
             start,
+            purpose: Default::default(),
         }
     }
 
@@ -455,6 +460,46 @@ mod tests {
 
     /// A body the typed decoder would accept but the rules could not read is refused, so a
     /// deny rule cannot fail open on it.
+    #[test]
+    fn only_podbridge_makes_a_builder_pod() {
+        let translator = translator(&["policies/baseline"]);
+        let seccomp = |body: &[u8], purpose| {
+            let mut create = request(body, StartInputs::default());
+            create.purpose = purpose;
+            let translation = translator.translate(&create).expect("admitted");
+            let applied: Vec<String> = translation
+                .results
+                .iter()
+                .filter(|r| r.result == rules::Outcome::Applied)
+                .map(|r| format!("{}/{}", r.policy, r.rule))
+                .collect();
+            let pod = translation.objects.pod;
+            (
+                pod.spec
+                    .and_then(|s| s.security_context)
+                    .and_then(|s| s.seccomp_profile)
+                    .map(|p| p.type_),
+                applied,
+            )
+        };
+        let builder = br#"{"Image":"docker.io/podbridge/buildah:1.28","Cmd":["sleep","60"]}"#;
+        let (profile, applied) = seccomp(builder, crate::model::Purpose::Build);
+        assert_eq!(profile, None);
+        assert!(applied.contains(&"builds/builder-seccomp".to_string()));
+        // the same request from a client, even labelled as a build, keeps the default profile
+        let forged = br#"{"Image":"docker.io/podbridge/buildah:1.28","Labels":{"purpose":"build","purposes":"build"}}"#;
+        let (profile, applied) = seccomp(forged, crate::model::Purpose::Container);
+        assert_eq!(profile.as_deref(), Some("RuntimeDefault"));
+        assert!(!applied.iter().any(|rule| rule.starts_with("builds/")));
+        // buildx's docker-container driver gets the way out, not a bare Pod Security message
+        let buildkit =
+            br#"{"Image":"moby/buildkit:buildx-stable-1","HostConfig":{"Privileged":true}}"#;
+        let error = translator
+            .translate(&request(buildkit, StartInputs::default()))
+            .unwrap_err();
+        assert!(error.to_string().contains("DOCKER_BUILDKIT=0"), "{error}");
+    }
+
     #[test]
     fn rules_never_see_a_null_request() {
         let translator = translator(&["policies/baseline", "policies/optional"]);

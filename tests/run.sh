@@ -70,6 +70,11 @@ stage "$failed_stage"
 tests/e2e/clients.sh
 done_stage
 
+failed_stage="docker build: builder pods, built images, hostile builds"
+stage "$failed_stage"
+tests/e2e/build.sh
+done_stage
+
 failed_stage="lifecycle: reaper, namespace lock, dry-run server, bad input"
 stage "$failed_stage"
 tests/e2e/lifecycle.sh

@@ -300,6 +300,7 @@ impl Decoder<'_> {
         Ok(Workload {
             name,
             image,
+            pull_image: self.image.and_then(|image| image.pull_reference.clone()),
             entrypoint: wire.entrypoint.clone(),
             cmd: wire.cmd.clone(),
             env,

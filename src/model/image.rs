@@ -230,6 +230,14 @@ pub struct ImageConfig {
     pub healthcheck: Option<ImageHealthcheck>,
     pub labels: Option<BTreeMap<String, String>>,
     pub stop_signal: Option<String>,
+    /// Where the nodes pull the image from, when that is not the name the client used: an
+    /// image built by `docker build` is pushed to the build registry under a digest, while the
+    /// client keeps calling it by its tag. Not part of Docker's shape (never sent to clients).
+    #[serde(
+        rename = "PodbridgePullReference",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pull_reference: Option<String>,
 }
 
 /// An image's `HEALTHCHECK`, in Docker's wire shape (durations in nanoseconds).

@@ -14,6 +14,26 @@ pub use id::ContainerId;
 pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
 pub use workload::*;
 
+/// Why podbridge runs a pod. Decided by podbridge, never by the client: policy selectors can
+/// trust it (`purposes:`), unlike Docker labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// A Docker container.
+    #[default]
+    Container,
+    /// The builder pod of one `docker build`.
+    Build,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Container => "container",
+            Purpose::Build => "build",
+        }
+    }
+}
+
 /// What can go wrong while building model values from strings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {

@@ -14,6 +14,9 @@ pub struct Workload {
     pub name: Option<String>,
     /// The image the client asked for, normalised.
     pub image: ImageRef,
+    /// The reference the pod pulls instead, for an image built by podbridge (its pushed
+    /// digest in the build registry); `None` pulls `image`.
+    pub pull_image: Option<String>,
     /// Docker `Entrypoint`; `None` keeps the image's.
     pub entrypoint: Option<Vec<String>>,
     /// Docker `Cmd`; `None` keeps the image's (unless an entrypoint was given, as in Docker).

@@ -471,7 +471,11 @@ impl Volumes {
 fn main_container(workload: &Workload, ctx: &RenderContext, volumes: &Volumes) -> Value {
     let mut container = Map::new();
     container.insert("name".into(), json!(MAIN_CONTAINER));
-    container.insert("image".into(), json!(workload.image.normalised()));
+    let image = workload
+        .pull_image
+        .clone()
+        .unwrap_or_else(|| workload.image.normalised());
+    container.insert("image".into(), json!(image));
     // Docker's Entrypoint/Cmd and Kubernetes' command/args have the same semantics, except that
     // Docker clears the image entrypoint with `[]` or `[""]`, which Kubernetes reads as "unset":
     // then Cmd becomes the whole command.

@@ -856,6 +856,7 @@ mod tests {
                     name: None,
                     labels: &labels,
                     project: None,
+                    purpose: crate::model::Purpose::Container,
                 },
                 today: jiff::civil::date(2026, 1, 1),
             },

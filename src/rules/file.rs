@@ -122,6 +122,9 @@ pub struct FilterSpec {
     pub projects: Option<Vec<String>>,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
+    /// `container` or `build` (see `model::Purpose`).
+    #[serde(default)]
+    pub purposes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,6 +13,8 @@ pub struct Subject<'a> {
     pub name: Option<&'a str>,
     pub labels: &'a BTreeMap<String, String>,
     pub project: Option<&'a str>,
+    /// Set by podbridge (a container, or the builder pod of `docker build`).
+    pub purpose: crate::model::Purpose,
 }
 
 #[derive(Debug, Clone)]
@@ -20,6 +22,7 @@ pub struct Filter {
     images: Option<Vec<Glob>>,
     names: Option<Vec<Glob>>,
     projects: Option<Vec<Glob>>,
+    purposes: Option<Vec<String>>,
     labels: Vec<(String, Glob)>,
 }
 
@@ -40,6 +43,7 @@ impl Filter {
             images: globs(&spec.images),
             names: globs(&spec.names),
             projects: globs(&spec.projects),
+            purposes: spec.purposes.clone(),
             labels: spec
                 .labels
                 .iter()
@@ -59,6 +63,10 @@ impl Filter {
         any(&self.images, Some(subject.image))
             && any(&self.names, subject.name)
             && any(&self.projects, subject.project)
+            && self
+                .purposes
+                .as_ref()
+                .is_none_or(|purposes| purposes.iter().any(|p| p == subject.purpose.as_str()))
             && self
                 .labels
                 .iter()
@@ -102,6 +110,7 @@ mod tests {
             name: None,
             labels: &labels,
             project,
+            purpose: crate::model::Purpose::Container,
         };
         assert!(selector.matches(&subject("docker.io/library/redis:7", Some("team-a/app"))));
         assert!(!selector.matches(&subject("docker.io/library/redis:7", Some("team-b/app"))));
@@ -112,7 +121,8 @@ mod tests {
             image: "x",
             name: None,
             labels: &tiers,
-            project: None
+            project: None,
+            purpose: crate::model::Purpose::Container,
         }));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod binds;
+pub mod build;
 pub mod containers;
 pub mod events;
 pub mod exec;
@@ -156,6 +157,8 @@ pub struct Runtime {
     /// Built-in Ryuk reapers this process serves, by container id.
     ryuks: Mutex<HashMap<String, ryuk::Served>>,
     ryuk_settings: Mutex<ryuk::RyukSettings>,
+    /// Where `docker build` runs and pushes (config `build_*`).
+    build_settings: Mutex<build::BuildSettings>,
 }
 
 impl Runtime {
@@ -203,6 +206,7 @@ impl Runtime {
             publish_ip: Mutex::new(std::net::Ipv4Addr::LOCALHOST.into()),
             ryuks: Mutex::default(),
             ryuk_settings: Mutex::default(),
+            build_settings: Mutex::default(),
             failing_watches: Mutex::default(),
             start_timeout_seconds: std::sync::atomic::AtomicU64::new(120),
         })

@@ -112,16 +112,38 @@ impl Runtime {
         record.clone()
     }
 
-    /// Every image seen: pulled ones and those of existing containers.
+    /// Every image seen: pulled ones and those of existing containers (built images are
+    /// listed from their records, `built_images`).
     pub fn images(&self) -> Vec<ImageRecord> {
+        let built = self.built_images();
         for container in self.containers() {
-            self.note_image(&container.image);
+            if !built.iter().any(|image| image.matches(&container.image)) {
+                self.note_image(&container.image);
+            }
         }
         self.images.lock().values().cloned().collect()
     }
 
-    /// Finds an image by reference or (prefix of) ID.
+    /// Finds an image by reference or (prefix of) ID; images built here first.
     pub fn find_image(&self, reference: &str) -> Option<ImageRecord> {
+        if let Some(built) = self.find_built_image(reference) {
+            let tag = built
+                .tags
+                .iter()
+                .find(|tag| normalise_image(tag) == normalise_image(reference))
+                .or(built.tags.first())
+                .map(|tag| normalise_image(tag))
+                .unwrap_or_else(|| built.image_id.clone());
+            return Some(ImageRecord {
+                reference: tag,
+                id: built.image_id,
+                created: built
+                    .created
+                    .parse::<jiff::Timestamp>()
+                    .map(|t| t.as_second())
+                    .unwrap_or_default(),
+            });
+        }
         let normalised = normalise_image(reference);
         let wanted = reference
             .strip_prefix("sha256:")

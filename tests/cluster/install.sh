@@ -14,6 +14,8 @@ PACKAGES=(
   busybox-static redis-server docker-registry
   # htpasswd (bcrypt) for the TLS registry with basic auth in tests/e2e/run.sh
   apache2-utils
+  # the docker build builder image (tests/e2e/builder-image.sh)
+  buildah
   # building kubernetes + pause
   golang-go golang-github-modern-go-reflect2-dev rsync make gcc libc6-dev dpkg-dev
 )

@@ -26,6 +26,7 @@ POD_CIDR=10.244.0.0/24
 CLUSTER_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 REGISTRY=127.0.0.1:5000
+NODE_REGISTRY=10.244.0.1:5000   # the same registry as pods reach it (the build tests push there)
 CNI_NETWORK=podbridge
 
 shopt -s inherit_errexit
@@ -102,7 +103,7 @@ SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.ipv4.conf.al
   vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 # component start order; down.sh stops them in reverse
-COMPONENTS=(containerd etcd registry dnsmasq readyz kube-apiserver kube-controller-manager
+COMPONENTS=(containerd etcd registry registry-node dnsmasq readyz kube-apiserver kube-controller-manager
   kube-scheduler kubelet kube-proxy svc-dns local-path)
 STORAGE_CLASS=podbridge-local   # default StorageClass, served by local-path.py
 VOLUMES=$STATE/volumes          # one directory per provisioned claim: $VOLUMES/<claim uid>

@@ -166,6 +166,9 @@ storage:
   delete: {enabled: true}
 http: {addr: "$REGISTRY"}
 YAML
+  # the same storage served on the node address: pods (the docker build builder) reach the
+  # registry there; the host and containerd keep using 127.0.0.1:5000
+  sed "s#addr: \"$REGISTRY\"#addr: \"$NODE_REGISTRY\"#" "$c/registry.yml" >"$c/registry-node.yml"
 }
 
 # ---- host network: bridge, routes, firewall guards ------------------------------------------
@@ -295,6 +298,7 @@ start readyz python3 "$CLUSTER_DIR/readyz.py" "$STATE" "$READY_PORT" "$NODE_NAME
 start_containerd
 start_etcd
 start registry docker-registry serve "$STATE/config/registry.yml"
+start registry-node docker-registry serve "$STATE/config/registry-node.yml"
 start_dnsmasq
 waitfor containerd 30 ctr_ok
 # images (cached tarballs) import while etcd and the apiserver come up
@@ -307,6 +311,7 @@ wait "$IMAGES_PID" || { cat "$LOGS/images.log" >&2; die "image import failed"; }
 log "images imported"
 start_rest
 waitfor registry 30 curl -sf http://$REGISTRY/v2/
+waitfor registry-node 30 curl -sf http://$NODE_REGISTRY/v2/
 "$CLUSTER_DIR/images.sh" push >>"$LOGS/images.log" 2>&1 & PUSH_PID=$!
 waitfor kube-scheduler 60 curl -sf http://127.0.0.1:10251/healthz
 waitfor kube-controller-manager 60 curl -sf http://127.0.0.1:10252/healthz

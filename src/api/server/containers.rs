@@ -109,6 +109,7 @@ pub async fn container_create(
     };
     let request = CreateRequest {
         start: crate::render::StartInputs::default(),
+        purpose: Default::default(),
         body: &body,
         name: Some(&name),
         image: image_config.as_ref(),
@@ -131,7 +132,13 @@ pub async fn container_create(
         .await?;
     if let Ok(value) = serde_json::from_slice::<Value>(&body) {
         if let Some(image) = value["Image"].as_str() {
-            state.runtime.note_image(image);
+            // Built images are listed from their records.
+            if image_config
+                .as_ref()
+                .is_none_or(|c| c.pull_reference.is_none())
+            {
+                state.runtime.note_image(image);
+            }
         }
     }
     tracing::info!(container = %id.short(), %name, "Container created");
@@ -574,6 +581,7 @@ pub(super) fn translate_stored(
             created: view.created.clone(),
         },
         start: stored.start,
+        purpose: Default::default(),
     };
     let translation = state
         .translator

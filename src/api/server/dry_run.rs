@@ -269,6 +269,7 @@ async fn container_create(
     let created = crate::runtime::now_rfc3339();
     let request = CreateRequest {
         start: crate::render::StartInputs::default(),
+        purpose: Default::default(),
         body: &body,
         name: Some(&name),
         image: None,

@@ -15,6 +15,7 @@ use super::extract::{parse_filters, query_bool, Query};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
 use crate::model::ImageConfig;
+use crate::runtime::build::BuiltImage;
 use crate::runtime::objects::{image_id, normalise_image, ImageRecord};
 use crate::runtime::registry::{Credentials, ImageDetails, RegistryError};
 
@@ -55,6 +56,9 @@ pub(super) async fn config_for_create(
     state: &AppState,
     reference: &str,
 ) -> Result<Option<ImageConfig>> {
+    if let Some(built) = state.runtime.find_built_image(reference) {
+        return Ok(Some(built.image_config()));
+    }
     match lookup(state, reference, None, false).await {
         Ok(details) => {
             state.runtime.note_image_with_id(reference, &details.id);
@@ -123,12 +127,34 @@ fn inspect_json(
     inspect
 }
 
+/// Inspect of an image `docker build` made here: its recorded config, every tag.
+fn inspect_built(image: &BuiltImage) -> Value {
+    let mut config = json!({"Env": [], "Cmd": Value::Null, "Entrypoint": Value::Null, "ExposedPorts": Value::Null,
+        "Labels": {}, "WorkingDir": "", "Volumes": Value::Null, "User": ""});
+    if let Value::Object(recorded) = &image.config {
+        for (key, value) in recorded {
+            config[key] = value.clone();
+        }
+    }
+    let tags: Vec<String> = image.tags.iter().map(|tag| normalise_image(tag)).collect();
+    json!({
+        "Id": image.image_id, "RepoTags": tags, "RepoDigests": [], "Parent": "", "Comment": "",
+        "Created": image.created, "DockerVersion": "", "Author": "", "Architecture": image.architecture,
+        "Os": image.os, "Size": 0, "VirtualSize": 0, "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "RootFS": {"Type": "layers", "Layers": []}, "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "Config": config,
+    })
+}
+
 /// `GET /images/{name}/json` (and `/history`).
 pub async fn image_get(
     State(state): State<AppState>,
     Path(rest): Path<String>,
 ) -> Result<Response> {
     if let Some(name) = rest.strip_suffix("/json") {
+        if let Some(built) = state.runtime.find_built_image(name) {
+            return Ok(Json(inspect_built(&built)).into_response());
+        }
         // Only images podbridge has seen (pulled, or used by a container): clients pull on 404,
         // which records the reference, and `docker inspect` falls through to "No such object".
         let record = state
@@ -164,6 +190,18 @@ pub async fn image_post(
             .filter(|t| !t.is_empty())
             .cloned()
             .unwrap_or_else(|| "latest".into());
+        let target = format!("{repo}:{tag}");
+        if let Some(mut built) = state.runtime.find_built_image(name) {
+            let normalised = crate::model::ImageRef::parse(&target)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?
+                .normalised();
+            if !built.tags.contains(&normalised) {
+                built.tags.push(normalised);
+            }
+            state.runtime.record_built_image(&built).await?;
+            emit_image_event(&state, "tag", &built.image_id, &normalise_image(&target));
+            return Ok(StatusCode::CREATED.into_response());
+        }
         let Some(source) = state.runtime.find_image(name) else {
             return Err(ApiError::NotFound(format!("No such image: {name}")));
         };
@@ -204,6 +242,31 @@ pub async fn image_delete(
     if in_use {
         return Err(ApiError::Conflict(format!("conflict: unable to remove repository reference \"{name}\" - container is using its referenced image")));
     }
+    if let Some(mut built) = state.runtime.find_built_image(&name) {
+        // A tag is untagged; the image goes with its last tag, or when named by ID.
+        let normalised = crate::model::ImageRef::parse(&name)
+            .map(|r| r.normalised())
+            .unwrap_or_default();
+        let mut answer = Vec::new();
+        if built.tags.contains(&normalised) {
+            built.tags.retain(|tag| *tag != normalised);
+            emit_image_event(&state, "untag", &built.image_id, &normalise_image(&name));
+            answer.push(json!({"Untagged": normalise_image(&name)}));
+        } else {
+            for tag in &built.tags {
+                answer.push(json!({"Untagged": normalise_image(tag)}));
+            }
+            built.tags.clear();
+        }
+        if built.tags.is_empty() {
+            state.runtime.delete_built_image(&built).await?;
+            emit_image_event(&state, "delete", &built.image_id, &built.image_id);
+            answer.push(json!({"Deleted": built.image_id}));
+        } else {
+            state.runtime.record_built_image(&built).await?;
+        }
+        return Ok(Json(Value::Array(answer)));
+    }
     match state.runtime.forget_image(&name) {
         Some(record) => {
             emit_image_event(&state, "untag", &record.id, &record.reference);
@@ -219,16 +282,37 @@ pub async fn image_delete(
 pub async fn image_list(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
     let filters = parse_filters(query.get("filters"))?;
     let references = filters.get("reference").cloned().unwrap_or_default();
-    let list: Vec<Value> = state
+    let mut list: Vec<Value> = state
+        .runtime
+        .built_images()
+        .into_iter()
+        .map(|image| {
+            let tags: Vec<String> = image.tags.iter().map(|tag| normalise_image(tag)).collect();
+            (image, tags)
+        })
+        .filter(|(_, tags)| {
+            references.is_empty()
+                || references.iter().any(|r| tags.iter().any(|t| *t == normalise_image(r) || t.starts_with(r.as_str())))
+        })
+        .map(|(image, tags)| {
+            let created = image.created.parse::<jiff::Timestamp>().map(|t| t.as_second()).unwrap_or_default();
+            let labels = image.config.get("Labels").cloned().filter(|l| l.is_object()).unwrap_or_else(|| json!({}));
+            json!({"Id": image.image_id, "ParentId": "", "RepoTags": tags, "RepoDigests": [], "Created": created,
+                "Size": 0, "SharedSize": -1, "VirtualSize": 0, "Labels": labels, "Containers": -1})
+        })
+        .collect();
+    let built = state.runtime.built_images();
+    list.extend(state
         .runtime
         .images()
         .into_iter()
+        .filter(|image| !built.iter().any(|b| b.matches(&image.reference)))
         .filter(|image| references.is_empty() || references.iter().any(|r| normalise_image(r) == image.reference || image.reference.starts_with(r.as_str())))
         .map(|image| {
             json!({"Id": image.id, "ParentId": "", "RepoTags": [image.reference], "RepoDigests": [], "Created": image.created,
                 "Size": 0, "SharedSize": -1, "VirtualSize": 0, "Labels": {}, "Containers": -1})
         })
-        .collect();
+        .collect::<Vec<Value>>());
     Ok(Json(Value::Array(list)))
 }
 

@@ -2,6 +2,7 @@
 //! response carries, and the listeners (TCP and unix socket).
 
 mod archive;
+mod build;
 pub mod compat;
 mod containers;
 pub mod dry_run;
@@ -144,7 +145,10 @@ pub fn router(state: AppState) -> Router {
             "/volumes/{name}",
             get(volumes::volume_inspect).delete(volumes::volume_delete),
         )
-        .route("/build", post(unsupported))
+        .route(
+            "/build",
+            post(build::build).route_layer(DefaultBodyLimit::max(limits.max_archive_bytes)),
+        )
         .route("/session", post(unsupported))
         .route("/commit", post(unsupported))
         .route("/auth", post(system::auth))
@@ -522,6 +526,13 @@ pub async fn run(
     runtime.set_ryuk_settings(crate::runtime::ryuk::RyukSettings {
         builtin: config.builtin_ryuk,
         restart_grace: std::time::Duration::from_secs(config.ryuk_restart_grace_seconds),
+    });
+    runtime.set_build_settings(crate::runtime::build::BuildSettings {
+        image: config.build_image.clone(),
+        registry: config.build_registry.clone().filter(|r| !r.is_empty()),
+        pull_registry: config.build_pull_registry.clone().filter(|r| !r.is_empty()),
+        insecure: config.build_registry_insecure,
+        timeout: std::time::Duration::from_secs(config.build_timeout_seconds),
     });
     runtime
         .registry

@@ -305,6 +305,7 @@ async fn a_cancelled_create_releases_its_name() {
                 created: crate::runtime::now_rfc3339(),
             },
             start: crate::render::StartInputs::default(),
+            purpose: Default::default(),
         })
         .unwrap();
     let create = runtime.create_container("web", id.as_str(), &translation.objects, None);

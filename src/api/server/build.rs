@@ -1,0 +1,401 @@
+//! `POST /build`, the classic build API, run by a builder pod (`runtime/build.rs`). As dockerd
+//! does, nothing is answered until the whole context has been read: errors up to then (policy,
+//! a builder that cannot run, a bad context) are real HTTP statuses with Docker's body; after
+//! that the answer is 200 and a failure is the stream's last message (`errorDetail` and `error`,
+//! which the docker CLI and docker-py read respectively).
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::AppState;
+use crate::api::error::{ApiError, Result};
+use crate::model::{ContainerId, ImageRef, Purpose};
+use crate::render::Identity;
+use crate::runtime::build::{self, BuildOptions, BuildSettings, Builder};
+use crate::runtime::objects::normalise_image;
+use crate::translate::CreateRequest;
+
+/// One classic build request, decoded from the query.
+#[derive(Debug, Default, PartialEq)]
+struct BuildRequest {
+    options: BuildOptions,
+    /// Tags as given (`-t`), in order, without duplicates.
+    tags: Vec<String>,
+    quiet: bool,
+    extra_hosts: Vec<String>,
+}
+
+/// Docker's `BoolValue`: anything but empty, `0`, `no`, `false` and `none` is true.
+fn bool_value(value: &str) -> bool {
+    !matches!(
+        value.to_ascii_lowercase().as_str(),
+        "" | "0" | "no" | "false" | "none"
+    )
+}
+
+/// A JSON object of strings (`buildargs` may hold nulls: "take it from the environment",
+/// which a remote daemon has none of, so they are left out).
+fn string_map(name: &str, raw: &str) -> Result<BTreeMap<String, String>> {
+    if raw.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let map: BTreeMap<String, Option<String>> = serde_json::from_str(raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid {name}: {e}")))?;
+    Ok(map
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|value| (key, value)))
+        .collect())
+}
+
+fn decode(query: &str) -> Result<BuildRequest> {
+    let mut request = BuildRequest {
+        options: BuildOptions {
+            dockerfile: "Dockerfile".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
+            "dockerfile" if !value.is_empty() => request.options.dockerfile = value,
+            "t" if !value.is_empty() => {
+                ImageRef::parse(&value).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                if !request.tags.contains(&value) {
+                    request.tags.push(value);
+                }
+            }
+            "q" => request.quiet = bool_value(&value),
+            "nocache" => request.options.no_cache = bool_value(&value),
+            "pull" => request.options.pull = bool_value(&value),
+            "target" if !value.is_empty() => request.options.target = Some(value),
+            "buildargs" => request.options.build_args = string_map("buildargs", &value)?,
+            "labels" => request.options.labels = string_map("labels", &value)?,
+            "extrahosts" if !value.is_empty() => request.extra_hosts.push(value),
+            "remote" if !value.is_empty() => {
+                return Err(ApiError::NotImplemented(
+                    "remote build contexts (a Git or tarball URL) are not supported by podbridge: send the context as the request body".into(),
+                ))
+            }
+            "version" if value == "2" => {
+                return Err(ApiError::BadRequest(
+                    "BuildKit builds (version=2) are not supported by podbridge: use the classic builder (DOCKER_BUILDKIT=0)".into(),
+                ))
+            }
+            "platform" if !value.is_empty() && !value.starts_with("linux") => {
+                return Err(ApiError::BadRequest(format!(
+                    "platform {value} is not supported by podbridge: builds run on linux nodes"
+                )))
+            }
+            _ => {}
+        }
+    }
+    if !build::dockerfile_in_context(&request.options.dockerfile) {
+        return Err(ApiError::BadRequest(format!(
+            "the Dockerfile ({}) must be within the build context",
+            request.options.dockerfile
+        )));
+    }
+    Ok(request)
+}
+
+/// The builder pod, as a Docker create request of the builder image translated with
+/// `Purpose::Build`: the policy chain shapes and checks it like any pod (a denial is 403
+/// naming the rule).
+fn builder_pod(
+    state: &AppState,
+    settings: &BuildSettings,
+    extra_hosts: &[String],
+) -> Result<k8s_openapi::api::core::v1::Pod> {
+    let id = ContainerId::random();
+    let name = format!("build-{}", id.short());
+    let body = json!({
+        "Image": settings.image,
+        "Entrypoint": ["sh", "-c"],
+        "Cmd": [format!("mkdir -p {} && exec sleep {}", build::CONTEXT_DIR, settings.timeout.as_secs() + 60)],
+        "WorkingDir": build::WORKSPACE,
+        "Env": ["STORAGE_DRIVER=vfs", "BUILDAH_ISOLATION=chroot"],
+        "HostConfig": {"ExtraHosts": extra_hosts},
+    });
+    let body = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let translation = state
+        .translator
+        .translate(&CreateRequest {
+            body: &body,
+            name: Some(&name),
+            image: None,
+            identity: Identity {
+                id,
+                created: crate::runtime::now_rfc3339(),
+            },
+            start: Default::default(),
+            purpose: Purpose::Build,
+        })
+        .map_err(|error| match error {
+            crate::translate::TranslateError::Denied { message, results } => {
+                crate::translate::TranslateError::Denied {
+                    message: message.replacen(
+                        "container create blocked",
+                        "docker build blocked",
+                        1,
+                    ),
+                    results,
+                }
+            }
+            other => other,
+        })?;
+    Ok(translation.objects.pod)
+}
+
+/// `POST /build`.
+pub async fn build(State(state): State<AppState>, uri: Uri, body: Body) -> Result<Response> {
+    let settings = state.runtime.build_settings();
+    if settings.registry.is_none() {
+        return Err(ApiError::NotImplemented(
+            "docker build needs a registry for the images it builds: configure build_registry (see the README, \"docker build\")".into(),
+        ));
+    }
+    let request = decode(uri.query().unwrap_or_default())?;
+    let permit = state.runtime.stream_permit()?;
+    let pod = builder_pod(&state, &settings, &request.extra_hosts)?;
+    let builder = state.runtime.start_builder(pod).await?;
+    let max_bytes = state.runtime.limits().max_archive_bytes as u64;
+    let size = builder
+        .upload_context(body.into_data_stream(), max_bytes)
+        .await?;
+    tracing::info!(pod = builder.pod(), size, tags = ?request.tags, "Build context unpacked");
+    let (messages, stream) = mpsc::channel::<Value>(64);
+    tokio::spawn(async move {
+        let _permit = permit;
+        run(state, builder, request, settings, messages).await;
+    });
+    let body = futures::stream::unfold(stream, |mut stream| async move {
+        let message = stream.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(format!("{message}\r\n"))),
+            stream,
+        ))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// A failed step as the classic builder words it (`The command '/bin/sh -c …' returned a
+/// non-zero code: N`), which CI logs and some clients look for; buildah's own line otherwise.
+fn failed_step_message(last: &str, code: i64) -> String {
+    let line = last.strip_prefix("Error: ").unwrap_or(last);
+    let run = line
+        .strip_prefix("building at STEP \"RUN ")
+        .and_then(|rest| rest.rsplit_once("\": exit status "))
+        .map(|(command, _)| command.trim());
+    match run {
+        Some(command) if command.starts_with('[') => {
+            let argv: Vec<String> = serde_json::from_str(command).unwrap_or_default();
+            format!(
+                "The command '[{}]' returned a non-zero code: {code}",
+                argv.join(" ")
+            )
+        }
+        Some(command) => {
+            format!("The command '/bin/sh -c {command}' returned a non-zero code: {code}")
+        }
+        None => line.to_string(),
+    }
+}
+
+/// Docker's failure message, ending the stream.
+fn failure(code: i64, message: &str) -> Value {
+    json!({"errorDetail": {"code": code, "message": message}, "error": message})
+}
+
+async fn run(
+    state: AppState,
+    builder: Builder,
+    request: BuildRequest,
+    settings: BuildSettings,
+    messages: mpsc::Sender<Value>,
+) {
+    let (lines, mut received) = mpsc::channel::<String>(64);
+    let quiet = request.quiet;
+    let forward_to = messages.clone();
+    let forwarder = tokio::spawn(async move {
+        let mut last = String::new();
+        while let Some(line) = received.recv().await {
+            // buildah names the image by the builder's own tag; Docker's tags follow at the end.
+            if line.starts_with("Successfully tagged localhost/podbridge-build/") {
+                continue;
+            }
+            if !line.trim().is_empty() {
+                last = line.trim().to_string();
+            }
+            if !quiet && forward_to.send(json!({"stream": line})).await.is_err() {
+                break;
+            }
+        }
+        last
+    });
+    let cache = builder.cache_repository(&settings);
+    let argv = builder.build_argv(&request.options, &settings, cache.as_deref());
+    // A client that hangs up ends the build: dropping the builder deletes its pod.
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(settings.timeout, builder.run(&argv, &lines)) => outcome,
+        () = messages.closed() => {
+            tracing::info!(pod = builder.pod(), "Build abandoned by its client");
+            return;
+        }
+    };
+    drop(lines);
+    let last = forwarder.await.unwrap_or_default();
+    let code = match outcome {
+        Err(_) => {
+            let message = format!(
+                "the build did not finish within {}s (config build_timeout_seconds)",
+                settings.timeout.as_secs()
+            );
+            let _ = messages.send(failure(1, &message)).await;
+            return;
+        }
+        Ok(Err(error)) => {
+            let _ = messages.send(failure(1, &error.to_string())).await;
+            return;
+        }
+        Ok(Ok(code)) => code,
+    };
+    if messages.is_closed() {
+        return;
+    }
+    if code != 0 {
+        let message = failed_step_message(&last, code);
+        let _ = messages.send(failure(code, &message)).await;
+        return;
+    }
+    let result = match builder.push_and_inspect(&settings).await {
+        Ok(result) => result,
+        Err(error) => {
+            let _ = messages.send(failure(1, &error.to_string())).await;
+            return;
+        }
+    };
+    let tags: Vec<String> = request
+        .tags
+        .iter()
+        .filter_map(|tag| ImageRef::parse(tag).ok().map(|r| r.normalised()))
+        .collect();
+    let recorded = match state.runtime.built_image(&result, tags) {
+        Ok(image) => state
+            .runtime
+            .record_built_image(&image)
+            .await
+            .map(|()| image),
+        Err(error) => Err(error),
+    };
+    let image = match recorded {
+        Ok(image) => image,
+        Err(error) => {
+            let _ = messages.send(failure(1, &error.to_string())).await;
+            return;
+        }
+    };
+    builder.finish().await;
+    let short = image
+        .image_id
+        .trim_start_matches("sha256:")
+        .get(..12)
+        .unwrap_or_default()
+        .to_string();
+    for tag in &request.tags {
+        let attributes = crate::runtime::events::named(&normalise_image(tag), &[]);
+        state.runtime.emit(crate::runtime::events::object_event(
+            "image",
+            "tag",
+            &image.image_id,
+            attributes,
+        ));
+    }
+    tracing::info!(image = %image.image_id, reference = %image.pull_reference, "Image built");
+    if quiet {
+        let _ = messages
+            .send(json!({"stream": format!("{}\n", image.image_id)}))
+            .await;
+        return;
+    }
+    let mut ending = vec![
+        json!({"aux": {"ID": image.image_id}}),
+        json!({"stream": format!("Successfully built {short}\n")}),
+    ];
+    for tag in &request.tags {
+        ending.push(json!({"stream": format!("Successfully tagged {}\n", normalise_image(tag))}));
+    }
+    for message in ending {
+        if messages.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode_as_dockerd_reads_them() {
+        let request = decode("dockerfile=app.Dockerfile&t=app&t=app:2&t=app&q=False&nocache=1&pull=True&target=final&buildargs=%7B%22A%22%3A%20%22b%22%2C%20%22E%22%3A%20null%7D&labels=%7B%22l%22%3A%22v%22%7D&version=1&rm=0").unwrap();
+        assert_eq!(request.options.dockerfile, "app.Dockerfile");
+        assert_eq!(request.tags, ["app", "app:2"]);
+        assert!(!request.quiet && request.options.no_cache && request.options.pull);
+        assert_eq!(request.options.target.as_deref(), Some("final"));
+        assert_eq!(
+            request.options.build_args,
+            BTreeMap::from([("A".to_string(), "b".to_string())])
+        );
+        assert_eq!(request.options.labels["l"], "v");
+        assert_eq!(decode("").unwrap().options.dockerfile, "Dockerfile");
+    }
+
+    #[test]
+    fn failed_steps_are_worded_as_docker_words_them() {
+        assert_eq!(
+            failed_step_message(
+                "Error: building at STEP \"RUN echo x && exit 7\": exit status 7",
+                7
+            ),
+            "The command '/bin/sh -c echo x && exit 7' returned a non-zero code: 7"
+        );
+        assert_eq!(
+            failed_step_message(
+                "Error: building at STEP \"RUN [\"false\", \"x\"]\": exit status 1",
+                1
+            ),
+            "The command '[false x]' returned a non-zero code: 1"
+        );
+        assert_eq!(
+            failed_step_message("Error: no such file", 125),
+            "no such file"
+        );
+    }
+
+    #[test]
+    fn unsupported_and_hostile_queries_are_refused() {
+        for (query, status) in [
+            ("version=2", 400),
+            ("dockerfile=../../etc/passwd", 400),
+            ("dockerfile=/etc/passwd", 400),
+            ("t=Not%20A%20Tag", 400),
+            ("buildargs=%5B1%5D", 400),
+            ("remote=https://example.invalid/x.git", 501),
+            ("platform=windows/amd64", 400),
+        ] {
+            let error = decode(query).unwrap_err();
+            assert_eq!(error.status().as_u16(), status, "{query}");
+        }
+    }
+}

@@ -1,0 +1,828 @@
+//! `docker build` in the cluster: one builder pod per build (rendered and checked by the policy
+//! chain like every pod, with `Purpose::Build`), driven by exec — the context is unpacked into
+//! it, buildah builds and pushes to the build registry — and the result recorded as a built
+//! image: a ConfigMap of this instance that maps the client's tags to the pushed digest and
+//! keeps the image's config, so `docker run <tag>` pulls exactly what was built, and a
+//! restarted podbridge still knows it.
+//!
+//! Everything in the builder pod is the client's: a `RUN` step runs as root beside buildah (its
+//! chroot is no boundary for root), so it can write any output file. Nothing read back from the
+//! pod decides where an image goes or comes from: the repository is podbridge's choice, only
+//! the digest is read, and a digest only names content within that repository.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::remote_command::{Streams, Target};
+use super::state::MAIN_CONTAINER;
+use super::{Result, Runtime, RuntimeError};
+use crate::labels;
+use crate::model::ImageConfig;
+
+/// The role of built-image records.
+pub const ROLE_BUILT_IMAGE: &str = "built-image";
+/// Where the context is unpacked in the builder, and where buildah's outputs go.
+pub const WORKSPACE: &str = "/workspace";
+pub const CONTEXT_DIR: &str = "/workspace/context";
+const IID_FILE: &str = "/workspace/.podbridge-iid";
+const DIGEST_FILE: &str = "/workspace/.podbridge-digest";
+/// How long the builder pod may take to run.
+const BUILDER_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest line of builder output passed on as one message; longer ones are split.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Where builds run and where their images go (configuration `build_*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildSettings {
+    /// The builder image (buildah).
+    pub image: String,
+    /// Repository prefix built images are pushed to, as the builder pod reaches the registry
+    /// (`registry.example:5000/ci-builds`); `None` disables `docker build` (501).
+    pub registry: Option<String>,
+    /// The same prefix as the nodes pull from it, when they reach it under another name.
+    pub pull_registry: Option<String>,
+    /// The registry speaks plain HTTP or has a certificate the builder does not trust.
+    pub insecure: bool,
+    /// How long one build may run.
+    pub timeout: Duration,
+}
+
+impl BuildSettings {
+    /// The repository of this instance's builds: per namespace and instance, so one session
+    /// never pulls or overwrites another's tags.
+    fn repository(prefix: &str, namespace: &str, instance: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            prefix.trim_end_matches('/'),
+            repository_component(namespace),
+            repository_component(instance)
+        )
+    }
+}
+
+/// A name as a repository path component (`[a-z0-9]+([._-][a-z0-9]+)*`).
+fn repository_component(value: &str) -> String {
+    let mut out = String::new();
+    for c in value.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-').to_string();
+    if out.is_empty() {
+        "x".into()
+    } else {
+        out
+    }
+}
+
+/// The classic build API's options that reach the builder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildOptions {
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: String,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub no_cache: bool,
+    pub pull: bool,
+}
+
+/// One image `docker build` made, as recorded in its ConfigMap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BuiltImage {
+    /// The record's key (per instance and image ID).
+    pub id: String,
+    /// Docker's image ID: the digest of the image config.
+    pub image_id: String,
+    /// What the nodes pull (`repository@sha256:…`).
+    pub pull_reference: String,
+    /// Normalised tags (`docker.io/library/app:latest`), each on at most one built image.
+    pub tags: Vec<String>,
+    /// RFC 3339.
+    pub created: String,
+    /// The image's `config` as the builder recorded it (Docker's shape).
+    pub config: serde_json::Value,
+    pub architecture: String,
+    pub os: String,
+}
+
+impl BuiltImage {
+    /// The config a container inherits, with where the pod pulls it from.
+    pub fn image_config(&self) -> ImageConfig {
+        let mut config: ImageConfig =
+            serde_json::from_value(self.config.clone()).unwrap_or_default();
+        config.pull_reference = Some(self.pull_reference.clone());
+        config
+    }
+
+    /// Whether `reference` names this image: a tag, the ID, or an ID prefix (of at least 4
+    /// hexadecimal digits, as Docker's short IDs).
+    pub fn matches(&self, reference: &str) -> bool {
+        let normalised = crate::model::ImageRef::parse(reference)
+            .map(|r| r.normalised())
+            .unwrap_or_default();
+        if self.tags.contains(&normalised) {
+            return true;
+        }
+        let wanted = reference.strip_prefix("sha256:").unwrap_or(reference);
+        wanted.len() >= 4
+            && wanted.bytes().all(|b| b.is_ascii_hexdigit())
+            && self
+                .image_id
+                .trim_start_matches("sha256:")
+                .starts_with(&wanted.to_ascii_lowercase())
+    }
+}
+
+/// What one finished build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub image_id: String,
+    pub manifest_digest: String,
+    pub config: serde_json::Value,
+    pub architecture: String,
+    pub os: String,
+}
+
+/// The builder pod of one build; dropping it deletes the pod (a client that hangs up ends its
+/// build).
+pub struct Builder {
+    runtime: Arc<Runtime>,
+    pod: String,
+    uid: Option<String>,
+    local_tag: String,
+    finished: bool,
+}
+
+impl Drop for Builder {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let runtime = self.runtime.clone();
+        let (pod, uid) = (self.pod.clone(), self.uid.clone());
+        tokio::spawn(async move {
+            if let Err(error) = runtime
+                .applier
+                .delete_exact(&runtime.applier.pods(), &pod, uid.as_deref(), Some(0))
+                .await
+            {
+                tracing::warn!(%pod, %error, "Builder pod not deleted");
+            }
+        });
+    }
+}
+
+/// Whether a Dockerfile path stays inside the context (no absolute path, no `..`).
+pub fn dockerfile_in_context(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.split('/').any(|part| part == "..")
+        && !path.contains('\0')
+}
+
+/// `tar` flags for a context by its first bytes: Docker accepts gzip, bzip2 and xz contexts.
+pub fn tar_flags(first: &[u8]) -> &'static str {
+    if first.starts_with(&[0x1f, 0x8b]) {
+        "-xzf"
+    } else if first.starts_with(b"BZh") {
+        "-xjf"
+    } else if first.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        "-xJf"
+    } else {
+        "-xf"
+    }
+}
+
+impl Runtime {
+    pub fn set_build_settings(&self, settings: BuildSettings) {
+        *self.build_settings.lock() = settings;
+    }
+
+    pub fn build_settings(&self) -> BuildSettings {
+        self.build_settings.lock().clone()
+    }
+
+    /// This instance's built images.
+    pub fn built_images(&self) -> Vec<BuiltImage> {
+        self.objects_with_role(ROLE_BUILT_IMAGE)
+            .iter()
+            .filter(|cm| {
+                cm.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::INSTANCE))
+                    == Some(&self.instance)
+            })
+            .filter_map(|cm| {
+                cm.metadata
+                    .annotations
+                    .as_ref()?
+                    .get(labels::ANNOTATION_OBJECT)
+            })
+            .filter_map(|raw| serde_json::from_str(raw).ok())
+            .collect()
+    }
+
+    /// The built image a reference names: tags first, then IDs.
+    pub fn find_built_image(&self, reference: &str) -> Option<BuiltImage> {
+        let images = self.built_images();
+        let normalised = crate::model::ImageRef::parse(reference)
+            .map(|r| r.normalised())
+            .ok()?;
+        images
+            .iter()
+            .find(|image| image.tags.contains(&normalised))
+            .or_else(|| images.iter().find(|image| image.matches(reference)))
+            .cloned()
+    }
+
+    /// Records a built image under `tags`, taking each tag off any other built image (a tag
+    /// names one image, as in Docker); an image left without tags stays, found by ID.
+    pub async fn record_built_image(&self, image: &BuiltImage) -> Result<()> {
+        for mut other in self.built_images() {
+            if other.id == image.id {
+                continue;
+            }
+            let before = other.tags.len();
+            other.tags.retain(|tag| !image.tags.contains(tag));
+            if other.tags.len() != before {
+                self.store_object(ROLE_BUILT_IMAGE, &other.id, &to_value(&other)?)
+                    .await?;
+            }
+        }
+        self.store_object(ROLE_BUILT_IMAGE, &image.id, &to_value(image)?)
+            .await
+    }
+
+    /// Forgets a built image's record (the pushed content stays in the registry).
+    pub async fn delete_built_image(&self, image: &BuiltImage) -> Result<()> {
+        self.delete_object(ROLE_BUILT_IMAGE, &image.id).await
+    }
+
+    /// The record of a new build: keyed per instance and image ID.
+    pub fn built_image(&self, result: &BuildResult, tags: Vec<String>) -> Result<BuiltImage> {
+        let settings = self.build_settings();
+        let pull_prefix = settings
+            .pull_registry
+            .or(settings.registry)
+            .ok_or_else(|| RuntimeError::BadRequest("docker build is not configured".into()))?;
+        let repository = BuildSettings::repository(&pull_prefix, &self.namespace, &self.instance);
+        let id = super::objects::object_id(
+            ROLE_BUILT_IMAGE,
+            &format!("{}/{}", self.instance, result.image_id),
+        );
+        // The same image built again (every layer from the cache) keeps its earlier tags.
+        let mut tags = tags;
+        if let Some(earlier) = self.built_images().into_iter().find(|image| image.id == id) {
+            for tag in earlier.tags {
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+            }
+        }
+        Ok(BuiltImage {
+            id,
+            image_id: result.image_id.clone(),
+            pull_reference: format!("{repository}@{}", result.manifest_digest),
+            tags,
+            created: super::now_rfc3339(),
+            config: result.config.clone(),
+            architecture: result.architecture.clone(),
+            os: result.os.clone(),
+        })
+    }
+
+    /// Applies the builder pod (the policy chain's output, as is) and waits until `main` runs.
+    pub async fn start_builder(self: &Arc<Self>, pod: Pod) -> Result<Builder> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let written = self.applier.apply_owned(&self.applier.pods(), &pod).await?;
+        let builder = Builder {
+            runtime: self.clone(),
+            pod: name.clone(),
+            uid: written.metadata.uid.clone(),
+            local_tag: format!("localhost/podbridge-build/{name}"),
+            finished: false,
+        };
+        let mut failure = None;
+        let running = self
+            .wait_until(BUILDER_START_TIMEOUT, |rt| {
+                let Some(pod) = rt
+                    .pods
+                    .state()
+                    .into_iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+                else {
+                    return false;
+                };
+                let status = super::state::main_status(&pod);
+                let state = status.and_then(|s| s.state.as_ref());
+                if state.and_then(|s| s.running.as_ref()).is_some() {
+                    return true;
+                }
+                state.and_then(|s| s.waiting.as_ref()).is_some_and(|w| {
+                    w.reason
+                        .as_deref()
+                        .is_some_and(super::state::is_start_failure)
+                }) || state.and_then(|s| s.terminated.as_ref()).is_some()
+            })
+            .await;
+        if running {
+            if let Some(pod) = self
+                .pods
+                .state()
+                .into_iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+            {
+                let status = super::state::main_status(&pod);
+                let state = status.and_then(|s| s.state.as_ref());
+                if state.and_then(|s| s.running.as_ref()).is_none() {
+                    failure = Some(
+                        state
+                            .and_then(|s| s.waiting.as_ref())
+                            .map(|w| {
+                                format!(
+                                    "{}: {}",
+                                    w.reason.clone().unwrap_or_default(),
+                                    w.message.clone().unwrap_or_default()
+                                )
+                            })
+                            .unwrap_or_else(|| "the builder exited".into()),
+                    );
+                }
+            }
+        } else {
+            failure = Some(format!(
+                "the builder pod did not run within {}s",
+                BUILDER_START_TIMEOUT.as_secs()
+            ));
+        }
+        match failure {
+            None => Ok(builder),
+            Some(reason) => Err(RuntimeError::StartFailed {
+                id: name,
+                reason: format!("docker build: {reason}"),
+            }),
+        }
+    }
+}
+
+fn to_value(image: &BuiltImage) -> Result<serde_json::Value> {
+    serde_json::to_value(image).map_err(|e| RuntimeError::BadSpec {
+        name: image.id.clone(),
+        reason: e.to_string(),
+    })
+}
+
+impl Builder {
+    pub fn pod(&self) -> &str {
+        &self.pod
+    }
+
+    /// Deletes the builder pod and waits until the watch no longer shows it.
+    pub async fn finish(mut self) {
+        self.finished = true;
+        let runtime = self.runtime.clone();
+        if let Err(error) = runtime
+            .applier
+            .delete_exact(
+                &runtime.applier.pods(),
+                &self.pod,
+                self.uid.as_deref(),
+                Some(0),
+            )
+            .await
+        {
+            tracing::warn!(pod = %self.pod, %error, "Builder pod not deleted");
+            return;
+        }
+        let pod = self.pod.clone();
+        runtime
+            .wait_until(Duration::from_secs(30), |rt| {
+                !rt.pods
+                    .state()
+                    .iter()
+                    .any(|p| p.metadata.name.as_deref() == Some(pod.as_str()))
+            })
+            .await;
+    }
+
+    /// Unpacks the build context (a tar, possibly compressed) from the client's body into the
+    /// builder, at most `max_bytes` of it. Returns the bytes read.
+    pub async fn upload_context<S>(&self, mut body: S, max_bytes: u64) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
+    {
+        let first = loop {
+            match body.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => break Some(chunk),
+                Some(Err(error)) => {
+                    return Err(RuntimeError::BadRequest(format!(
+                        "reading the build context: {error}"
+                    )))
+                }
+                None => break None,
+            }
+        };
+        let Some(first) = first else {
+            return Err(RuntimeError::BadRequest(
+                "the build context is empty: send a tar archive".into(),
+            ));
+        };
+        let argv: Vec<String> = ["tar", tar_flags(&first), "-", "-C", CONTEXT_DIR]
+            .map(String::from)
+            .to_vec();
+        let streams = Streams {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+            initial_size: None,
+        };
+        let mut session = self
+            .runtime
+            .remote_command(&self.pod, MAIN_CONTAINER, Target::Exec(&argv), streams)
+            .await?;
+        let mut stdin = session.stdin.take();
+        let mut stderr = session.stderr.take();
+        let errors = tokio::spawn(async move {
+            let mut text = Vec::new();
+            if let Some(stderr) = stderr.as_mut() {
+                use tokio::io::AsyncReadExt;
+                let _ = stderr.take(64 * 1024).read_to_end(&mut text).await;
+            }
+            String::from_utf8_lossy(&text).trim().to_string()
+        });
+        let mut total = first.len() as u64;
+        let mut write_error = None;
+        if let Some(writer) = stdin.as_mut() {
+            let mut chunk = Some(first);
+            while let Some(data) = chunk.take() {
+                if total > max_bytes {
+                    return Err(RuntimeError::LimitReached {
+                        message: format!(
+                            "the build context is larger than {max_bytes} bytes (config max_archive_bytes)"
+                        ),
+                    });
+                }
+                if let Err(error) = writer.write_all(&data).await {
+                    write_error = Some(error.to_string());
+                    break;
+                }
+                match body.next().await {
+                    Some(Ok(next)) => {
+                        total += next.len() as u64;
+                        chunk = Some(next);
+                    }
+                    Some(Err(error)) => {
+                        return Err(RuntimeError::BadRequest(format!(
+                            "reading the build context: {error}"
+                        )))
+                    }
+                    None => {}
+                }
+            }
+            let _ = writer.shutdown().await;
+        }
+        drop(stdin);
+        let status = session
+            .status()
+            .await
+            .map_err(|source| RuntimeError::RemoteCommand {
+                operation: "build context",
+                pod: self.pod.clone(),
+                source,
+            })?;
+        let message = errors.await.unwrap_or_default();
+        let code = super::exec::exit_code_of(status.as_ref());
+        if code != 0 || write_error.is_some() {
+            return Err(RuntimeError::BadRequest(format!(
+                "the build context could not be unpacked: {}",
+                if message.is_empty() {
+                    write_error.unwrap_or_else(|| format!("tar exited with {code}"))
+                } else {
+                    message
+                }
+            )));
+        }
+        Ok(total)
+    }
+
+    /// Runs `argv` in the builder, sending each output line (stdout and stderr, as they come)
+    /// to `lines`; returns the exit code. Stops early when `lines` is closed (the client left).
+    pub async fn run(&self, argv: &[String], lines: &mpsc::Sender<String>) -> Result<i64> {
+        let streams = Streams {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            tty: false,
+            initial_size: None,
+        };
+        let mut session = self
+            .runtime
+            .remote_command(&self.pod, MAIN_CONTAINER, Target::Exec(argv), streams)
+            .await?;
+        let forward = |reader: Option<tokio::io::DuplexStream>| {
+            let lines = lines.clone();
+            async move {
+                let Some(reader) = reader else { return };
+                let mut reader = tokio::io::BufReader::new(reader);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match (&mut reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut line)
+                        .await
+                    {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&line).into_owned();
+                            if lines.send(text).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        use tokio::io::AsyncReadExt;
+        tokio::join!(
+            forward(session.stdout.take()),
+            forward(session.stderr.take())
+        );
+        if lines.is_closed() {
+            return Err(RuntimeError::Conflict("the client hung up".into()));
+        }
+        let status = session
+            .status()
+            .await
+            .map_err(|source| RuntimeError::RemoteCommand {
+                operation: "build",
+                pod: self.pod.clone(),
+                source,
+            })?;
+        Ok(super::exec::exit_code_of(status.as_ref()))
+    }
+
+    /// The `buildah bud` command line.
+    pub fn build_argv(
+        &self,
+        options: &BuildOptions,
+        settings: &BuildSettings,
+        cache: Option<&str>,
+    ) -> Vec<String> {
+        let mut argv: Vec<String> = vec![
+            "buildah".into(),
+            "bud".into(),
+            "--format".into(),
+            "docker".into(),
+            "--iidfile".into(),
+            IID_FILE.into(),
+            "-f".into(),
+            format!("{CONTEXT_DIR}/{}", options.dockerfile),
+            "-t".into(),
+            self.local_tag.clone(),
+        ];
+        if settings.insecure {
+            argv.push("--tls-verify=false".into());
+        }
+        for (key, value) in &options.build_args {
+            argv.push("--build-arg".into());
+            argv.push(format!("{key}={value}"));
+        }
+        if let Some(target) = &options.target {
+            argv.push("--target".into());
+            argv.push(target.clone());
+        }
+        for (key, value) in &options.labels {
+            argv.push("--label".into());
+            argv.push(format!("{key}={value}"));
+        }
+        if options.pull {
+            argv.push("--pull-always".into());
+        }
+        if options.no_cache {
+            argv.push("--no-cache".into());
+        } else if let Some(cache) = cache {
+            argv.extend([
+                "--layers".into(),
+                "--cache-from".into(),
+                cache.into(),
+                "--cache-to".into(),
+                cache.into(),
+            ]);
+        }
+        argv.push("--".into());
+        argv.push(CONTEXT_DIR.into());
+        argv
+    }
+
+    /// Pushes the built image to this instance's repository and reads back what was built.
+    pub async fn push_and_inspect(&self, settings: &BuildSettings) -> Result<BuildResult> {
+        let prefix = settings
+            .registry
+            .clone()
+            .ok_or_else(|| RuntimeError::BadRequest("docker build is not configured".into()))?;
+        let repository =
+            BuildSettings::repository(&prefix, &self.runtime.namespace, &self.runtime.instance);
+        let iid = self.read_digest(IID_FILE).await?;
+        let mut push: Vec<String> = vec![
+            "buildah".into(),
+            "push".into(),
+            "--format".into(),
+            "docker".into(),
+            "--digestfile".into(),
+            DIGEST_FILE.into(),
+        ];
+        if settings.insecure {
+            push.push("--tls-verify=false".into());
+        }
+        push.push(self.local_tag.clone());
+        push.push(format!(
+            "docker://{repository}:{}",
+            iid.trim_start_matches("sha256:")
+                .get(..12)
+                .unwrap_or_default()
+        ));
+        let (sink, mut drain) = mpsc::channel::<String>(256);
+        let collected = tokio::spawn(async move {
+            let mut text = String::new();
+            while let Some(line) = drain.recv().await {
+                if text.len() < 16 * 1024 {
+                    text.push_str(&line);
+                }
+            }
+            text
+        });
+        let code = self.run(&push, &sink).await?;
+        drop(sink);
+        let output = collected.await.unwrap_or_default();
+        if code != 0 {
+            return Err(RuntimeError::StartFailed {
+                id: self.pod.clone(),
+                reason: format!(
+                    "pushing the built image to {repository} failed ({code}): {}",
+                    last_line(&output)
+                ),
+            });
+        }
+        let manifest_digest = self.read_digest(DIGEST_FILE).await?;
+        let inspect = self
+            .runtime
+            .exec_capture_in(
+                &self.pod,
+                MAIN_CONTAINER,
+                vec![
+                    "buildah".into(),
+                    "inspect".into(),
+                    "--type".into(),
+                    "image".into(),
+                    self.local_tag.clone(),
+                ],
+                None,
+                4 * 1024 * 1024,
+            )
+            .await?;
+        let inspected: serde_json::Value =
+            serde_json::from_slice(&inspect.stdout).map_err(|e| RuntimeError::BadSpec {
+                name: self.pod.clone(),
+                reason: format!("buildah inspect: {e}"),
+            })?;
+        let docker = &inspected["Docker"];
+        Ok(BuildResult {
+            image_id: iid,
+            manifest_digest,
+            config: docker["config"].clone(),
+            architecture: docker["architecture"]
+                .as_str()
+                .unwrap_or("amd64")
+                .to_string(),
+            os: docker["os"].as_str().unwrap_or("linux").to_string(),
+        })
+    }
+
+    /// A `sha256:<64 hex>` written by buildah into the builder; anything else is refused.
+    async fn read_digest(&self, path: &str) -> Result<String> {
+        let output = self
+            .runtime
+            .exec_capture_in(
+                &self.pod,
+                MAIN_CONTAINER,
+                vec!["cat".into(), path.into()],
+                None,
+                256,
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let hex = text.strip_prefix("sha256:").unwrap_or_default();
+        if output.exit_code == 0
+            && hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            Ok(text)
+        } else {
+            Err(RuntimeError::BadSpec {
+                name: self.pod.clone(),
+                reason: format!("{path} does not hold a digest"),
+            })
+        }
+    }
+
+    /// The cache repository of this instance's builds (`--cache-from`/`--cache-to`).
+    pub fn cache_repository(&self, settings: &BuildSettings) -> Option<String> {
+        settings.registry.as_ref().map(|prefix| {
+            format!(
+                "{}/cache",
+                BuildSettings::repository(prefix, &self.runtime.namespace, &self.runtime.instance)
+            )
+        })
+    }
+}
+
+/// The last non-empty line of a text (an error's summary).
+pub fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_are_per_namespace_and_instance() {
+        assert_eq!(
+            BuildSettings::repository("10.0.0.1:5000/builds/", "ci-42", "Runner_7.local"),
+            "10.0.0.1:5000/builds/ci-42/runner-7-local"
+        );
+        assert_eq!(repository_component("--"), "x");
+    }
+
+    #[test]
+    fn dockerfiles_stay_in_the_context() {
+        assert!(dockerfile_in_context("Dockerfile"));
+        assert!(dockerfile_in_context("docker/app.Dockerfile"));
+        assert!(dockerfile_in_context(".dockerfile.0123456789abcdef0123"));
+        assert!(!dockerfile_in_context("/etc/passwd"));
+        assert!(!dockerfile_in_context("../Dockerfile"));
+        assert!(!dockerfile_in_context("a/../../b"));
+        assert!(!dockerfile_in_context(""));
+    }
+
+    #[test]
+    fn compressed_contexts_are_recognised() {
+        assert_eq!(tar_flags(&[0x1f, 0x8b, 8]), "-xzf");
+        assert_eq!(tar_flags(b"BZh91AY"), "-xjf");
+        assert_eq!(tar_flags(&[0xfd, b'7', b'z', b'X', b'Z', 0]), "-xJf");
+        assert_eq!(tar_flags(b"Dockerfile\0\0"), "-xf");
+    }
+
+    #[test]
+    fn built_images_match_tags_and_id_prefixes() {
+        let image = BuiltImage {
+            id: "k".into(),
+            image_id: "sha256:2ed1650867dfe6dde28c78bde06afb6819dc6c4bbd80a71fcf7c3253568baac2"
+                .into(),
+            pull_reference: "r@sha256:00".into(),
+            tags: vec![
+                "docker.io/library/app:latest".into(),
+                "localhost/x/y:z".into(),
+            ],
+            created: String::new(),
+            config: serde_json::json!({"Cmd": ["true"]}),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+        };
+        assert!(image.matches("app"));
+        assert!(image.matches("docker.io/library/app:latest"));
+        assert!(image.matches("localhost/x/y:z"));
+        assert!(image.matches("2ed1650867df"));
+        assert!(image.matches("sha256:2ed1650867dfe6dd"));
+        assert!(!image.matches("app:other"));
+        assert!(!image.matches("2ed"));
+        assert!(!image.matches("zzzz"));
+        let config = image.image_config();
+        assert_eq!(config.cmd, Some(vec!["true".to_string()]));
+        assert_eq!(config.pull_reference.as_deref(), Some("r@sha256:00"));
+    }
+}
