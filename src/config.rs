@@ -35,6 +35,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the test cluster's own readiness server).
 pub const DEFAULT_READINESS_LISTEN: &str = "127.0.0.1:2477";
 
+/// The builder image `docker build` runs in unless configured (`build_image`).
+pub const DEFAULT_BUILD_IMAGE: &str = "quay.io/buildah/stable:latest";
+
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
@@ -281,7 +284,7 @@ impl Default for Config {
             tls_key: None,
             tls_ca: None,
             insecure_tcp: false,
-            build_image: "quay.io/buildah/stable:latest".into(),
+            build_image: DEFAULT_BUILD_IMAGE.into(),
             build_registry: None,
             build_pull_registry: None,
             build_registry_insecure: false,

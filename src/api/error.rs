@@ -128,6 +128,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Conflict(message) => ApiError::Conflict(message),
             RuntimeError::NotFound(message) => ApiError::NotFound(message),
             RuntimeError::BadRequest(message) => ApiError::BadRequest(message),
+            RuntimeError::TooLarge(message) => ApiError::PayloadTooLarge(message),
             // 403, as Kubernetes answers an exceeded ResourceQuota: a 409 would read as "already
             // exists" to clients that reuse conflicting objects.
             RuntimeError::LimitReached { message } => ApiError::Forbidden(message),

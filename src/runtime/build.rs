@@ -40,7 +40,7 @@ const BUILDER_START_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_LINE: usize = 64 * 1024;
 
 /// Where builds run and where their images go (configuration `build_*`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BuildSettings {
     /// The builder image (buildah).
     pub image: String,
@@ -53,6 +53,18 @@ pub struct BuildSettings {
     pub insecure: bool,
     /// How long one build may run.
     pub timeout: Duration,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            image: crate::config::DEFAULT_BUILD_IMAGE.into(),
+            registry: None,
+            pull_registry: None,
+            insecure: false,
+            timeout: Duration::from_secs(1800),
+        }
+    }
 }
 
 impl BuildSettings {
@@ -473,11 +485,9 @@ impl Builder {
             let mut chunk = Some(first);
             while let Some(data) = chunk.take() {
                 if total > max_bytes {
-                    return Err(RuntimeError::LimitReached {
-                        message: format!(
-                            "the build context is larger than {max_bytes} bytes (config max_archive_bytes)"
-                        ),
-                    });
+                    return Err(RuntimeError::TooLarge(format!(
+                        "the build context is larger than {max_bytes} bytes, the limit for this request (config max_archive_bytes)"
+                    )));
                 }
                 if let Err(error) = writer.write_all(&data).await {
                     write_error = Some(error.to_string());

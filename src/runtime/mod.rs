@@ -64,6 +64,9 @@ pub enum RuntimeError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A request body beyond its configured cap (413).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the cluster view is not synced yet")]
     NotReady,
     /// An instance cap (config `max_*`) would be exceeded; the message names the key.

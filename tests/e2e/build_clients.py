@@ -39,10 +39,28 @@ def docker_py(context):
     print("ok remove")
 
 
-def tc_python(context):
+def tc_python(context, web):
+    import urllib.request
+
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.image import DockerImage
     from testcontainers.core.waiting_utils import wait_for_logs
+
+    # a built web server answering on its mapped port
+    with DockerImage(path=web, tag="pbbuild-tc:web") as image:
+        with DockerContainer(str(image)).with_exposed_ports(8080) as server:
+            url = f"http://{server.get_container_host_ip()}:{server.get_exposed_port(8080)}/"
+            for _ in range(60):
+                try:
+                    page = urllib.request.urlopen(url, timeout=5).read().decode()
+                    break
+                except OSError:
+                    import time
+                    time.sleep(0.5)
+            else:
+                raise AssertionError(f"{url} never answered")
+            expect("hello from the built web image" in page, page)
+            print("ok mapped port", url)
 
     with DockerImage(path=context, tag="pbbuild-tc:1", buildargs={"GREETING": "tc-python"}, target="final") as image:
         print("ok build", image.short_id)
@@ -57,4 +75,4 @@ def tc_python(context):
 
 
 if __name__ == "__main__":
-    {"docker-py": docker_py, "tc-python": tc_python}[sys.argv[1]](sys.argv[2])
+    {"docker-py": docker_py, "tc-python": tc_python}[sys.argv[1]](*sys.argv[2:])

@@ -2,7 +2,16 @@
 // tags it localhost/<uuid>:<uuid>, waits for the stream's end and inspects the tag.
 import { GenericContainer, Wait } from "testcontainers";
 
-const context = process.argv[2];
+const [context, web] = process.argv.slice(2);
+// a built web server answering on its mapped port
+const server = await (await GenericContainer.fromDockerfile(web).build())
+  .withExposedPorts(8080)
+  .withWaitStrategy(Wait.forListeningPorts())
+  .withStartupTimeout(60_000)
+  .start();
+const page = await (await fetch(`http://${server.getHost()}:${server.getMappedPort(8080)}/`)).text();
+if (!page.includes("hello from the built web image")) throw new Error(`page: ${page}`);
+await server.stop();
 const image = await GenericContainer.fromDockerfile(context)
   .withBuildArgs({ GREETING: "tc-node" })
   .withTarget("final")

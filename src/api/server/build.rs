@@ -23,12 +23,12 @@ use crate::translate::CreateRequest;
 
 /// One classic build request, decoded from the query.
 #[derive(Debug, Default, PartialEq)]
-struct BuildRequest {
-    options: BuildOptions,
+pub(super) struct BuildRequest {
+    pub options: BuildOptions,
     /// Tags as given (`-t`), in order, without duplicates.
-    tags: Vec<String>,
-    quiet: bool,
-    extra_hosts: Vec<String>,
+    pub tags: Vec<String>,
+    pub quiet: bool,
+    pub extra_hosts: Vec<String>,
 }
 
 /// Docker's `BoolValue`: anything but empty, `0`, `no`, `false` and `none` is true.
@@ -53,7 +53,7 @@ fn string_map(name: &str, raw: &str) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-fn decode(query: &str) -> Result<BuildRequest> {
+pub(super) fn decode(query: &str) -> Result<BuildRequest> {
     let mut request = BuildRequest {
         options: BuildOptions {
             dockerfile: "Dockerfile".into(),
@@ -107,12 +107,12 @@ fn decode(query: &str) -> Result<BuildRequest> {
 
 /// The builder pod, as a Docker create request of the builder image translated with
 /// `Purpose::Build`: the policy chain shapes and checks it like any pod (a denial is 403
-/// naming the rule).
-fn builder_pod(
-    state: &AppState,
+/// naming the rule). The dry-run server prints the same translation.
+pub(super) fn builder_translation(
+    translator: &crate::translate::Translator,
     settings: &BuildSettings,
     extra_hosts: &[String],
-) -> Result<k8s_openapi::api::core::v1::Pod> {
+) -> Result<crate::translate::Translation> {
     let id = ContainerId::random();
     let name = format!("build-{}", id.short());
     let body = json!({
@@ -124,8 +124,7 @@ fn builder_pod(
         "HostConfig": {"ExtraHosts": extra_hosts},
     });
     let body = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let translation = state
-        .translator
+    let translation = translator
         .translate(&CreateRequest {
             body: &body,
             name: Some(&name),
@@ -150,7 +149,13 @@ fn builder_pod(
             }
             other => other,
         })?;
-    Ok(translation.objects.pod)
+    Ok(translation)
+}
+
+/// `POST /build/prune`: the layer cache lives in the build registry (`<repository>/cache`),
+/// shared by this instance's builds; nothing in podbridge holds build cache.
+pub async fn build_prune() -> axum::Json<Value> {
+    axum::Json(json!({"CachesDeleted": [], "SpaceReclaimed": 0}))
 }
 
 /// `POST /build`.
@@ -163,7 +168,9 @@ pub async fn build(State(state): State<AppState>, uri: Uri, body: Body) -> Resul
     }
     let request = decode(uri.query().unwrap_or_default())?;
     let permit = state.runtime.stream_permit()?;
-    let pod = builder_pod(&state, &settings, &request.extra_hosts)?;
+    let pod = builder_translation(&state.translator, &settings, &request.extra_hosts)?
+        .objects
+        .pod;
     let builder = state.runtime.start_builder(pod).await?;
     let max_bytes = state.runtime.limits().max_archive_bytes as u64;
     let size = builder

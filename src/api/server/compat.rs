@@ -90,7 +90,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/containers/prune", Yes, "SpaceReclaimed is always 0"),
     route("GET", "/images/json", Partial, "images podbridge has pulled, used or built; sizes 0"),
     route("POST", "/build", Partial, "classic builder only (BuildKit `version=2` 400): a builder pod (buildah) shaped by the policy, pushed to `build_registry`; no remote contexts; 501 while `build_registry` is unset"),
-    route("POST", "/build/prune", No, NOT_FOUND),
+    route("POST", "/build/prune", Partial, "nothing to prune (the layer cache lives in the build registry): empty answer"),
     route("POST", "/images/create", Partial, "pull: the manifest is looked up, the cluster pulls; import (no `fromImage`) 501"),
     route("GET", "/images/{name}/json", Partial, "only images podbridge has seen; config from the registry when reachable, or as built"),
     route("GET", "/images/{name}/history", Partial, "one synthetic layer"),
@@ -169,7 +169,7 @@ pub const ROUTES: &[Route] = &[
     route("DELETE", "/configs/{id}", Yes, SWARM_503),
     route("POST", "/configs/{id}/update", Yes, SWARM_503),
     route("GET", "/distribution/{name}/json", Partial, "501: registry lookups are not offered"),
-    route("POST", "/session", Partial, "501: no BuildKit sessions"),
+    route("POST", "/session", No, "404 `page not found`, as a daemon without BuildKit: buildx and compose fall back to the classic builder's request or stop with their own message"),
 ];
 
 /// README.md's markers around the generated table.

@@ -93,6 +93,8 @@ impl DryContainer {
 /// The in-memory store; `changes` wakes `wait` and attach when a container starts or goes.
 #[derive(Clone)]
 pub struct DryRunState {
+    /// What `docker build` would run (configuration `build_*`).
+    build: crate::runtime::build::BuildSettings,
     translator: Arc<Translator>,
     containers: Arc<Mutex<BTreeMap<String, DryContainer>>>,
     networks: Arc<Mutex<BTreeMap<String, Value>>>,
@@ -104,6 +106,7 @@ pub struct DryRunState {
 impl DryRunState {
     pub fn new(translator: Arc<Translator>) -> Self {
         DryRunState {
+            build: crate::runtime::build::BuildSettings::default(),
             translator,
             containers: Arc::default(),
             networks: Arc::default(),
@@ -170,6 +173,7 @@ pub fn router(state: DryRunState) -> Router {
         .route("/containers/{id}/kill", post(container_stop))
         .route("/containers/{id}/resize", post(container_no_op))
         .route("/containers/{id}", axum::routing::delete(container_delete))
+        .route("/build", post(build))
         .route("/images/create", post(image_create))
         .route("/images/{*rest}", get(image_inspect))
         .route("/networks", get(network_list))
@@ -196,6 +200,42 @@ async fn unsupported(request: Request) -> ApiError {
         request.method(),
         request.uri().path()
     ))
+}
+
+/// `POST /build`: prints the builder pod the policy would produce (and why), streams the same
+/// text to the client, and ends with an error, since no image is built.
+async fn build(
+    State(state): State<DryRunState>,
+    uri: axum::http::Uri,
+    body: axum::body::Body,
+) -> Result<Response> {
+    let request = super::build::decode(uri.query().unwrap_or_default())?;
+    // As dockerd, answer once the context has been read (it is not kept).
+    use futures::StreamExt as _;
+    let mut context = body.into_data_stream();
+    while let Some(chunk) = context.next().await {
+        chunk.map_err(|e| ApiError::BadRequest(format!("reading the build context: {e}")))?;
+    }
+    let translation =
+        super::build::builder_translation(&state.translator, &state.build, &request.extra_hosts)?;
+    let mut text = format!(
+        "# podbridge dry run: docker build (tags {:?}) would run this builder pod, in namespace {}:\n",
+        request.tags,
+        state.translator.context().namespace
+    );
+    text.push_str(&objects_yaml(&translation.objects));
+    text.push_str("# policy rules:\n");
+    text.push_str(&translation.explain());
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    let mut lines: Vec<Value> = text.lines().map(|line| json!({"stream": format!("{line}\n")})).collect();
+    let message = "dry run: nothing was built";
+    lines.push(json!({"errorDetail": {"message": message}, "error": message}));
+    let body: String = lines.iter().map(|line| format!("{line}\r\n")).collect();
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn ping() -> Response {
@@ -841,7 +881,13 @@ pub async fn run(
     context: crate::render::RenderContext,
 ) -> Result<(), ServeError> {
     let translator = Arc::new(Translator::new(policies, context));
-    let app = router(DryRunState::new(translator));
+    let mut state = DryRunState::new(translator);
+    state.build = crate::runtime::build::BuildSettings {
+        image: config.build_image.clone(),
+        timeout: std::time::Duration::from_secs(config.build_timeout_seconds),
+        ..Default::default()
+    };
+    let app = router(state);
     let listeners = super::bind_listeners(config).await?;
     info!(address = %listeners.tcp_address()?, "Serving the Docker API as a dry run: nothing is applied, no cluster is used");
     let tasks = super::serve_on(listeners, app);
@@ -878,6 +924,19 @@ mod tests {
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, bytes.to_vec())
+    }
+
+    #[tokio::test]
+    async fn build_prints_the_builder_pod() {
+        let app = app();
+        let (status, body) = call(&app, "POST", "/v1.51/build?t=app", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("would run this builder pod"), "{text}");
+        assert!(text.contains("builds/builder-seccomp"), "{text}");
+        assert!(text.contains("nothing was built"), "{text}");
+        let (status, _) = call(&app, "POST", "/v1.51/build?version=2", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

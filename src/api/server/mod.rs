@@ -149,7 +149,7 @@ pub fn router(state: AppState) -> Router {
             "/build",
             post(build::build).route_layer(DefaultBodyLimit::max(limits.max_archive_bytes)),
         )
-        .route("/session", post(unsupported))
+        .route("/build/prune", post(build::build_prune))
         .route("/commit", post(unsupported))
         .route("/auth", post(system::auth))
         .route("/distribution/{*rest}", get(unsupported))
