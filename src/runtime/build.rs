@@ -755,6 +755,69 @@ impl Builder {
         }
     }
 
+    /// Makes images built earlier by this instance available to `FROM` under the names the
+    /// Dockerfile uses: pulled from this instance's repository by digest, tagged locally
+    /// (buildah then takes the local image instead of asking a registry).
+    pub async fn preload(
+        &self,
+        settings: &BuildSettings,
+        images: &[(String, BuiltImage)],
+    ) -> Result<()> {
+        let Some(prefix) = settings.registry.as_ref() else {
+            return Ok(());
+        };
+        let repository =
+            BuildSettings::repository(prefix, &self.runtime.namespace, &self.runtime.instance);
+        for (name, image) in images {
+            let Some((_, digest)) = image.pull_reference.rsplit_once('@') else {
+                continue;
+            };
+            let source = format!("{repository}@{digest}");
+            let local = crate::model::ImageRef::parse(name)
+                .map(|r| r.normalised())
+                .map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
+            let mut pull: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
+            if settings.insecure {
+                pull.push("--tls-verify=false".into());
+            }
+            pull.push(source.clone());
+            for argv in [
+                pull,
+                vec!["buildah".into(), "tag".into(), source.clone(), local],
+            ] {
+                let output = self
+                    .runtime
+                    .exec_capture_in(&self.pod, MAIN_CONTAINER, argv, None, 64 * 1024)
+                    .await?;
+                if output.exit_code != 0 {
+                    return Err(RuntimeError::StartFailed {
+                        id: self.pod.clone(),
+                        reason: format!(
+                            "docker build: the image {name} built here could not be loaded into the builder: {}",
+                            last_line(&String::from_utf8_lossy(&output.stderr))
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The Dockerfile as uploaded (for its `FROM` lines); at most 1 MiB.
+    pub async fn dockerfile(&self, path: &str) -> Result<String> {
+        let output = self
+            .runtime
+            .exec_capture_in(
+                &self.pod,
+                MAIN_CONTAINER,
+                vec!["cat".into(), "--".into(), format!("{CONTEXT_DIR}/{path}")],
+                None,
+                1024 * 1024,
+            )
+            .await?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// The cache repository of this instance's builds (`--cache-from`/`--cache-to`).
     pub fn cache_repository(&self, settings: &BuildSettings) -> Option<String> {
         settings.registry.as_ref().map(|prefix| {
@@ -764,6 +827,56 @@ impl Builder {
             )
         })
     }
+}
+
+/// The images a Dockerfile's `FROM` lines name, as the builder will resolve them: `ARG`s
+/// declared before the first `FROM` (their defaults, or the build's `--build-arg`) are
+/// substituted; names of earlier stages and `scratch` are not images.
+pub fn from_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut args: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut images: Vec<String> = Vec::new();
+    let mut seen_from = false;
+    let joined = dockerfile.replace("\\\r\n", " ").replace("\\\n", " ");
+    for line in joined.lines() {
+        let line = line.trim();
+        let mut words = line.split_whitespace();
+        let Some(instruction) = words.next() else {
+            continue;
+        };
+        if instruction.eq_ignore_ascii_case("ARG") && !seen_from {
+            for declaration in words {
+                let (name, default) = declaration
+                    .split_once('=')
+                    .map_or((declaration, None), |(n, d)| (n, Some(d.trim_matches('"'))));
+                if let Some(value) = build_args.get(name).map(String::as_str).or(default) {
+                    args.insert(name.to_string(), value.to_string());
+                }
+            }
+        } else if instruction.eq_ignore_ascii_case("FROM") {
+            seen_from = true;
+            let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+            let Some(image) = rest.first() else { continue };
+            let mut name = (*image).to_string();
+            for (key, value) in &args {
+                name = name
+                    .replace(&format!("${{{key}}}"), value)
+                    .replace(&format!("${key}"), value);
+            }
+            if rest.len() >= 3 && rest[1].eq_ignore_ascii_case("AS") {
+                stages.push(rest[2].to_ascii_lowercase());
+            }
+            if !name.contains('$')
+                && !name.eq_ignore_ascii_case("scratch")
+                && !stages[..stages.len().saturating_sub(usize::from(rest.len() >= 3))]
+                    .contains(&name.to_ascii_lowercase())
+                && !images.contains(&name)
+            {
+                images.push(name);
+            }
+        }
+    }
+    images
 }
 
 /// The last non-empty line of a text (an error's summary).
@@ -786,6 +899,20 @@ mod tests {
             "10.0.0.1:5000/builds/ci-42/runner-7-local"
         );
         assert_eq!(repository_component("--"), "x");
+    }
+
+    #[test]
+    fn from_lines_name_images_not_stages() {
+        let dockerfile = "ARG BASE=busybox\nARG TAG\nFROM ${BASE}:${TAG} AS one\nRUN x\nFROM --platform=linux/amd64 app-base \\\n  AS two\nFROM one\nFROM scratch\nFROM $BASE\nCOPY --from=two / /\n";
+        let args = BTreeMap::from([("TAG".to_string(), "1".to_string())]);
+        assert_eq!(
+            from_images(dockerfile, &args),
+            ["busybox:1", "app-base", "busybox"]
+        );
+        assert_eq!(
+            from_images("FROM $UNSET\n", &BTreeMap::new()),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -151,6 +151,12 @@ t_cli_failing_step() {
     { cat "$WORK/fail.out"; return 1; }
   ! docker image inspect pbbuild-cli:fail >/dev/null 2>&1 && wait_gone 30 builder_pods
 }
+t_from_built_image() {
+  # FROM an image this session built: the builder loads it from this instance's repository
+  docker build -q -t pbbuild-base:1 "$CTX/web" >/dev/null 2>"$WORK/base.err" || { cat "$WORK/base.err"; return 1; }
+  docker build -t pbbuild-derived:1 "$CTX/derived" >"$WORK/derived.out" 2>&1 || { cat "$WORK/derived.out"; return 1; }
+  expect_eq "$(docker run --rm pbbuild-derived:1)" derived
+}
 t_cli_bad_requests() {
   local tarball=$WORK/ctx.tar
   tar -C "$CTX/app" -cf "$tarball" .
@@ -258,6 +264,7 @@ check "built image: inspect shows its config, the pod pulls the pushed digest, h
 check "docker build -q --target, docker tag, docker rmi of a tag" t_cli_target_and_tag
 check "second build reuses the cache" t_cli_cache
 check "failing RUN: exit code and Docker's message" t_cli_failing_step
+check "FROM an image built earlier in the session" t_from_built_image
 check "bad build requests: Docker's status and message, no builder left" t_cli_bad_requests
 check "docker-py images.build, run, BuildError, remove" t_docker_py
 check "testcontainers-python DockerImage" t_tc_python

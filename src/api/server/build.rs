@@ -250,6 +250,22 @@ async fn run(
         }
         last
     });
+    // Images this instance built earlier, named by a FROM line, come from its own repository.
+    if let Ok(dockerfile) = builder.dockerfile(&request.options.dockerfile).await {
+        let earlier: Vec<_> = build::from_images(&dockerfile, &request.options.build_args)
+            .into_iter()
+            .filter_map(|name| {
+                state
+                    .runtime
+                    .find_built_image(&name)
+                    .map(|image| (name, image))
+            })
+            .collect();
+        if let Err(error) = builder.preload(&settings, &earlier).await {
+            let _ = messages.send(failure(1, &error.to_string())).await;
+            return;
+        }
+    }
     let cache = builder.cache_repository(&settings);
     let argv = builder.build_argv(&request.options, &settings, cache.as_deref());
     // A client that hangs up ends the build: dropping the builder deletes its pod.

@@ -231,7 +231,10 @@ async fn build(
     }
     print!("{text}");
     let _ = std::io::stdout().flush();
-    let mut lines: Vec<Value> = text.lines().map(|line| json!({"stream": format!("{line}\n")})).collect();
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|line| json!({"stream": format!("{line}\n")}))
+        .collect();
     let message = "dry run: nothing was built";
     lines.push(json!({"errorDetail": {"message": message}, "error": message}));
     let body: String = lines.iter().map(|line| format!("{line}\r\n")).collect();
