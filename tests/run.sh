@@ -85,6 +85,11 @@ stage "$failed_stage"
 tests/e2e/operator.sh
 done_stage
 
+failed_stage="in-cluster: podbridge's image, the operator Deployment, a job pod with podbridge beside it"
+stage "$failed_stage"
+tests/e2e/incluster.sh
+done_stage
+
 failed_stage="chaos: SIGKILL mid-operation, API server restart"
 stage "$failed_stage"
 tests/e2e/chaos.sh

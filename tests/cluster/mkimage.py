@@ -37,6 +37,7 @@ def main():
     p.add_argument("--expose", action="append", default=[])
     p.add_argument("--volume", action="append", default=[])
     p.add_argument("--workdir", default="")
+    p.add_argument("--user", default="")
     a = p.parse_args()
 
     layer = layer_tar(a.rootfs)
@@ -47,6 +48,8 @@ def main():
         config["ExposedPorts"] = {e: {} for e in a.expose}
     if a.volume:
         config["Volumes"] = {v: {} for v in a.volume}
+    if a.user:
+        config["User"] = a.user
     image = {
         "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
         "config": config,
