@@ -157,6 +157,17 @@ t_from_built_image() {
   docker build -t pbbuild-derived:1 "$CTX/derived" >"$WORK/derived.out" 2>&1 || { cat "$WORK/derived.out"; return 1; }
   expect_eq "$(docker run --rm pbbuild-derived:1)" derived
 }
+t_bad_dockerfiles() {
+  # a Dockerfile that does not parse, a base image that does not exist: the CLI fails with the
+  # builder's message, nothing is recorded, no builder is left
+  local rc
+  docker build -t pbbuild-bad:1 "$CTX/bad-syntax" >"$WORK/bad.out" 2>&1; rc=$?
+  [ "$rc" != 0 ] && grep -q 'Unknown instruction: "NOTANINSTRUCTION"' "$WORK/bad.out" || { echo "rc=$rc"; cat "$WORK/bad.out"; return 1; }
+  docker build -t pbbuild-bad:2 "$CTX/missing-base" >"$WORK/missing.out" 2>&1; rc=$?
+  [ "$rc" != 0 ] && grep -q 'no-such-image-anywhere.*manifest unknown' "$WORK/missing.out" || { echo "rc=$rc"; cat "$WORK/missing.out"; return 1; }
+  ! docker image inspect pbbuild-bad:1 >/dev/null 2>&1 && ! docker image inspect pbbuild-bad:2 >/dev/null 2>&1 &&
+    wait_gone 30 builder_pods
+}
 t_cli_bad_requests() {
   local tarball=$WORK/ctx.tar
   tar -C "$CTX/app" -cf "$tarball" .
@@ -196,12 +207,16 @@ t_hang_up_ends_the_build() {
 t_tags_stay_in_their_session() {
   # another instance (another job's namespace) neither sees nor runs this one's tags
   local port2; port2=$(free_port)
-  PB2_PID=$(serve "$NS2" e2e-build-other "$port2" "$WORK/podbridge2.log")
+  PB2_PID=$(serve "$NS2" e2e-build-other "$port2" "$WORK/podbridge2.log" PODBRIDGE_MAX_ARCHIVE_BYTES=65536)
   for _ in $(seq 100); do curl -sf -o /dev/null "127.0.0.1:$port2/_ping" && break; sleep 0.1; done
   local out
   out=$(DOCKER_HOST=tcp://127.0.0.1:$port2 docker run --rm pbbuild-cli:1 2>&1) && { echo "ran: $out"; return 1; }
   grep -q 'No such image\|not found\|manifest unknown' <<<"$out" || { echo "$out"; return 1; }
-  expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$port2 docker images -q pbbuild-cli | wc -l)" 0
+  expect_eq "$(DOCKER_HOST=tcp://127.0.0.1:$port2 docker images -q pbbuild-cli | wc -l)" 0 || return 1
+  # that instance caps bodies at 64 KiB: a larger context is Docker's 413, and no builder stays
+  head -c 200000 /dev/urandom >"$WORK/big.bin" && tar -C "$WORK" -cf "$WORK/big.tar" big.bin -C "$CTX/app" Dockerfile &&
+    API_PORT=$port2 expect_error 413 'larger than 65536 bytes.*max_archive_bytes' POST '/v1.51/build?t=big' --data-binary "@$WORK/big.tar" &&
+    wait_gone 30 sh -c "KUBECONFIG=$CLUSTER_ADMIN kubectl -n $NS2 get pods -o name"
 }
 t_buildkit_container_refused() {
   # buildx's docker-container driver: the policy says what to do instead (the image stands in
@@ -266,13 +281,14 @@ check "second build reuses the cache" t_cli_cache
 check "failing RUN: exit code and Docker's message" t_cli_failing_step
 check "FROM an image built earlier in the session" t_from_built_image
 check "bad build requests: Docker's status and message, no builder left" t_cli_bad_requests
+check "a Dockerfile that does not parse, a base image that does not exist" t_bad_dockerfiles
 check "docker-py images.build, run, BuildError, remove" t_docker_py
 check "testcontainers-python DockerImage" t_tc_python
 check "testcontainers-node GenericContainer.fromDockerfile" t_tc_node
 check "compose up --build (DOCKER_BUILDKIT=0): two built services, one reaching the other; down --rmi all" t_compose_build
 check "builder pod shape: no privilege, no token, named seccomp exception" t_builder_pod_shape
 check "client hang-up ends the build and removes its builder" t_hang_up_ends_the_build
-check "tags stay in their session (another instance cannot run them)" t_tags_stay_in_their_session
+check "tags stay in their session (another instance cannot run them); a context over its cap is 413" t_tags_stay_in_their_session
 check "privileged BuildKit container refused with the way out" t_buildkit_container_refused
 check "restricted policy refuses the builder (403, nothing applied)" t_restricted_refuses_builds
 check "docker rmi of every built image" t_remove_built_images

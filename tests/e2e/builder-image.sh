@@ -2,7 +2,7 @@
 # builder-image.sh: the image `docker build` runs in on the test cluster, made from Debian's
 # buildah package (as the other test images are made from Debian packages): buildah and the
 # libraries it links, busybox for sh and tar, and /etc/containers set up for a pod that can only
-# reach the cluster's registry (10.244.0.1:5000, plain HTTP): docker.io is mirrored there, and
+# reach the cluster's registry (10.244.0.1:5000, plain HTTP): docker.io names resolve there, and
 # short names resolve to docker.io as the Docker CLI resolves them.
 # Tagged docker.io/podbridge/buildah:1.28, imported into containerd (k8s.io) and pushed to the
 # local registry. Idempotent: skips work when the image is current.
@@ -46,10 +46,10 @@ short-name-mode = "permissive"
 location = "$NODE_REGISTRY"
 insecure = true
 
+# docker.io is the cluster's registry itself (no mirror with a fallback): a missing image fails
+# there, and nothing is ever asked of the real docker.io
 [[registry]]
 prefix = "docker.io"
-location = "docker.io"
-[[registry.mirror]]
 location = "$NODE_REGISTRY"
 insecure = true
 TOML
