@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::registry::Credentials;
 use super::remote_command::{Streams, Target};
 use super::state::MAIN_CONTAINER;
 use super::{Result, Runtime, RuntimeError};
@@ -33,6 +34,8 @@ pub const ROLE_BUILT_IMAGE: &str = "built-image";
 pub const WORKSPACE: &str = "/workspace";
 pub const CONTEXT_DIR: &str = "/workspace/context";
 const IID_FILE: &str = "/workspace/.podbridge-iid";
+const CERT_DIR: &str = "/workspace/.podbridge-certs";
+const AUTH_FILE: &str = "/workspace/.podbridge-auth.json";
 const DIGEST_FILE: &str = "/workspace/.podbridge-digest";
 /// How long the builder pod may take to run.
 const BUILDER_START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -53,6 +56,9 @@ pub struct BuildSettings {
     pub insecure: bool,
     /// How long one build may run.
     pub timeout: Duration,
+    /// CA certificates (PEM) the builder trusts for registries besides its own bundle: the
+    /// same files podbridge trusts (`registry_ca_files`).
+    pub ca_pem: Option<String>,
 }
 
 impl Default for BuildSettings {
@@ -63,6 +69,7 @@ impl Default for BuildSettings {
             pull_registry: None,
             insecure: false,
             timeout: Duration::from_secs(1800),
+            ca_pem: None,
         }
     }
 }
@@ -589,12 +596,121 @@ impl Builder {
         Ok(super::exec::exit_code_of(status.as_ref()))
     }
 
+    /// Gives the builder what registries need: the CA certificates podbridge trusts and the
+    /// client's credentials (written into the builder only; a `RUN` step could read them, as
+    /// in any builder that pulls with them). Returns buildah's flags for them.
+    pub async fn prepare_access(
+        &self,
+        settings: &BuildSettings,
+        credentials: &[(String, Credentials)],
+    ) -> Result<Vec<String>> {
+        let mut flags = Vec::new();
+        let mut files: Vec<(String, String)> = Vec::new();
+        if let Some(pem) = &settings.ca_pem {
+            files.push((format!("{CERT_DIR}/ca.crt"), pem.clone()));
+            flags.extend(["--cert-dir".to_string(), CERT_DIR.to_string()]);
+        }
+        if !credentials.is_empty() {
+            files.push((AUTH_FILE.to_string(), auth_file(credentials)));
+            flags.extend(["--authfile".to_string(), AUTH_FILE.to_string()]);
+        }
+        for (path, content) in files {
+            // In the command line, not on stdin: a few KiB, written whole or not at all.
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+            let argv: Vec<String> = [
+                "sh",
+                "-c",
+                "umask 077 && mkdir -p \"$(dirname \"$0\")\" && printf %s \"$1\" | base64 -d > \"$0\"",
+                &path,
+                &encoded,
+            ]
+            .map(String::from)
+            .to_vec();
+            let output = self
+                .runtime
+                .exec_capture_in(&self.pod, MAIN_CONTAINER, argv, None, 4096)
+                .await?;
+            if output.exit_code != 0 {
+                return Err(RuntimeError::StartFailed {
+                    id: self.pod.clone(),
+                    reason: format!("writing {path} into the builder failed"),
+                });
+            }
+        }
+        Ok(flags)
+    }
+
+    /// Pushes `source` (a reference the builder can pull: this instance's repository by
+    /// digest, or a registry image) to `target`, streaming buildah's lines; returns the pushed
+    /// manifest's digest, or why the push failed.
+    pub async fn push_to(
+        &self,
+        settings: &BuildSettings,
+        source: &str,
+        target: &str,
+        access: &[String],
+        lines: &mpsc::Sender<String>,
+    ) -> Result<std::result::Result<String, String>> {
+        let build_host = settings
+            .registry
+            .as_deref()
+            .map(|r| r.split('/').next().unwrap_or_default().to_string());
+        let insecure_for = |reference: &str| {
+            settings.insecure
+                && build_host.as_deref() == Some(reference.split('/').next().unwrap_or_default())
+        };
+        let mut pull: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
+        pull.extend(access.iter().cloned());
+        if insecure_for(source) {
+            pull.push("--tls-verify=false".into());
+        }
+        pull.push(source.into());
+        let code = self.run(&pull, lines).await?;
+        if code != 0 {
+            return Ok(Err(format!(
+                "the image could not be loaded into the builder (buildah pull exited with {code})"
+            )));
+        }
+        let mut push: Vec<String> = vec![
+            "buildah".into(),
+            "push".into(),
+            "--format".into(),
+            "docker".into(),
+            "--digestfile".into(),
+            DIGEST_FILE.into(),
+        ];
+        push.extend(access.iter().cloned());
+        if insecure_for(target) {
+            push.push("--tls-verify=false".into());
+        }
+        push.extend([source.to_string(), format!("docker://{target}")]);
+        let code = self.run(&push, lines).await?;
+        if code != 0 {
+            return Ok(Err(format!(
+                "push to {target} failed (buildah push exited with {code})"
+            )));
+        }
+        Ok(Ok(self.read_digest(DIGEST_FILE).await?))
+    }
+
+    /// Where the builder pulls a built image from: this instance's repository, by digest.
+    pub fn source_of(&self, settings: &BuildSettings, image: &BuiltImage) -> Option<String> {
+        let prefix = settings.registry.as_ref()?;
+        let (_, digest) = image.pull_reference.rsplit_once('@')?;
+        Some(format!(
+            "{}@{digest}",
+            BuildSettings::repository(prefix, &self.runtime.namespace, &self.runtime.instance)
+        ))
+    }
+
     /// The `buildah bud` command line.
     pub fn build_argv(
         &self,
         options: &BuildOptions,
         settings: &BuildSettings,
         cache: Option<&str>,
+        access: &[String],
     ) -> Vec<String> {
         let mut argv: Vec<String> = vec![
             "buildah".into(),
@@ -637,13 +753,18 @@ impl Builder {
                 cache.into(),
             ]);
         }
+        argv.extend(access.iter().cloned());
         argv.push("--".into());
         argv.push(CONTEXT_DIR.into());
         argv
     }
 
     /// Pushes the built image to this instance's repository and reads back what was built.
-    pub async fn push_and_inspect(&self, settings: &BuildSettings) -> Result<BuildResult> {
+    pub async fn push_and_inspect(
+        &self,
+        settings: &BuildSettings,
+        access: &[String],
+    ) -> Result<BuildResult> {
         let prefix = settings
             .registry
             .clone()
@@ -659,6 +780,7 @@ impl Builder {
             "--digestfile".into(),
             DIGEST_FILE.into(),
         ];
+        push.extend(access.iter().cloned());
         if settings.insecure {
             push.push("--tls-verify=false".into());
         }
@@ -877,6 +999,77 @@ pub fn from_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> V
         }
     }
     images
+}
+
+/// Registry credentials from `X-Registry-Config` (base64url, or standard as dockerode sends it,
+/// of a JSON map server → `{username, password}` or `{auth}`); unreadable is none, as dockerd
+/// ignores it.
+pub fn registry_config(header: &str) -> Vec<(String, Credentials)> {
+    use base64::Engine;
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+    ];
+    let Some(raw) = engines.iter().find_map(|e| e.decode(header.trim()).ok()) else {
+        return Vec::new();
+    };
+    let Ok(map) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&raw) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter_map(|(server, entry)| {
+            let mut credentials = Credentials {
+                username: entry["username"].as_str().unwrap_or_default().to_string(),
+                password: entry["password"].as_str().unwrap_or_default().to_string(),
+            };
+            if credentials.username.is_empty() {
+                let pair = entry["auth"]
+                    .as_str()
+                    .and_then(|auth| base64::engine::general_purpose::STANDARD.decode(auth).ok())?;
+                let pair = String::from_utf8(pair).ok()?;
+                let (user, password) = pair.split_once(':')?;
+                credentials = Credentials {
+                    username: user.to_string(),
+                    password: password.to_string(),
+                };
+            }
+            Some((registry_host(&server), credentials))
+        })
+        .collect()
+}
+
+/// The host of a registry as config files name it (`https://index.docker.io/v1/` → `docker.io`).
+pub fn registry_host(server: &str) -> String {
+    let host = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".into()
+        }
+        _ => host,
+    }
+}
+
+/// buildah's auth file (`containers-auth.json`) for these credentials.
+pub fn auth_file(entries: &[(String, Credentials)]) -> String {
+    use base64::Engine;
+    let auths: serde_json::Map<String, serde_json::Value> = entries
+        .iter()
+        .map(|(server, credentials)| {
+            let pair = format!("{}:{}", credentials.username, credentials.password);
+            (
+                server.clone(),
+                serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode(pair)}),
+            )
+        })
+        .collect();
+    serde_json::json!({ "auths": auths }).to_string()
 }
 
 /// The last non-empty line of a text (an error's summary).

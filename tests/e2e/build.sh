@@ -52,6 +52,29 @@ cp "$HERE/build_tc_node.mjs" "$NODE_DIR/"
 # compose v2 as clients.sh installs it (docker-compose in the venv)
 COMPOSE=$VENV/bin/docker-compose
 
+# --- a registry over TLS (a CA of this test's own) with basic auth, where pods reach it ---------
+# (the node address of the pod network): the target of docker push, and a FROM source
+TLS=$WORK/tlsreg
+mkdir -p "$TLS"
+TREG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("10.244.0.1",0)); print(s.getsockname()[1])')
+TREG=10.244.0.1:$TREG_PORT
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=e2e-build-ca -keyout "$TLS/ca.key" -out "$TLS/ca.crt" 2>/dev/null &&
+  openssl req -newkey rsa:2048 -nodes -subj /CN=10.244.0.1 -keyout "$TLS/tls.key" -out "$TLS/tls.csr" 2>/dev/null &&
+  printf 'subjectAltName=IP:10.244.0.1\n' >"$TLS/ext" &&
+  openssl x509 -req -in "$TLS/tls.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" -CAcreateserial -days 1 \
+    -extfile "$TLS/ext" -out "$TLS/tls.crt" 2>/dev/null &&
+  htpasswd -Bbn e2e s3cret >"$TLS/htpasswd" || fail_setup "TLS registry certificates failed"
+cat >"$TLS/registry.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $TLS/storage}
+http: {addr: "$TREG", tls: {certificate: $TLS/tls.crt, key: $TLS/tls.key}}
+auth: {htpasswd: {realm: e2e, path: $TLS/htpasswd}}
+YAML
+docker-registry serve "$TLS/registry.yml" >"$TLS/registry.log" 2>&1 & TREG_PID=$!
+export PODBRIDGE_REGISTRY_CA_FILES="[\"$TLS/ca.crt\"]"
+
 # --- podbridge on loopback, with a build registry ------------------------------------------------
 export PODBRIDGE_BUILD_IMAGE=docker.io/podbridge/buildah:1.28
 export PODBRIDGE_BUILD_REGISTRY=10.244.0.1:5000/podbridge-builds
@@ -73,9 +96,13 @@ export DOCKER_HOST=tcp://127.0.0.1:$PORT
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_BUILDKIT
 mkdir -p "$WORK/docker-config/cli-plugins" && ln -s "$COMPOSE" "$WORK/docker-config/cli-plugins/docker-compose"
 export DOCKER_CONFIG=$WORK/docker-config
+# as after `docker login $TREG` (podbridge's /auth does not contact that registry here, lookups
+# stay on loopback): the CLI sends these as X-Registry-Auth (push) and X-Registry-Config (build)
+printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$TREG" "$(printf e2e:s3cret | base64)" >"$DOCKER_CONFIG/config.json"
+mkdir -p "$WORK/no-login" && echo '{}' >"$WORK/no-login/config.json"
 
 cleanup() {
-  kill "$PB_PID" $PB2_PID 2>/dev/null; wait "$PB_PID" $PB2_PID 2>/dev/null
+  kill "$PB_PID" $PB2_PID "$TREG_PID" 2>/dev/null; wait "$PB_PID" $PB2_PID "$TREG_PID" 2>/dev/null
   if [ "${E2E_KEEP:-0}" = 1 ]; then
     log "kept namespace $NS, log $WORK/podbridge.log"
   else
@@ -142,6 +169,31 @@ t_cli_cache() {
   log "cached build: $((SECONDS - start))s"
   grep -q 'Using cache' "$WORK/again.out" || { cat "$WORK/again.out"; return 1; }
   expect_eq "$(docker inspect pbbuild-cli:again --format '{{.Id}}')" "$(docker inspect pbbuild-cli:1 --format '{{.Id}}')"
+}
+t_push_tls_auth() {
+  # docker tag + docker push to a TLS registry with basic auth: refused without credentials,
+  # pushed with them (the registry then serves the image under its config digest), and used back
+  # as a FROM base (credentials from X-Registry-Config, the CA from registry_ca_files)
+  local out id manifest
+  docker tag pbbuild-cli:1 "$TREG/team/app:1" || return 1
+  out=$(DOCKER_CONFIG=$WORK/no-login docker push "$TREG/team/app:1" 2>&1) && { echo "pushed without credentials: $out"; return 1; }
+  grep -qi 'unauthorized\|authentication required' <<<"$out" || { echo "$out"; return 1; }
+  docker push "$TREG/team/app:1" >"$WORK/push.out" 2>&1 || { cat "$WORK/push.out"; return 1; }
+  grep -q "^1: digest: sha256:[0-9a-f]\{64\}" "$WORK/push.out" || { cat "$WORK/push.out"; return 1; }
+  id=$(docker inspect pbbuild-cli:1 --format '{{.Id}}')
+  manifest=$(curl -s --cacert "$TLS/ca.crt" -u e2e:s3cret -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "https://$TREG/v2/team/app/manifests/1")
+  expect_eq "$(jq -r .config.digest <<<"$manifest")" "$id" || return 1
+  printf 'ARG BASE\nFROM ${BASE}\nRUN cp /srv/greeting /tmp/pulled-back\nCMD ["cat /tmp/pulled-back"]\n' >"$WORK/Dockerfile.back"
+  mkdir -p "$WORK/back" && cp "$WORK/Dockerfile.back" "$WORK/back/Dockerfile"
+  docker build -t pbbuild-back:1 --build-arg "BASE=$TREG/team/app:1" "$WORK/back" >"$WORK/back.out" 2>&1 || { cat "$WORK/back.out"; return 1; }
+  expect_eq "$(docker run --rm pbbuild-back:1)" "cli from the builder stage" || return 1
+  # a pulled image, tagged for the registry, is pushed from its source
+  docker pull busybox >/dev/null 2>&1 && docker tag busybox "$TREG/team/busybox:1" &&
+    docker push "$TREG/team/busybox:1" >"$WORK/push2.out" 2>&1 || { cat "$WORK/push2.out"; return 1; }
+  expect_eq "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$TLS/ca.crt" -u e2e:s3cret \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "https://$TREG/v2/team/busybox/manifests/1")" 200 &&
+    wait_gone 30 builder_pods
 }
 t_cli_failing_step() {
   local rc
@@ -278,6 +330,7 @@ check "docker build (multi-stage, args, target, .dockerignore) then docker run" 
 check "built image: inspect shows its config, the pod pulls the pushed digest, healthcheck" t_cli_image_config
 check "docker build -q --target, docker tag, docker rmi of a tag" t_cli_target_and_tag
 check "second build reuses the cache" t_cli_cache
+check "docker push to a TLS registry with auth, used back as a FROM base; a pulled image pushed" t_push_tls_auth
 check "failing RUN: exit code and Docker's message" t_cli_failing_step
 check "FROM an image built earlier in the session" t_from_built_image
 check "bad build requests: Docker's status and message, no builder left" t_cli_bad_requests

@@ -29,6 +29,8 @@ pub(super) struct BuildRequest {
     pub tags: Vec<String>,
     pub quiet: bool,
     pub extra_hosts: Vec<String>,
+    /// From `X-Registry-Config`: for `FROM` images in registries that need them.
+    pub credentials: Vec<(String, crate::runtime::registry::Credentials)>,
 }
 
 /// Docker's `BoolValue`: anything but empty, `0`, `no`, `false` and `none` is true.
@@ -159,14 +161,24 @@ pub async fn build_prune() -> axum::Json<Value> {
 }
 
 /// `POST /build`.
-pub async fn build(State(state): State<AppState>, uri: Uri, body: Body) -> Result<Response> {
+pub async fn build(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response> {
     let settings = state.runtime.build_settings();
     if settings.registry.is_none() {
         return Err(ApiError::NotImplemented(
             "docker build needs a registry for the images it builds: configure build_registry (see the README, \"docker build\")".into(),
         ));
     }
-    let request = decode(uri.query().unwrap_or_default())?;
+    let mut request = decode(uri.query().unwrap_or_default())?;
+    request.credentials = headers
+        .get("x-registry-config")
+        .and_then(|value| value.to_str().ok())
+        .map(build::registry_config)
+        .unwrap_or_default();
     let permit = state.runtime.stream_permit()?;
     let pod = builder_translation(&state.translator, &settings, &request.extra_hosts)?
         .objects
@@ -219,6 +231,171 @@ fn failed_step_message(last: &str, code: i64) -> String {
     }
 }
 
+/// `POST /images/{name}/push`: a builder pod pulls the image (a built one from this instance's
+/// repository, by digest; another from its registry) and pushes it to `name:tag`, with the
+/// client's `X-Registry-Auth` and the CA certificates podbridge trusts. Progress as dockerd
+/// streams it: `status` lines, the digest line, `aux` with tag and digest; a failure is the
+/// stream's last message.
+pub(super) async fn push(
+    state: AppState,
+    name: &str,
+    tag: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response> {
+    let settings = state.runtime.build_settings();
+    if settings.registry.is_none() {
+        return Err(ApiError::NotImplemented(
+            "docker push runs in a builder pod, which needs build_registry configured (see the README, \"docker build\")".into(),
+        ));
+    }
+    let reference = match tag.filter(|t| !t.is_empty()) {
+        Some(tag) => format!("{name}:{tag}"),
+        None => name.to_string(),
+    };
+    let target = ImageRef::parse(&reference)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .normalised();
+    let built = state.runtime.find_built_image(&reference);
+    // A pulled image tagged for the push (`docker tag busybox reg/x`) is pushed from its source.
+    let pulled_source = match &built {
+        Some(_) => None,
+        None => {
+            let record = state
+                .runtime
+                .find_image(&reference)
+                .ok_or_else(|| ApiError::NotFound(format!("No such image: {reference}")))?;
+            let source = state
+                .runtime
+                .images()
+                .into_iter()
+                .find(|other| {
+                    other.id == record.id
+                        && normalise_image(&other.reference) != normalise_image(&reference)
+                })
+                .map(|other| other.reference)
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("No such image: {reference} (no registry holds it)"))
+                })?;
+            Some(
+                ImageRef::parse(&source)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
+                    .normalised(),
+            )
+        }
+    };
+    let credentials: Vec<_> = headers
+        .get("x-registry-auth")
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::runtime::registry::Credentials::from_registry_auth)
+        .map(|credentials| {
+            vec![(
+                build::registry_host(target.split('/').next().unwrap_or_default()),
+                credentials,
+            )]
+        })
+        .unwrap_or_default();
+    let permit = state.runtime.stream_permit()?;
+    let pod = builder_translation(&state.translator, &settings, &[])?
+        .objects
+        .pod;
+    let builder = state.runtime.start_builder(pod).await?;
+    let source = match (&built, pulled_source) {
+        (Some(image), _) => builder
+            .source_of(&settings, image)
+            .ok_or_else(|| ApiError::Internal(format!("{reference} has no pushed digest")))?,
+        (None, Some(source)) => source,
+        (None, None) => return Err(ApiError::NotFound(format!("No such image: {reference}"))),
+    };
+    let repository = target
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map_or(target.as_str(), |(repository, _)| repository)
+        .to_string();
+    let pushed_tag = target
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map_or("latest", |(_, tag)| tag)
+        .to_string();
+    let (messages, stream) = mpsc::channel::<Value>(64);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = messages
+            .send(json!({"status": format!("The push refers to repository [{repository}]")}))
+            .await;
+        let access = match builder.prepare_access(&settings, &credentials).await {
+            Ok(access) => access,
+            Err(error) => {
+                let _ = messages
+                    .send(failure_without_code(&error.to_string()))
+                    .await;
+                return;
+            }
+        };
+        let (lines, mut received) = mpsc::channel::<String>(64);
+        let forward_to = messages.clone();
+        let forwarder = tokio::spawn(async move {
+            let mut last = String::new();
+            while let Some(line) = received.recv().await {
+                let line = line.trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                last = line.clone();
+                if forward_to.send(json!({"status": line})).await.is_err() {
+                    break;
+                }
+            }
+            last
+        });
+        let outcome = builder
+            .push_to(&settings, &source, &target, &access, &lines)
+            .await;
+        drop(lines);
+        let last = forwarder.await.unwrap_or_default();
+        match outcome {
+            Ok(Ok(digest)) => {
+                builder.finish().await;
+                let _ = messages
+                    .send(json!({"status": format!("{pushed_tag}: digest: {digest} size: 0")}))
+                    .await;
+                let _ = messages
+                    .send(json!({"progressDetail": {}, "aux": {"Tag": pushed_tag, "Digest": digest, "Size": 0}}))
+                    .await;
+            }
+            Ok(Err(reason)) => {
+                let message = if last.is_empty() {
+                    reason
+                } else {
+                    last.strip_prefix("Error: ").unwrap_or(&last).to_string()
+                };
+                let _ = messages.send(failure_without_code(&message)).await;
+            }
+            Err(error) => {
+                let _ = messages
+                    .send(failure_without_code(&error.to_string()))
+                    .await;
+            }
+        }
+    });
+    let body = futures::stream::unfold(stream, |mut stream| async move {
+        let message = stream.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(format!("{message}\r\n"))),
+            stream,
+        ))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// A push failure as dockerd ends its stream (no code).
+fn failure_without_code(message: &str) -> Value {
+    json!({"errorDetail": {"message": message}, "error": message})
+}
+
 /// Docker's failure message, ending the stream.
 fn failure(code: i64, message: &str) -> Value {
     json!({"errorDetail": {"code": code, "message": message}, "error": message})
@@ -266,8 +443,18 @@ async fn run(
             return;
         }
     }
+    let access = match builder
+        .prepare_access(&settings, &request.credentials)
+        .await
+    {
+        Ok(access) => access,
+        Err(error) => {
+            let _ = messages.send(failure(1, &error.to_string())).await;
+            return;
+        }
+    };
     let cache = builder.cache_repository(&settings);
-    let argv = builder.build_argv(&request.options, &settings, cache.as_deref());
+    let argv = builder.build_argv(&request.options, &settings, cache.as_deref(), &access);
     // A client that hangs up ends the build: dropping the builder deletes its pod.
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(settings.timeout, builder.run(&argv, &lines)) => outcome,
@@ -301,7 +488,7 @@ async fn run(
         let _ = messages.send(failure(code, &message)).await;
         return;
     }
-    let result = match builder.push_and_inspect(&settings).await {
+    let result = match builder.push_and_inspect(&settings, &access).await {
         Ok(result) => result,
         Err(error) => {
             let _ = messages.send(failure(1, &error.to_string())).await;

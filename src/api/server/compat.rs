@@ -94,7 +94,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/images/create", Partial, "pull: the manifest is looked up, the cluster pulls; import (no `fromImage`) 501"),
     route("GET", "/images/{name}/json", Partial, "only images podbridge has seen; config from the registry when reachable, or as built"),
     route("GET", "/images/{name}/history", Partial, "one synthetic layer"),
-    route("POST", "/images/{name}/push", Partial, "501: podbridge cannot push images"),
+    route("POST", "/images/{name}/push", Partial, "a builder pod pushes a built image (or a pulled one, from its registry) with `X-Registry-Auth` and `registry_ca_files`; needs `build_registry` (else 501); `Size` 0"),
     route("POST", "/images/{name}/tag", Partial, "records the new reference only (a built image's tags are kept in its record)"),
     route("DELETE", "/images/{name}", Partial, "forgets the reference (a built image: its tag, or its record with the last tag); the registry keeps the content; 409 while a container uses it"),
     route("GET", "/images/search", No, NOT_FOUND),

@@ -181,6 +181,7 @@ pub async fn image_get(
 pub async fn image_post(
     State(state): State<AppState>,
     Path(rest): Path<String>,
+    headers: HeaderMap,
     query: Query,
 ) -> Result<Response> {
     if let Some(name) = rest.strip_suffix("/tag") {
@@ -212,10 +213,9 @@ pub async fn image_post(
         emit_image_event(&state, "tag", &record.id, &record.reference);
         return Ok(StatusCode::CREATED.into_response());
     }
-    if rest.ends_with("/push") {
-        return Err(ApiError::NotImplemented(
-            "podbridge cannot push images".into(),
-        ));
+    if let Some(name) = rest.strip_suffix("/push") {
+        return super::build::push(state, name, query.get("tag").map(String::as_str), &headers)
+            .await;
     }
     Err(ApiError::NotFound(format!(
         "page not found: /images/{rest}"

@@ -533,6 +533,15 @@ pub async fn run(
         pull_registry: config.build_pull_registry.clone().filter(|r| !r.is_empty()),
         insecure: config.build_registry_insecure,
         timeout: std::time::Duration::from_secs(config.build_timeout_seconds),
+        // the registry client below refuses to start on an unreadable file
+        ca_pem: (!config.registry_ca_files.is_empty()).then(|| {
+            config
+                .registry_ca_files
+                .iter()
+                .filter_map(|path| std::fs::read_to_string(path).ok())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
     });
     runtime
         .registry
