@@ -414,8 +414,9 @@ async fn run(
     let forwarder = tokio::spawn(async move {
         let mut last = String::new();
         while let Some(line) = received.recv().await {
-            // buildah names the image by the builder's own tag; Docker's tags follow at the end.
-            if line.starts_with("Successfully tagged localhost/podbridge-build/") {
+            // buildah names the image by the builder's own tag (or a cache tag); Docker's tags
+            // follow at the end.
+            if line.starts_with("Successfully tagged ") {
                 continue;
             }
             if !line.trim().is_empty() {
