@@ -672,19 +672,7 @@ impl Builder {
                 "the image could not be loaded into the builder (buildah pull exited with {code})"
             )));
         }
-        let mut push: Vec<String> = vec![
-            "buildah".into(),
-            "push".into(),
-            "--format".into(),
-            "docker".into(),
-            "--digestfile".into(),
-            DIGEST_FILE.into(),
-        ];
-        push.extend(access.iter().cloned());
-        if insecure_for(target) {
-            push.push("--tls-verify=false".into());
-        }
-        push.extend([source.to_string(), format!("docker://{target}")]);
+        let push = push_argv(access, insecure_for(target), source, target);
         let code = self.run(&push, lines).await?;
         if code != 0 {
             return Ok(Err(format!(
@@ -772,25 +760,13 @@ impl Builder {
         let repository =
             BuildSettings::repository(&prefix, &self.runtime.namespace, &self.runtime.instance);
         let iid = self.read_digest(IID_FILE).await?;
-        let mut push: Vec<String> = vec![
-            "buildah".into(),
-            "push".into(),
-            "--format".into(),
-            "docker".into(),
-            "--digestfile".into(),
-            DIGEST_FILE.into(),
-        ];
-        push.extend(access.iter().cloned());
-        if settings.insecure {
-            push.push("--tls-verify=false".into());
-        }
-        push.push(self.local_tag.clone());
-        push.push(format!(
-            "docker://{repository}:{}",
+        let destination = format!(
+            "{repository}:{}",
             iid.trim_start_matches("sha256:")
                 .get(..12)
                 .unwrap_or_default()
-        ));
+        );
+        let push = push_argv(access, settings.insecure, &self.local_tag, &destination);
         let (sink, mut drain) = mpsc::channel::<String>(256);
         let collected = tokio::spawn(async move {
             let mut text = String::new();
@@ -1001,6 +977,27 @@ pub fn from_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> V
     images
 }
 
+/// `buildah push` of `source` to `destination` (a registry reference), writing the pushed
+/// manifest's digest to the digest file.
+fn push_argv(access: &[String], insecure: bool, source: &str, destination: &str) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "buildah",
+        "push",
+        "--format",
+        "docker",
+        "--digestfile",
+        DIGEST_FILE,
+    ]
+    .map(String::from)
+    .to_vec();
+    argv.extend(access.iter().cloned());
+    if insecure {
+        argv.push("--tls-verify=false".into());
+    }
+    argv.extend([source.to_string(), format!("docker://{destination}")]);
+    argv
+}
+
 /// Registry credentials from `X-Registry-Config` (base64url, or standard as dockerode sends it,
 /// of a JSON map server → `{username, password}` or `{auth}`); unreadable is none, as dockerd
 /// ignores it.
@@ -1105,6 +1102,39 @@ mod tests {
         assert_eq!(
             from_images("FROM $UNSET\n", &BTreeMap::new()),
             Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn registry_config_and_auth_files() {
+        use base64::Engine;
+        // as the docker CLI sends it (base64url of server -> credentials), `auth` form too
+        let header = base64::engine::general_purpose::URL_SAFE.encode(
+            r#"{"https://index.docker.io/v1/":{"username":"u","password":"p"},"10.0.0.1:5443":{"auth":"ZTJlOnMzY3JldA=="}}"#,
+        );
+        let entries = registry_config(&header);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].0, "10.0.0.1:5443");
+        assert_eq!(
+            (
+                entries[0].1.username.as_str(),
+                entries[0].1.password.as_str()
+            ),
+            ("e2e", "s3cret")
+        );
+        assert_eq!(entries[1].0, "docker.io");
+        assert!(registry_config("not base64 !").is_empty());
+        assert!(registry_config("e30=").is_empty());
+        let file: serde_json::Value = serde_json::from_str(&auth_file(&entries)).unwrap();
+        assert_eq!(file["auths"]["10.0.0.1:5443"]["auth"], "ZTJlOnMzY3JldA==");
+        let argv = push_argv(&["--authfile".into(), "/a".into()], true, "src", "reg/x:1");
+        assert_eq!(
+            argv[argv.len() - 2..],
+            ["src".to_string(), "docker://reg/x:1".to_string()]
+        );
+        assert!(
+            argv.contains(&"--tls-verify=false".to_string())
+                && argv.contains(&"--authfile".to_string())
         );
     }
 

@@ -194,18 +194,7 @@ pub async fn build(
         let _permit = permit;
         run(state, builder, request, settings, messages).await;
     });
-    let body = futures::stream::unfold(stream, |mut stream| async move {
-        let message = stream.recv().await?;
-        Some((
-            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(format!("{message}\r\n"))),
-            stream,
-        ))
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(json_lines(stream))
 }
 
 /// A failed step as the classic builder words it (`The command '/bin/sh -c …' returned a
@@ -377,6 +366,11 @@ pub(super) async fn push(
             }
         }
     });
+    Ok(json_lines(stream))
+}
+
+/// A progress stream as dockerd sends it: one JSON message per line, `\r\n`-terminated.
+fn json_lines(stream: mpsc::Receiver<Value>) -> Response {
     let body = futures::stream::unfold(stream, |mut stream| async move {
         let message = stream.recv().await?;
         Some((
@@ -384,11 +378,11 @@ pub(super) async fn push(
             stream,
         ))
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response()
 }
 
 /// A push failure as dockerd ends its stream (no code).
