@@ -36,6 +36,13 @@ if [ -z "${E2E_BIN:-}" ]; then
   E2E_BIN=$CARGO_TARGET_DIR/debug/podbridge
 fi
 
+# docker-py for the checks that speak the API through it (made once, before any check needs it)
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import docker' 2>/dev/null; then
+  log "making the docker-py venv"
+  { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } && "$VENV/bin/pip" install -q docker >&2 ||
+    { echo "docker-py venv failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
 KUBECONFIG_NS=$("$CLUSTER/namespace.sh" "$NS" 2>/dev/null | tail -1)
 [ -f "$KUBECONFIG_NS" ] || { echo "namespace.sh $NS failed"; echo "0 passed, 1 failed"; exit 1; }
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -276,7 +283,6 @@ t_exec_stdin_large() {
 }
 t_exec_resize() {
   need_web || return 1
-  if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
   "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" cli web && "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" resize web &&
     "$VENV/bin/python" "$ROOT/tests/e2e/exec_tty.py" run busybox
 }
@@ -636,11 +642,9 @@ t_cleanup_on_exit() {
     wait_gone 30 volume_claims
 }
 t_docker_py() {
-  if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
   "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_checks.py"
 }
 t_docker_py_daemon() {
-  if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" install -q docker || return 1; fi
   "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_daemon.py"
 }
 
