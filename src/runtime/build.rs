@@ -37,6 +37,12 @@ const IID_FILE: &str = "/workspace/.podbridge-iid";
 const CERT_DIR: &str = "/workspace/.podbridge-certs";
 const AUTH_FILE: &str = "/workspace/.podbridge-auth.json";
 const DIGEST_FILE: &str = "/workspace/.podbridge-digest";
+/// `docker load`'s archive, as uploaded.
+const ARCHIVE_FILE: &str = "/workspace/.podbridge-load.tar";
+/// Where `docker save` assembles its archive.
+const SAVE_DIR: &str = "/workspace/save";
+/// The most images one `docker load` archive or `docker save` request may hold.
+pub const MAX_ARCHIVE_IMAGES: usize = 64;
 /// How long the builder pod may take to run.
 const BUILDER_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest line of builder output passed on as one message; longer ones are split.
@@ -75,6 +81,12 @@ impl Default for BuildSettings {
 }
 
 impl BuildSettings {
+    /// Whether `reference` is in the build registry and that registry is insecure.
+    fn insecure_for(&self, reference: &str) -> bool {
+        let host = |r: &str| r.split('/').next().unwrap_or_default().to_string();
+        self.insecure && self.registry.as_deref().map(host) == Some(host(reference))
+    }
+
     /// The repository of this instance's builds: per namespace and instance, so one session
     /// never pulls or overwrites another's tags.
     fn repository(prefix: &str, namespace: &str, instance: &str) -> String {
@@ -441,7 +453,40 @@ impl Builder {
 
     /// Unpacks the build context (a tar, possibly compressed) from the client's body into the
     /// builder, at most `max_bytes` of it. Returns the bytes read.
-    pub async fn upload_context<S>(&self, mut body: S, max_bytes: u64) -> Result<u64>
+    pub async fn upload_context<S>(&self, body: S, max_bytes: u64) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
+    {
+        self.upload(body, max_bytes, "build context", |first| {
+            ["tar", tar_flags(first), "-", "-C", CONTEXT_DIR]
+                .map(String::from)
+                .to_vec()
+        })
+        .await
+    }
+
+    /// Writes an image archive (`docker load`'s body) into the builder as [`ARCHIVE_FILE`], at
+    /// most `max_bytes` of it. Returns the bytes read.
+    pub async fn upload_archive<S>(&self, body: S, max_bytes: u64) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
+    {
+        self.upload(body, max_bytes, "image archive", |_| {
+            ["sh", "-c", "umask 077 && cat > \"$0\"", ARCHIVE_FILE]
+                .map(String::from)
+                .to_vec()
+        })
+        .await
+    }
+
+    /// Streams the client's body into `argv` (chosen by the body's first bytes) in the builder.
+    async fn upload<S>(
+        &self,
+        mut body: S,
+        max_bytes: u64,
+        what: &str,
+        argv: impl FnOnce(&[u8]) -> Vec<String>,
+    ) -> Result<u64>
     where
         S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
     {
@@ -451,20 +496,18 @@ impl Builder {
                 Some(Ok(chunk)) => break Some(chunk),
                 Some(Err(error)) => {
                     return Err(RuntimeError::BadRequest(format!(
-                        "reading the build context: {error}"
+                        "reading the {what}: {error}"
                     )))
                 }
                 None => break None,
             }
         };
         let Some(first) = first else {
-            return Err(RuntimeError::BadRequest(
-                "the build context is empty: send a tar archive".into(),
-            ));
+            return Err(RuntimeError::BadRequest(format!(
+                "the {what} is empty: send a tar archive"
+            )));
         };
-        let argv: Vec<String> = ["tar", tar_flags(&first), "-", "-C", CONTEXT_DIR]
-            .map(String::from)
-            .to_vec();
+        let argv = argv(&first);
         let streams = Streams {
             stdin: true,
             stdout: true,
@@ -493,7 +536,7 @@ impl Builder {
             while let Some(data) = chunk.take() {
                 if total > max_bytes {
                     return Err(RuntimeError::TooLarge(format!(
-                        "the build context is larger than {max_bytes} bytes, the limit for this request (config max_archive_bytes)"
+                        "the {what} is larger than {max_bytes} bytes, the limit for this request (config max_archive_bytes)"
                     )));
                 }
                 if let Err(error) = writer.write_all(&data).await {
@@ -507,7 +550,7 @@ impl Builder {
                     }
                     Some(Err(error)) => {
                         return Err(RuntimeError::BadRequest(format!(
-                            "reading the build context: {error}"
+                            "reading the {what}: {error}"
                         )))
                     }
                     None => {}
@@ -520,7 +563,7 @@ impl Builder {
             .status()
             .await
             .map_err(|source| RuntimeError::RemoteCommand {
-                operation: "build context",
+                operation: "upload",
                 pod: self.pod.clone(),
                 source,
             })?;
@@ -528,7 +571,7 @@ impl Builder {
         let code = super::exec::exit_code_of(status.as_ref());
         if code != 0 || write_error.is_some() {
             return Err(RuntimeError::BadRequest(format!(
-                "the build context could not be unpacked: {}",
+                "the {what} could not be unpacked: {}",
                 if message.is_empty() {
                     write_error.unwrap_or_else(|| format!("tar exited with {code}"))
                 } else {
@@ -615,30 +658,199 @@ impl Builder {
             flags.extend(["--authfile".to_string(), AUTH_FILE.to_string()]);
         }
         for (path, content) in files {
-            // In the command line, not on stdin: a few KiB, written whole or not at all.
-            use base64::Engine;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(content);
-            let argv: Vec<String> = [
-                "sh",
-                "-c",
-                "umask 077 && mkdir -p \"$(dirname \"$0\")\" && printf %s \"$1\" | base64 -d > \"$0\"",
-                &path,
-                &encoded,
-            ]
-            .map(String::from)
-            .to_vec();
-            let output = self
-                .runtime
-                .exec_capture_in(&self.pod, MAIN_CONTAINER, argv, None, 4096)
-                .await?;
-            if output.exit_code != 0 {
-                return Err(RuntimeError::StartFailed {
-                    id: self.pod.clone(),
-                    reason: format!("writing {path} into the builder failed"),
-                });
-            }
+            self.write_file(&path, &content).await?;
         }
         Ok(flags)
+    }
+
+    /// Writes a small file (a few KiB) into the builder, whole or not at all: in the command
+    /// line, not on stdin.
+    async fn write_file(&self, path: &str, content: &str) -> Result<()> {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "umask 077 && mkdir -p \"$(dirname \"$0\")\" && printf %s \"$1\" | base64 -d > \"$0\"",
+            path,
+            &encoded,
+        ]
+        .map(String::from)
+        .to_vec();
+        let output = self
+            .runtime
+            .exec_capture_in(&self.pod, MAIN_CONTAINER, argv, None, 4096)
+            .await?;
+        if output.exit_code != 0 {
+            return Err(RuntimeError::StartFailed {
+                id: self.pod.clone(),
+                reason: format!("writing {path} into the builder failed"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `argv` in the builder and returns its stdout; a non-zero exit is `failure` with the
+    /// command's last line of stderr.
+    async fn capture(&self, argv: Vec<String>, max_output: usize, failure: &str) -> Result<String> {
+        let output = self
+            .runtime
+            .exec_capture_in(&self.pod, MAIN_CONTAINER, argv, None, max_output)
+            .await?;
+        if output.exit_code != 0 || output.truncated {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(RuntimeError::BuilderFailed {
+                pod: self.pod.clone(),
+                reason: format!(
+                    "{failure}: {}",
+                    last_line(&stderr).trim_start_matches("Error: ")
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Pulls `source` into the builder's storage; returns the image ID (`sha256:…`).
+    async fn pull(
+        &self,
+        settings: &BuildSettings,
+        access: &[String],
+        source: &str,
+    ) -> Result<String> {
+        let mut argv: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
+        argv.extend(access.iter().cloned());
+        if settings.insecure_for(source) {
+            argv.push("--tls-verify=false".into());
+        }
+        argv.push(source.into());
+        let stdout = self
+            .capture(argv, 64 * 1024, &format!("{source} could not be pulled"))
+            .await?;
+        image_id_line(&stdout).ok_or_else(|| RuntimeError::BuilderFailed {
+            pod: self.pod.clone(),
+            reason: format!("buildah pull {source} printed no image ID"),
+        })
+    }
+
+    /// `docker load`: every image of the uploaded archive (a `docker save` archive, read by
+    /// its `manifest.json`) is pushed to this instance's repository, as a build's result is.
+    /// Returns each image with the tags the archive gives it.
+    pub async fn load_archive(
+        &self,
+        settings: &BuildSettings,
+    ) -> Result<Vec<(BuildResult, Vec<String>)>> {
+        let manifest = self
+            .capture(
+                ["tar", "-xOf", ARCHIVE_FILE, "manifest.json"]
+                    .map(String::from)
+                    .to_vec(),
+                1024 * 1024,
+                "the archive has no readable manifest.json (docker load takes what docker save writes)",
+            )
+            .await?;
+        let entries = archive_entries(&manifest)?;
+        let mut loaded = Vec::new();
+        for (index, tags) in entries.into_iter().enumerate() {
+            let source = format!("docker-archive:{ARCHIVE_FILE}:@{index}");
+            let iid = self.pull(settings, &[], &source).await?;
+            let local = iid.trim_start_matches("sha256:").to_string();
+            let result = self.push_local(settings, &[], &local, iid).await?;
+            loaded.push((result, tags));
+        }
+        Ok(loaded)
+    }
+
+    /// `docker save`: pulls each image into the builder and assembles one archive of them in
+    /// [`SAVE_DIR`], as `docker save` writes it (`manifest.json` naming each image's tags,
+    /// the configs and layers by digest). `images` are (where the builder pulls it, the tags
+    /// to record in the archive).
+    pub async fn save_archive(
+        &self,
+        settings: &BuildSettings,
+        access: &[String],
+        images: &[(String, Vec<String>)],
+    ) -> Result<()> {
+        let mut manifest = Vec::new();
+        for (index, (source, tags)) in images.iter().enumerate() {
+            let iid = self.pull(settings, access, source).await?;
+            let part = format!("{WORKSPACE}/save-{index}.tar");
+            self.capture(
+                [
+                    "buildah".to_string(),
+                    "push".to_string(),
+                    "-q".to_string(),
+                    iid.trim_start_matches("sha256:").to_string(),
+                    format!("docker-archive:{part}"),
+                ]
+                .to_vec(),
+                64 * 1024,
+                &format!("{source} could not be written as an archive"),
+            )
+            .await?;
+            let entry = self
+                .capture(
+                    [
+                        "sh",
+                        "-c",
+                        "mkdir -p \"$1\" && tar -xf \"$0\" -C \"$1\" && rm -f \"$0\" \"$1/repositories\" && cat \"$1/manifest.json\" && rm \"$1/manifest.json\"",
+                        &part,
+                        SAVE_DIR,
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    1024 * 1024,
+                    &format!("{source} could not be written as an archive"),
+                )
+                .await?;
+            let mut entries: Vec<serde_json::Value> =
+                serde_json::from_str(&entry).map_err(|e| RuntimeError::BuilderFailed {
+                    pod: self.pod.clone(),
+                    reason: format!("the archive of {source}: {e}"),
+                })?;
+            for mut entry in entries.drain(..) {
+                entry["RepoTags"] = serde_json::json!(tags);
+                manifest.push(entry);
+            }
+        }
+        let text = serde_json::to_string(&manifest).map_err(|e| RuntimeError::BuilderFailed {
+            pod: self.pod.clone(),
+            reason: e.to_string(),
+        })?;
+        self.write_file(&format!("{SAVE_DIR}/manifest.json"), &text)
+            .await
+    }
+
+    /// The archive [`Builder::save_archive`] assembled, as a stream of tar bytes; the builder
+    /// pod goes when the stream ends or is dropped (the client hung up).
+    pub async fn stream_saved(self) -> Result<impl Stream<Item = std::io::Result<Bytes>>> {
+        let argv: Vec<String> = ["sh", "-c", "cd \"$0\" && exec tar -cf - -- *", SAVE_DIR]
+            .map(String::from)
+            .to_vec();
+        let streams = Streams {
+            stdin: false,
+            stdout: true,
+            stderr: false,
+            tty: false,
+            initial_size: None,
+        };
+        let mut session = self
+            .runtime
+            .remote_command(&self.pod, MAIN_CONTAINER, Target::Exec(&argv), streams)
+            .await?;
+        let stdout = session
+            .stdout
+            .take()
+            .ok_or_else(|| RuntimeError::BuilderFailed {
+                pod: self.pod.clone(),
+                reason: "the builder gave no output stream".into(),
+            })?;
+        let reader = tokio_util::io::ReaderStream::new(stdout);
+        // The session and the builder live as long as the stream.
+        let keep = (session, self);
+        Ok(reader.chain(futures::stream::once(async move {
+            drop(keep);
+            Ok(Bytes::new())
+        })))
     }
 
     /// Pushes `source` (a reference the builder can pull: this instance's repository by
@@ -652,17 +864,9 @@ impl Builder {
         access: &[String],
         lines: &mpsc::Sender<String>,
     ) -> Result<std::result::Result<String, String>> {
-        let build_host = settings
-            .registry
-            .as_deref()
-            .map(|r| r.split('/').next().unwrap_or_default().to_string());
-        let insecure_for = |reference: &str| {
-            settings.insecure
-                && build_host.as_deref() == Some(reference.split('/').next().unwrap_or_default())
-        };
         let mut pull: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
         pull.extend(access.iter().cloned());
-        if insecure_for(source) {
+        if settings.insecure_for(source) {
             pull.push("--tls-verify=false".into());
         }
         pull.push(source.into());
@@ -672,7 +876,7 @@ impl Builder {
                 "the image could not be loaded into the builder (buildah pull exited with {code})"
             )));
         }
-        let push = push_argv(access, insecure_for(target), source, target);
+        let push = push_argv(access, settings.insecure_for(target), source, target);
         let code = self.run(&push, lines).await?;
         if code != 0 {
             return Ok(Err(format!(
@@ -753,20 +957,33 @@ impl Builder {
         settings: &BuildSettings,
         access: &[String],
     ) -> Result<BuildResult> {
+        let iid = self.read_digest(IID_FILE).await?;
+        let local = self.local_tag.clone();
+        self.push_local(settings, access, &local, iid).await
+    }
+
+    /// Pushes `local` (an image in the builder's storage, whose ID is `iid`) to this
+    /// instance's repository and reads back its config.
+    async fn push_local(
+        &self,
+        settings: &BuildSettings,
+        access: &[String],
+        local: &str,
+        iid: String,
+    ) -> Result<BuildResult> {
         let prefix = settings
             .registry
             .clone()
             .ok_or_else(|| RuntimeError::BadRequest("docker build is not configured".into()))?;
         let repository =
             BuildSettings::repository(&prefix, &self.runtime.namespace, &self.runtime.instance);
-        let iid = self.read_digest(IID_FILE).await?;
         let destination = format!(
             "{repository}:{}",
             iid.trim_start_matches("sha256:")
                 .get(..12)
                 .unwrap_or_default()
         );
-        let push = push_argv(access, settings.insecure, &self.local_tag, &destination);
+        let push = push_argv(access, settings.insecure, local, &destination);
         let (sink, mut drain) = mpsc::channel::<String>(256);
         let collected = tokio::spawn(async move {
             let mut text = String::new();
@@ -800,7 +1017,7 @@ impl Builder {
                     "inspect".into(),
                     "--type".into(),
                     "image".into(),
-                    self.local_tag.clone(),
+                    local.to_string(),
                 ],
                 None,
                 4 * 1024 * 1024,
@@ -977,6 +1194,60 @@ pub fn from_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> V
     images
 }
 
+/// The tags of each image in a `docker save` archive's `manifest.json`, in order; refused when
+/// it is not such a manifest or holds more than [`MAX_ARCHIVE_IMAGES`] images.
+pub fn archive_entries(manifest: &str) -> Result<Vec<Vec<String>>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Option<Vec<String>>,
+    }
+    let entries: Vec<Entry> = serde_json::from_str(manifest).map_err(|e| {
+        RuntimeError::BadRequest(format!("the archive's manifest.json is not valid: {e}"))
+    })?;
+    if entries.is_empty() {
+        return Err(RuntimeError::BadRequest(
+            "the archive's manifest.json names no image".into(),
+        ));
+    }
+    if entries.len() > MAX_ARCHIVE_IMAGES {
+        return Err(RuntimeError::BadRequest(format!(
+            "the archive holds {} images, more than the {MAX_ARCHIVE_IMAGES} one load may take",
+            entries.len()
+        )));
+    }
+    entries
+        .into_iter()
+        .map(|entry| {
+            if entry.config.is_empty() {
+                return Err(RuntimeError::BadRequest(
+                    "the archive's manifest.json has an image without a config".into(),
+                ));
+            }
+            let tags = entry.repo_tags.unwrap_or_default();
+            for tag in &tags {
+                crate::model::ImageRef::parse(tag).map_err(|e| {
+                    RuntimeError::BadRequest(format!("the archive's tag {tag:?}: {e}"))
+                })?;
+            }
+            Ok(tags)
+        })
+        .collect()
+}
+
+/// The image ID `buildah pull -q` prints (its last line: 64 hexadecimal digits).
+fn image_id_line(stdout: &str) -> Option<String> {
+    let line = stdout.lines().rev().find(|l| !l.trim().is_empty())?.trim();
+    let hex = line.strip_prefix("sha256:").unwrap_or(line);
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| format!("sha256:{hex}"))
+}
+
 /// `buildah push` of `source` to `destination` (a registry reference), writing the pushed
 /// manifest's digest to the digest file.
 fn push_argv(access: &[String], insecure: bool, source: &str, destination: &str) -> Vec<String> {
@@ -1081,6 +1352,50 @@ pub fn last_line(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_archives_are_read_by_their_manifest() {
+        let manifest = r#"[{"Config":"ab.json","RepoTags":["app:1","reg.example:5000/x/y:2"],"Layers":["l.tar"]},
+            {"Config":"cd.json","RepoTags":null,"Layers":[]}]"#;
+        assert_eq!(
+            archive_entries(manifest).unwrap(),
+            vec![
+                vec!["app:1".to_string(), "reg.example:5000/x/y:2".to_string()],
+                vec![]
+            ]
+        );
+        for hostile in [
+            "",
+            "{}",
+            "[]",
+            r#"[{"Config":"","RepoTags":[]}]"#,
+            r#"[{"Config":"a.json","RepoTags":["Not A Tag"]}]"#,
+            r#"[{"RepoTags":["a"]}]"#,
+        ] {
+            assert!(
+                matches!(archive_entries(hostile), Err(RuntimeError::BadRequest(_))),
+                "{hostile}"
+            );
+        }
+        let many = format!("[{}]", vec![r#"{"Config":"a.json"}"#; 65].join(","));
+        assert!(archive_entries(&many).is_err());
+    }
+
+    #[test]
+    fn pulled_image_ids_are_read_from_the_last_line_only() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            image_id_line(&format!("Getting image source signatures\n{hex}\n")),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(
+            image_id_line(&format!("sha256:{hex}")),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(image_id_line(&format!("{hex}\nsomething else")), None);
+        assert_eq!(image_id_line(&hex.to_uppercase()), None);
+        assert_eq!(image_id_line(""), None);
+    }
 
     #[test]
     fn repositories_are_per_namespace_and_instance() {

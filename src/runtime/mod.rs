@@ -80,6 +80,9 @@ pub enum RuntimeError {
     Forbidden(String),
     #[error("container {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
+    /// A step in a builder pod (`docker save`/`load`) failed.
+    #[error("{reason} (builder pod {pod})")]
+    BuilderFailed { pod: String, reason: String },
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("{operation} on pod {pod}: {}", crate::apply::explain(.source))]

@@ -16,6 +16,8 @@ PACKAGES=(
   apache2-utils
   # the docker build builder image (tests/e2e/builder-image.sh)
   buildah
+  # an independent reader of docker save archives (tests/e2e/build.sh)
+  skopeo
   # building kubernetes + pause
   golang-go golang-github-modern-go-reflect2-dev rsync make gcc libc6-dev dpkg-dev
 )

@@ -316,6 +316,51 @@ t_builder_pod_shape() {
     { echo "no builds/builder-seccomp in the applied rules:"; jq .metadata.annotations <<<"$pod"; return 1; }
   wait_gone 60 builder_pods
 }
+t_save_load() {
+  # docker save of a built and a pulled image into one archive, read by skopeo (an independent
+  # reader of Docker's format); the built image removed, then docker load brings both back, the
+  # built one under its ID, and it runs; docker-py's save/load; then what a hostile job loads
+  local id out
+  id=$(docker inspect pbbuild-cli:1 --format '{{.Id}}')
+  docker pull busybox >/dev/null 2>&1 || return 1
+  docker save -o "$WORK/saved.tar" pbbuild-cli:1 busybox || return 1
+  tar -xOf "$WORK/saved.tar" manifest.json | jq -e --arg id "${id#sha256:}" \
+    '([.[].RepoTags[]] | sort == ["busybox:latest","pbbuild-cli:1"]) and ([.[].Config] | index($id + ".json") != null)' >/dev/null ||
+    { tar -tvf "$WORK/saved.tar"; tar -xOf "$WORK/saved.tar" manifest.json; return 1; }
+  expect_eq "$(skopeo inspect --config docker-archive:"$WORK/saved.tar":pbbuild-cli:1 | jq -r '.config.User + " " + .config.WorkingDir')" "nobody /srv" &&
+    skopeo inspect docker-archive:"$WORK/saved.tar":busybox:latest >/dev/null || return 1
+  docker rmi pbbuild-cli:1 >/dev/null && ! docker image inspect pbbuild-cli:1 >/dev/null 2>&1 || return 1
+  out=$(docker load -i "$WORK/saved.tar" 2>&1) || { echo "$out"; return 1; }
+  grep -qx 'Loaded image: pbbuild-cli:1' <<<"$out" && grep -qx 'Loaded image: busybox:latest' <<<"$out" || { echo "$out"; return 1; }
+  expect_eq "$(docker inspect pbbuild-cli:1 --format '{{.Id}}')" "$id" &&
+    expect_eq "$(docker run --rm pbbuild-cli:1 | head -1)" "cli from the builder stage" || return 1
+  # docker-py: Image.save() and images.load()
+  "$VENV/bin/python" - <<'PY' || return 1
+import docker
+client = docker.from_env()
+image = client.images.get("pbbuild-cli:debug")
+data = b"".join(image.save(named=True))
+client.images.remove("pbbuild-cli:debug")
+loaded = client.images.load(data)
+assert [i.id for i in loaded] == [image.id], (loaded, image.id)
+assert "pbbuild-cli:debug" in loaded[0].tags, loaded[0].tags
+out = client.containers.run("pbbuild-cli:debug", remove=True)
+assert out.strip() == b"debug target", out
+PY
+  # hostile: not an archive, a manifest naming nothing real, a tag that is not one: errors in
+  # the stream, nothing recorded, no builder left
+  out=$(printf 'not a tar archive' | docker load 2>&1) && { echo "loaded: $out"; return 1; }
+  grep -q 'manifest.json' <<<"$out" || { echo "$out"; return 1; }
+  mkdir -p "$WORK/evil" && printf '[{"Config":"../../etc/passwd","RepoTags":["evil:1"],"Layers":["/etc/shadow"]}]' >"$WORK/evil/manifest.json" &&
+    tar -C "$WORK/evil" -cf "$WORK/evil.tar" manifest.json || return 1
+  out=$(docker load -i "$WORK/evil.tar" 2>&1) && { echo "loaded: $out"; return 1; }
+  printf '[{"Config":"a.json","RepoTags":["Not A Tag"],"Layers":[]}]' >"$WORK/evil/manifest.json" &&
+    tar -C "$WORK/evil" -cf "$WORK/evil2.tar" manifest.json || return 1
+  out=$(docker load -i "$WORK/evil2.tar" 2>&1) && { echo "loaded: $out"; return 1; }
+  grep -q 'Not A Tag' <<<"$out" || { echo "$out"; return 1; }
+  ! docker image inspect evil:1 >/dev/null 2>&1 && expect_error 404 'No such image' GET '/v1.51/images/get?names=no-such-image-here' &&
+    wait_gone 30 builder_pods
+}
 t_remove_built_images() {
   # what the checks built and kept (testcontainers-node leaves its localhost/<uuid> tags):
   # removed by ID, their records go with them
@@ -338,6 +383,7 @@ check "a Dockerfile that does not parse, a base image that does not exist" t_bad
 check "docker-py images.build, run, BuildError, remove" t_docker_py
 check "testcontainers-python DockerImage" t_tc_python
 check "testcontainers-node GenericContainer.fromDockerfile" t_tc_node
+check "docker save (built and pulled) read by skopeo; docker rmi; docker load runs it; docker-py; hostile archives" t_save_load
 check "compose up --build (DOCKER_BUILDKIT=0): two built services, one reaching the other; down --rmi all" t_compose_build
 check "builder pod shape: no privilege, no token, named seccomp exception" t_builder_pod_shape
 check "client hang-up ends the build and removes its builder" t_hang_up_ends_the_build

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -231,12 +232,7 @@ pub(super) async fn push(
     tag: Option<&str>,
     headers: &axum::http::HeaderMap,
 ) -> Result<Response> {
-    let settings = state.runtime.build_settings();
-    if settings.registry.is_none() {
-        return Err(ApiError::NotImplemented(
-            "docker push runs in a builder pod, which needs build_registry configured (see the README, \"docker build\")".into(),
-        ));
-    }
+    let settings = registry_settings(&state, "docker push")?;
     let reference = match tag.filter(|t| !t.is_empty()) {
         Some(tag) => format!("{name}:{tag}"),
         None => name.to_string(),
@@ -367,6 +363,199 @@ pub(super) async fn push(
         }
     });
     Ok(json_lines(stream))
+}
+
+/// The build settings, when a build registry is configured; `what` is 501 otherwise.
+fn registry_settings(state: &AppState, what: &str) -> Result<BuildSettings> {
+    let settings = state.runtime.build_settings();
+    if settings.registry.is_none() {
+        return Err(ApiError::NotImplemented(format!(
+            "{what} runs in a builder pod, which needs build_registry configured (see the README, \"docker build\")"
+        )));
+    }
+    Ok(settings)
+}
+
+/// `POST /images/load`: a builder pod takes the archive (what `docker save` writes) and
+/// pushes each of its images to this instance's repository, recorded as built images are, so
+/// `docker run` of a loaded tag pulls exactly the loaded image. Docker's answer: one
+/// `Loaded image: <tag>` line per tag (`Loaded image ID: <id>` for an untagged image); a
+/// failure once the archive has been read is the stream's last message, as dockerd's.
+pub async fn load(State(state): State<AppState>, body: Body) -> Result<Response> {
+    let settings = registry_settings(&state, "docker load")?;
+    let permit = state.runtime.stream_permit()?;
+    let pod = builder_translation(&state.translator, &settings, &[])?
+        .objects
+        .pod;
+    let builder = state.runtime.start_builder(pod).await?;
+    let max_bytes = state.runtime.limits().max_archive_bytes as u64;
+    let size = builder
+        .upload_archive(body.into_data_stream(), max_bytes)
+        .await?;
+    tracing::info!(pod = builder.pod(), size, "Image archive uploaded");
+    let (messages, stream) = mpsc::channel::<Value>(64);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let loaded = match builder.load_archive(&settings).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                let _ = messages
+                    .send(failure_without_code(&error.to_string()))
+                    .await;
+                return;
+            }
+        };
+        for (result, tags) in loaded {
+            let normalised: Vec<String> = tags
+                .iter()
+                .filter_map(|tag| ImageRef::parse(tag).ok().map(|r| r.normalised()))
+                .collect();
+            let recorded = match state.runtime.built_image(&result, normalised) {
+                Ok(image) => state
+                    .runtime
+                    .record_built_image(&image)
+                    .await
+                    .map(|()| image),
+                Err(error) => Err(error),
+            };
+            let image = match recorded {
+                Ok(image) => image,
+                Err(error) => {
+                    let _ = messages
+                        .send(failure_without_code(&error.to_string()))
+                        .await;
+                    return;
+                }
+            };
+            let attributes = crate::runtime::events::named(&image.image_id, &[]);
+            state.runtime.emit(crate::runtime::events::object_event(
+                "image",
+                "load",
+                &image.image_id,
+                attributes,
+            ));
+            let lines: Vec<String> = if tags.is_empty() {
+                vec![format!("Loaded image ID: {}\n", image.image_id)]
+            } else {
+                tags.iter()
+                    .map(|tag| format!("Loaded image: {}\n", normalise_image(tag)))
+                    .collect()
+            };
+            for line in lines {
+                if messages.send(json!({"stream": line})).await.is_err() {
+                    return;
+                }
+            }
+        }
+        builder.finish().await;
+    });
+    Ok(json_lines(stream))
+}
+
+/// `GET /images/get?names=…` (the docker CLI's `docker save`).
+pub async fn save_many(State(state): State<AppState>, uri: Uri) -> Result<Response> {
+    let names: Vec<String> = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "names")
+        .map(|(_, value)| value.into_owned())
+        .filter(|value| !value.is_empty())
+        .collect();
+    save(state, names).await
+}
+
+/// `docker save`: a builder pod pulls each image (a built or loaded one from this instance's
+/// repository, by digest; a pulled one from its registry) and writes them as one archive in
+/// Docker's format, streamed to the client. Each image carries the tags it was asked by (none
+/// when asked by ID), as in Docker.
+pub(super) async fn save(state: AppState, names: Vec<String>) -> Result<Response> {
+    let settings = registry_settings(&state, "docker save")?;
+    if names.is_empty() {
+        return Err(ApiError::BadRequest("no image names given".into()));
+    }
+    if names.len() > build::MAX_ARCHIVE_IMAGES {
+        return Err(ApiError::BadRequest(format!(
+            "{} images asked for, more than the {} one save may hold",
+            names.len(),
+            build::MAX_ARCHIVE_IMAGES
+        )));
+    }
+    enum Source {
+        Built(Box<build::BuiltImage>),
+        Registry(String),
+    }
+    // One entry per image ID, with every tag it was asked by.
+    let mut images: Vec<(String, Source, Vec<String>)> = Vec::new();
+    for name in &names {
+        let (id, source) = match state.runtime.find_built_image(name) {
+            Some(built) => (built.image_id.clone(), Source::Built(Box::new(built))),
+            None => {
+                let record = state
+                    .runtime
+                    .find_image(name)
+                    .ok_or_else(|| ApiError::NotFound(format!("No such image: {name}")))?;
+                // A tag made here (`docker tag busybox x`) is saved from the reference a
+                // registry holds.
+                let mut candidates = vec![record.reference.clone()];
+                candidates.extend(
+                    state
+                        .runtime
+                        .images()
+                        .into_iter()
+                        .filter(|other| other.id == record.id)
+                        .map(|other| other.reference),
+                );
+                let source = candidates
+                    .iter()
+                    .find(|candidate| state.runtime.registry.cached(candidate).is_some())
+                    .unwrap_or(&record.reference);
+                let source = ImageRef::parse(source)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
+                    .normalised();
+                (record.id.clone(), Source::Registry(source))
+            }
+        };
+        let tag = asked_by_tag(name, &id).then(|| normalise_image(name));
+        match images.iter_mut().find(|(known, _, _)| *known == id) {
+            Some((_, _, tags)) => tags.extend(tag.filter(|t| !tags.contains(t))),
+            None => images.push((id, source, tag.into_iter().collect())),
+        }
+    }
+    let permit = state.runtime.stream_permit()?;
+    let pod = builder_translation(&state.translator, &settings, &[])?
+        .objects
+        .pod;
+    let builder = state.runtime.start_builder(pod).await?;
+    let mut sources = Vec::new();
+    for (id, source, tags) in images {
+        let source = match source {
+            Source::Built(image) => builder
+                .source_of(&settings, &image)
+                .ok_or_else(|| ApiError::Internal(format!("{id} has no pushed digest")))?,
+            Source::Registry(reference) => reference,
+        };
+        sources.push((source, tags));
+    }
+    builder.save_archive(&settings, &[], &sources).await?;
+    let stream = builder.stream_saved().await?.map(move |chunk| {
+        let _ = &permit;
+        chunk
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Whether `name` names an image by tag (it goes into the archive's `RepoTags`) rather than by
+/// its ID or an ID prefix.
+fn asked_by_tag(name: &str, id: &str) -> bool {
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    let by_id = hex.len() >= 4
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && id
+            .trim_start_matches("sha256:")
+            .starts_with(&hex.to_ascii_lowercase());
+    !by_id && !name.contains('@')
 }
 
 /// A progress stream as dockerd sends it: one JSON message per line, `\r\n`-terminated.
@@ -564,6 +753,18 @@ mod tests {
         );
         assert_eq!(request.options.labels["l"], "v");
         assert_eq!(decode("").unwrap().options.dockerfile, "Dockerfile");
+    }
+
+    #[test]
+    fn saved_images_carry_the_tags_they_were_asked_by() {
+        let id = format!("sha256:{}", "ab12".repeat(16));
+        assert!(asked_by_tag("busybox", &id));
+        assert!(asked_by_tag("reg.example:5000/app:1", &id));
+        assert!(!asked_by_tag("ab12ab", &id));
+        assert!(!asked_by_tag(&id, &id));
+        assert!(!asked_by_tag("busybox@sha256:00", &id));
+        // Hexadecimal that is not this image's ID is a name.
+        assert!(asked_by_tag("cafe", &id));
     }
 
     #[test]

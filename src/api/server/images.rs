@@ -169,6 +169,9 @@ pub async fn image_get(
         ))
         .into_response());
     }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return super::build::save(state, vec![name.to_string()]).await;
+    }
     if let Some(name) = rest.strip_suffix("/history") {
         return Ok(Json(json!([{"Id": image_id(name), "Created": 0, "CreatedBy": "", "Tags": [normalise_image(name)], "Size": 0, "Comment": ""}])).into_response());
     }

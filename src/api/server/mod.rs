@@ -120,6 +120,16 @@ pub fn router(state: AppState) -> Router {
         .route("/images/json", get(images::image_list))
         .route("/images/create", post(images::image_create))
         .route("/images/prune", post(images::image_prune))
+        .route("/images/get", get(build::save_many))
+        .route(
+            "/images/load",
+            post(build::load)
+                .route_layer(DefaultBodyLimit::max(limits.max_archive_bytes))
+                .route_layer(Extension(BodyLimit {
+                    bytes: limits.max_archive_bytes,
+                    key: "max_archive_bytes",
+                })),
+        )
         .route(
             "/images/{*rest}",
             get(images::image_get)
