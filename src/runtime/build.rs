@@ -37,6 +37,10 @@ const IID_FILE: &str = "/workspace/.podbridge-iid";
 const CERT_DIR: &str = "/workspace/.podbridge-certs";
 const AUTH_FILE: &str = "/workspace/.podbridge-auth.json";
 const DIGEST_FILE: &str = "/workspace/.podbridge-digest";
+/// The build context as uploaded, before it is unpacked.
+const CONTEXT_FILE: &str = "/workspace/.podbridge-context";
+/// How long an upload may take to reach its file once the client has sent it all.
+const UPLOAD_SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// `docker load`'s archive, as uploaded.
 const ARCHIVE_FILE: &str = "/workspace/.podbridge-load.tar";
 /// Where `docker save` assembles its archive.
@@ -457,12 +461,28 @@ impl Builder {
     where
         S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
     {
-        self.upload(body, max_bytes, "build context", |first| {
-            ["tar", tar_flags(first), "-", "-C", CONTEXT_DIR]
-                .map(String::from)
-                .to_vec()
-        })
-        .await
+        let (total, first) = self
+            .upload(body, max_bytes, "build context", CONTEXT_FILE)
+            .await?;
+        let argv: Vec<String> = ["tar", tar_flags(&first), CONTEXT_FILE, "-C", CONTEXT_DIR]
+            .map(String::from)
+            .to_vec();
+        let output = self
+            .runtime
+            .exec_capture_in(&self.pod, MAIN_CONTAINER, argv, None, 64 * 1024)
+            .await?;
+        if output.exit_code != 0 {
+            let message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            return Err(RuntimeError::BadRequest(format!(
+                "the build context could not be unpacked: {}",
+                if message.is_empty() {
+                    format!("tar exited with {}", output.exit_code)
+                } else {
+                    message
+                }
+            )));
+        }
+        Ok(total)
     }
 
     /// Writes an image archive (`docker load`'s body) into the builder as [`ARCHIVE_FILE`], at
@@ -471,22 +491,27 @@ impl Builder {
     where
         S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
     {
-        self.upload(body, max_bytes, "image archive", |_| {
-            ["sh", "-c", "umask 077 && cat > \"$0\"", ARCHIVE_FILE]
-                .map(String::from)
-                .to_vec()
-        })
-        .await
+        Ok(self
+            .upload(body, max_bytes, "image archive", ARCHIVE_FILE)
+            .await?
+            .0)
     }
 
-    /// Streams the client's body into `argv` (chosen by the body's first bytes) in the builder.
+    /// Streams the client's body into `file` in the builder. Returns the bytes read and the
+    /// first bytes (which tell a compressed context).
+    ///
+    /// The shell keeps the exec's stdout open while `cat` writes the file: the test cluster's
+    /// containerd stops passing stdin on to a process whose output streams are closed
+    /// (`exec cat > file` keeps 32 KiB, with kubectl as well). And stdin is closed only once
+    /// `file` holds every byte, so a runtime that drops what it still buffers at EOF cannot
+    /// cut the upload short either.
     async fn upload<S>(
         &self,
         mut body: S,
         max_bytes: u64,
         what: &str,
-        argv: impl FnOnce(&[u8]) -> Vec<String>,
-    ) -> Result<u64>
+        file: &str,
+    ) -> Result<(u64, Bytes)>
     where
         S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
     {
@@ -507,7 +532,14 @@ impl Builder {
                 "the {what} is empty: send a tar archive"
             )));
         };
-        let argv = argv(&first);
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "umask 077 && cat > \"$0\"; status=$?; echo; exit $status",
+            file,
+        ]
+        .map(String::from)
+        .to_vec();
         let streams = Streams {
             stdin: true,
             stdout: true,
@@ -529,10 +561,16 @@ impl Builder {
             }
             String::from_utf8_lossy(&text).trim().to_string()
         });
+        let mut stdout = session.stdout.take();
+        let drain = tokio::spawn(async move {
+            if let Some(stdout) = stdout.as_mut() {
+                let _ = tokio::io::copy(stdout, &mut tokio::io::sink()).await;
+            }
+        });
         let mut total = first.len() as u64;
         let mut write_error = None;
         if let Some(writer) = stdin.as_mut() {
-            let mut chunk = Some(first);
+            let mut chunk = Some(first.clone());
             while let Some(data) = chunk.take() {
                 if total > max_bytes {
                     return Err(RuntimeError::TooLarge(format!(
@@ -556,6 +594,9 @@ impl Builder {
                     None => {}
                 }
             }
+            if write_error.is_none() {
+                self.await_size(file, total, what).await?;
+            }
             let _ = writer.shutdown().await;
         }
         drop(stdin);
@@ -568,18 +609,52 @@ impl Builder {
                 source,
             })?;
         let message = errors.await.unwrap_or_default();
+        let _ = drain.await;
         let code = super::exec::exit_code_of(status.as_ref());
         if code != 0 || write_error.is_some() {
             return Err(RuntimeError::BadRequest(format!(
-                "the {what} could not be unpacked: {}",
+                "the {what} could not be written into the builder: {}",
                 if message.is_empty() {
-                    write_error.unwrap_or_else(|| format!("tar exited with {code}"))
+                    write_error.unwrap_or_else(|| format!("cat exited with {code}"))
                 } else {
                     message
                 }
             )));
         }
-        Ok(total)
+        Ok((total, first))
+    }
+
+    /// Waits until `file` in the builder holds `size` bytes (see [`Builder::upload`]).
+    async fn await_size(&self, file: &str, size: u64, what: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + UPLOAD_SETTLE_TIMEOUT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let output = self
+                .runtime
+                .exec_capture_in(
+                    &self.pod,
+                    MAIN_CONTAINER,
+                    vec!["stat".into(), "-c".into(), "%s".into(), file.into()],
+                    None,
+                    256,
+                )
+                .await?;
+            let written: Option<u64> = String::from_utf8_lossy(&output.stdout).trim().parse().ok();
+            if written == Some(size) {
+                return Ok(());
+            }
+            if written.is_some_and(|w| w > size) || tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::BuilderFailed {
+                    pod: self.pod.clone(),
+                    reason: format!(
+                        "the {what} did not reach the builder whole ({} of {size} bytes)",
+                        written.unwrap_or(0)
+                    ),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Runs `argv` in the builder, sending each output line (stdout and stderr, as they come)
