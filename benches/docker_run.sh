@@ -25,8 +25,14 @@ samples=${1:-10}
 containers=${2:-200}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 tests/cluster/up.sh >/dev/null 2>&1 || { echo "test cluster failed to start (tests/cluster/up.sh)" >&2; exit 1; }
-cargo build --release --quiet --offline 2>/dev/null || cargo build --release --quiet
-bin=$CARGO_TARGET_DIR/release/podbridge
+# BENCH_BIN: another podbridge binary (e.g. an earlier build, to compare); BENCH_MEMORY_ONLY=1
+# skips sections 1 and 2.
+if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN
+else
+    cargo build --release --quiet --offline 2>/dev/null || cargo build --release --quiet
+    bin=$CARGO_TARGET_DIR/release/podbridge
+fi
 
 tmp=$(mktemp -d)
 ns=pb-bench-$$
@@ -97,6 +103,7 @@ pod = next(i for i in items if i["kind"] == "Pod")
 pod["metadata"] = {"name": "direct", "labels": {"podbridge.bench/direct": "1"}}
 json.dump(pod, sys.stdout)' >"$tmp/pod.json"
 
+if [ "${BENCH_MEMORY_ONLY:-0}" != 1 ]; then
 echo "warming up (image, caches)" >&2
 docker run --rm busybox true
 python3 benches/docker_run.py baseline 1 "$tmp/pod.json" >/dev/null
@@ -143,6 +150,8 @@ for key in ["start_return", "start_event", "wait_return", "die_event"]:
     print(f"{key:13} median {values[len(values) // 2]:5d}  max {values[-1]:5d}")
 PY
 
+fi
+
 echo
 echo "== memory and start-up =="
 echo "podbridge start to /_ping 200 (cluster synced): $ready_ms ms"
@@ -164,3 +173,8 @@ t=$(date +%s%N)
 # shellcheck disable=SC2086
 [ -n "$ids" ] && docker rm -f $ids >/dev/null
 echo "docker rm -f of all: $(ms "$t" "$(date +%s%N)") ms; RSS after: $(rss) MiB"
+sleep 10
+after=$(rss)
+echo "podbridge RSS 10 s after the removal: $after MiB"
+awk -v i="$idle" -v b="$busy" -v a="$after" 'BEGIN {
+    printf "busy / idle = %.2f   after / idle = %.2f (%+.1f MiB)\n", b / i, a / i, a - i }'

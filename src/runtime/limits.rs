@@ -238,7 +238,7 @@ impl Runtime {
                 id: "(being created)".into(),
             });
         }
-        self.container_slot_free(containers.len() + pending.names.len())?;
+        self.container_slot_free(kept_and_pending(&containers, &pending.names))?;
         pending.names.insert(name.to_string());
         Ok(CreateReservation {
             runtime: self,
@@ -252,8 +252,9 @@ impl Runtime {
     /// reservation (`reserve_create`) decides for good.
     pub fn check_create_capacity(&self, spec_bytes: u64) -> Result<()> {
         drop(self.reserve_bytes(spec_bytes, 0)?);
-        let pending = self.pending.lock().names.len();
-        self.container_slot_free(self.containers().len() + pending)
+        let containers = self.containers();
+        let count = kept_and_pending(&containers, &self.pending.lock().names);
+        self.container_slot_free(count)
     }
 
     /// `max_containers` against the containers kept and being created.
@@ -276,6 +277,24 @@ impl Runtime {
     }
 }
 
+/// Containers kept plus creates in flight, each counted once: a create's record reaches the
+/// watch cache before its reservation is released, and must not take two slots then.
+fn kept_and_pending(
+    containers: &[super::state::ContainerView],
+    pending: &HashSet<String>,
+) -> usize {
+    let kept: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    slots_taken(&kept, pending)
+}
+
+fn slots_taken(kept: &[&str], pending: &HashSet<String>) -> usize {
+    kept.len()
+        + pending
+            .iter()
+            .filter(|name| !kept.contains(&name.as_str()))
+            .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +304,14 @@ mod tests {
         let runtime = Runtime::new(kube::Client::try_from(config).unwrap(), "test", "unit");
         runtime.set_limits(limits);
         runtime
+    }
+
+    #[test]
+    fn a_create_seen_in_the_cache_takes_one_slot() {
+        let pending: HashSet<String> = ["a".to_string(), "b".to_string()].into();
+        assert_eq!(slots_taken(&["a", "x"], &pending), 3);
+        assert_eq!(slots_taken(&[], &pending), 2);
+        assert_eq!(slots_taken(&["x"], &HashSet::new()), 1);
     }
 
     #[tokio::test]

@@ -284,7 +284,14 @@ impl Runtime {
             + 'static,
     {
         let kind = K::kind(&()).to_string();
-        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        // managedFields are the API server's bookkeeping, a large part of every object and read
+        // by nothing here: the caches keep objects without them.
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, config)
+                .default_backoff()
+                .modify(|object| object.meta_mut().managed_fields = None),
+        );
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {

@@ -91,7 +91,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/images/json", Partial, "images podbridge has pulled, used or built; sizes 0"),
     route("POST", "/build", Partial, "classic builder only (BuildKit `version=2` 400): a builder pod (buildah) shaped by the policy, pushed to `build_registry`; no remote contexts; 501 while `build_registry` is unset"),
     route("POST", "/build/prune", Partial, "nothing to prune (the layer cache lives in the build registry): empty answer"),
-    route("POST", "/images/create", Partial, "pull: the manifest is looked up, the cluster pulls; import (no `fromImage`) 501"),
+    route("POST", "/images/create", Partial, "pull: the manifest is looked up, the cluster pulls; `testcontainers/ryuk` with the built-in Ryuk needs no registry; import (no `fromImage`) 501"),
     route("GET", "/images/{name}/json", Partial, "only images podbridge has seen; config from the registry when reachable, or as built"),
     route("GET", "/images/{name}/history", Partial, "one synthetic layer"),
     route("POST", "/images/{name}/push", Partial, "a builder pod pushes a built image (or a pulled one, from its registry) with `X-Registry-Auth` and `registry_ca_files`; needs `build_registry` (else 501); `Size` 0"),

@@ -354,35 +354,50 @@ pub async fn image_create(
         .rsplit_once(':')
         .unwrap_or((&normalised, "latest"));
     let pulling = json!({"status": format!("Pulling from {name}"), "id": tag});
-    let lines = match lookup(&state, &reference, credentials.as_ref(), true).await {
-        Ok(details) => {
-            let record = state.runtime.note_image_with_id(&reference, &details.id);
-            emit_image_event(&state, "pull", &record.id, &record.reference);
-            let digest = details.manifest_digest.clone().unwrap_or(record.id);
-            vec![
-                pulling,
-                json!({"status": format!("Digest: {digest}")}),
-                json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
-            ]
-        }
-        Err(error) if error.is_missing_image() => {
-            tracing::info!(%reference, %error, "Pull of a missing image");
-            let message = error.to_string();
-            vec![
-                pulling,
-                json!({"errorDetail": {"message": message}, "error": message}),
-            ]
-        }
-        Err(error) => {
-            tracing::warn!(%reference, %error, "Image config unknown, the cluster pulls the image itself");
-            let record = state.runtime.note_image(&reference);
-            emit_image_event(&state, "pull", &record.id, &record.reference);
-            vec![
-                pulling,
-                json!({"status": format!("Digest: {}", record.id)}),
-                json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
-            ]
-        }
+    // The built-in Ryuk runs no pod: its image is never pulled, so no registry needs to hold it
+    // (an air-gapped cluster, a mirror without it).
+    let builtin_ryuk =
+        state.runtime.ryuk_settings().builtin && crate::runtime::ryuk::is_ryuk_image(&reference);
+    let noted_without_config = |pulling: Value| {
+        let record = state.runtime.note_image(&reference);
+        emit_image_event(&state, "pull", &record.id, &record.reference);
+        vec![
+            pulling,
+            json!({"status": format!("Digest: {}", record.id)}),
+            json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
+        ]
+    };
+    let lookup_result = if builtin_ryuk {
+        None
+    } else {
+        Some(lookup(&state, &reference, credentials.as_ref(), true).await)
+    };
+    let lines = match lookup_result {
+        None => noted_without_config(pulling),
+        Some(result) => match result {
+            Ok(details) => {
+                let record = state.runtime.note_image_with_id(&reference, &details.id);
+                emit_image_event(&state, "pull", &record.id, &record.reference);
+                let digest = details.manifest_digest.clone().unwrap_or(record.id);
+                vec![
+                    pulling,
+                    json!({"status": format!("Digest: {digest}")}),
+                    json!({"status": format!("Status: Image is up to date for {}", record.reference)}),
+                ]
+            }
+            Err(error) if error.is_missing_image() => {
+                tracing::info!(%reference, %error, "Pull of a missing image");
+                let message = error.to_string();
+                vec![
+                    pulling,
+                    json!({"errorDetail": {"message": message}, "error": message}),
+                ]
+            }
+            Err(error) => {
+                tracing::warn!(%reference, %error, "Image config unknown, the cluster pulls the image itself");
+                noted_without_config(pulling)
+            }
+        },
     };
     let chunks: Vec<Result<axum::body::Bytes, std::convert::Infallible>> = lines
         .iter()

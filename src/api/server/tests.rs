@@ -133,6 +133,54 @@ async fn images_with_slashes_route_to_inspect() {
 }
 
 #[tokio::test]
+async fn the_builtin_ryuk_image_is_pulled_without_a_registry() {
+    // A registry (docker.io's mirror) that has no image at all.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let registry = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            [("content-type", "application/json")],
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, registry).await });
+    let state = state();
+    state.runtime.registry.set_access(
+        crate::runtime::registry::RegistryAccess::new(
+            crate::runtime::registry::Lookup::Loopback,
+            &[format!("docker.io=http://{address}")],
+            &[],
+        )
+        .unwrap(),
+    );
+    let app = router(state);
+    let pull = |image: &str| {
+        Request::post(format!("/v1.51/images/create?fromImage={image}&tag=0.8.1"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let body = |response: axum::response::Response| async move {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let missing = body(app.clone().oneshot(pull("busybox")).await.unwrap()).await;
+    assert!(missing.contains("errorDetail"), "{missing}");
+    let ryuk = body(
+        app.clone()
+            .oneshot(pull("testcontainers%2Fryuk"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(!ryuk.contains("errorDetail"), "{ryuk}");
+    let inspect = Request::get("/v1.51/images/testcontainers/ryuk:0.8.1/json")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(inspect).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn pull_ends_with_up_to_date_status() {
     let (status, _, body) = call(
         "POST",
