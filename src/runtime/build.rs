@@ -341,6 +341,22 @@ impl Runtime {
         })
     }
 
+    /// Records what a build or load produced under the client's `tags` (as given: normalised
+    /// here; ones that do not parse are left out).
+    pub async fn record_result(&self, result: &BuildResult, tags: &[String]) -> Result<BuiltImage> {
+        let tags = tags
+            .iter()
+            .filter_map(|tag| {
+                crate::model::ImageRef::parse(tag)
+                    .ok()
+                    .map(|r| r.normalised())
+            })
+            .collect();
+        let image = self.built_image(result, tags)?;
+        self.record_built_image(&image).await?;
+        Ok(image)
+    }
+
     /// Applies the builder pod (the policy chain's output, as is) and waits until `main` runs.
     pub async fn start_builder(self: &Arc<Self>, pod: Pod) -> Result<Builder> {
         let name = pod.metadata.name.clone().unwrap_or_default();

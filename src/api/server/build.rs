@@ -406,19 +406,7 @@ pub async fn load(State(state): State<AppState>, body: Body) -> Result<Response>
             }
         };
         for (result, tags) in loaded {
-            let normalised: Vec<String> = tags
-                .iter()
-                .filter_map(|tag| ImageRef::parse(tag).ok().map(|r| r.normalised()))
-                .collect();
-            let recorded = match state.runtime.built_image(&result, normalised) {
-                Ok(image) => state
-                    .runtime
-                    .record_built_image(&image)
-                    .await
-                    .map(|()| image),
-                Err(error) => Err(error),
-            };
-            let image = match recorded {
+            let image = match state.runtime.record_result(&result, &tags).await {
                 Ok(image) => image,
                 Err(error) => {
                     let _ = messages
@@ -679,20 +667,7 @@ async fn run(
             return;
         }
     };
-    let tags: Vec<String> = request
-        .tags
-        .iter()
-        .filter_map(|tag| ImageRef::parse(tag).ok().map(|r| r.normalised()))
-        .collect();
-    let recorded = match state.runtime.built_image(&result, tags) {
-        Ok(image) => state
-            .runtime
-            .record_built_image(&image)
-            .await
-            .map(|()| image),
-        Err(error) => Err(error),
-    };
-    let image = match recorded {
+    let image = match state.runtime.record_result(&result, &request.tags).await {
         Ok(image) => image,
         Err(error) => {
             let _ = messages.send(failure(1, &error.to_string())).await;
