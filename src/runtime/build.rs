@@ -172,14 +172,19 @@ impl BuiltImage {
         if self.tags.contains(&normalised) {
             return true;
         }
-        let wanted = reference.strip_prefix("sha256:").unwrap_or(reference);
-        wanted.len() >= 4
-            && wanted.bytes().all(|b| b.is_ascii_hexdigit())
-            && self
-                .image_id
-                .trim_start_matches("sha256:")
-                .starts_with(&wanted.to_ascii_lowercase())
+        names_id(reference, &self.image_id)
     }
+}
+
+/// Whether `reference` is image ID `id` or a prefix of it (at least 4 hexadecimal digits, as
+/// Docker's short IDs), with or without `sha256:`.
+pub fn names_id(reference: &str, id: &str) -> bool {
+    let wanted = reference.strip_prefix("sha256:").unwrap_or(reference);
+    wanted.len() >= 4
+        && wanted.bytes().all(|b| b.is_ascii_hexdigit())
+        && id
+            .trim_start_matches("sha256:")
+            .starts_with(&wanted.to_ascii_lowercase())
 }
 
 /// What one finished build produced.
@@ -808,12 +813,7 @@ impl Builder {
         access: &[String],
         source: &str,
     ) -> Result<String> {
-        let mut argv: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
-        argv.extend(access.iter().cloned());
-        if settings.insecure_for(source) {
-            argv.push("--tls-verify=false".into());
-        }
-        argv.push(source.into());
+        let argv = pull_argv(settings, access, source);
         let stdout = self
             .capture(argv, 64 * 1024, &format!("{source} could not be pulled"))
             .await?;
@@ -955,12 +955,7 @@ impl Builder {
         access: &[String],
         lines: &mpsc::Sender<String>,
     ) -> Result<std::result::Result<String, String>> {
-        let mut pull: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
-        pull.extend(access.iter().cloned());
-        if settings.insecure_for(source) {
-            pull.push("--tls-verify=false".into());
-        }
-        pull.push(source.into());
+        let pull = pull_argv(settings, access, source);
         let code = self.run(&pull, lines).await?;
         if code != 0 {
             return Ok(Err(format!(
@@ -1182,13 +1177,8 @@ impl Builder {
             let local = crate::model::ImageRef::parse(name)
                 .map(|r| r.normalised())
                 .map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
-            let mut pull: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
-            if settings.insecure {
-                pull.push("--tls-verify=false".into());
-            }
-            pull.push(source.clone());
             for argv in [
-                pull,
+                pull_argv(settings, &[], &source),
                 vec!["buildah".into(), "tag".into(), source.clone(), local],
             ] {
                 let output = self
@@ -1337,6 +1327,18 @@ fn image_id_line(stdout: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
     .then(|| format!("sha256:{hex}"))
+}
+
+/// `buildah pull -q` of `source` (a registry reference or a `docker-archive:` path), with the
+/// access flags and `--tls-verify=false` for an insecure build registry.
+fn pull_argv(settings: &BuildSettings, access: &[String], source: &str) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["buildah".into(), "pull".into(), "-q".into()];
+    argv.extend(access.iter().cloned());
+    if settings.insecure_for(source) {
+        argv.push("--tls-verify=false".into());
+    }
+    argv.push(source.into());
+    argv
 }
 
 /// `buildah push` of `source` to `destination` (a registry reference), writing the pushed

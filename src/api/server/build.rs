@@ -155,6 +155,21 @@ pub(super) fn builder_translation(
     Ok(translation)
 }
 
+/// A stream slot (a build, push, save or load holds one while it runs) and the builder pod,
+/// as the policy chain rendered it, running.
+async fn start_builder(
+    state: &AppState,
+    settings: &BuildSettings,
+    extra_hosts: &[String],
+) -> Result<(crate::runtime::limits::StreamPermit, Builder)> {
+    let permit = state.runtime.stream_permit()?;
+    let pod = builder_translation(&state.translator, settings, extra_hosts)?
+        .objects
+        .pod;
+    let builder = state.runtime.start_builder(pod).await?;
+    Ok((permit, builder))
+}
+
 /// `POST /build/prune`: the layer cache lives in the build registry (`<repository>/cache`),
 /// shared by this instance's builds; nothing in podbridge holds build cache.
 pub async fn build_prune() -> axum::Json<Value> {
@@ -180,11 +195,7 @@ pub async fn build(
         .and_then(|value| value.to_str().ok())
         .map(build::registry_config)
         .unwrap_or_default();
-    let permit = state.runtime.stream_permit()?;
-    let pod = builder_translation(&state.translator, &settings, &request.extra_hosts)?
-        .objects
-        .pod;
-    let builder = state.runtime.start_builder(pod).await?;
+    let (permit, builder) = start_builder(&state, &settings, &request.extra_hosts).await?;
     let max_bytes = state.runtime.limits().max_archive_bytes as u64;
     let size = builder
         .upload_context(body.into_data_stream(), max_bytes)
@@ -279,11 +290,7 @@ pub(super) async fn push(
             )]
         })
         .unwrap_or_default();
-    let permit = state.runtime.stream_permit()?;
-    let pod = builder_translation(&state.translator, &settings, &[])?
-        .objects
-        .pod;
-    let builder = state.runtime.start_builder(pod).await?;
+    let (permit, builder) = start_builder(&state, &settings, &[]).await?;
     let source = match (&built, pulled_source) {
         (Some(image), _) => builder
             .source_of(&settings, image)
@@ -383,11 +390,7 @@ fn registry_settings(state: &AppState, what: &str) -> Result<BuildSettings> {
 /// failure once the archive has been read is the stream's last message, as dockerd's.
 pub async fn load(State(state): State<AppState>, body: Body) -> Result<Response> {
     let settings = registry_settings(&state, "docker load")?;
-    let permit = state.runtime.stream_permit()?;
-    let pod = builder_translation(&state.translator, &settings, &[])?
-        .objects
-        .pod;
-    let builder = state.runtime.start_builder(pod).await?;
+    let (permit, builder) = start_builder(&state, &settings, &[]).await?;
     let max_bytes = state.runtime.limits().max_archive_bytes as u64;
     let size = builder
         .upload_archive(body.into_data_stream(), max_bytes)
@@ -507,11 +510,7 @@ pub(super) async fn save(state: AppState, names: Vec<String>) -> Result<Response
             None => images.push((id, source, tag.into_iter().collect())),
         }
     }
-    let permit = state.runtime.stream_permit()?;
-    let pod = builder_translation(&state.translator, &settings, &[])?
-        .objects
-        .pod;
-    let builder = state.runtime.start_builder(pod).await?;
+    let (permit, builder) = start_builder(&state, &settings, &[]).await?;
     let mut sources = Vec::new();
     for (id, source, tags) in images {
         let source = match source {
@@ -537,13 +536,7 @@ pub(super) async fn save(state: AppState, names: Vec<String>) -> Result<Response
 /// Whether `name` names an image by tag (it goes into the archive's `RepoTags`) rather than by
 /// its ID or an ID prefix.
 fn asked_by_tag(name: &str, id: &str) -> bool {
-    let hex = name.strip_prefix("sha256:").unwrap_or(name);
-    let by_id = hex.len() >= 4
-        && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        && id
-            .trim_start_matches("sha256:")
-            .starts_with(&hex.to_ascii_lowercase());
-    !by_id && !name.contains('@')
+    !build::names_id(name, id) && !name.contains('@')
 }
 
 /// A progress stream as dockerd sends it: one JSON message per line, `\r\n`-terminated.
