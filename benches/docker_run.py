@@ -9,6 +9,17 @@
                                             pod watch seeing main running / terminated and
                                             podbridge's answer (start returns, `start` event,
                                             wait returns, `die` event); one line per sample
+    docker_run.py parallel  N POD_JSON      N copies of the pod at once, each created, awaited to
+                                            exit, deleted and awaited gone as in `baseline`:
+                                            prints the wall time of the whole batch in ms
+    docker_run.py running   N POD_JSON      N copies of the pod (its command replaced by
+                                            `sleep 3600`) created at once and awaited until
+                                            every one runs (what `compose up --wait` waits
+                                            for): prints that wall time in ms, then deletes them
+    docker_run.py phases    LOG [OFFSET]    podbridge's phase spans (JSON log, target
+                                            podbridge::timing) from byte OFFSET on: per span
+                                            name (requests by method and route), count and
+                                            median wall time (busy + idle)
     docker_run.py fill      N               creates N containers (sleep 3600) through podbridge
                                             and starts them, 8 at a time; prints how many run
 
@@ -174,6 +185,86 @@ def baseline(n, pod_file):
         print(f"{now_ms() - t0:.0f}", flush=True)
 
 
+def _copy(template, name, command=None):
+    pod = json.loads(json.dumps(template))
+    pod["metadata"]["name"] = name
+    pod["metadata"]["namespace"] = NS
+    if command:
+        main = next(c for c in pod["spec"]["containers"] if c["name"] == "main")
+        main["command"] = command
+        main.pop("args", None)
+    return pod
+
+
+def parallel(n, pod_file):
+    with open(pod_file) as f:
+        template = json.load(f)
+    watch = PodWatch()
+    names = [f"{template['metadata']['name']}-p{os.getpid()}-{i}" for i in range(n)]
+
+    def one(name):
+        kube("POST", f"/api/v1/namespaces/{NS}/pods", _copy(template, name))
+        watch.wait_for(name, "terminated")
+        kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
+        watch.wait_for(name, "deleted")
+
+    t0 = now_ms()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(one, names))
+    print(f"{now_ms() - t0:.0f}", flush=True)
+
+
+def running(n, pod_file):
+    with open(pod_file) as f:
+        template = json.load(f)
+    watch = PodWatch()
+    names = [f"{template['metadata']['name']}-r{os.getpid()}-{i}" for i in range(n)]
+
+    def one(name):
+        kube("POST", f"/api/v1/namespaces/{NS}/pods", _copy(template, name, ["sleep", "3600"]))
+        watch.wait_for(name, "running")
+
+    t0 = now_ms()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(one, names))
+    print(f"{now_ms() - t0:.0f}", flush=True)
+    for name in names:
+        kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}?gracePeriodSeconds=0")
+    for name in names:
+        watch.wait_for(name, "deleted")
+
+
+def _duration_ms(text):
+    for unit, factor in (("ns", 1e-6), ("µs", 1e-3), ("us", 1e-3), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    raise ValueError(text)
+
+
+def phases(log_file, offset=0):
+    import re
+    ids = re.compile(r"/[0-9a-f]{12,64}(?=/|$)")
+    rows = {}
+    with open(log_file, "rb") as f:
+        f.seek(offset)
+        for raw in f:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            fields, span = line.get("fields", {}), line.get("span", {})
+            if line.get("target") != "podbridge::timing" or fields.get("message") != "close":
+                continue
+            name = span.get("name", "?")
+            if name == "request":
+                name = f"{span.get('method')} {ids.sub('/{id}', span.get('path', ''))}"
+            wall = _duration_ms(fields["time.busy"]) + _duration_ms(fields["time.idle"])
+            rows.setdefault(name, []).append(wall)
+    for name, walls in sorted(rows.items(), key=lambda kv: -sorted(kv[1])[len(kv[1]) // 2]):
+        walls.sort()
+        print(f"{name:48} {len(walls):4d} {walls[len(walls) // 2]:9.1f} {walls[-1]:9.1f}")
+
+
 def latency(n):
     watch = PodWatch()
     events = EventStream()
@@ -212,11 +303,19 @@ def fill(n):
 
 
 if __name__ == "__main__":
-    what, count = sys.argv[1], int(sys.argv[2])
+    what = sys.argv[1]
+    if what == "phases":
+        phases(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+        sys.exit(0)
+    count = int(sys.argv[2])
     if what == "baseline":
         baseline(count, sys.argv[3])
     elif what == "latency":
         latency(count)
+    elif what == "parallel":
+        parallel(count, sys.argv[3])
+    elif what == "running":
+        running(count, sys.argv[3])
     elif what == "fill":
         fill(count)
     else:

@@ -8,6 +8,11 @@
 #    pod removed) vs the same pod (podbridge's own translation of that request) created and awaited
 #    (a) with kubectl (create, watch to exit, delete --wait) and (b) directly through the API
 #    with a watch (no process start-up at all). Medians and ratios.
+#    Then podbridge's own phase spans over those runs (JSON log, target podbridge::timing):
+#    where its time goes, request by request and step by step.
+# 1b. parallel: BENCH_PARALLEL (20) `docker run --rm busybox true` at once vs as many copies of
+#    the pod through the API at once; `docker compose up -d --wait` of 5 services vs 5 pods
+#    through the API at once until all run.
 # 2. state latency: a pod watch of its own sees `main` running/terminated; how much later
 #    podbridge's start call returns, its `start` event arrives, wait returns, `die` arrives.
 # 3. memory: podbridge's resident set idle, then with CONTAINERS containers running `sleep`.
@@ -23,6 +28,10 @@ root=$PWD
 . tests/e2e/offline.sh
 samples=${1:-10}
 containers=${2:-200}
+# BENCH_PARALLEL: how many `docker run`s the parallel section starts at once; BENCH_PAR_SAMPLES
+# how often (each against the same number of pods made through the API at once).
+parallel=${BENCH_PARALLEL:-20}
+par_samples=${BENCH_PAR_SAMPLES:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 tests/cluster/up.sh >/dev/null 2>&1 || { echo "test cluster failed to start (tests/cluster/up.sh)" >&2; exit 1; }
 # BENCH_BIN: another podbridge binary (e.g. an earlier build, to compare); BENCH_MEMORY_ONLY=1
@@ -66,7 +75,8 @@ instance = "bench"
 listen = "127.0.0.1:$port"
 readiness_listen = "127.0.0.1:0"
 policies = ["$root/policies/baseline", "$tmp/policy"]
-log = "warn"
+log = "warn,podbridge::timing=debug"
+log_format = "json"
 TOML
 
 pb_pid=""
@@ -107,6 +117,7 @@ if [ "${BENCH_MEMORY_ONLY:-0}" != 1 ]; then
 echo "warming up (image, caches)" >&2
 docker run --rm busybox true
 python3 benches/docker_run.py baseline 1 "$tmp/pod.json" >/dev/null
+log_offset=$(stat -c %s "$tmp/podbridge.log")
 
 podbridge_runs=()
 kubectl_runs=()
@@ -138,6 +149,50 @@ printf '%-58s %6s   %s\n' "same pod: API POST, watch to exit, DELETE, watch to g
 awk -v p="$pb_med" -v k="$kc_med" -v a="$api_med" 'BEGIN {
     printf "podbridge / kubectl = %.2f (%+.0f%%)   podbridge / direct API = %.2f (%+.0f%%)\n",
         p / k, (p / k - 1) * 100, p / a, (p / a - 1) * 100 }'
+
+echo
+echo "== where a docker run's time goes: podbridge's phase spans over the $samples runs (ms) =="
+printf '%-48s %4s %9s %9s\n' "span (request: from receipt to the answer's head)" n median max
+python3 benches/docker_run.py phases "$tmp/podbridge.log" "$log_offset"
+
+echo
+echo "== parallel: $parallel at once, wall time of the whole batch, $par_samples samples each (ms) =="
+pb_par=()
+api_par=()
+for ((i = 0; i < par_samples; i++)); do
+    t=$(date +%s%N)
+    for ((j = 0; j < parallel; j++)); do docker run --rm busybox true & done
+    wait
+    pb_par+=("$(ms "$t" "$(date +%s%N)")")
+    api_par+=("$(python3 benches/docker_run.py parallel "$parallel" "$tmp/pod.json")")
+done
+pb_par_med=$(printf '%s\n' "${pb_par[@]}" | median)
+api_par_med=$(printf '%s\n' "${api_par[@]}" | median)
+printf '%-58s %6s   %s\n' "$parallel x docker run --rm busybox true via podbridge" "$pb_par_med" "${pb_par[*]}"
+printf '%-58s %6s   %s\n' "$parallel x the same pod through the API, concurrently" "$api_par_med" "${api_par[*]}"
+awk -v p="$pb_par_med" -v a="$api_par_med" 'BEGIN { printf "podbridge / direct API = %.2f (target <= 1.10)\n", p / a }'
+
+mkdir -p "$tmp/compose"
+{
+    echo "services:"
+    for ((j = 1; j <= 5; j++)); do
+        printf '  s%d:\n    image: busybox\n    command: ["sleep", "3600"]\n' "$j"
+    done
+} >"$tmp/compose/compose.yaml"
+pb_up=()
+api_up=()
+for ((i = 0; i < par_samples; i++)); do
+    t=$(date +%s%N)
+    docker compose -f "$tmp/compose/compose.yaml" -p "bench$i" up -d --wait >/dev/null 2>&1
+    pb_up+=("$(ms "$t" "$(date +%s%N)")")
+    docker compose -f "$tmp/compose/compose.yaml" -p "bench$i" down -t 0 >/dev/null 2>&1
+    api_up+=("$(python3 benches/docker_run.py running 5 "$tmp/pod.json")")
+done
+pb_up_med=$(printf '%s\n' "${pb_up[@]}" | median)
+api_up_med=$(printf '%s\n' "${api_up[@]}" | median)
+printf '%-58s %6s   %s\n' "docker compose up -d --wait, 5 services" "$pb_up_med" "${pb_up[*]}"
+printf '%-58s %6s   %s\n' "5 of the same pods through the API at once, until running" "$api_up_med" "${api_up[*]}"
+awk -v p="$pb_up_med" -v a="$api_up_med" 'BEGIN { printf "podbridge / direct API = %.2f (target <= 1.10)\n", p / a }'
 
 echo
 echo "== state latency: podbridge answer minus the moment a pod watch saw the change (ms) =="

@@ -1,6 +1,7 @@
 //! decode → rule chain → render for one realistic testcontainers-style request with the default
-//! (built-in baseline) policy, against a baseline measured in the same run: decoding and
-//! rendering alone, with no policies. The ratio is the cost of the policy engine.
+//! (built-in baseline) policy and with the shipped baseline + restricted profile (issue 13's
+//! target, ≤ 50 µs), against a baseline measured in the same run: decoding and rendering alone,
+//! with no policies. The ratio is the cost of the policy engine.
 
 use std::collections::BTreeMap;
 
@@ -65,8 +66,23 @@ fn bench(c: &mut Criterion) {
         });
         return;
     }
+    let shipped = |dir: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let restricted = Translator::new(
+        podbridge::policy_store::shared(
+            podbridge::policy_store::load_paths(
+                &[shipped("policies/baseline"), shipped("policies/restricted")],
+                Some(&shipped("rules")),
+                Limits::default(),
+            )
+            .unwrap(),
+        ),
+        context(),
+    );
     c.bench_function("translate/default-policy", |b| {
         b.iter(|| black_box(default_policy.translate(black_box(&request)).unwrap()))
+    });
+    c.bench_function("translate/baseline+restricted", |b| {
+        b.iter(|| black_box(restricted.translate(black_box(&request)).unwrap()))
     });
     c.bench_function("translate/no-policy", |b| {
         b.iter(|| black_box(no_policy.translate(black_box(&request)).unwrap()))

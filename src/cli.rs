@@ -394,11 +394,22 @@ fn block_on<T>(future: impl std::future::Future<Output = Result<T, Error>>) -> R
         .block_on(future)
 }
 
+/// The one log subscriber of the long-running commands: the configured filter (an invalid one
+/// falls back to `info`), stderr, text or JSON (`log_format`). A span's duration is logged when it
+/// closes, so the phase spans (target [`crate::TIMING`], off unless the filter names them) time
+/// each step of a request.
 fn init_tracing(config: &Config) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_span_events(FmtSpan::CLOSE);
+    let _ = match config.log_format {
+        crate::config::LogFormat::Text => builder.try_init(),
+        crate::config::LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 pub fn operator(
@@ -458,13 +469,7 @@ pub fn serve(global: &GlobalFlags, args: &ServeArgs) -> Result<Outcome, Error> {
     layer.dry_run = args.dry_run.then_some(true);
     layer.lock = args.lock.then_some(true);
     let config = Config::load(global.config.as_deref(), &layer)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing(&config);
     let set = policy_store::load(&config)?;
     let policies = policy_store::shared(set);
     let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;

@@ -11,6 +11,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::render::{NamedVolumes, VolumeAccessMode};
 
+/// The shape of podbridge's log lines on stderr (config `log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event, with the span's fields: what log pipelines (Loki, Elastic,
+    /// Cloud Logging) parse without a grok pattern, and what `benches/docker_run.sh` reads the
+    /// phase timings from.
+    Json,
+}
+
 /// Errors building the configuration; figment's message already names the key and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,7 +54,7 @@ pub const DEFAULT_BUILD_IMAGE: &str = "quay.io/buildah/stable:latest";
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
-const KEYS: [&str; 48] = [
+const KEYS: [&str; 49] = [
     "namespace",
     "instance",
     "project",
@@ -57,6 +70,7 @@ const KEYS: [&str; 48] = [
     "readiness_listen",
     "dry_run",
     "log",
+    "log_format",
     "scripts",
     "start_timeout_seconds",
     "cleanup_on_exit",
@@ -130,6 +144,8 @@ pub struct Config {
     pub dry_run: bool,
     /// tracing filter, e.g. `info` or `podbridge=debug`.
     pub log: String,
+    /// How log lines are written: for people (`text`) or for log pipelines (`json`).
+    pub log_format: LogFormat,
     /// Limits on rule scripts.
     pub scripts: ScriptLimits,
     /// Seconds `start` waits for a pod to run before reporting the Kubernetes reason.
@@ -253,6 +269,7 @@ impl Default for Config {
             readiness_listen: Some(DEFAULT_READINESS_LISTEN.into()),
             dry_run: false,
             log: "info".into(),
+            log_format: LogFormat::Text,
             scripts: ScriptLimits {
                 max_operations: 100_000,
                 deadline_ms: 50,
@@ -510,6 +527,21 @@ mod tests {
             jail.set_env("PODBRIDGE_NAME_PREFIX", "ci");
             let config = Config::load(None, &Flags { namespace: None }).unwrap();
             assert_eq!(config.name_prefix, "ci");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.log_format, LogFormat::Text);
+            jail.set_env("PODBRIDGE_LOG_FORMAT", "json");
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.log_format, LogFormat::Json);
+            jail.set_env("PODBRIDGE_LOG_FORMAT", "xml");
+            let error = Config::load(None, &Flags { namespace: None }).unwrap_err();
+            assert!(error.to_string().contains("LOG_FORMAT"), "{error}");
             Ok(())
         });
     }

@@ -22,3 +22,8 @@ pub mod render;
 pub mod rules;
 pub mod runtime;
 pub mod translate;
+
+/// tracing target of the phase spans (`create.translate`, `start.apply`, `remove.delete`, …).
+/// Off by default; `log = "info,podbridge::timing=debug"` prints each span's duration when it
+/// closes, which is how `benches/docker_run.sh` breaks a `docker run` into phases.
+pub const TIMING: &str = "podbridge::timing";

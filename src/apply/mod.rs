@@ -139,7 +139,21 @@ impl Applier {
     {
         let name = object.meta().name.clone().ok_or(ApplyError::Unnamed)?;
         let kind = kind_of::<K>();
+        let params = kube::api::PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        // Most writes make a new object (a container's first pod, its spec): the create is tried
+        // first, so those take one round trip; a 409 means the name is held and is read below.
+        let mut try_create = true;
         for _ in 0..WRITE_ATTEMPTS {
+            if try_create {
+                match api.create(&params, object).await {
+                    Ok(created) => return Ok(Write::Written(created)),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(source) => return Err(ApplyError::CreateFailed { kind, name, source }),
+                }
+            }
             let existing = api
                 .get_opt(&name)
                 .await
@@ -149,16 +163,11 @@ impl Applier {
                     source,
                 })?;
             let Some(existing) = existing else {
-                let params = kube::api::PostParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..Default::default()
-                };
-                match api.create(&params, object).await {
-                    Ok(created) => return Ok(Write::Written(created)),
-                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                    Err(source) => return Err(ApplyError::CreateFailed { kind, name, source }),
-                }
+                // deleted between the create and the read: create again
+                try_create = true;
+                continue;
             };
+            try_create = false;
             if let Some(owner) = foreign_owner(existing.meta(), object.meta()) {
                 return Ok(Write::Foreign {
                     owner,
@@ -380,10 +389,13 @@ impl Applier {
             owned_selector(instance),
             labels::CONTAINER_ID
         );
-        self.delete_labelled(&self.pods(), &selector, grace_seconds)
-            .await?;
-        self.delete_labelled(&self.services(), &selector, grace_seconds)
-            .await?;
+        // Pod and Services together; the spec ConfigMap, the container's record, last, so a
+        // removal cut short never leaves a pod without the record that names it.
+        let (pods, services) = (self.pods(), self.services());
+        futures::try_join!(
+            self.delete_labelled(&pods, &selector, grace_seconds),
+            self.delete_labelled(&services, &selector, grace_seconds),
+        )?;
         self.delete_labelled(&self.config_maps(), &selector, grace_seconds)
             .await?;
         Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Patch, PatchParams};
-use tracing::{info, warn};
+use tracing::{debug_span, info, warn, Instrument};
 
 use super::state::{LastExit, SPEC_DATA_KEY};
 use super::{ContainerView, Result, Runtime, RuntimeError};
@@ -312,7 +312,11 @@ impl Runtime {
         // refused now fails the start with no pod created.
         let binds = super::binds::resolve_binds(&objects.pod, &self.bind_settings().roots)
             .map_err(|error| error.for_container(&view.id))?;
-        let taken = self.applier.apply_rendered(&objects).await?;
+        let taken = self
+            .applier
+            .apply_rendered(&objects)
+            .instrument(debug_span!(target: crate::TIMING, "start.apply"))
+            .await?;
         info!(container = %short, pod = %view.pod_name, ?taken, "Pod applied");
         if super::binds::has_init_container(&objects.pod) {
             if let Err(error) = self
@@ -343,6 +347,7 @@ impl Runtime {
             }
             Err(_) => true,
         });
+        let settle = settle.instrument(debug_span!(target: crate::TIMING, "start.until_running"));
         let (settled, claim_failure) = tokio::select! {
             settled = settle => (settled, None),
             reason = self.claim_warning(&pending_claims) => (false, Some(reason)),
@@ -647,9 +652,11 @@ impl Runtime {
         self.record_removed_exit(&view.id, exit);
         self.applier
             .delete_container(&self.instance, view.short_id(), Some(0))
+            .instrument(debug_span!(target: crate::TIMING, "remove.delete"))
             .await?;
         let id = view.id.clone();
         self.wait_until(GONE_TIMEOUT, |rt| rt.find(&id).is_err())
+            .instrument(debug_span!(target: crate::TIMING, "remove.until_gone"))
             .await;
         info!(container = %view.short_id(), "Container removed");
         Ok(())

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug_span, info, warn, Instrument};
 
 use super::{ContainerView, Runtime};
 
@@ -303,9 +303,15 @@ async fn give_up(runtime: Arc<Runtime>, view: ContainerView) {
 }
 
 async fn auto_remove(runtime: Arc<Runtime>, view: ContainerView) {
+    let span = debug_span!(target: crate::TIMING, "remove.auto", container = %view.short_id());
+    auto_remove_now(runtime, view).instrument(span).await
+}
+
+async fn auto_remove_now(runtime: Arc<Runtime>, view: ContainerView) {
     let id = view.id.clone();
     runtime
         .wait_until(ATTACH_DRAIN_TIMEOUT, |rt| rt.attached_count(&id) == 0)
+        .instrument(debug_span!(target: crate::TIMING, "remove.attach_drain"))
         .await;
     match runtime.remove_now(&view).await {
         Ok(()) => info!(container = %view.short_id(), "Auto-removed"),

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tracing::{debug_span, Instrument};
 
 use super::extract::{
     labels_match, parse_filters, query_bool, query_i64, query_time, DockerBytes, Query,
@@ -104,7 +105,11 @@ pub async fn container_create(
         return create_builtin_ryuk(&state, &name, &id, &identity.created, image, &body).await;
     }
     let image_config = match requested_image {
-        Some(image) => super::images::config_for_create(&state, &image).await?,
+        Some(image) => {
+            super::images::config_for_create(&state, &image)
+                .instrument(debug_span!(target: crate::TIMING, "create.image_config"))
+                .await?
+        }
         None => None,
     };
     let request = CreateRequest {
@@ -115,21 +120,27 @@ pub async fn container_create(
         image: image_config.as_ref(),
         identity,
     };
-    let mut translation = state.translator.translate(&request)?;
+    let mut translation = debug_span!(target: crate::TIMING, "create.translate")
+        .in_scope(|| state.translator.translate(&request))?;
     // The stored spec holds the request at least once.
     state.runtime.check_create_capacity(body.len() as u64)?;
     let shared = service_names_free(&state, &translation.objects.services).await?;
     translation.warnings.extend(shared);
-    super::volumes::create_mounted_volumes(&state, &translation.named_volumes).await?;
-    state
-        .runtime
-        .create_container(
-            &name,
-            id.as_str(),
-            &translation.objects,
-            image_config.as_ref(),
-        )
-        .await?;
+    async {
+        super::volumes::create_mounted_volumes(&state, &translation.named_volumes).await?;
+        state
+            .runtime
+            .create_container(
+                &name,
+                id.as_str(),
+                &translation.objects,
+                image_config.as_ref(),
+            )
+            .await
+            .map_err(ApiError::from)
+    }
+    .instrument(debug_span!(target: crate::TIMING, "create.record"))
+    .await?;
     if let Ok(value) = serde_json::from_slice::<Value>(&body) {
         if let Some(image) = value["Image"].as_str() {
             // Built images are listed from their records.
@@ -553,7 +564,8 @@ pub async fn container_start(
         state.runtime.start_ryuk(&view).await?;
         return Ok(StatusCode::NO_CONTENT);
     }
-    let objects = start_objects(&state, &view, &view.request)?;
+    let objects = debug_span!(target: crate::TIMING, "start.translate")
+        .in_scope(|| start_objects(&state, &view, &view.request))?;
     no_content_unless_unchanged(state.runtime.start(&view, objects).await?)
 }
 

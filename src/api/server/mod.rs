@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, head, post};
 use axum::{Extension, Router};
 use tower::Layer;
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use self::extract::BodyLimit;
 use crate::api::error::{ApiError, LoggedError, NotAFault};
@@ -276,7 +276,9 @@ async fn docker_headers(request: Request, next: Next) -> Response {
 async fn log_server_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = next.run(request).await;
+    // Closes when the handler has its answer (a stream's body goes on after it).
+    let span = tracing::debug_span!(target: crate::TIMING, "request", %method, %path);
+    let response = next.run(request).instrument(span).await;
     if response.status().is_server_error()
         && response.status() != StatusCode::NOT_IMPLEMENTED
         && response.extensions().get::<NotAFault>().is_none()
