@@ -47,8 +47,6 @@ const ARCHIVE_FILE: &str = "/workspace/.podbridge-load.tar";
 const SAVE_DIR: &str = "/workspace/save";
 /// The most images one `docker load` archive or `docker save` request may hold.
 pub const MAX_ARCHIVE_IMAGES: usize = 64;
-/// How long the builder pod may take to run.
-const BUILDER_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest line of builder output passed on as one message; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -152,6 +150,10 @@ pub struct BuiltImage {
     pub config: serde_json::Value,
     pub architecture: String,
     pub os: String,
+    /// Bytes of the image's layers as the builder stored them (uncompressed), Docker's `Size`;
+    /// 0 in records written before it was kept.
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl BuiltImage {
@@ -195,6 +197,7 @@ pub struct BuildResult {
     pub config: serde_json::Value,
     pub architecture: String,
     pub os: String,
+    pub size: u64,
 }
 
 /// The builder pod of one build; dropping it deletes the pod (a client that hangs up ends its
@@ -343,6 +346,7 @@ impl Runtime {
             config: result.config.clone(),
             architecture: result.architecture.clone(),
             os: result.os.clone(),
+            size: result.size,
         })
     }
 
@@ -375,7 +379,7 @@ impl Runtime {
         };
         let mut failure = None;
         let running = self
-            .wait_until(BUILDER_START_TIMEOUT, |rt| {
+            .wait_until(self.start_timeout(), |rt| {
                 let Some(pod) = rt
                     .pods
                     .state()
@@ -421,9 +425,16 @@ impl Runtime {
                 }
             }
         } else {
-            failure = Some(format!(
-                "the builder pod did not run within {}s",
-                BUILDER_START_TIMEOUT.as_secs()
+            // Why, in the scheduler's or kubelet's words (an unschedulable builder says which
+            // constraint no node met), as a container's start reports it.
+            let pod = self
+                .pods
+                .state()
+                .into_iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+            failure = Some(super::containers::not_started_reason(
+                pod.as_deref(),
+                self.start_timeout(),
             ));
         }
         match failure {
@@ -434,6 +445,23 @@ impl Runtime {
             }),
         }
     }
+}
+
+/// The sum of the layer sizes in the manifest `buildah inspect` reports (a JSON document in a
+/// string: the image as the builder's storage holds it, layers uncompressed); 0 when absent.
+fn layers_size(inspected: &serde_json::Value) -> u64 {
+    inspected["Manifest"]
+        .as_str()
+        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
+        .and_then(|manifest| {
+            manifest["layers"].as_array().map(|layers| {
+                layers
+                    .iter()
+                    .filter_map(|layer| layer["size"].as_u64())
+                    .fold(0u64, u64::saturating_add)
+            })
+        })
+        .unwrap_or(0)
 }
 
 fn to_value(image: &BuiltImage) -> Result<serde_json::Value> {
@@ -1124,6 +1152,7 @@ impl Builder {
                 .unwrap_or("amd64")
                 .to_string(),
             os: docker["os"].as_str().unwrap_or("linux").to_string(),
+            size: layers_size(&inspected),
         })
     }
 
@@ -1566,6 +1595,22 @@ mod tests {
     }
 
     #[test]
+    fn size_is_the_sum_of_the_stored_layers() {
+        let manifest = serde_json::json!({"schemaVersion": 2, "layers": [
+            {"digest": "sha256:a", "size": 4_000_000}, {"digest": "sha256:b", "size": 1234}]});
+        let inspected = serde_json::json!({"Manifest": manifest.to_string()});
+        assert_eq!(layers_size(&inspected), 4_001_234);
+        assert_eq!(layers_size(&serde_json::json!({"Manifest": "not json"})), 0);
+        assert_eq!(layers_size(&serde_json::json!({})), 0);
+        // records written before the size was kept still read
+        let old: BuiltImage = serde_json::from_value(serde_json::json!({"Id": "k",
+            "ImageId": "sha256:00", "PullReference": "r@sha256:00", "Tags": [], "Created": "",
+            "Config": {}, "Architecture": "amd64", "Os": "linux"}))
+        .unwrap();
+        assert_eq!(old.size, 0);
+    }
+
+    #[test]
     fn built_images_match_tags_and_id_prefixes() {
         let image = BuiltImage {
             id: "k".into(),
@@ -1580,6 +1625,7 @@ mod tests {
             config: serde_json::json!({"Cmd": ["true"]}),
             architecture: "amd64".into(),
             os: "linux".into(),
+            size: 0,
         };
         assert!(image.matches("app"));
         assert!(image.matches("docker.io/library/app:latest"));

@@ -833,7 +833,7 @@ pub fn signal_name(signal: &str) -> String {
 
 /// Why a pod has not started its main container: the scheduler's condition if it failed,
 /// otherwise the pod phase.
-fn not_started_reason(pod: Option<&Pod>, timeout: Duration) -> String {
+pub(super) fn not_started_reason(pod: Option<&Pod>, timeout: Duration) -> String {
     let status = pod.and_then(|p| p.status.as_ref());
     let unscheduled = status
         .and_then(|s| s.conditions.as_ref())

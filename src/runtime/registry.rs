@@ -142,6 +142,9 @@ pub struct ImageDetails {
     pub created: Option<String>,
     pub architecture: Option<String>,
     pub os: Option<String>,
+    /// The sum of the manifest's layer sizes: what the registry stores (compressed), the
+    /// closest figure to Docker's `Size` that podbridge can know without pulling.
+    pub size: u64,
 }
 
 /// A `WWW-Authenticate` challenge.
@@ -196,11 +199,15 @@ struct Manifest {
     config: Option<Descriptor>,
     #[serde(default)]
     manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Descriptor {
     digest: String,
+    #[serde(default)]
+    size: u64,
     #[serde(default)]
     platform: Option<Platform>,
 }
@@ -216,7 +223,8 @@ struct Platform {
 /// What a manifest points to next.
 #[derive(Debug, PartialEq)]
 enum ManifestTarget {
-    Config(String),
+    /// The config digest, and the sum of the layer sizes.
+    Config(String, u64),
     Manifest(String),
 }
 
@@ -240,8 +248,13 @@ fn parse_manifest(reference: &str, body: &[u8]) -> Result<ManifestTarget> {
                 reference: reference.to_owned(),
             });
     }
+    let size = manifest
+        .layers
+        .iter()
+        .flatten()
+        .fold(0u64, |sum, layer| sum.saturating_add(layer.size));
     match manifest.config {
-        Some(config) => Ok(ManifestTarget::Config(config.digest)),
+        Some(config) => Ok(ManifestTarget::Config(config.digest, size)),
         None => Err(RegistryError::ParseFailed {
             what: "manifest",
             reference: reference.to_owned(),
@@ -287,6 +300,7 @@ fn parse_config_blob(reference: &str, digest: &str, body: &[u8]) -> Result<Image
         created: blob.created,
         architecture: blob.architecture,
         os: blob.os,
+        size: 0,
     })
 }
 
@@ -762,10 +776,11 @@ async fn fetch(
             .or(manifest_digest);
         match parse_manifest(&reference, &reply.body)? {
             ManifestTarget::Manifest(digest) => target = digest,
-            ManifestTarget::Config(config_digest) => {
+            ManifestTarget::Config(config_digest, size) => {
                 let reply = session.get(&format!("blobs/{config_digest}"), None).await?;
                 let mut details = parse_config_blob(&reference, &config_digest, &reply.body)?;
                 details.manifest_digest = manifest_digest;
+                details.size = size;
                 return Ok(details);
             }
         }
@@ -1058,10 +1073,11 @@ mod tests {
     fn manifest_points_to_config() {
         let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
             "config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":7,"digest":"sha256:abc"},
-            "layers":[]}"#;
+            "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":1000,"digest":"sha256:l1"},
+                      {"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":234,"digest":"sha256:l2"}]}"#;
         assert_eq!(
             parse_manifest("r", body).unwrap(),
-            ManifestTarget::Config("sha256:abc".into())
+            ManifestTarget::Config("sha256:abc".into(), 1234)
         );
     }
 

@@ -142,6 +142,9 @@ t_cli_image_config() {
     docker inspect pbbuild-cli:1 --format '{{json .Config.Env}}' | grep -q 'APP_MODE=built' &&
     expect_eq "$(docker inspect pbbuild-cli:1 --format '{{.Id}}')" "$(docker inspect pbbuild-cli:latest --format '{{.Id}}')" &&
     docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' | grep -q '^pbbuild-cli:1 [0-9a-f]\{12\}$' &&
+    # Size: the layers as the builder stored them (busybox alone is about 4 MB)
+    [ "$(docker inspect pbbuild-cli:1 --format '{{.Size}}')" -gt 1000000 ] &&
+    docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -q '^pbbuild-cli:1 [0-9.]*MB$' &&
     docker run -d --name pbbuild-health pbbuild-cli:1 'sleep 60' >/dev/null &&
     expect_eq "$(kc get pods -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | grep podbridge-builds | head -1)" \
       "127.0.0.1:5000/podbridge-builds/$NS/e2e-build@$(curl -s -I -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
@@ -293,6 +296,39 @@ t_restricted_refuses_builds() {
   [ "$rc" = 0 ] || { echo "$got"; return 1; }
   expect_eq "$pods" ""
 }
+t_unschedulable_builder() {
+  # a policy places builders on nodes that do not exist: the build fails after the start timeout
+  # with the scheduler's reason, and the builder pod is gone
+  local port4 ns4=$NS-unsched pid4 got
+  mkdir -p "$WORK/policy-unsched"
+  cat >"$WORK/policy-unsched/85-build-placement.yaml" <<'YAML'
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: build-placement}
+spec:
+  rules:
+  - name: builders-on-build-nodes
+    match:
+      any:
+      - purposes: [build]
+    mutate:
+      setDefaults:
+        /spec/nodeSelector/podbridge-e2e-pool: builders
+YAML
+  port4=$(free_port)
+  pid4=$(serve "$ns4" e2e-build-unsched "$port4" "$WORK/podbridge4.log" PODBRIDGE_START_TIMEOUT_SECONDS=5 \
+    PODBRIDGE_POLICIES='["'"$ROOT"'/policies/baseline","'"$WORK"'/policy-unsched"]')
+  for _ in $(seq 100); do curl -sf -o /dev/null "127.0.0.1:$port4/_ping" && break; sleep 0.1; done
+  tar -C "$CTX/app" -cf "$WORK/ctx.tar" .
+  got=$(DOCKER_HOST=tcp://127.0.0.1:$port4 docker build -t unsched "$CTX/app" 2>&1); local rc=$?
+  sleep 1
+  local pods; pods=$(KUBECONFIG=$CLUSTER_ADMIN kubectl -n "$ns4" get pods -o name 2>&1)
+  kill "$pid4"; wait "$pid4" 2>/dev/null
+  "$CLUSTER/namespace.sh" --delete "$ns4" >/dev/null 2>&1
+  [ "$rc" != 0 ] || { echo "build succeeded: $got"; return 1; }
+  grep -q "did not start within 5s: Unschedulable: .*node selector" <<<"$got" || { echo "$got"; return 1; }
+  expect_eq "$pods" ""
+}
 t_builder_pod_shape() {
   # the builder as the chain left it: no privilege, no added capability, no token, the named
   # seccomp exception only (read from a build held open)
@@ -390,6 +426,7 @@ check "client hang-up ends the build and removes its builder" t_hang_up_ends_the
 check "tags stay in their session (another instance cannot run them); a context over its cap is 413" t_tags_stay_in_their_session
 check "privileged BuildKit container refused with the way out" t_buildkit_container_refused
 check "restricted policy refuses the builder (403, nothing applied)" t_restricted_refuses_builds
+check "a builder no node can take: the scheduler's reason after the start timeout, no builder left" t_unschedulable_builder
 check "docker rmi of every built image" t_remove_built_images
 check "leak accounting: no podbridge object left behind by the checks" leaks kc
 

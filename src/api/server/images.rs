@@ -117,6 +117,7 @@ fn inspect_json(
         if let Some(os) = &details.os {
             inspect["Os"] = json!(os);
         }
+        inspect["Size"] = json!(details.size);
         if let Some(digest) = &details.manifest_digest {
             let repository = normalised
                 .rsplit_once(':')
@@ -140,7 +141,7 @@ fn inspect_built(image: &BuiltImage) -> Value {
     json!({
         "Id": image.image_id, "RepoTags": tags, "RepoDigests": [], "Parent": "", "Comment": "",
         "Created": image.created, "DockerVersion": "", "Author": "", "Architecture": image.architecture,
-        "Os": image.os, "Size": 0, "VirtualSize": 0, "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "Os": image.os, "Size": image.size, "VirtualSize": 0, "GraphDriver": {"Name": "overlay2", "Data": {}},
         "RootFS": {"Type": "layers", "Layers": []}, "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         "Config": config,
     })
@@ -301,7 +302,7 @@ pub async fn image_list(State(state): State<AppState>, query: Query) -> Result<J
             let created = image.created.parse::<jiff::Timestamp>().map(|t| t.as_second()).unwrap_or_default();
             let labels = image.config.get("Labels").cloned().filter(|l| l.is_object()).unwrap_or_else(|| json!({}));
             json!({"Id": image.image_id, "ParentId": "", "RepoTags": tags, "RepoDigests": [], "Created": created,
-                "Size": 0, "SharedSize": -1, "VirtualSize": 0, "Labels": labels, "Containers": -1})
+                "Size": image.size, "SharedSize": -1, "VirtualSize": 0, "Labels": labels, "Containers": -1})
         })
         .collect();
     let built = state.runtime.built_images();
@@ -312,8 +313,10 @@ pub async fn image_list(State(state): State<AppState>, query: Query) -> Result<J
         .filter(|image| !built.iter().any(|b| b.matches(&image.reference)))
         .filter(|image| references.is_empty() || references.iter().any(|r| normalise_image(r) == image.reference || image.reference.starts_with(r.as_str())))
         .map(|image| {
+            // what the registry said when it was pulled or inspected (no call here)
+            let size = state.runtime.registry.cached(&image.reference).map_or(0, |d| d.size);
             json!({"Id": image.id, "ParentId": "", "RepoTags": [image.reference], "RepoDigests": [], "Created": image.created,
-                "Size": 0, "SharedSize": -1, "VirtualSize": 0, "Labels": {}, "Containers": -1})
+                "Size": size, "SharedSize": -1, "VirtualSize": 0, "Labels": {}, "Containers": -1})
         })
         .collect::<Vec<Value>>());
     Ok(Json(Value::Array(list)))
