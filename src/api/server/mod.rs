@@ -196,21 +196,25 @@ async fn not_found_or_link_delete(
     state: axum::extract::State<AppState>,
     method: axum::http::Method,
     uri: Uri,
-    query: extract::Query,
 ) -> Response {
     let link_name = uri
         .path()
         .strip_prefix("/containers/")
         .filter(|name| name.contains('/') && method == axum::http::Method::DELETE)
         .map(|name| percent_encoding::percent_decode_str(name).decode_utf8_lossy());
-    match link_name {
-        Some(name) => {
-            containers::container_delete(state, axum::extract::Path(name.into_owned()), query)
-                .await
-                .into_response()
-        }
-        None => not_found(uri).await.into_response(),
-    }
+    let Some(name) = link_name else {
+        return not_found(uri).await.into_response();
+    };
+    let query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    containers::container_delete(
+        state,
+        axum::extract::Path(name.into_owned()),
+        axum::extract::Query(query),
+    )
+    .await
+    .into_response()
 }
 
 async fn unsupported(uri: Uri) -> ApiError {
