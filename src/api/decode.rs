@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use super::wire::{self, ContainerCreateBody, HostConfig};
 use crate::model::{
-    self, EnvVar, ExtraHost, HealthTest, Healthcheck, HostBinding, ImageConfig, ImageRef, Mount,
-    MountSource, NamespaceMode, Network, NetworkAttachment, NetworkMode, PortSpec, Protocol,
+    self, EnvVar, ExtraHost, HealthTest, Healthcheck, HostBinding, ImageConfig, ImageRef, Link,
+    Mount, MountSource, NamespaceMode, Network, NetworkAttachment, NetworkMode, PortSpec, Protocol,
     Resources, RestartPolicy, SeLinux, Security, Stdio, User, Workload,
 };
 
@@ -64,6 +64,13 @@ pub enum DecodeError {
     InvalidExtraHost { entry: String },
     #[error("logger: no log driver named '{name}' is registered")]
     UnknownLogDriver { name: String },
+    /// A `HostConfig.Links` entry dockerd cannot read; `reason` is its message.
+    #[error("{reason}")]
+    InvalidLink { entry: String, reason: String },
+    /// Links with `NetworkMode: container:…`: the container has no network of its own to add
+    /// the target's name to.
+    #[error("conflicting options: container type network can't be used with links. This would result in undefined behavior")]
+    ContainerNetworkAndLinks,
 }
 
 impl DecodeError {
@@ -133,6 +140,27 @@ pub fn decode_create(
         warnings: decoder.warnings,
         request,
     })
+}
+
+/// `HostConfig.Links`, read as dockerd reads them. On a user-defined network dockerd ignores
+/// them (the CLI sends them in `EndpointsConfig` too, as that network's links); with another
+/// container's network they are refused, as dockerd refuses them.
+fn links(host: &HostConfig, mode: &NetworkMode) -> Result<Vec<Link>> {
+    let entries = host.links.as_deref().unwrap_or_default();
+    match mode {
+        _ if entries.is_empty() => Ok(Vec::new()),
+        NetworkMode::Container(_) => Err(DecodeError::ContainerNetworkAndLinks),
+        NetworkMode::Named(_) => Ok(Vec::new()),
+        NetworkMode::Bridge | NetworkMode::Host | NetworkMode::None => entries
+            .iter()
+            .map(|entry| {
+                Link::parse(entry).map_err(|error| DecodeError::InvalidLink {
+                    entry: entry.clone(),
+                    reason: error.to_string(),
+                })
+            })
+            .collect(),
+    }
 }
 
 /// Docker's container `Config.ExposedPorts` includes the image's: merged into the request itself,
@@ -252,6 +280,7 @@ impl Decoder<'_> {
         let mounts = self.mounts(&wire, &host)?;
         let resources = self.resources(&host)?;
         let network = self.network(&wire, &host);
+        let links = links(&host, &network.mode)?;
         let healthcheck = self.healthcheck(wire.healthcheck.as_ref())?;
         let restart = self.restart(&host)?;
         log_driver(&host)?;
@@ -324,6 +353,7 @@ impl Decoder<'_> {
             restart,
             security,
             extra_hosts,
+            links,
             dns,
             shm_size_bytes,
             stop_signal,
@@ -916,7 +946,6 @@ impl Decoder<'_> {
                 some_list(&host.device_requests),
             ),
             ("HostConfig.Ulimits", some_list(&host.ulimits)),
-            ("HostConfig.Links", some_strings(&host.links)),
             ("HostConfig.VolumesFrom", some_strings(&host.volumes_from)),
             ("HostConfig.CgroupParent", non_empty(&host.cgroup_parent)),
             ("HostConfig.CpusetCpus", non_empty(&host.cpuset_cpus)),
@@ -1882,6 +1911,61 @@ mod tests {
         let health = decoded.workload.healthcheck.unwrap();
         assert_eq!(health.interval_seconds, i64::from(i32::MAX));
         assert_eq!(health.timeout_seconds, i64::from(i32::MAX));
+    }
+
+    #[test]
+    fn links_are_read_in_every_form_clients_send() {
+        // The CLI's `--link srv:db --link cache`, docker-py's `links={"srv": "db"}`, and
+        // dockerd's own inspect form fed back into a create.
+        let workload = decode(
+            r#"{"Image":"busybox","HostConfig":{"Links":["srv:db","cache","/queue:/web/q"]}}"#,
+        );
+        let links: Vec<(&str, &str)> = workload
+            .workload
+            .links
+            .iter()
+            .map(|link| (link.target.as_str(), link.alias.as_str()))
+            .collect();
+        assert_eq!(links, [("srv", "db"), ("cache", "cache"), ("queue", "q")]);
+        assert!(workload.warnings.is_empty(), "{:?}", workload.warnings);
+    }
+
+    #[test]
+    fn malformed_links_are_refused_with_dockerds_message() {
+        for (links, message) in [
+            (r#"["a:b:c"]"#, "bad format for links: a:b:c"),
+            (r#"[""]"#, "empty string specified for links"),
+            (r#"["srv:"]"#, "bad format for links: srv:"),
+        ] {
+            let body = format!(r#"{{"Image":"busybox","HostConfig":{{"Links":{links}}}}}"#);
+            let error = decode_error(&body);
+            assert!(
+                matches!(error, DecodeError::InvalidLink { .. }),
+                "{error:?}"
+            );
+            assert_eq!(error.to_string(), message);
+            assert_eq!(error.status(), 400);
+        }
+    }
+
+    #[test]
+    fn links_follow_the_network_mode_as_in_dockerd() {
+        let error = decode_error(
+            r#"{"Image":"busybox","HostConfig":{"NetworkMode":"container:db","Links":["srv:db"]}}"#,
+        );
+        assert_eq!(error, DecodeError::ContainerNetworkAndLinks);
+        // On a user-defined network dockerd ignores HostConfig.Links (the CLI sends them as the
+        // endpoint's links too).
+        let named = decode(
+            r#"{"Image":"busybox","HostConfig":{"NetworkMode":"front","Links":["srv:db"]}}"#,
+        );
+        assert!(named.workload.links.is_empty());
+        assert!(named.warnings.is_empty(), "{:?}", named.warnings);
+        let endpoint = decode(
+            r#"{"Image":"busybox","HostConfig":{"NetworkMode":"front"},
+                "NetworkingConfig":{"EndpointsConfig":{"front":{"Links":["srv:db"]}}}}"#,
+        );
+        assert!(endpoint.warnings[0].starts_with("EndpointsConfig.Links is not supported"));
     }
 
     mod properties {

@@ -7,11 +7,13 @@
 pub mod binds;
 mod id;
 mod image;
+mod link;
 mod workload;
 
 pub use binds::BindRoots;
 pub use id::ContainerId;
 pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
+pub use link::{Link, LinkedContainer};
 pub use workload::*;
 
 /// Why podbridge runs a pod. Decided by podbridge, never by the client: policy selectors can
@@ -44,6 +46,10 @@ pub enum ModelError {
     /// A container ID is not 64 lowercase hexadecimal characters.
     #[error("invalid container ID {value:?}: expected 64 lowercase hexadecimal characters")]
     ParseContainerIdFailed { value: String },
+    /// A `HostConfig.Links` entry is not `target`, `target:alias` or `/target:/self/alias`;
+    /// `reason` is dockerd's message.
+    #[error("{reason}")]
+    ParseLinkFailed { entry: String, reason: String },
 }
 
 /// Result type of the model module.

@@ -38,6 +38,10 @@ pub struct Workload {
     pub restart: RestartPolicy,
     pub security: Security,
     pub extra_hosts: Vec<ExtraHost>,
+    /// Docker's legacy links (`HostConfig.Links`), on the default bridge network only (dockerd
+    /// ignores them on another network). Resolved when the container starts
+    /// ([`super::LinkedContainer`]).
+    pub links: Vec<super::Link>,
     pub dns: Dns,
     pub shm_size_bytes: Option<i64>,
     /// Docker `StopSignal`, verbatim (Kubernetes always sends SIGTERM first).

@@ -118,6 +118,9 @@ pub struct StartInputs {
     /// Bind sources that are single files (mounted with `subPath`), not directories, each
     /// with the name of the file in its volume.
     pub file_binds: std::collections::BTreeMap<String, String>,
+    /// The targets of the workload's legacy links, by alias, as they are at this start (Docker
+    /// resolves links when the linking container starts, from the running target).
+    pub links: std::collections::BTreeMap<String, crate::model::LinkedContainer>,
 }
 
 /// One `docker cp` into a created container, as stored in its ConfigMap.

@@ -92,6 +92,12 @@ pub fn is_dns1123_label(text: &str) -> bool {
         && bytes.iter().all(|byte| inner(byte) || *byte == b'-')
 }
 
+/// DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters (what Kubernetes
+/// accepts as a `hostAliases` hostname).
+pub fn is_dns1123_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns1123_label)
+}
+
 /// RFC 1035 label: Service names (must start with a letter).
 pub fn is_dns1035_label(text: &str) -> bool {
     is_dns1123_label(text) && text.as_bytes()[0].is_ascii_lowercase()

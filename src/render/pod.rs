@@ -12,7 +12,9 @@ use serde_json::{json, Map, Value};
 use super::names::{self, is_copyable_label, label_value};
 use super::{Identity, NamedVolumes, RenderContext, StartInputs};
 use crate::labels;
-use crate::model::{HealthTest, MountSource, NamespaceMode, NetworkMode, RestartPolicy, Workload};
+use crate::model::{
+    HealthTest, LinkedContainer, MountSource, NamespaceMode, NetworkMode, RestartPolicy, Workload,
+};
 
 /// Name of the container that runs the Docker container's process.
 pub const MAIN_CONTAINER: &str = "main";
@@ -90,9 +92,10 @@ pub fn pod_document(
     if !init_containers.is_empty() {
         spec.insert("initContainers".into(), Value::Array(init_containers));
     }
+    let links = linked_containers(workload, start);
     spec.insert(
         "containers".into(),
-        json!([main_container(workload, ctx, &volumes)]),
+        json!([main_container(workload, ctx, &volumes, &links)]),
     );
     if !volumes.volumes.is_empty() {
         spec.insert("volumes".into(), Value::Array(volumes.volumes.clone()));
@@ -117,7 +120,7 @@ pub fn pod_document(
         // the pod's pause container is PID 1 and reaps them the same way.
         spec.insert("shareProcessNamespace".into(), json!(true));
     }
-    insert_dns(&mut spec, workload);
+    insert_dns(&mut spec, workload, &links);
     let pod_security = pod_security_context(workload);
     if !pod_security.is_empty() {
         spec.insert("securityContext".into(), Value::Object(pod_security));
@@ -468,7 +471,54 @@ impl Volumes {
     }
 }
 
-fn main_container(workload: &Workload, ctx: &RenderContext, volumes: &Volumes) -> Value {
+/// The resolved targets of the workload's links, in request order. Only on the default bridge
+/// network: dockerd gives links nothing at start elsewhere (host network, `none`).
+fn linked_containers<'a>(workload: &Workload, start: &'a StartInputs) -> Vec<&'a LinkedContainer> {
+    if workload.network.mode != NetworkMode::Bridge {
+        return Vec::new();
+    }
+    let mut links: Vec<&LinkedContainer> = Vec::new();
+    for link in &workload.links {
+        if let Some(target) = start.links.get(&link.alias) {
+            if !links.iter().any(|known| std::ptr::eq(*known, target)) {
+                links.push(target);
+            }
+        }
+    }
+    links
+}
+
+/// Docker's link variables for the main container: before the container's own variables, and
+/// left out where the request sets the same name (dockerd lets the container's `Env` replace
+/// them). A name Kubernetes refuses (an alias starting with a digit) is left out too, rather
+/// than making the pod invalid.
+fn link_environment(workload: &Workload, links: &[&LinkedContainer]) -> Vec<Value> {
+    let mut env: Vec<Value> = Vec::new();
+    let mut seen: Vec<String> = workload.env.iter().map(|var| var.name.clone()).collect();
+    for (name, value) in links.iter().flat_map(|link| link.environment()) {
+        if is_environment_name(&name) && !seen.contains(&name) {
+            env.push(json!({"name": name, "value": value}));
+            seen.push(name);
+        }
+    }
+    env
+}
+
+/// Kubernetes' rule for an environment variable name: `[-._a-zA-Z][-._a-zA-Z0-9]*`.
+fn is_environment_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || "-._".contains(c))
+        && chars.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+}
+
+fn main_container(
+    workload: &Workload,
+    ctx: &RenderContext,
+    volumes: &Volumes,
+    links: &[&LinkedContainer],
+) -> Value {
     let mut container = Map::new();
     container.insert("name".into(), json!(MAIN_CONTAINER));
     let image = workload
@@ -502,15 +552,12 @@ fn main_container(workload: &Workload, ctx: &RenderContext, volumes: &Volumes) -
             }
         }
     }
-    let mut env: Vec<Value> = workload
-        .env
-        .iter()
-        .filter_map(|var| {
-            var.value
-                .as_ref()
-                .map(|value| json!({"name": var.name, "value": value}))
-        })
-        .collect();
+    let mut env = link_environment(workload, links);
+    env.extend(workload.env.iter().filter_map(|var| {
+        var.value
+            .as_ref()
+            .map(|value| json!({"name": var.name, "value": value}))
+    }));
     let sets_docker_host = workload.env.iter().any(|var| var.name == "DOCKER_HOST");
     if let (true, Some(docker_host), false) = (
         volumes.docker_socket,
@@ -683,15 +730,35 @@ fn pod_security_context(workload: &Workload) -> Map<String, Value> {
     context
 }
 
-/// `ExtraHosts` → hostAliases (grouped by IP); `Dns*` → dnsConfig. Custom servers replace the
-/// cluster's resolver (`dnsPolicy: None`), as they replace the daemon's in Docker; search domains
-/// and options alone extend it.
-fn insert_dns(spec: &mut Map<String, Value>, workload: &Workload) {
-    if !workload.extra_hosts.is_empty() {
-        let mut by_ip: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for host in &workload.extra_hosts {
-            by_ip.entry(&host.ip).or_default().push(&host.hostname);
+/// Links' targets and `ExtraHosts` → hostAliases (grouped by IP); `Dns*` → dnsConfig. Custom
+/// servers replace the cluster's resolver (`dnsPolicy: None`), as they replace the daemon's in
+/// Docker; search domains and options alone extend it.
+///
+/// A link's names go to `/etc/hosts`, as dockerd writes them there: visible to the linking
+/// container only, unlike a Service. Lowercased (resolvers compare names without case), and a
+/// name that is not a DNS-1123 subdomain (`my_db`), which Kubernetes refuses there, is left out.
+fn insert_dns(spec: &mut Map<String, Value>, workload: &Workload, links: &[&LinkedContainer]) {
+    let mut by_ip: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for link in links.iter().filter(|link| !link.ip.is_empty()) {
+        let names = by_ip.entry(link.ip.clone()).or_default();
+        for name in link
+            .hostnames()
+            .iter()
+            .map(|name| name.to_ascii_lowercase())
+        {
+            if names::is_dns1123_subdomain(&name) && !names.contains(&name) {
+                names.push(name);
+            }
         }
+    }
+    for host in &workload.extra_hosts {
+        by_ip
+            .entry(host.ip.clone())
+            .or_default()
+            .push(host.hostname.clone());
+    }
+    by_ip.retain(|_, hostnames| !hostnames.is_empty());
+    if !by_ip.is_empty() {
         let aliases: Vec<Value> = by_ip
             .into_iter()
             .map(|(ip, hostnames)| json!({"ip": ip, "hostnames": hostnames}))
@@ -1022,5 +1089,104 @@ pub(super) mod tests {
             &StartInputs::default(),
         );
         assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
+    }
+
+    fn linked_redis() -> StartInputs {
+        let target = crate::model::LinkedContainer {
+            link_name: "/web/db".into(),
+            target_name: "srv".into(),
+            target_hostname: "0123456789ab".into(),
+            ip: "10.244.0.7".into(),
+            ports: vec![(6379, crate::model::Protocol::Tcp)],
+            env: vec![("REDIS_VERSION".into(), "7.2".into())],
+        };
+        StartInputs {
+            links: BTreeMap::from([("db".to_owned(), target)]),
+            ..StartInputs::default()
+        }
+    }
+
+    fn env_of(pod: &Value) -> Vec<String> {
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|var| {
+                format!(
+                    "{}={}",
+                    var["name"].as_str().unwrap(),
+                    var["value"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn links_are_in_the_pod_document_the_rules_see() {
+        let workload = workload(
+            r#"{"Image":"busybox","Env":["DB_NAME=mine","A=1"],
+                "HostConfig":{"Links":["srv:db"],"ExtraHosts":["gw:10.0.0.1"]}}"#,
+            Some("web"),
+        );
+        let pod = pod_document(&workload, &identity(), &context(), &linked_redis());
+        assert_eq!(
+            env_of(&pod),
+            [
+                "DB_PORT=tcp://10.244.0.7:6379",
+                "DB_PORT_6379_TCP=tcp://10.244.0.7:6379",
+                "DB_PORT_6379_TCP_ADDR=10.244.0.7",
+                "DB_PORT_6379_TCP_PORT=6379",
+                "DB_PORT_6379_TCP_PROTO=tcp",
+                // DB_NAME is the request's own: it replaces the link's, as in dockerd.
+                "DB_ENV_REDIS_VERSION=7.2",
+                "DB_NAME=mine",
+                "A=1",
+            ]
+        );
+        assert_eq!(
+            pod["spec"]["hostAliases"],
+            json!([
+                {"ip": "10.0.0.1", "hostnames": ["gw"]},
+                {"ip": "10.244.0.7", "hostnames": ["db", "0123456789ab", "srv"]},
+            ])
+        );
+    }
+
+    #[test]
+    fn links_render_nothing_before_start_or_off_the_default_bridge() {
+        let created = workload(
+            r#"{"Image":"busybox","HostConfig":{"Links":["srv:db"]}}"#,
+            None,
+        );
+        let pod = pod_document(&created, &identity(), &context(), &StartInputs::default());
+        assert!(pod["spec"].get("hostAliases").is_none());
+        assert!(env_of(&pod).is_empty());
+        let host = workload(
+            r#"{"Image":"busybox","HostConfig":{"NetworkMode":"host","Links":["srv:db"]}}"#,
+            None,
+        );
+        let pod = pod_document(&host, &identity(), &context(), &linked_redis());
+        assert!(pod["spec"].get("hostAliases").is_none());
+        assert!(env_of(&pod).is_empty());
+    }
+
+    #[test]
+    fn link_names_kubernetes_refuses_are_left_out() {
+        let workload = workload(
+            r#"{"Image":"busybox","HostConfig":{"Links":["My_Srv:1db"]}}"#,
+            None,
+        );
+        let mut start = linked_redis();
+        let mut target = start.links.remove("db").unwrap();
+        target.link_name = "/web/1db".into();
+        target.target_name = "My_Srv".into();
+        start.links.insert("1db".into(), target);
+        let pod = pod_document(&workload, &identity(), &context(), &start);
+        // `1DB_…` is not an environment variable name Kubernetes takes, nor `my_srv` a hostname.
+        assert!(env_of(&pod).is_empty(), "{:?}", env_of(&pod));
+        assert_eq!(
+            pod["spec"]["hostAliases"],
+            json!([{"ip": "10.244.0.7", "hostnames": ["1db", "0123456789ab"]}])
+        );
     }
 }

@@ -193,6 +193,11 @@ impl Runtime {
         })
     }
 
+    /// The image config a container was created with, when its spec recorded one.
+    pub(crate) fn stored_image_config(&self, view: &ContainerView) -> Option<ImageConfig> {
+        self.stored_spec(view).ok()?.image_config
+    }
+
     fn stored_spec(&self, view: &ContainerView) -> Result<StoredObjects> {
         let raw = view
             .spec
@@ -212,8 +217,10 @@ impl Runtime {
     /// What translating a stored container's request again needs, read from its spec once:
     /// the Docker name it was created with (names derived from it, pod and Services, stay as
     /// created across a rename), the image config stored at create (`None` when the registry
-    /// was not asked), and, `for_start`, what it gained since create — files copied in, and
-    /// which bind sources are single files — so the policy chain sees everything applied.
+    /// was not asked), and, `for_start`, what it gained since create — files copied in, which
+    /// bind sources are single files, and its links' running targets (a link to a container that
+    /// is not running refuses the start, as in Docker) — so the policy chain sees everything
+    /// applied.
     ///
     /// Bind sources are resolved here, on podbridge's filesystem: one outside `bind_roots`
     /// (a symbolic link leading out of a root) refuses the start before anything is applied.
@@ -245,6 +252,7 @@ impl Runtime {
             StartInputs {
                 archives: self.prestart_archives(view.short_id()),
                 file_binds: super::binds::file_binds(&binds),
+                links: self.resolve_links(view)?,
             }
         } else {
             StartInputs::default()

@@ -13,6 +13,7 @@ pub mod events;
 pub mod exec;
 pub mod lease;
 pub mod limits;
+pub mod links;
 pub mod logs;
 pub mod objects;
 pub mod ports;
@@ -80,6 +81,10 @@ pub enum RuntimeError {
     Forbidden(String),
     #[error("container {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
+    /// A legacy link's target is not running when the linking container starts (dockerd's
+    /// message, and its 500).
+    #[error("Cannot link to a non running container: {target} AS {link}")]
+    LinkTargetNotRunning { target: String, link: String },
     /// A step in a builder pod (`docker save`/`load`) failed.
     #[error("{reason} (builder pod {pod})")]
     BuilderFailed { pod: String, reason: String },
@@ -446,7 +451,11 @@ impl Runtime {
             (Some(_), Some(_)) => Err(RuntimeError::BadRequest(format!(
                 "multiple IDs found with provided prefix: {reference}"
             ))),
-            _ => Err(RuntimeError::NoSuchContainer(reference.to_string())),
+            // dockerd's names include link names (`/self/alias`): they name the link's target.
+            _ => self
+                .find_link(reference)
+                .and_then(|(linking, link)| self.link_target(&linking.request, &link))
+                .ok_or_else(|| RuntimeError::NoSuchContainer(reference.to_string())),
         }
     }
 

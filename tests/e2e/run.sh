@@ -433,6 +433,38 @@ t_alias_dns() {
   done
   expect_eq "$out" "hello-from-db hello-from-db " && docker rm -f dbsrv >/dev/null && docker network rm aliasnet >/dev/null
 }
+t_links() {
+  # Legacy links on the default bridge, as dockerd answers them: the alias and the target's name
+  # reach the target (the pod's /etc/hosts), the link variables are set, inspect and the list show
+  # Docker's forms, `rm --link` removes a link, and a missing or stopped target is refused.
+  docker run -d --name lnksrv -e GREETING=hi --expose 8080 busybox \
+    sh -c 'mkdir /w && echo hello-from-srv >/w/i && httpd -f -p 8080 -h /w' >/dev/null || return 1
+  local ip out=""; ip=$(docker inspect lnksrv --format '{{.NetworkSettings.IPAddress}}')
+  [ -n "$ip" ] || { echo "lnksrv has no address"; return 1; }
+  local script='echo "$DB_NAME $DB_PORT $DB_PORT_8080_TCP $DB_PORT_8080_TCP_ADDR $DB_PORT_8080_TCP_PORT $DB_PORT_8080_TCP_PROTO $DB_ENV_GREETING"; wget -qO- http://db:8080/i; wget -qO- http://lnksrv:8080/i'
+  local want="^/[a-z0-9_]+/db tcp://$ip:8080 tcp://$ip:8080 $ip 8080 tcp hi hello-from-srv hello-from-srv $"
+  for _ in $(seq 20); do
+    out=$(timeout 120 docker run --rm --link lnksrv:db busybox sh -c "$script" 2>&1 | tr '\n' ' ')
+    [[ $out =~ $want ]] && break
+    sleep 1
+  done
+  [[ $out =~ $want ]] || { echo "linked container printed: $out"; return 1; }
+  docker create --name lnkweb --link lnksrv:db --link lnksrv busybox sleep 300 >/dev/null &&
+    expect_eq "$(docker inspect lnkweb --format '{{json .HostConfig.Links}}')" '["/lnksrv:/lnkweb/db","/lnksrv:/lnkweb/lnksrv"]' &&
+    expect_eq "$(curl -s "127.0.0.1:$PORT/containers/json?filters=%7B%22name%22%3A%5B%22lnksrv%22%5D%7D" | jq -c '.[0].Names')" \
+      '["/lnksrv","/lnkweb/db","/lnkweb/lnksrv"]' &&
+    docker rm --link lnkweb/db >/dev/null &&
+    expect_eq "$(docker inspect lnkweb --format '{{json .HostConfig.Links}}')" '["/lnksrv:/lnkweb/lnksrv"]' &&
+    expect_error 404 '^No such container: lnkweb/db$' DELETE '/v1.51/containers/lnkweb/db?link=1' &&
+    expect_error 500 '^Conflict, cannot remove the default link name of the container$' DELETE '/containers/lnksrv?link=1' &&
+    expect_error 400 '^could not get container for nosuch: No such container: nosuch$' \
+      POST /containers/create -d '{"Image":"busybox","HostConfig":{"Links":["nosuch:db"]}}' &&
+    expect_error 400 '^bad format for links: a:b:c$' POST /containers/create -d '{"Image":"busybox","HostConfig":{"Links":["a:b:c"]}}' || return 1
+  docker create --name lnkidle busybox true >/dev/null && docker create --name lnkweb2 --link lnkidle:idle busybox true >/dev/null &&
+    expect_error 500 '^Cannot link to a non running container: /lnkidle AS /lnkweb2/idle$' POST /containers/lnkweb2/start &&
+    expect_eq "$(docker inspect lnkweb2 --format '{{.State.Status}}')" created || return 1
+  docker rm -f lnksrv lnkweb lnkidle lnkweb2 >/dev/null
+}
 t_networks_volumes() {
   docker network create e2enet >/dev/null && docker network ls --format '{{.Name}}' | grep -qx e2enet &&
     docker network inspect e2enet --format '{{.Name}}' | grep -qx e2enet && docker network rm e2enet >/dev/null &&
@@ -691,6 +723,7 @@ check "image config from the registry (pull, inspect, -P, redis PING)" t_registr
 check "TLS registry with basic auth through a mirror (login, pull, inspect)" t_registry_tls_auth
 check "networks and volumes" t_networks_volumes
 check "network alias and name of a container without ports resolve" t_alias_dns
+check "legacy links: alias, variables, inspect, rm --link, missing and stopped targets" t_links
 check "docker stats from the cgroup" t_stats
 check "docker events" t_events
 check "swarm and plugin routes answer as a daemon outside a swarm" t_swarm_plugins

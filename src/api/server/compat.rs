@@ -64,7 +64,7 @@ const NOT_FOUND: &str = "404 `page not found`";
 /// Every operation of the Docker Engine API v1.51, in the spec's order.
 pub const ROUTES: &[Route] = &[
     route("GET", "/containers/json", Yes, "Pods podbridge manages; Docker's filters"),
-    route("POST", "/containers/create", Partial, "translated to a pod by the policy chain; fields a policy refuses answer 400/403; unknown log drivers and restart policies 400 as in Docker; an image its registry does not have 404 `No such image`; `testcontainers/ryuk` is served by podbridge itself (no pod)"),
+    route("POST", "/containers/create", Partial, "translated to a pod by the policy chain; fields a policy refuses answer 400/403; unknown log drivers and restart policies 400 as in Docker; an image its registry does not have 404 `No such image`; `testcontainers/ryuk` is served by podbridge itself (no pod); legacy links (`HostConfig.Links`, default bridge): a missing target 400 `could not get container for X` as dockerd, resolved at start into the pod's `hostAliases` (alias, target's hostname and name) and Docker's link variables; `EndpointsConfig.Links` ignored with a warning"),
     route("GET", "/containers/{id}/json", Yes, "Docker's shape, from the stored request and the pod's status"),
     route("GET", "/containers/{id}/top", Partial, "`ps -o pid,user,args` inside the container (`ps_args` ignored); 409 for the built-in Ryuk"),
     route("GET", "/containers/{id}/logs", Partial, "from the pod's log: stdout and stderr arrive merged, framed as stdout; once podbridge deleted the pod (kill, stop past its grace), its last 2000 lines / 128 KiB"),
@@ -72,7 +72,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/containers/{id}/export", No, NOT_FOUND),
     route("GET", "/containers/{id}/stats", Partial, "samples read inside the container, once a second"),
     route("POST", "/containers/{id}/resize", Yes, "through the attach session's resize stream"),
-    route("POST", "/containers/{id}/start", Yes, "applies the pod (re-translated against the policy in force)"),
+    route("POST", "/containers/{id}/start", Yes, "applies the pod (re-translated against the policy in force); a link whose target is not running 500 `Cannot link to a non running container` as dockerd"),
     route("POST", "/containers/{id}/stop", Yes, "304 when already stopped, as Docker"),
     route("POST", "/containers/{id}/restart", Yes, "recreates the pod"),
     route("POST", "/containers/{id}/kill", Yes, ""),
@@ -83,7 +83,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/containers/{id}/attach", Partial, "hijacked stream of the pod's log (stdout and stderr merged); stdin through `pods/attach`; `stream=0` replays and ends"),
     route("GET", "/containers/{id}/attach/ws", No, NOT_FOUND),
     route("POST", "/containers/{id}/wait", Yes, "headers at once, body when the condition holds"),
-    route("DELETE", "/containers/{id}", Yes, ""),
+    route("DELETE", "/containers/{id}", Partial, "`link=true` removes a legacy link (`/self/alias`) as dockerd; a running container keeps the link's hosts entry and variables until its next start (a pod cannot change them)"),
     route("HEAD", "/containers/{id}/archive", Yes, "`docker cp`; bodies capped by `max_archive_bytes`"),
     route("GET", "/containers/{id}/archive", Partial, "`docker cp`; bodies capped by `max_archive_bytes`; 409 once the container exited (its filesystem went with the pod)"),
     route("PUT", "/containers/{id}/archive", Yes, "`docker cp`; before start, kept in a ConfigMap"),

@@ -22,6 +22,7 @@ use crate::labels;
 use crate::model::ContainerId;
 use crate::render::Identity;
 use crate::runtime::containers::{Outcome, WaitCondition};
+use crate::runtime::links;
 use crate::runtime::logs::LogOptions;
 use crate::runtime::objects::{image_id, normalise_image};
 use crate::runtime::ryuk;
@@ -104,6 +105,8 @@ pub async fn container_create(
     {
         return create_builtin_ryuk(&state, &name, &id, &identity.created, image, &body).await;
     }
+    let with_links = link_targets(&state, &name, &body)?;
+    let body: &[u8] = with_links.as_deref().unwrap_or(&body);
     let image_config = match requested_image {
         Some(image) => {
             super::images::config_for_create(&state, &image)
@@ -115,7 +118,7 @@ pub async fn container_create(
     let request = CreateRequest {
         start: crate::render::StartInputs::default(),
         purpose: Default::default(),
-        body: &body,
+        body,
         name: Some(&name),
         image: image_config.as_ref(),
         identity,
@@ -141,7 +144,7 @@ pub async fn container_create(
     }
     .instrument(debug_span!(target: crate::TIMING, "create.record"))
     .await?;
-    if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
         if let Some(image) = value["Image"].as_str() {
             // Built images are listed from their records.
             if image_config
@@ -158,6 +161,87 @@ pub async fn container_create(
         Json(json!({"Id": id.as_str(), "Warnings": translation.warnings})),
     )
         .into_response())
+}
+
+/// Registers a create request's legacy links as dockerd does at create: every target must exist
+/// (400 `could not get container for X: No such container: X` — dockerd's invalid-parameter
+/// answer, not a 404, which the CLI would take for a missing image and pull), a target sharing
+/// another container's network stands for that container, one on the host network cannot be
+/// linked to, and one alias names one container (409, as dockerd's name registry answers).
+///
+/// Returns the body with each alias's target ID recorded ([`links::LINK_TARGETS`]), so the link
+/// follows the container as dockerd's does, or `None` when there is nothing to record (no links,
+/// or a body or entry that decoding refuses with its own message).
+fn link_targets(state: &AppState, name: &str, body: &[u8]) -> Result<Option<Vec<u8>>> {
+    let Ok(mut request) = serde_json::from_slice::<Value>(body) else {
+        return Ok(None);
+    };
+    let entries: Vec<&str> = request["HostConfig"]["Links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if entries
+        .iter()
+        .any(|entry| crate::model::Link::parse(entry).is_err())
+    {
+        return Ok(None);
+    }
+    let links = links::request_links(&request);
+    if links.is_empty()
+        || request["HostConfig"]["NetworkMode"]
+            .as_str()
+            .is_some_and(|mode| mode.starts_with("container:"))
+    {
+        return Ok(None);
+    }
+    let not_found = |reference: &str, error: crate::runtime::RuntimeError| {
+        ApiError::BadRequest(format!("could not get container for {reference}: {error}"))
+    };
+    let mut targets = serde_json::Map::new();
+    for link in links {
+        let mut target = state
+            .runtime
+            .find(&link.target)
+            .map_err(|error| not_found(&link.target, error))?;
+        // A target on another container's network is reached through that container; dockerd
+        // follows the chain (bounded here: a cycle cannot be created, but a record could say so).
+        for _ in 0..16 {
+            let Some(shared) = target.request["HostConfig"]["NetworkMode"]
+                .as_str()
+                .and_then(|mode| mode.strip_prefix("container:"))
+                .map(str::to_owned)
+            else {
+                break;
+            };
+            target = state
+                .runtime
+                .find(&shared)
+                .map_err(|error| not_found(&shared, error))?;
+        }
+        if target.request["HostConfig"]["NetworkMode"].as_str() == Some("host") {
+            return Err(ApiError::BadRequest(
+                "conflicting options: host type networking can't be used with links. This would result in undefined behavior".into(),
+            ));
+        }
+        match targets.get(&link.alias).and_then(Value::as_str) {
+            Some(known) if known != target.id => {
+                return Err(crate::runtime::RuntimeError::NameInUse {
+                    name: format!("{name}/{}", link.alias),
+                    id: known.to_owned(),
+                }
+                .into())
+            }
+            _ => {
+                targets.insert(link.alias.clone(), json!(target.id));
+            }
+        }
+    }
+    request[links::LINK_TARGETS] = Value::Object(targets);
+    serde_json::to_vec(&request)
+        .map(Some)
+        .map_err(|error| ApiError::Internal(error.to_string()))
 }
 
 /// Creates testcontainers' reaper as a container podbridge serves itself (`runtime/ryuk.rs`): no
@@ -255,8 +339,9 @@ fn config_json(view: &ContainerView) -> Value {
     })
 }
 
-/// Docker `HostConfig`: the request's, with the fields clients read always present.
-fn host_config_json(view: &ContainerView) -> Value {
+/// Docker `HostConfig`: the request's, with the fields clients read always present, and the
+/// links as dockerd shows them (`/target:/self/alias`, or `null`), whatever form the client sent.
+fn host_config_json(state: &AppState, view: &ContainerView) -> Value {
     let mut host = match &view.request["HostConfig"] {
         Value::Object(map) => Value::Object(map.clone()),
         _ => json!({}),
@@ -288,6 +373,7 @@ fn host_config_json(view: &ContainerView) -> Value {
             host[key] = default;
         }
     }
+    host["Links"] = json!(state.runtime.docker_links(view));
     host
 }
 
@@ -404,7 +490,7 @@ fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
         "Image": image_id_of(state, view), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "", "LogPath": "",
         "Name": format!("/{}", view.name), "RestartCount": s.restart_count, "Driver": "overlay2", "Platform": "linux",
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": Value::Null,
-        "HostConfig": host_config_json(view), "GraphDriver": {"Name": "overlay2", "Data": {}},
+        "HostConfig": host_config_json(state, view), "GraphDriver": {"Name": "overlay2", "Data": {}},
         "Mounts": mounts_json(view), "Config": config_json(view),
         "NetworkSettings": {
             "Bridge": "", "SandboxID": view.pod.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default(),
@@ -450,7 +536,13 @@ pub async fn container_inspect(
     Ok(Json(inspect_json(&state, &view)))
 }
 
-fn list_json(state: &AppState, view: &ContainerView) -> Value {
+/// One `GET /containers/json` entry. `link_names` are the link names naming each container
+/// (`/self/alias`), which dockerd lists after the container's own name.
+fn list_json(
+    state: &AppState,
+    view: &ContainerView,
+    link_names: &HashMap<String, Vec<String>>,
+) -> Value {
     let (path, args) = command_of(view);
     let command = std::iter::once(path)
         .chain(args.iter().filter_map(|a| a.as_str().map(String::from)))
@@ -480,13 +572,16 @@ fn list_json(state: &AppState, view: &ContainerView) -> Value {
         .parse::<jiff::Timestamp>()
         .map(|t| t.as_second())
         .unwrap_or(0);
+    let names: Vec<String> = std::iter::once(format!("/{}", view.name))
+        .chain(link_names.get(&view.id).into_iter().flatten().cloned())
+        .collect();
     json!({
-        "Id": view.id, "Names": [format!("/{}", view.name)],
+        "Id": view.id, "Names": names,
         // as the client asked for it (`alpine`), as Docker lists it
         "Image": view.request["Image"].as_str().unwrap_or(&view.image), "ImageID": image_id_of(state, view),
         "Command": command, "Created": created, "Ports": ports, "Labels": view.docker_labels(),
         "State": view.state.status, "Status": view.state.human_status(jiff::Timestamp::now()),
-        "HostConfig": {"NetworkMode": host_config_json(view)["NetworkMode"]},
+        "HostConfig": {"NetworkMode": host_config_json(state, view)["NetworkMode"]},
         "NetworkSettings": {"Networks": networks_json(state, view)}, "Mounts": mounts_json(view),
     })
 }
@@ -538,13 +633,14 @@ pub async fn container_list(State(state): State<AppState>, query: Query) -> Resu
         || filters.contains_key("status")
         || filters.contains_key("exited");
     let limit = query_i64(&query, "limit")?.filter(|l| *l > 0);
+    let link_names = state.runtime.link_names();
     let mut list: Vec<Value> = state
         .runtime
         .containers()
         .iter()
         .filter(|v| all || v.state.running)
         .filter(|v| container_matches(&state, v, &filters))
-        .map(|v| list_json(&state, v))
+        .map(|v| list_json(&state, v, &link_names))
         .collect();
     if let Some(limit) = limit {
         list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -563,6 +659,18 @@ pub async fn container_start(
     if view.is_builtin_ryuk() {
         state.runtime.start_ryuk(&view).await?;
         return Ok(StatusCode::NO_CONTENT);
+    }
+    if let Err(error) = state.runtime.resolve_links(&view) {
+        // dockerd removes an AutoRemove container whose start failed (`run --rm` waits for
+        // that); the client still learns why the start failed.
+        if view.auto_remove() {
+            if let Err(cleanup) = state.runtime.remove_now(&view).await {
+                return Err(ApiError::Internal(format!(
+                    "{error}; removing the container failed too: {cleanup}"
+                )));
+            }
+        }
+        return Err(error.into());
     }
     let objects = debug_span!(target: crate::TIMING, "start.translate")
         .in_scope(|| start_objects(&state, &view, &view.request))?;
@@ -681,16 +789,59 @@ pub async fn container_kill(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE /containers/{id}`. The path may hold a link name (`/self/alias`, or `self/alias` as
+/// the CLI sends it), which names the link's target, as in dockerd.
 pub async fn container_delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Query,
 ) -> Result<StatusCode> {
+    if query_bool(&query, "link") {
+        return link_delete(&state, &id).await;
+    }
     let view = find(&state, &id)?;
     state
         .runtime
         .remove(&view, query_bool(&query, "force"))
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /containers/{link name}?link=true`: removes one legacy link, as dockerd's `rmLink`
+/// does. The name must resolve (404 `No such container`), must be a link name, not a container's
+/// own (dockerd's 500 `Conflict, cannot remove the default link name of the container`), and the
+/// linking container forgets the link: its stored request loses the entry, and its next start
+/// neither resolves the alias nor sets the link's variables. A running container keeps both
+/// until then (a pod's `/etc/hosts` and environment cannot change; dockerd rewrites the hosts
+/// file of a running container).
+async fn link_delete(state: &AppState, reference: &str) -> Result<StatusCode> {
+    find(state, reference)?;
+    let name = format!("/{}", reference.trim_start_matches('/'));
+    let (parent, _) = name.rsplit_once('/').unwrap_or(("", &name));
+    if parent.is_empty() {
+        return Err(ApiError::Internal(
+            "Conflict, cannot remove the default link name of the container".into(),
+        ));
+    }
+    let Some((linking, link)) = state.runtime.find_link(&name) else {
+        return Err(ApiError::Internal(format!(
+            "Cannot get parent {parent} for link name {name}"
+        )));
+    };
+    let mut request = linking.request.clone();
+    if let Some(entries) = request["HostConfig"]["Links"].as_array_mut() {
+        entries.retain(|entry| {
+            entry
+                .as_str()
+                .and_then(|entry| crate::model::Link::parse(entry).ok())
+                .is_none_or(|parsed| parsed.alias != link.alias)
+        });
+    }
+    if let Some(targets) = request[links::LINK_TARGETS].as_object_mut() {
+        targets.remove(&link.alias);
+    }
+    super::networks::retranslate(state, &linking, &request).await?;
+    tracing::info!(container = %linking.short_id(), link = %name, "Link removed");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -165,7 +165,7 @@ pub fn router(state: AppState) -> Router {
         .route("/distribution/{*rest}", get(unsupported))
         .route("/_nothing", head(unsupported))
         .merge(swarm::routes())
-        .fallback(not_found)
+        .fallback(not_found_or_link_delete)
         .layer(DefaultBodyLimit::max(limits.max_json_body_bytes))
         .layer(Extension(BodyLimit {
             bytes: limits.max_json_body_bytes,
@@ -186,6 +186,35 @@ fn docker_service(routes: Router) -> Router {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("page not found: {}", uri.path()))
+}
+
+/// The fallback: Docker's 404 `page not found`, except for `DELETE /containers/<a>/<b>`. dockerd
+/// routes `DELETE /containers/{name:.*}` because a link name holds a slash (`docker rm --link
+/// web/db` sends it as is, docker-py as `//web/db`); no route here can take a slash beside
+/// `/containers/{id}/…`, so such a delete arrives here and goes to the container delete.
+async fn not_found_or_link_delete(
+    state: axum::extract::State<AppState>,
+    method: axum::http::Method,
+    uri: Uri,
+) -> Response {
+    let link_name = uri
+        .path()
+        .strip_prefix("/containers/")
+        .filter(|name| name.contains('/') && method == axum::http::Method::DELETE)
+        .map(|name| percent_encoding::percent_decode_str(name).decode_utf8_lossy());
+    let Some(name) = link_name else {
+        return not_found(uri).await.into_response();
+    };
+    let query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    containers::container_delete(
+        state,
+        axum::extract::Path(name.into_owned()),
+        axum::extract::Query(query),
+    )
+    .await
+    .into_response()
 }
 
 async fn unsupported(uri: Uri) -> ApiError {

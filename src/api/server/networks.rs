@@ -428,7 +428,8 @@ fn not_connected(view: &crate::runtime::ContainerView, network: &str) -> ApiErro
     })
 }
 
-async fn retranslate(
+/// Translates a container's changed request (without start inputs) and stores it as its spec.
+pub(super) async fn retranslate(
     state: &AppState,
     view: &crate::runtime::ContainerView,
     request: &Value,

@@ -504,3 +504,18 @@ async fn volume_create_refuses_drivers_other_than_local() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(message(&body), "plugin \"nfs\" not found");
 }
+
+/// dockerd routes `DELETE /containers/{name:.*}`: the CLI's `rm --link web/db` sends the link
+/// name with its slash, and an unknown one is dockerd's 404.
+#[tokio::test]
+async fn link_names_with_a_slash_reach_container_delete() {
+    for uri in [
+        "/v1.51/containers/web/db?link=1",
+        "/containers//web/db?link=True",
+    ] {
+        let (status, _, body) = call("DELETE", uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+        assert!(body.contains("No such container: "), "{uri}: {body}");
+        assert!(body.contains("web/db"), "{uri}: {body}");
+    }
+}
