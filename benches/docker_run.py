@@ -16,6 +16,10 @@
                                             `sleep 3600`) created at once and awaited until
                                             every one runs (what `compose up --wait` waits
                                             for): prints that wall time in ms, then deletes them
+    docker_run.py tcsession N POD_JSON      what benches/tc_session.py does, on the same redis pod
+                                            made directly: POST, follow its log until redis is
+                                            ready, PING its pod IP, DELETE, watch to gone (the
+                                            caller times the process, as it times tc_session.py)
     docker_run.py phases    LOG [OFFSET]    podbridge's phase spans (JSON log, target
                                             podbridge::timing) from byte OFFSET on: per span
                                             name (requests by method and route), count and
@@ -234,6 +238,34 @@ def running(n, pod_file):
         watch.wait_for(name, "deleted")
 
 
+def tcsession(n, pod_file):
+    import socket
+    with open(pod_file) as f:
+        template = json.load(f)
+    watch = PodWatch()
+    for i in range(n):
+        t0 = now_ms()
+        name = f"{template['metadata']['name']}-t{os.getpid()}-{i}"
+        kube("POST", f"/api/v1/namespaces/{NS}/pods", _copy(template, name))
+        watch.wait_for(name, "running")
+        ctx = ssl.create_default_context(cafile=CA)
+        conn = http.client.HTTPSConnection(SERVER.hostname, SERVER.port, context=ctx, timeout=120)
+        conn.request("GET", f"/api/v1/namespaces/{NS}/pods/{name}/log?container=main&follow=true",
+                     headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        for line in resp:
+            if b"Ready to accept connections" in line:
+                break
+        conn.close()
+        ip = kube("GET", f"/api/v1/namespaces/{NS}/pods/{name}")["status"]["podIP"]
+        with socket.create_connection((ip, 6379), timeout=10) as peer:
+            peer.sendall(b"PING\r\n")
+            assert peer.recv(64) == b"+PONG\r\n"
+        kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
+        watch.wait_for(name, "deleted")
+        print(f"{now_ms() - t0:.0f}", flush=True)
+
+
 def _duration_ms(text):
     for unit, factor in (("ns", 1e-6), ("µs", 1e-3), ("us", 1e-3), ("ms", 1.0), ("s", 1000.0)):
         if text.endswith(unit):
@@ -316,6 +348,8 @@ if __name__ == "__main__":
         parallel(count, sys.argv[3])
     elif what == "running":
         running(count, sys.argv[3])
+    elif what == "tcsession":
+        tcsession(count, sys.argv[3])
     elif what == "fill":
         fill(count)
     else:

@@ -13,6 +13,8 @@
 # 1b. parallel: BENCH_PARALLEL (20) `docker run --rm busybox true` at once vs as many copies of
 #    the pod through the API at once; `docker compose up -d --wait` of 5 services vs 5 pods
 #    through the API at once until all run.
+# 1c. exec: `docker exec c true` vs `kubectl exec` of the same pod, and 64 MiB of output through
+#    each.
 # 2. state latency: a pod watch of its own sees `main` running/terminated; how much later
 #    podbridge's start call returns, its `start` event arrives, wait returns, `die` arrives.
 # 3. memory: podbridge's resident set idle, then with CONTAINERS containers running `sleep`.
@@ -100,7 +102,8 @@ median() { sort -n | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[
 ms() { echo $((($2 - $1) / 1000000)); }
 
 # the same pod: podbridge's translation of the request, renamed, without podbridge's labels
-"$bin" translate - --name bench --config "$tmp/podbridge.toml" <<<'{"Image":"busybox","Cmd":["true"]}' |
+direct_pod() {  # direct_pod REQUEST_JSON
+    "$bin" translate - --name bench --config "$tmp/podbridge.toml" <<<"$1" |
     kc create --dry-run=client -o json -f - 2>/dev/null |
     python3 -c '
 import json, sys
@@ -111,7 +114,10 @@ while text.strip():
     text = text.strip()[end:]
 pod = next(i for i in items if i["kind"] == "Pod")
 pod["metadata"] = {"name": "direct", "labels": {"podbridge.bench/direct": "1"}}
-json.dump(pod, sys.stdout)' >"$tmp/pod.json"
+json.dump(pod, sys.stdout)'
+}
+direct_pod '{"Image":"busybox","Cmd":["true"]}' >"$tmp/pod.json"
+direct_pod '{"Image":"redis","ExposedPorts":{"6379/tcp":{}}}' >"$tmp/redis-pod.json"
 
 if [ "${BENCH_MEMORY_ONLY:-0}" != 1 ]; then
 echo "warming up (image, caches)" >&2
@@ -172,6 +178,9 @@ printf '%-58s %6s   %s\n' "$parallel x docker run --rm busybox true via podbridg
 printf '%-58s %6s   %s\n' "$parallel x the same pod through the API, concurrently" "$api_par_med" "${api_par[*]}"
 awk -v p="$pb_par_med" -v a="$api_par_med" 'BEGIN { printf "podbridge / direct API = %.2f (target <= 1.10)\n", p / a }'
 
+compose() {
+    if docker compose version >/dev/null 2>&1; then docker compose "$@"; else "${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}/bin/docker-compose" "$@"; fi
+}
 mkdir -p "$tmp/compose"
 {
     echo "services:"
@@ -183,9 +192,9 @@ pb_up=()
 api_up=()
 for ((i = 0; i < par_samples; i++)); do
     t=$(date +%s%N)
-    docker compose -f "$tmp/compose/compose.yaml" -p "bench$i" up -d --wait >/dev/null 2>&1
+    compose -f "$tmp/compose/compose.yaml" -p "bench$i" up -d --wait >/dev/null 2>&1
     pb_up+=("$(ms "$t" "$(date +%s%N)")")
-    docker compose -f "$tmp/compose/compose.yaml" -p "bench$i" down -t 0 >/dev/null 2>&1
+    compose -f "$tmp/compose/compose.yaml" -p "bench$i" down -t 0 >/dev/null 2>&1
     api_up+=("$(python3 benches/docker_run.py running 5 "$tmp/pod.json")")
 done
 pb_up_med=$(printf '%s\n' "${pb_up[@]}" | median)
@@ -193,6 +202,67 @@ api_up_med=$(printf '%s\n' "${api_up[@]}" | median)
 printf '%-58s %6s   %s\n' "docker compose up -d --wait, 5 services" "$pb_up_med" "${pb_up[*]}"
 printf '%-58s %6s   %s\n' "5 of the same pods through the API at once, until running" "$api_up_med" "${api_up[*]}"
 awk -v p="$pb_up_med" -v a="$api_up_med" 'BEGIN { printf "podbridge / direct API = %.2f (target <= 1.10)\n", p / a }'
+
+echo
+echo "== exec: $samples samples each, interleaved (ms; MiB/s for 64 MiB of output) =="
+docker run -d --name bench-exec busybox sleep 3600 >/dev/null
+exec_pod=$(kc get pods -l podbridge.io/container-id="$(docker inspect -f '{{.Id}}' bench-exec | cut -c1-12)" -o name)
+pb_exec=()
+kc_exec=()
+for ((i = 0; i < samples; i++)); do
+    t=$(date +%s%N)
+    docker exec bench-exec true
+    pb_exec+=("$(ms "$t" "$(date +%s%N)")")
+    t=$(date +%s%N)
+    kc exec "$exec_pod" -c main -- true
+    kc_exec+=("$(ms "$t" "$(date +%s%N)")")
+done
+pb_exec_med=$(printf '%s\n' "${pb_exec[@]}" | median)
+kc_exec_med=$(printf '%s\n' "${kc_exec[@]}" | median)
+printf '%-58s %6s   %s\n' "docker exec c true via podbridge" "$pb_exec_med" "${pb_exec[*]}"
+printf '%-58s %6s   %s\n' "kubectl exec pod -c main -- true" "$kc_exec_med" "${kc_exec[*]}"
+throughput() {  # MiB/s of 64 MiB through "$@"
+    local t bytes
+    t=$(date +%s%N)
+    bytes=$("$@" sh -c 'head -c 67108864 /dev/zero' | wc -c)
+    awk -v b="$bytes" -v n="$(($(date +%s%N) - t))" 'BEGIN { printf "%.1f", b / 1048576 / (n / 1e9) }'
+}
+pb_tp=()
+kc_tp=()
+for ((i = 0; i < 3; i++)); do
+    pb_tp+=("$(throughput docker exec bench-exec)")
+    kc_tp+=("$(throughput kc exec "$exec_pod" -c main --)")
+done
+pb_tp_med=$(printf '%s\n' "${pb_tp[@]}" | sort -n | sed -n 2p)
+kc_tp_med=$(printf '%s\n' "${kc_tp[@]}" | sort -n | sed -n 2p)
+printf '%-58s %6s   %s\n' "docker exec, 64 MiB to stdout (MiB/s)" "$pb_tp_med" "${pb_tp[*]}"
+printf '%-58s %6s   %s\n' "kubectl exec, 64 MiB to stdout (MiB/s)" "$kc_tp_med" "${kc_tp[*]}"
+awk -v p="$pb_exec_med" -v k="$kc_exec_med" -v pt="$pb_tp_med" -v kt="$kc_tp_med" 'BEGIN {
+    printf "exec: podbridge / kubectl = %.2f (target <= 1.00)   throughput podbridge / kubectl = %.2f (target >= 0.95)\n", p / k, pt / kt }'
+docker rm -f bench-exec >/dev/null
+
+echo
+echo "== a testcontainers-python session: Ryuk, redis with a log wait, mapped port, PING, teardown (ms, process start to exit) =="
+venv=${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}
+if "$venv/bin/python" -c 'import testcontainers' 2>/dev/null; then
+    tc_runs=()
+    tcd_runs=()
+    for ((i = 0; i < par_samples; i++)); do
+        t=$(date +%s%N)
+        "$venv/bin/python" benches/tc_session.py >/dev/null
+        tc_runs+=("$(ms "$t" "$(date +%s%N)")")
+        t=$(date +%s%N)
+        python3 benches/docker_run.py tcsession 1 "$tmp/redis-pod.json" >/dev/null
+        tcd_runs+=("$(ms "$t" "$(date +%s%N)")")
+    done
+    tc_med=$(printf '%s\n' "${tc_runs[@]}" | median)
+    tcd_med=$(printf '%s\n' "${tcd_runs[@]}" | median)
+    printf '%-58s %6s   %s\n' "testcontainers-python session via podbridge" "$tc_med" "${tc_runs[*]}"
+    printf '%-58s %6s   %s\n' "the same redis pod through the API (log, pod IP, delete)" "$tcd_med" "${tcd_runs[*]}"
+    awk -v p="$tc_med" -v a="$tcd_med" 'BEGIN { printf "podbridge / direct API = %.2f\n", p / a }'
+else
+    echo "skipped: no testcontainers in $venv (tests/e2e/clients.sh makes it)"
+fi
 
 echo
 echo "== state latency: podbridge answer minus the moment a pod watch saw the change (ms) =="
