@@ -326,7 +326,7 @@ YAML
   kill "$pid4"; wait "$pid4" 2>/dev/null
   "$CLUSTER/namespace.sh" --delete "$ns4" >/dev/null 2>&1
   [ "$rc" != 0 ] || { echo "build succeeded: $got"; return 1; }
-  grep -q "did not start within 5s: Unschedulable: .*node selector" <<<"$got" || { echo "$got"; return 1; }
+  grep -q "did not start within 5s: Unschedulable: 0/1 nodes are available: .*node" <<<"$got" || { echo "$got"; return 1; }
   expect_eq "$pods" ""
 }
 t_builder_pod_shape() {
