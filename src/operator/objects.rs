@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::{
     Secret, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicySpec,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -282,13 +283,43 @@ fn network_policy_spec(session: &BridgeSession, job_pod: Option<&Pod>) -> Networ
     }
     NetworkPolicySpec {
         pod_selector: Some(LabelSelector::default()),
-        policy_types: Some(vec!["Ingress".into()]),
+        policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
         ingress: Some(vec![NetworkPolicyIngressRule {
             from: Some(from),
             ports: None,
         }]),
-        egress: None,
+        egress: Some(vec![NetworkPolicyEgressRule {
+            to: Some(egress_peers()),
+            ports: None,
+        }]),
     }
+}
+
+/// Cloud instance-metadata addresses (AWS, GCP, Azure, OpenStack share the IPv4 one; AWS's
+/// IPv6 one): a container that reaches them may read the node's cloud credentials.
+const METADATA_ADDRESSES: [(&str, &str); 2] =
+    [("0.0.0.0/0", "169.254.169.254/32"), ("::/0", "fd00:ec2::254/128")];
+
+/// Where session pods may connect: anywhere but the metadata addresses, and every pod of the
+/// cluster (DNS; plugins that do not apply `ipBlock` to pod addresses need this peer). Other
+/// sessions stay out of reach all the same: each session's ingress admits only its own namespace
+/// and its job pod.
+fn egress_peers() -> Vec<NetworkPolicyPeer> {
+    let mut peers: Vec<NetworkPolicyPeer> = METADATA_ADDRESSES
+        .iter()
+        .map(|(cidr, metadata)| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: (*cidr).to_owned(),
+                except: Some(vec![(*metadata).to_owned()]),
+            }),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect();
+    peers.push(NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        ..NetworkPolicyPeer::default()
+    });
+    peers
 }
 
 /// The Secret that carries the session's kubeconfig to the job.
@@ -373,6 +404,31 @@ mod tests {
         let owner = &objects.namespace.metadata.owner_references.unwrap()[0];
         assert_eq!(owner.kind, "BridgeSession");
         assert_eq!(owner.controller, Some(true));
+    }
+
+    #[test]
+    fn egress_keeps_the_metadata_address_out() {
+        let spec = build(&session(true), "pb-job-42", None)
+            .network_policy
+            .spec
+            .unwrap();
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string(), "Egress".to_string()][..])
+        );
+        let to = spec.egress.unwrap()[0].to.clone().unwrap();
+        let blocks: Vec<_> = to.iter().filter_map(|peer| peer.ip_block.clone()).collect();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].cidr, "0.0.0.0/0");
+        assert_eq!(
+            blocks[0].except.as_deref(),
+            Some(&["169.254.169.254/32".to_string()][..])
+        );
+        assert_eq!(blocks[1].cidr, "::/0");
+        // pods of the cluster (DNS) stay reachable; sessions keep each other out by ingress
+        assert!(to
+            .iter()
+            .any(|peer| peer.namespace_selector == Some(LabelSelector::default())));
     }
 
     #[test]

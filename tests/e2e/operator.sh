@@ -219,6 +219,8 @@ check "kubeconfig Secret in the job's namespace" \
     kubectl -n "$jobs_ns" get secret "podbridge-kubeconfig-$d"
 check "network policy admits the job pod's namespace/labels" bash -c \
     "kubectl -n pb-$d get networkpolicy podbridge -o json | grep -q '\"app\": \"ci-job\"'"
+check "network policy egress: anywhere but the cloud metadata address" bash -c \
+    "kubectl -n pb-$d get networkpolicy podbridge -o jsonpath='{.spec.policyTypes} {.spec.egress[0].to[0].ipBlock.except}' | grep -q 'Egress.*169.254.169.254/32'"
 t0=$(date +%s%N)
 kubectl -n "$jobs_ns" delete pod job --grace-period=0 --force >/dev/null 2>&1
 check "job pod deleted: pb-$d goes" poll 90 ns_gone "pb-$d"
