@@ -487,7 +487,10 @@ pub fn serve(global: &GlobalFlags, args: &ServeArgs) -> Result<Outcome, Error> {
             let probe = crate::readiness::PingProbe {
                 address: config.listen.clone(),
             };
-            let state = crate::readiness::state(&config, std::sync::Arc::new(probe)).await;
+            let state = crate::readiness::ReadinessState {
+                metrics: Some(crate::metrics::render_serve),
+                ..crate::readiness::state(&config, std::sync::Arc::new(probe)).await
+            };
             tokio::spawn(async move {
                 if let Err(error) =
                     crate::readiness::serve(&listen, state, std::future::pending()).await

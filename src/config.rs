@@ -137,8 +137,8 @@ pub struct Config {
     /// exists with wider ones. Default 0600: only the owner may connect.
     #[serde(with = "octal_mode")]
     pub unix_socket_mode: u32,
-    /// Where `serve` also answers `/docker-ready`, `/kubernetes-ready` and `/kubeconfig`
-    /// (loopback only: the kubeconfig is a credential); `None` turns them off.
+    /// Where `serve` also answers `/docker-ready`, `/kubernetes-ready` and `/metrics`, apart
+    /// from the Docker API so its clients see no route Docker lacks; `None` turns them off.
     pub readiness_listen: Option<String>,
     /// Answer Docker clients without a cluster and print what would be applied.
     pub dry_run: bool,

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod labels;
+pub mod metrics;
 pub mod model;
 pub mod operator;
 pub mod policy_store;

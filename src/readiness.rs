@@ -1,5 +1,7 @@
 //! Readiness HTTP endpoints beside the Docker API, for CI services and sidecars:
-//! `GET /docker-ready`, `GET /kubernetes-ready` (default `127.0.0.1:2477`).
+//! `GET /docker-ready`, `GET /kubernetes-ready` (default `127.0.0.1:2477`), and under
+//! `podbridge serve` also `GET /metrics` (`crate::metrics`), which stays off the Docker API so
+//! clients see no route Docker lacks. The operator's metrics listener is served from here too.
 //!
 //! No endpoint hands out credentials: in the sidecar shape the job shares podbridge's loopback,
 //! so anything served here is the job's, and podbridge's Kubernetes credentials can do more than
@@ -123,13 +125,36 @@ pub struct ReadinessState {
     pub kubernetes: std::result::Result<Client, String>,
     /// podbridge's namespace.
     pub namespace: String,
+    /// The text of `/metrics`, when this process keeps metrics (`serve`; not `readiness`, which
+    /// runs apart from the server it checks).
+    pub metrics: Option<fn() -> String>,
 }
 
 pub fn router(state: ReadinessState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/docker-ready", get(docker_ready))
-        .route("/kubernetes-ready", get(kubernetes_ready))
-        .with_state(state)
+        .route("/kubernetes-ready", get(kubernetes_ready));
+    let routes = match state.metrics {
+        Some(render) => routes.merge(metrics_router(render)),
+        None => routes,
+    };
+    routes.with_state(state)
+}
+
+/// `GET /metrics` answering `render()` in the Prometheus text format.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>(render: fn() -> String) -> Router<S> {
+    Router::new().route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    crate::metrics::CONTENT_TYPE,
+                )],
+                render(),
+            )
+        }),
+    )
 }
 
 fn answer(result: Result<String, String>) -> Response {
@@ -208,6 +233,7 @@ pub async fn state(config: &crate::config::Config, docker: Arc<dyn DockerProbe>)
         docker,
         kubernetes,
         namespace,
+        metrics: None,
     }
 }
 
@@ -217,18 +243,44 @@ pub async fn serve(
     state: ReadinessState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let listener = bind(listen).await?;
+    tracing::info!(%listen, namespace = %state.namespace, metrics = state.metrics.is_some(), "Readiness endpoints serving");
+    serve_router(listen, listener, router(state), shutdown).await
+}
+
+/// Binds `listen` (an IP address and port).
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
     let address: SocketAddr = listen.parse().map_err(|e| Error::BindFailed {
         listen: listen.to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
     })?;
-    let listener = tokio::net::TcpListener::bind(address)
+    tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| Error::BindFailed {
             listen: listen.to_string(),
             source,
-        })?;
-    tracing::info!(%listen, namespace = %state.namespace, "Readiness endpoints serving");
-    axum::serve(listener, router(state))
+        })
+}
+
+/// Serves only `GET /metrics` on a bound listener (the operator's metrics port) until
+/// `shutdown` resolves.
+pub async fn serve_metrics(
+    listen: &str,
+    listener: tokio::net::TcpListener,
+    render: fn() -> String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    tracing::info!(%listen, "Metrics endpoint serving");
+    serve_router(listen, listener, metrics_router(render), shutdown).await
+}
+
+async fn serve_router(
+    listen: &str,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| Error::ServeFailed {
@@ -249,6 +301,7 @@ mod tests {
             docker: Arc::new(FlagProbe(Arc::new(AtomicBool::new(up)))),
             kubernetes: Err("no cluster in unit tests".into()),
             namespace: "pb-test".into(),
+            metrics: None,
         }
     }
 
@@ -278,6 +331,31 @@ mod tests {
             status(state(true), "/kubeconfig").await.0,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_only_where_kept() {
+        assert_eq!(
+            status(state(true), "/metrics").await.0,
+            StatusCode::NOT_FOUND
+        );
+        let with_metrics = ReadinessState {
+            metrics: Some(|| "# TYPE podbridge_x counter\npodbridge_x 1\n".to_string()),
+            ..state(true)
+        };
+        let response = router(with_metrics)
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            crate::metrics::CONTENT_TYPE
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"# TYPE podbridge_x counter\npodbridge_x 1\n");
     }
 
     #[tokio::test]

@@ -175,6 +175,7 @@ impl Translator {
                 today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
             },
         );
+        crate::metrics::serve().record_policy_results(&evaluation.results);
         if let Some(error) = refusal(&evaluation.problems, &evaluation.results) {
             return Err(error);
         }
@@ -271,6 +272,7 @@ impl Translator {
                 today: self.today.unwrap_or_else(|| jiff::Zoned::now().date()),
             },
         );
+        crate::metrics::serve().record_policy_results(&evaluation.results);
         if let Some(error) = refusal(&evaluation.problems, &evaluation.results) {
             return Err(match error {
                 TranslateError::Denied { message, results } => TranslateError::Denied {

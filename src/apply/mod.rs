@@ -148,7 +148,7 @@ impl Applier {
         let mut try_create = true;
         for _ in 0..WRITE_ATTEMPTS {
             if try_create {
-                match api.create(&params, object).await {
+                match timed(kind, "create", api.create(&params, object)).await {
                     Ok(created) => return Ok(Write::Written(created)),
                     Err(kube::Error::Api(status)) if status.code == 409 => {}
                     Err(source) => return Err(ApplyError::CreateFailed { kind, name, source }),
@@ -228,7 +228,12 @@ impl Applier {
                 None => meta.remove("resourceVersion"),
             };
         }
-        api.patch(name, &params, &Patch::Apply(&body)).await
+        timed(
+            kind_of::<K>(),
+            "apply",
+            api.patch(name, &params, &Patch::Apply(&body)),
+        )
+        .await
     }
 
     /// Creates an object unless one of that name exists; `false` when this instance's own
@@ -246,7 +251,7 @@ impl Applier {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..Default::default()
         };
-        match api.create(&params, object).await {
+        match timed(kind, "create", api.create(&params, object)).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let existing =
@@ -361,7 +366,7 @@ impl Applier {
             }),
             ..DeleteParams::background()
         };
-        match api.delete(name, &params).await {
+        match timed(kind_of::<K>(), "delete", api.delete(name, &params)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             // Ours is gone; the object now under that name is someone else's.
@@ -447,6 +452,18 @@ pub fn owned_selector(instance: &str) -> String {
         labels::MANAGED_BY_VALUE,
         labels::INSTANCE
     )
+}
+
+/// Runs one cluster write and records its duration (`podbridge_apply_duration_seconds`).
+async fn timed<T>(
+    kind: &'static str,
+    operation: &'static str,
+    write: impl std::future::Future<Output = T>,
+) -> T {
+    let started = std::time::Instant::now();
+    let result = write.await;
+    crate::metrics::serve().observe_apply(kind, operation, started.elapsed());
+    result
 }
 
 fn kind_of<K: Resource>() -> &'static str

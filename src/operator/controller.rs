@@ -75,6 +75,14 @@ pub async fn run(context: Context, concurrency: u16) {
     let controller = Controller::new(sessions, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
+    let cached = store.clone();
+    crate::metrics::operator().set_session_phases(Box::new(move || {
+        cached
+            .state()
+            .iter()
+            .map(|session| phase_label(session))
+            .collect()
+    }));
     // Metadata only: a pod's name is all the mapping needs; the reconcile reads the pod itself.
     let job_pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
     // Children are mapped by their session label rather than `owns`: the owner-reference mapping
@@ -96,12 +104,23 @@ pub async fn run(context: Context, concurrency: u16) {
         .shutdown_on_signal()
         .run(reconcile, error_policy, Arc::new(context))
         .for_each(|result| async move {
+            crate::metrics::operator().record_reconcile(result.is_ok());
             match result {
                 Ok((session, _)) => debug!(session = %session.name, "Reconciled"),
                 Err(error) => debug!(%error, "Reconcile did not complete"),
             }
         })
         .await;
+}
+
+/// A session's phase as the sessions gauge labels it; one not reconciled yet is `Pending`.
+fn phase_label(session: &BridgeSession) -> &'static str {
+    match session.status.as_ref().and_then(|status| status.phase) {
+        None | Some(SessionPhase::Pending) => "Pending",
+        Some(SessionPhase::Ready) => "Ready",
+        Some(SessionPhase::Failed) => "Failed",
+        Some(SessionPhase::Terminating) => "Terminating",
+    }
 }
 
 /// The sessions whose job pod this is (a linear scan of the local store: cheap next to the API

@@ -63,6 +63,10 @@ pub enum Error {
     },
     #[error("{operation}: no answer from the API server in time")]
     TimedOut { operation: String },
+    #[error(
+        "metrics endpoint: {0} (choose another address with --metrics-listen, or \"\" for none)"
+    )]
+    MetricsListenFailed(#[source] crate::readiness::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,7 +84,19 @@ pub struct OperatorArgs {
     /// Sessions reconciled at the same time.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
+    /// Address of `GET /metrics` (Prometheus text format: sessions by phase, reconciles by
+    /// result); loopback unless widened, empty for none.
+    #[arg(
+        long,
+        env = "PODBRIDGE_OPERATOR_METRICS_LISTEN",
+        default_value = DEFAULT_METRICS_LISTEN
+    )]
+    pub metrics_listen: String,
 }
+
+/// Where the operator's metrics are served unless `--metrics-listen` says otherwise: loopback,
+/// two ports after the readiness endpoints' 2477 (2478 is where the e2e tests put a second readiness server).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:2479";
 
 /// Connects, checks that the CRD is served, and runs the controller until a signal.
 pub async fn run(args: &OperatorArgs) -> Result<()> {
@@ -108,6 +124,26 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
                 operation: "list BridgeSessions".into(),
             })
         }
+    }
+    // Bound before the controller runs, so a taken port stops the operator at once.
+    if !args.metrics_listen.is_empty() {
+        let listener = crate::readiness::bind(&args.metrics_listen)
+            .await
+            .map_err(Error::MetricsListenFailed)?;
+        let listen = args.metrics_listen.clone();
+        // Ends with the process: nothing to drain.
+        tokio::spawn(async move {
+            if let Err(error) = crate::readiness::serve_metrics(
+                &listen,
+                listener,
+                crate::metrics::render_operator,
+                std::future::pending(),
+            )
+            .await
+            {
+                tracing::error!(%error, "Metrics endpoint stopped");
+            }
+        });
     }
     tracing::info!(%server, concurrency = args.concurrency, "Operator started");
     controller::run(controller::Context::new(client, server), args.concurrency).await;

@@ -24,16 +24,23 @@ pub enum Outcome {
     Error,
 }
 
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Outcome {
+    /// The name reports and metrics use (`podbridge_policy_decisions_total{result}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
             Outcome::Applied => "applied",
             Outcome::Pass => "pass",
             Outcome::Fail => "fail",
             Outcome::Warn => "warn",
             Outcome::Skip => "skip",
             Outcome::Error => "error",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

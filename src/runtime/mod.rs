@@ -289,6 +289,7 @@ impl Runtime {
             + 'static,
     {
         let kind = K::kind(&()).to_string();
+        crate::metrics::serve().watch_started(&kind);
         // managedFields are the API server's bookkeeping, a large part of every object and read
         // by nothing here: the caches keep objects without them.
         let stream = reflector::reflector(
@@ -306,6 +307,7 @@ impl Runtime {
                 }
                 Err(error) => {
                     self.failing_watches.lock().insert(kind.clone());
+                    crate::metrics::serve().watch_failed(&kind);
                     warn!(%kind, %error, "Watch failed; retrying");
                 }
             }
@@ -394,6 +396,14 @@ impl Runtime {
                 Ok(Err(_)) | Err(_) => return done(self),
             }
         }
+    }
+
+    /// The Docker state of every container (`podbridge_containers`, at scrape time).
+    pub fn container_states(&self) -> Vec<&'static str> {
+        self.containers()
+            .iter()
+            .map(|view| view.state.status)
+            .collect()
     }
 
     /// Every container, newest first.

@@ -5,7 +5,8 @@
 # and checks: two concurrent sessions get isolated namespaces with the objects and a working,
 # namespace-limited kubeconfig; the same pod and Service names in both; `podbridge serve` with each
 # session's kubeconfig and the same Docker container name in both; deleting a session removes
-# its namespace only; TTL expiry; job pod deletion; operator restart; the readiness endpoints.
+# its namespace only; TTL expiry; job pod deletion; operator restart; the readiness endpoints; the
+# operator's /metrics.
 # Closing line: "N passed, M failed"; exit status non-zero on any failure. Cleans up after itself.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +23,7 @@ tmp=$(mktemp -d)
 bin=$CARGO_TARGET_DIR/debug/podbridge
 jobs_ns=pb-test-jobs-$run
 operator_pid=
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 readiness_pid=
 declare -A serve_pid=()
 passed=0
@@ -38,10 +40,17 @@ phase() { kubectl get bridgesession "$1" -o jsonpath='{.status.phase}' 2>/dev/nu
 is_ready() { [ "$(phase "$1")" = Ready ]; }
 ns_gone() { ! kubectl get namespace "$1" >/dev/null 2>&1; }
 session_gone() { ! kubectl get bridgesession "$1" >/dev/null 2>&1; }
+# operator_metric SERIES: its value on the operator's /metrics, 0 when absent
+operator_metric() { curl -s -m 5 "http://127.0.0.1:$metrics_port/metrics" | awk -v s="$1" '$1 == s { v = $2 } END { print v + 0 }'; }
+operator_metrics_moved() {
+    curl -s -m 5 "http://127.0.0.1:$metrics_port/metrics" | grep -qx '# TYPE podbridge_operator_sessions gauge' &&
+        [ "$(operator_metric 'podbridge_operator_sessions{phase="Ready"}')" -ge 2 ] &&
+        [ "$(operator_metric 'podbridge_operator_reconciles_total{result="success"}')" -ge 2 ]
+}
 pod_running() { [ "$(kubectl --kubeconfig "$1" get pod "$2" -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]; }
 
 start_operator() {
-    "$bin" operator >>"$tmp/operator.log" 2>&1 &
+    "$bin" operator --metrics-listen "127.0.0.1:$metrics_port" >>"$tmp/operator.log" 2>&1 &
     operator_pid=$!
 }
 stop_operator() {
@@ -114,6 +123,7 @@ for s in "$a" "$b"; do
         "kubectl get ns $ns -o jsonpath='{.metadata.labels}' | grep -q '\"podbridge.io/session\":\"$s\"'"
     check "kubeconfig Secret of $s" kubeconfig_of "$s" "$tmp/$s.kubeconfig"
 done
+check "operator /metrics: sessions by phase (>= 2 Ready), reconciles counted" operator_metrics_moved
 check "restricted profile labels pb-$b" bash -c \
     "kubectl get ns pb-$b -o jsonpath='{.metadata.labels.pod-security\.kubernetes\.io/enforce}' | grep -qx restricted"
 

@@ -47,10 +47,12 @@ KUBECONFIG_NS=$("$CLUSTER/namespace.sh" "$NS" 2>/dev/null | tail -1)
 [ -f "$KUBECONFIG_NS" ] || { echo "namespace.sh $NS failed"; echo "0 passed, 1 failed"; exit 1; }
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export DOCKER_HOST=tcp://127.0.0.1:$PORT
+# the readiness listener, which also serves /metrics
+READY_PORT=$(free_port)
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
 KUBECONFIG=$KUBECONFIG_NS PODBRIDGE_LISTEN=127.0.0.1:$PORT PODBRIDGE_LOG=info,kube=warn PODBRIDGE_CLEANUP_ON_EXIT=false \
-  PODBRIDGE_UNIX_SOCKET=$WORK/docker.sock "$E2E_BIN" serve --namespace "$NS" --instance e2e \
+  PODBRIDGE_READINESS_LISTEN=127.0.0.1:$READY_PORT PODBRIDGE_UNIX_SOCKET=$WORK/docker.sock "$E2E_BIN" serve --namespace "$NS" --instance e2e \
   --policies "$ROOT/policies/baseline" --policies "$ROOT/tests/e2e/policies" >"$WORK/podbridge.log" 2>&1 &
 PB_PID=$!
 
@@ -231,6 +233,32 @@ t_run_stdin() {
 t_run_rm() {
   expect_eq "$(timeout 120 docker run --rm busybox echo hi)" hi || return 1
   sleep 1; expect_eq "$(docker ps -aq | wc -l)" 0
+}
+# metric SERIES: its value on the readiness listener's /metrics, 0 when absent
+metric() { curl -s -m 5 "127.0.0.1:$READY_PORT/metrics" | awk -v s="$1" '$1 == s { v = $2 } END { print v + 0 }'; }
+t_metrics() {
+  # /metrics on the readiness listener, not on the Docker API; requests by templated route and
+  # status, containers by state, policy decisions, Applier write durations, watch restarts
+  local create='podbridge_requests_total{method="POST",route="/containers/create",status="201"}'
+  local decisions='podbridge_policy_decisions_total{policy="images",rule="pull-policy",result="applied"}'
+  local pod_creates='podbridge_apply_duration_seconds_count{kind="Pod",operation="create"}'
+  local before_create before_decisions before_pods id text
+  before_create=$(metric "$create"); before_decisions=$(metric "$decisions"); before_pods=$(metric "$pod_creates")
+  id=$(docker run -d --name metered busybox sleep 300) || return 1
+  text=$(curl -s -m 5 "127.0.0.1:$READY_PORT/metrics") || return 1
+  [ "$(metric "$create")" -gt "$before_create" ] || { echo "$create did not move"; return 1; }
+  [ "$(metric "$decisions")" -gt "$before_decisions" ] || { echo "$decisions did not move"; return 1; }
+  [ "$(metric "$pod_creates")" -gt "$before_pods" ] || { echo "$pod_creates did not move"; return 1; }
+  [ "$(metric 'podbridge_containers{state="running"}')" -ge 1 ] || { echo "no running container counted"; return 1; }
+  grep -q '^podbridge_requests_total{method="POST",route="/containers/{id}/start",status="204"} ' <<<"$text" &&
+    grep -q '^podbridge_request_duration_seconds_bucket{method="POST",route="/containers/create",le="+Inf"} ' <<<"$text" &&
+    grep -q '^podbridge_watch_restarts_total{kind="Pod"} ' <<<"$text" &&
+    grep -qx '# TYPE podbridge_containers gauge' <<<"$text" &&
+    grep -qx '# TYPE podbridge_request_duration_seconds histogram' <<<"$text" || { echo "$text" | grep -v _bucket; return 1; }
+  # templated routes only: no container id or name in any label
+  ! grep -e "${id:0:12}" -e metered <<<"$text" || return 1
+  expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$PORT/metrics")" 404 &&
+    docker rm -f metered >/dev/null
 }
 t_run_exit_code() { timeout 120 docker run --rm busybox sh -c 'echo out; echo err >&2; exit 3'; expect_eq $? 3; }
 t_run_stderr() { expect_eq "$(timeout 120 docker run --rm busybox sh -c 'echo err >&2' 2>&1)" err; }
@@ -684,6 +712,7 @@ check "ping headers and version prefixes" t_ping
 check "docker version" t_version
 check "docker run --rm busybox echo hi" t_run_rm
 check "docker run exit code" t_run_exit_code
+check "/metrics on the readiness listener: requests by route, containers, policy decisions" t_metrics
 check "unix socket" t_unix_socket
 check "start failure is reported and --rm cleans up" t_start_failure
 check "an image the registry does not have: 404 at create, the pull says why" t_missing_image

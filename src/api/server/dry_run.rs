@@ -189,6 +189,7 @@ pub fn router(state: DryRunState) -> Router {
         .route("/volumes/prune", post(volume_prune))
         .route("/volumes/{name}", get(volume_inspect).delete(volume_delete))
         .merge(super::swarm::routes())
+        .route_layer(axum::middleware::from_fn(super::keep_matched_route))
         .fallback(unsupported)
         .with_state(state);
     super::docker_service(routes)

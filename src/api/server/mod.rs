@@ -18,8 +18,7 @@ mod volumes;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -165,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .route("/distribution/{*rest}", get(unsupported))
         .route("/_nothing", head(unsupported))
         .merge(swarm::routes())
+        .route_layer(middleware::from_fn(keep_matched_route))
         .fallback(not_found_or_link_delete)
         .layer(DefaultBodyLimit::max(limits.max_json_body_bytes))
         .layer(Extension(BodyLimit {
@@ -175,13 +175,75 @@ pub fn router(state: AppState) -> Router {
     docker_service(routes)
 }
 
-/// Wraps Docker routes in the version-prefix stripping, 5xx logging and Docker headers.
+/// Wraps Docker routes in the version-prefix stripping, 5xx logging, request metrics and Docker
+/// headers.
 fn docker_service(routes: Router) -> Router {
     let versioned = middleware::from_fn(strip_version).layer(routes);
     Router::new()
         .fallback_service(versioned)
         .layer(middleware::from_fn(log_server_errors))
+        .layer(middleware::from_fn(record_request))
         .layer(middleware::from_fn(docker_headers))
+}
+
+/// The templated route that answered a request (`/containers/{id}/start`), carried out on the
+/// response: only the router knows it, and the layers that record metrics run outside it (they
+/// also see requests no route matched).
+#[derive(Clone)]
+enum RouteLabel {
+    Matched(MatchedPath),
+    /// A route a fallback served.
+    Fallback(&'static str),
+}
+
+/// Inside the router (`route_layer`): hands the matched route to [`record_request`].
+async fn keep_matched_route(request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(matched) = matched {
+        response
+            .extensions_mut()
+            .insert(RouteLabel::Matched(matched));
+    }
+    response
+}
+
+/// Counts each request by method, templated route and status, and times it to its response head
+/// (`podbridge_requests_total`, `podbridge_request_duration_seconds`).
+async fn record_request(request: Request, next: Next) -> Response {
+    let method = method_label(request.method());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let route = match response.extensions().get::<RouteLabel>() {
+        Some(RouteLabel::Matched(matched)) => matched.as_str(),
+        Some(RouteLabel::Fallback(route)) => route,
+        None => crate::metrics::UNMATCHED_ROUTE,
+    };
+    crate::metrics::serve().record_request(
+        method,
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The method as a metric label: the standard ones by name, any other as `other`, so a client
+/// cannot grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -208,13 +270,17 @@ async fn not_found_or_link_delete(
     let query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
-    containers::container_delete(
+    let mut response = containers::container_delete(
         state,
         axum::extract::Path(name.into_owned()),
         axum::extract::Query(query),
     )
     .await
-    .into_response()
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(RouteLabel::Fallback("/containers/{name}"));
+    response
 }
 
 async fn unsupported(uri: Uri) -> ApiError {
@@ -592,6 +658,12 @@ pub async fn run(
             &config.registry_ca_files,
         )?);
     runtime.spawn_watchers();
+    let watched = Arc::downgrade(&runtime);
+    crate::metrics::serve().set_container_states(Box::new(move || {
+        watched
+            .upgrade()
+            .map_or_else(Vec::new, |runtime| runtime.container_states())
+    }));
     info!(%namespace, %instance, address = %listeners.tcp_address()?, tls = listeners.tls.is_some(), "Serving the Docker API");
     let app = router(AppState {
         runtime: runtime.clone(),

@@ -519,3 +519,65 @@ async fn link_names_with_a_slash_reach_container_delete() {
         assert!(body.contains("web/db"), "{uri}: {body}");
     }
 }
+
+/// The value of one `podbridge_requests_total` series in the process's metrics (0 if absent).
+fn requests_total(method: &str, route: &str, status: u16) -> u64 {
+    let series = format!(
+        "podbridge_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} "
+    );
+    crate::metrics::render_serve()
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn requests_are_recorded_by_templated_route() {
+    // Other tests share the process's metrics: counts only grow, so compare before and after.
+    let cases = [
+        (
+            "GET",
+            "/v1.51/containers/metrics-probe-id/json",
+            "/containers/{id}/json",
+            404,
+        ),
+        (
+            "POST",
+            "/containers/metrics-probe-id/start",
+            "/containers/{id}/start",
+            404,
+        ),
+        ("GET", "/v1.51/metrics-probe/nowhere", "unmatched", 404),
+        ("GET", "/v1.12/version", "unmatched", 400),
+        (
+            "DELETE",
+            "/containers/metrics-probe/link",
+            "/containers/{name}",
+            404,
+        ),
+    ];
+    for (method, uri, route, status) in cases {
+        let before = requests_total(method, route, status);
+        let (answered, _, _) = call(method, uri).await;
+        assert_eq!(answered.as_u16(), status, "{method} {uri}");
+        assert!(
+            requests_total(method, route, status) > before,
+            "{method} {uri} not counted as {route} {status}"
+        );
+    }
+    let text = crate::metrics::render_serve();
+    assert!(
+        !text.contains("metrics-probe"),
+        "a concrete path leaked:\n{text}"
+    );
+    assert!(text.contains(
+        "podbridge_request_duration_seconds_count{method=\"GET\",route=\"/containers/{id}/json\"}"
+    ));
+}
+
+#[test]
+fn unknown_methods_share_one_label() {
+    let custom = axum::http::Method::from_bytes(b"FROBNICATE").unwrap();
+    assert_eq!(method_label(&custom), "other");
+    assert_eq!(method_label(&axum::http::Method::POST), "POST");
+}
