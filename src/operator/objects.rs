@@ -297,8 +297,10 @@ fn network_policy_spec(session: &BridgeSession, job_pod: Option<&Pod>) -> Networ
 
 /// Cloud instance-metadata addresses (AWS, GCP, Azure, OpenStack share the IPv4 one; AWS's
 /// IPv6 one): a container that reaches them may read the node's cloud credentials.
-const METADATA_ADDRESSES: [(&str, &str); 2] =
-    [("0.0.0.0/0", "169.254.169.254/32"), ("::/0", "fd00:ec2::254/128")];
+const METADATA_ADDRESSES: [(&str, &str); 2] = [
+    ("0.0.0.0/0", "169.254.169.254/32"),
+    ("::/0", "fd00:ec2::254/128"),
+];
 
 /// Where session pods may connect: anywhere but the metadata addresses, and every pod of the
 /// cluster (DNS; plugins that do not apply `ipBlock` to pod addresses need this peer). Other
