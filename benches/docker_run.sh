@@ -167,8 +167,12 @@ pb_par=()
 api_par=()
 for ((i = 0; i < par_samples; i++)); do
     t=$(date +%s%N)
-    for ((j = 0; j < parallel; j++)); do docker run --rm busybox true & done
-    wait
+    runs=()
+    for ((j = 0; j < parallel; j++)); do
+        docker run --rm busybox true &
+        runs+=($!)
+    done
+    wait "${runs[@]}"  # (a bare wait would wait for podbridge too)
     pb_par+=("$(ms "$t" "$(date +%s%N)")")
     api_par+=("$(python3 benches/docker_run.py parallel "$parallel" "$tmp/pod.json")")
 done
