@@ -261,7 +261,8 @@ def tcsession(n, pod_file):
         with socket.create_connection((ip, 6379), timeout=10) as peer:
             peer.sendall(b"PING\r\n")
             assert peer.recv(64) == b"+PONG\r\n"
-        kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
+        # testcontainers' teardown is a forced remove (SIGKILL), so is this one
+        kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}?gracePeriodSeconds=0")
         watch.wait_for(name, "deleted")
         print(f"{now_ms() - t0:.0f}", flush=True)
 
