@@ -76,6 +76,14 @@ def docker(method, path, body=None, timeout=300):
     return json.loads(data) if data.strip() else None
 
 
+def kube_stream(path, timeout):
+    """A streaming GET (watch, log follow): the open response, read line by line."""
+    ctx = ssl.create_default_context(cafile=CA)
+    conn = http.client.HTTPSConnection(SERVER.hostname, SERVER.port, context=ctx, timeout=timeout)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+    return conn, conn.getresponse()
+
+
 class PodWatch(threading.Thread):
     """Watches the namespace's pods; records when each pod's `main` was first seen running,
     terminated, and when the pod was deleted, keyed by pod name and by container-id label."""
@@ -99,11 +107,7 @@ class PodWatch(threading.Thread):
             self.lock.notify_all()
 
     def run(self):
-        ctx = ssl.create_default_context(cafile=CA)
-        conn = http.client.HTTPSConnection(SERVER.hostname, SERVER.port, context=ctx, timeout=3600)
-        conn.request("GET", f"/api/v1/namespaces/{NS}/pods?watch=1&resourceVersion={self.version}",
-                     headers={"Authorization": f"Bearer {TOKEN}"})
-        resp = conn.getresponse()
+        _, resp = kube_stream(f"/api/v1/namespaces/{NS}/pods?watch=1&resourceVersion={self.version}", 3600)
         for line in resp:
             t = now_ms()
             event = json.loads(line)
@@ -200,38 +204,35 @@ def _copy(template, name, command=None):
     return pod
 
 
-def parallel(n, pod_file):
+def _at_once(n, pod_file, tag, one):
+    """Runs one(watch, template, name) for n pod names at once; prints the batch's wall time."""
     with open(pod_file) as f:
         template = json.load(f)
     watch = PodWatch()
-    names = [f"{template['metadata']['name']}-p{os.getpid()}-{i}" for i in range(n)]
+    names = [f"{template['metadata']['name']}-{tag}{os.getpid()}-{i}" for i in range(n)]
+    t0 = now_ms()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(lambda name: one(watch, template, name), names))
+    print(f"{now_ms() - t0:.0f}", flush=True)
+    return watch, names
 
-    def one(name):
+
+def parallel(n, pod_file):
+    def one(watch, template, name):
         kube("POST", f"/api/v1/namespaces/{NS}/pods", _copy(template, name))
         watch.wait_for(name, "terminated")
         kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
         watch.wait_for(name, "deleted")
 
-    t0 = now_ms()
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        list(pool.map(one, names))
-    print(f"{now_ms() - t0:.0f}", flush=True)
+    _at_once(n, pod_file, "p", one)
 
 
 def running(n, pod_file):
-    with open(pod_file) as f:
-        template = json.load(f)
-    watch = PodWatch()
-    names = [f"{template['metadata']['name']}-r{os.getpid()}-{i}" for i in range(n)]
-
-    def one(name):
+    def one(watch, template, name):
         kube("POST", f"/api/v1/namespaces/{NS}/pods", _copy(template, name, ["sleep", "3600"]))
         watch.wait_for(name, "running")
 
-    t0 = now_ms()
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        list(pool.map(one, names))
-    print(f"{now_ms() - t0:.0f}", flush=True)
+    watch, names = _at_once(n, pod_file, "r", one)
     for name in names:
         kube("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}?gracePeriodSeconds=0")
     for name in names:
@@ -248,11 +249,7 @@ def tcsession(n, pod_file):
         name = f"{template['metadata']['name']}-t{os.getpid()}-{i}"
         kube("POST", f"/api/v1/namespaces/{NS}/pods", _copy(template, name))
         watch.wait_for(name, "running")
-        ctx = ssl.create_default_context(cafile=CA)
-        conn = http.client.HTTPSConnection(SERVER.hostname, SERVER.port, context=ctx, timeout=120)
-        conn.request("GET", f"/api/v1/namespaces/{NS}/pods/{name}/log?container=main&follow=true",
-                     headers={"Authorization": f"Bearer {TOKEN}"})
-        resp = conn.getresponse()
+        conn, resp = kube_stream(f"/api/v1/namespaces/{NS}/pods/{name}/log?container=main&follow=true", 120)
         for line in resp:
             if b"Ready to accept connections" in line:
                 break

@@ -100,6 +100,19 @@ ready_ms=$((($(date +%s%N) - t_launch) / 1000000))
 rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pb_pid/status"; }
 median() { sort -n | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.0f", m}'; }
 ms() { echo $((($2 - $1) / 1000000)); }
+# compare LABEL_A LABEL_B NOTE A_SAMPLES... -- B_SAMPLES...: both medians and their ratio
+compare() {
+    local label_a=$1 label_b=$2 note=$3 a=() b=() med_a med_b
+    shift 3
+    while [ "$1" != -- ]; do a+=("$1"); shift; done
+    shift
+    b=("$@")
+    med_a=$(printf '%s\n' "${a[@]}" | median)
+    med_b=$(printf '%s\n' "${b[@]}" | median)
+    printf '%-58s %6s   %s\n' "$label_a" "$med_a" "${a[*]}"
+    printf '%-58s %6s   %s\n' "$label_b" "$med_b" "${b[*]}"
+    awk -v a="$med_a" -v b="$med_b" -v n="$note" 'BEGIN { printf "podbridge / direct API = %.2f%s\n", a / b, n }'
+}
 
 # the same pod: podbridge's translation of the request, renamed, without podbridge's labels
 direct_pod() {  # direct_pod REQUEST_JSON
@@ -176,11 +189,8 @@ for ((i = 0; i < par_samples; i++)); do
     pb_par+=("$(ms "$t" "$(date +%s%N)")")
     api_par+=("$(python3 benches/docker_run.py parallel "$parallel" "$tmp/pod.json")")
 done
-pb_par_med=$(printf '%s\n' "${pb_par[@]}" | median)
-api_par_med=$(printf '%s\n' "${api_par[@]}" | median)
-printf '%-58s %6s   %s\n' "$parallel x docker run --rm busybox true via podbridge" "$pb_par_med" "${pb_par[*]}"
-printf '%-58s %6s   %s\n' "$parallel x the same pod through the API, concurrently" "$api_par_med" "${api_par[*]}"
-awk -v p="$pb_par_med" -v a="$api_par_med" 'BEGIN { printf "podbridge / direct API = %.2f (target <= 1.10)\n", p / a }'
+compare "$parallel x docker run --rm busybox true via podbridge" \
+    "$parallel x the same pod through the API, concurrently" " (target <= 1.10)" "${pb_par[@]}" -- "${api_par[@]}"
 
 compose() {
     if docker compose version >/dev/null 2>&1; then docker compose "$@"; else "${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}/bin/docker-compose" "$@"; fi
@@ -201,11 +211,8 @@ for ((i = 0; i < par_samples; i++)); do
     compose -f "$tmp/compose/compose.yaml" -p "bench$i" down -t 0 >/dev/null 2>&1
     api_up+=("$(python3 benches/docker_run.py running 5 "$tmp/pod.json")")
 done
-pb_up_med=$(printf '%s\n' "${pb_up[@]}" | median)
-api_up_med=$(printf '%s\n' "${api_up[@]}" | median)
-printf '%-58s %6s   %s\n' "docker compose up -d --wait, 5 services" "$pb_up_med" "${pb_up[*]}"
-printf '%-58s %6s   %s\n' "5 of the same pods through the API at once, until running" "$api_up_med" "${api_up[*]}"
-awk -v p="$pb_up_med" -v a="$api_up_med" 'BEGIN { printf "podbridge / direct API = %.2f (target <= 1.10)\n", p / a }'
+compare "docker compose up -d --wait, 5 services" \
+    "5 of the same pods through the API at once, until running" " (target <= 1.10)" "${pb_up[@]}" -- "${api_up[@]}"
 
 echo
 echo "== exec: $samples samples each, interleaved (ms; MiB/s for 64 MiB of output) =="
@@ -259,11 +266,8 @@ if "$venv/bin/python" -c 'import testcontainers' 2>/dev/null; then
         python3 benches/docker_run.py tcsession 1 "$tmp/redis-pod.json" >/dev/null
         tcd_runs+=("$(ms "$t" "$(date +%s%N)")")
     done
-    tc_med=$(printf '%s\n' "${tc_runs[@]}" | median)
-    tcd_med=$(printf '%s\n' "${tcd_runs[@]}" | median)
-    printf '%-58s %6s   %s\n' "testcontainers-python session via podbridge" "$tc_med" "${tc_runs[*]}"
-    printf '%-58s %6s   %s\n' "the same redis pod through the API (log, pod IP, delete)" "$tcd_med" "${tcd_runs[*]}"
-    awk -v p="$tc_med" -v a="$tcd_med" 'BEGIN { printf "podbridge / direct API = %.2f\n", p / a }'
+    compare "testcontainers-python session via podbridge" \
+        "the same redis pod through the API (log, pod IP, delete)" "" "${tc_runs[@]}" -- "${tcd_runs[@]}"
 else
     echo "skipped: no testcontainers in $venv (tests/e2e/clients.sh makes it)"
 fi
