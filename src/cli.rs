@@ -206,6 +206,8 @@ pub enum Error {
     Runtime(std::io::Error),
     #[error(transparent)]
     Serve(#[from] crate::api::server::ServeError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl From<policy_store::Error> for Error {
@@ -468,11 +470,21 @@ pub fn serve(global: &GlobalFlags, args: &ServeArgs) -> Result<Outcome, Error> {
     let mut layer = global.layer();
     layer.dry_run = args.dry_run.then_some(true);
     layer.lock = args.lock.then_some(true);
-    let config = Config::load(global.config.as_deref(), &layer)?;
+    let mut config = Config::load(global.config.as_deref(), &layer)?;
     init_tracing(&config);
+    let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
+    if let (Some(url), false) = (config.session_broker.clone(), config.dry_run) {
+        // Before the policies: the granted project selects them.
+        let settings = crate::cluster::BrokerSettings {
+            url,
+            ca_file: config.session_broker_ca.clone(),
+            token_file: config.session_token_file.clone(),
+        };
+        let grant = runtime.block_on(crate::cluster::obtain(&settings))?;
+        crate::cluster::reconcile_with_config(&grant, &mut config.namespace, &mut config.project)?;
+    }
     let set = policy_store::load(&config)?;
     let policies = policy_store::shared(set);
-    let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
     runtime.block_on(async {
         let _watcher = policy_store::watch(config.clone(), policies.clone())?;
         if config.dry_run {

@@ -48,13 +48,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the test cluster's own readiness server).
 pub const DEFAULT_READINESS_LISTEN: &str = "127.0.0.1:2477";
 
+/// Where the projected token for the session broker is mounted unless configured.
+pub const DEFAULT_SESSION_TOKEN_FILE: &str = "/var/run/secrets/podbridge.io/token";
+
 /// The builder image `docker build` runs in unless configured (`build_image`).
 pub const DEFAULT_BUILD_IMAGE: &str = "quay.io/buildah/stable:latest";
 
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
-const KEYS: [&str; 49] = [
+const KEYS: [&str; 52] = [
     "namespace",
     "instance",
     "project",
@@ -99,6 +102,9 @@ const KEYS: [&str; 49] = [
     "tls_key",
     "tls_ca",
     "insecure_tcp",
+    "session_broker",
+    "session_broker_ca",
+    "session_token_file",
     "build_image",
     "build_registry",
     "build_pull_registry",
@@ -215,6 +221,17 @@ pub struct Config {
     /// Allow a TCP `listen` address off loopback without TLS: anyone who reaches it controls
     /// this namespace's containers (the Docker API has no authentication of its own).
     pub insecure_tcp: bool,
+    /// The operator's session broker (`https://…/v1/session`): podbridge proves its pod with
+    /// `session_token_file` and gets its session's namespace, project and credentials, which it
+    /// keeps in memory. Set, it overrides the kubeconfig and refuses a conflicting `namespace` or
+    /// `project`: the platform, not the job, decides them.
+    pub session_broker: Option<String>,
+    /// CA certificate (PEM) the broker's serving certificate is checked against (the operator
+    /// publishes it as ConfigMap `podbridge-operator-ca` in each runner namespace).
+    pub session_broker_ca: Option<PathBuf>,
+    /// A token bound to this pod with audience `podbridge.io` (a projected serviceAccountToken
+    /// volume mounted in podbridge's container alone).
+    pub session_token_file: PathBuf,
     /// The builder image `docker build` runs in (buildah: `buildah bud`, `buildah push`).
     pub build_image: String,
     /// Repository prefix built images are pushed to, as builder pods reach the registry
@@ -297,6 +314,9 @@ impl Default for Config {
             bind_size_limit: "256Mi".into(),
             builtin_ryuk: true,
             ryuk_restart_grace_seconds: 600,
+            session_broker: None,
+            session_broker_ca: None,
+            session_token_file: DEFAULT_SESSION_TOKEN_FILE.into(),
             tls_cert: None,
             tls_key: None,
             tls_ca: None,

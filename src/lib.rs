@@ -9,6 +9,7 @@
 pub mod api;
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod labels;
 pub mod metrics;

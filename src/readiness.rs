@@ -223,7 +223,7 @@ pub struct ReadinessArgs {
 
 /// Builds the state from podbridge's configuration: the namespace it works in and a client.
 pub async fn state(config: &crate::config::Config, docker: Arc<dyn DockerProbe>) -> ReadinessState {
-    let inferred = kube::Config::infer().await.map_err(|e| e.to_string());
+    let inferred = crate::cluster::config().await.map_err(|e| e.to_string());
     let namespace = config.namespace.clone().unwrap_or_else(|| match &inferred {
         Ok(inferred) => inferred.default_namespace.clone(),
         Err(_) => "default".to_string(),

@@ -23,7 +23,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use super::crd::{
-    BridgeSession, BridgeSessionStatus, SecretReference, SessionCondition, SessionPhase,
+    BridgeSession, BridgeSessionStatus, CredentialDelivery, SecretReference, SessionCondition, SessionPhase,
 };
 use super::objects::{self, SERVICE_ACCOUNT};
 use super::{Error, Result};
@@ -371,21 +371,32 @@ async fn reconcile(session: Arc<BridgeSession>, context: Arc<Context>) -> Result
         // The Secret watch wakes us when the token controller fills it; the requeue is a backstop.
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
-    let token = String::from_utf8_lossy(&token.0).into_owned();
-    let kubeconfig = super::kubeconfig::token_kubeconfig(
-        &context.server,
-        &ca.0,
-        &format!("{SERVICE_ACCOUNT}@{namespace}"),
-        &token,
-        &namespace,
-    );
-    let secret_namespace = objects::kubeconfig_secret_namespace(&session, &namespace);
-    let secret = objects::kubeconfig_secret(&session, &secret_namespace, &kubeconfig);
-    apply(
-        &Api::<Secret>::namespaced(client.clone(), &secret_namespace),
-        &secret,
-    )
-    .await?;
+    // Broker sessions: the operator reads the token again when the job's podbridge asks for it;
+    // nothing is written outside the session's namespace.
+    let secret_ref = match session.spec.credentials {
+        CredentialDelivery::Broker => None,
+        CredentialDelivery::Secret => {
+            let token = String::from_utf8_lossy(&token.0).into_owned();
+            let kubeconfig = super::kubeconfig::token_kubeconfig(
+                &context.server,
+                &ca.0,
+                &format!("{SERVICE_ACCOUNT}@{namespace}"),
+                &token,
+                &namespace,
+            );
+            let secret_namespace = objects::kubeconfig_secret_namespace(&session, &namespace);
+            let secret = objects::kubeconfig_secret(&session, &secret_namespace, &kubeconfig);
+            apply(
+                &Api::<Secret>::namespaced(client.clone(), &secret_namespace),
+                &secret,
+            )
+            .await?;
+            Some(SecretReference {
+                namespace: secret_namespace,
+                name: objects::kubeconfig_secret_name(&name),
+            })
+        }
+    };
 
     let was_ready = session.status.as_ref().is_some_and(|s| {
         s.phase == Some(SessionPhase::Ready)
@@ -393,20 +404,18 @@ async fn reconcile(session: Arc<BridgeSession>, context: Arc<Context>) -> Result
                 .iter()
                 .any(|c| c.observed_generation == session.metadata.generation)
     });
+    let delivered = match &secret_ref {
+        Some(secret) => format!("kubeconfig in Secret {}/{}", secret.namespace, secret.name),
+        None => "credentials handed to the job pod's podbridge by the session broker".into(),
+    };
     let mut ready = status(
         &session,
         Some(&namespace),
         SessionPhase::Ready,
         "NamespaceReady",
-        &format!(
-            "namespace {namespace} is ready; kubeconfig in Secret {secret_namespace}/{}",
-            objects::kubeconfig_secret_name(&name)
-        ),
+        &format!("namespace {namespace} is ready; {delivered}"),
     );
-    ready.kubeconfig_secret = Some(SecretReference {
-        namespace: secret_namespace,
-        name: objects::kubeconfig_secret_name(&name),
-    });
+    ready.kubeconfig_secret = secret_ref;
     ready.expires_at = expires_at.map(|at| at.to_string());
     patch_status(&sessions, &session, ready).await?;
     if !was_ready {
@@ -417,7 +426,7 @@ async fn reconcile(session: Arc<BridgeSession>, context: Arc<Context>) -> Result
             EventType::Normal,
             "Ready",
             "Reconcile",
-            format!("namespace {namespace} and its kubeconfig are ready"),
+            format!("namespace {namespace} is ready"),
         )
         .await;
     }
@@ -676,6 +685,7 @@ mod tests {
                 ttl_seconds: Some(30),
                 resource_quota: None,
                 limit_range: None,
+                credentials: Default::default(),
             },
         );
         assert_eq!(expiry(&session), None);
@@ -701,6 +711,7 @@ mod tests {
                 ttl_seconds: None,
                 resource_quota: None,
                 limit_range: None,
+                credentials: Default::default(),
             },
         );
         let first = status(&session, Some("pb-s"), SessionPhase::Ready, "R", &"m");

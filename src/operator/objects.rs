@@ -365,6 +365,7 @@ mod tests {
                 ttl_seconds: Some(600),
                 resource_quota: Some(BTreeMap::from([("pods".into(), "7".into())])),
                 limit_range: None,
+                credentials: Default::default(),
             },
         );
         session.metadata.uid = Some("0000-1111".into());

@@ -436,7 +436,7 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// A client for a cluster that answers, or [`ServeError::NoCluster`] in one line.
 async fn reachable_cluster() -> Result<kube::Client, ServeError> {
-    let kube_config = kube::Config::infer().await.map_err(|error| {
+    let kube_config = crate::cluster::config().await.map_err(|error| {
         let reason = match std::env::var("KUBECONFIG").ok().filter(|p| !p.is_empty()) {
             Some(path) => format!("KUBECONFIG={path}: {}", root_cause(&error)),
             None => "no kubeconfig at ~/.kube/config and not running in a cluster".into(),
