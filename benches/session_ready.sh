@@ -20,7 +20,7 @@ tmp=$(mktemp -d)
 bin=$CARGO_TARGET_DIR/release/podbridge
 [ -x "$bin" ] || bin=$CARGO_TARGET_DIR/debug/podbridge
 [ -x "$bin" ] || { cargo build --quiet && bin=$CARGO_TARGET_DIR/debug/podbridge; }
-kubectl apply -f deploy/crd.yaml >/dev/null
+kubectl apply -f deploy/base/crd.yaml >/dev/null
 "$bin" operator >"$tmp/operator.log" 2>&1 &
 operator_pid=$!
 ca=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d)

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,15 @@ impl IntoResponse for BrokerError {
             .into_response()
     }
 }
+
+/// ConfigMap in every runner namespace holding the CA that signs the broker's certificate
+/// (`ca.crt`), for job pods to mount into podbridge's container: public, so any container of
+/// the pod may see it.
+pub const CA_CONFIG_MAP: &str = "podbridge-operator-ca";
+/// Key of the CA bundle in [`CA_CONFIG_MAP`].
+pub const CA_KEY: &str = "ca.crt";
+/// How often the CA ConfigMaps are written again without a runner event (CA rotation).
+const CA_REFRESH: Duration = Duration::from_secs(600);
 
 /// What the broker answers: everything podbridge needs to serve the session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -462,6 +471,77 @@ async fn session_kubeconfig(state: &BrokerState, namespace: &str) -> Result<Stri
         &String::from_utf8_lossy(&token.0),
         namespace,
     ))
+}
+
+/// The CA ConfigMap for one runner namespace.
+pub fn ca_config_map(namespace: &str, bundle: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(CA_CONFIG_MAP.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                crate::labels::MANAGED_BY.to_string(),
+                crate::labels::MANAGED_BY_OPERATOR.to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(CA_KEY.to_string(), bundle.to_string())])),
+        ..ConfigMap::default()
+    }
+}
+
+/// Keeps [`CA_CONFIG_MAP`] current in every BridgeRunner's namespace: at once for a new or
+/// changed runner, and every [`CA_REFRESH`] for all (the bundle changes when the CA rotates).
+/// `bundle` gives the CA bundle the HTTPS server's certificate chains to.
+pub async fn publish_ca(client: Client, bundle: impl Fn() -> Option<String> + Send + Sync) {
+    use futures::StreamExt as _;
+    use kube::runtime::watcher;
+    let runners: Api<BridgeRunner> = Api::all(client.clone());
+    let publish = |namespace: String| {
+        let client = client.clone();
+        let bundle = bundle();
+        async move {
+            let Some(bundle) = bundle else { return };
+            let maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let object = ca_config_map(&namespace, &bundle);
+            match call(
+                "publish the broker CA",
+                maps.patch(CA_CONFIG_MAP, &params, &Patch::Apply(&object)),
+            )
+            .await
+            {
+                Ok(_) => tracing::debug!(%namespace, "Broker CA published"),
+                Err(error) => warn!(%namespace, %error, "Broker CA not published"),
+            }
+        }
+    };
+    let mut events = watcher(runners.clone(), watcher::Config::default()).boxed();
+    let mut refresh = tokio::time::interval(CA_REFRESH);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::Apply(runner) | watcher::Event::InitApply(runner))) => {
+                    publish(runner.spec.namespace.clone()).await;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    warn!(%error, "BridgeRunner watch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                None => return,
+            },
+            _ = refresh.tick() => {
+                if let Ok(list) = call("list BridgeRunners", runners.list(&ListParams::default())).await {
+                    let namespaces: std::collections::BTreeSet<String> =
+                        list.items.into_iter().map(|r| r.spec.namespace).collect();
+                    for namespace in namespaces {
+                        publish(namespace).await;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

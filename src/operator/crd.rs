@@ -251,7 +251,7 @@ pub struct SecretReference {
     pub name: String,
 }
 
-/// The CRDs as YAML, exactly as `deploy/crd.yaml` holds them.
+/// The CRDs as YAML, exactly as `deploy/base/crd.yaml` holds them.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt as _;
     format!(
@@ -267,10 +267,10 @@ mod tests {
 
     #[test]
     fn deploy_crd_yaml_is_generated_from_the_type() {
-        let shipped = include_str!("../../deploy/crd.yaml");
+        let shipped = include_str!("../../deploy/base/crd.yaml");
         assert!(
             shipped == crd_yaml(),
-            "deploy/crd.yaml is stale: run `cargo run -- operator --print-crd > deploy/crd.yaml`"
+            "deploy/base/crd.yaml is stale: run `cargo run -- operator --print-crd > deploy/base/crd.yaml`"
         );
     }
 

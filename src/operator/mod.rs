@@ -22,7 +22,7 @@ pub enum Error {
     ClientBuildFailed(#[source] Box<kube::Error>),
     #[error(
         "the BridgeSession CRD is not installed or not readable: {source} (kubectl apply -f \
-         deploy/crd.yaml)"
+         deploy/base/crd.yaml)"
     )]
     CrdMissing {
         #[source]

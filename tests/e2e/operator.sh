@@ -99,7 +99,7 @@ trap cleanup EXIT
 
 echo "== build and install"
 check "cargo build" cargo build --quiet
-check "CRD applies (deploy/crd.yaml)" kubectl apply -f deploy/crd.yaml
+check "CRD applies (deploy/base/crd.yaml)" kubectl apply -f deploy/base/crd.yaml
 kubectl wait --for condition=established crd/bridgesessions.podbridge.io --timeout=30s >/dev/null
 start_operator
 
