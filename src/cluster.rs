@@ -193,11 +193,16 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Clust
 /// One request: POST with the pod's token, the grant or the broker's `{"message"}`.
 async fn ask(settings: &BrokerSettings) -> Result<Grant, ClusterError> {
     let url = settings.url.as_str();
-    let uri: hyper::Uri = url.parse().map_err(|_| ClusterError::BadUrl { url: url.into() })?;
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| ClusterError::BadUrl { url: url.into() })?;
     let (Some("https"), Some(host)) = (uri.scheme_str(), uri.host()) else {
         return Err(ClusterError::BadUrl { url: url.into() });
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(443);
     // Read on every attempt: a projected token is rotated on disk by the kubelet.
     let token = String::from_utf8_lossy(&read("token file", &settings.token_file)?)

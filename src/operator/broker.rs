@@ -97,9 +97,7 @@ impl BrokerError {
             | BrokerError::PodGone { .. }
             | BrokerError::NoRunner { .. }
             | BrokerError::MissingLabel { .. } => StatusCode::FORBIDDEN,
-            BrokerError::NoValue { .. } | BrokerError::SessionFailed { .. } => {
-                StatusCode::CONFLICT
-            }
+            BrokerError::NoValue { .. } | BrokerError::SessionFailed { .. } => StatusCode::CONFLICT,
             BrokerError::NotReady { .. }
             | BrokerError::Kube { .. }
             | BrokerError::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -206,7 +204,10 @@ async fn grant(
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
@@ -675,17 +676,22 @@ mod tests {
         let error = select_runner(&[picky.clone()], &identity(), &pod(&[])).unwrap_err();
         assert_eq!(error.status(), StatusCode::FORBIDDEN);
         let error = select_runner(&[runner("x", "other")], &identity(), &pod(&[])).unwrap_err();
-        assert!(error.to_string().contains("no runner names namespace ci"), "{error}");
+        assert!(
+            error.to_string().contains("no runner names namespace ci"),
+            "{error}"
+        );
         picky.spec.service_accounts.clear();
         picky
             .spec
             .match_labels
             .insert("podbridge.io/sidecar".into(), "true".into());
         assert!(select_runner(&[picky.clone()], &identity(), &pod(&[])).is_err());
-        assert!(
-            select_runner(&[picky], &identity(), &pod(&[("podbridge.io/sidecar", "true")]))
-                .is_ok()
-        );
+        assert!(select_runner(
+            &[picky],
+            &identity(),
+            &pod(&[("podbridge.io/sidecar", "true")])
+        )
+        .is_ok());
         // the project label is the runner's to require: without it there is no session
         let error = session_for(&runner("gitlab", "ci"), &identity(), &pod(&[])).unwrap_err();
         assert!(matches!(error, BrokerError::MissingLabel { .. }), "{error}");
@@ -696,7 +702,9 @@ mod tests {
         let runners = [runner("zeta", "ci"), runner("alpha", "ci")];
         let pod = pod(&[("project.runner.gitlab.com/id", "1")]);
         assert_eq!(
-            select_runner(&runners, &identity(), &pod).unwrap().name_any(),
+            select_runner(&runners, &identity(), &pod)
+                .unwrap()
+                .name_any(),
             "alpha"
         );
     }

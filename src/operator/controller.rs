@@ -23,7 +23,8 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use super::crd::{
-    BridgeSession, BridgeSessionStatus, CredentialDelivery, SecretReference, SessionCondition, SessionPhase,
+    BridgeSession, BridgeSessionStatus, CredentialDelivery, SecretReference, SessionCondition,
+    SessionPhase,
 };
 use super::objects::{self, SERVICE_ACCOUNT};
 use super::{Error, Result};
