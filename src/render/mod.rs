@@ -19,8 +19,9 @@ pub use names::{
 };
 pub use objects::{objects, RenderedObjects};
 pub use pod::{
-    pod_document, warnings, ARCHIVE_DATA_KEY, ARCHIVE_INIT_CONTAINER, BIND_MOUNT_ROOT,
-    INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER, SYNC_MOUNT_PATH, SYNC_VOLUME,
+    pod_document, warnings, ARCHIVE_DATA_KEY, ARCHIVE_INIT_CONTAINER, BIND_KEEPER_CONTAINER,
+    BIND_MOUNT_ROOT, INIT_CONTAINER, MAIN_CONTAINER, READY_MARKER, RELEASED_MARKER,
+    SYNC_MOUNT_PATH, SYNC_VOLUME,
 };
 pub use volume::{
     option_labels, volume_claim_document, volume_claim_object, VolumeRequest, DRIVER_OPT_SIZE,

@@ -29,6 +29,11 @@ pub const READY_MARKER: &str = "/podbridge/ready";
 /// Where the init container mounts each bind volume: `{BIND_MOUNT_ROOT}/{volume name}`. The
 /// runtime copies the client's files there (e.g. `tar -x -C`).
 pub const BIND_MOUNT_ROOT: &str = "/podbridge/binds";
+/// Name of the container that keeps the writable binds' emptyDirs after `main` exits, until the
+/// runtime has copied their content back to the client's side (Docker's binds are two-way).
+pub const BIND_KEEPER_CONTAINER: &str = "podbridge-binds";
+/// File whose creation ends [`BIND_KEEPER_CONTAINER`].
+pub const RELEASED_MARKER: &str = "/podbridge/released";
 /// Name of the init container that unpacks files copied in before the first start.
 pub const ARCHIVE_INIT_CONTAINER: &str = "podbridge-archives";
 /// The emptyDir the archives are unpacked into; `main` mounts each top-level entry from it.
@@ -93,10 +98,12 @@ pub fn pod_document(
         spec.insert("initContainers".into(), Value::Array(init_containers));
     }
     let links = linked_containers(workload, start);
-    spec.insert(
-        "containers".into(),
-        json!([main_container(workload, ctx, &volumes, &links)]),
-    );
+    let mut containers = vec![main_container(workload, ctx, &volumes, &links)];
+    // Only a pod that never restarts ends: a restarting one has no exit to copy back at.
+    if workload.restart == RestartPolicy::No {
+        containers.extend(volumes.keeper_container(ctx));
+    }
+    spec.insert("containers".into(), Value::Array(containers));
     if !volumes.volumes.is_empty() {
         spec.insert("volumes".into(), Value::Array(volumes.volumes.clone()));
     }
@@ -292,6 +299,8 @@ struct Volumes {
     mounts: Vec<Value>,
     /// Names of the emptyDirs the runtime must fill.
     bind_volumes: Vec<String>,
+    /// Those of directory binds `main` may write to: copied back when it exits.
+    writable_bind_volumes: Vec<String>,
     records: Vec<Value>,
     docker_socket: bool,
 }
@@ -302,6 +311,7 @@ impl Volumes {
             volumes: Vec::new(),
             mounts: Vec::new(),
             bind_volumes: Vec::new(),
+            writable_bind_volumes: Vec::new(),
             records: Vec::new(),
             docker_socket: false,
         };
@@ -365,8 +375,12 @@ impl Volumes {
             // Docker binds a single file over a path; the emptyDir holds the file under its
             // resolved name, so only that file is mounted.
             if let MountSource::Bind { path } = &mount.source {
-                if let Some(name) = start.file_binds.get(path) {
-                    volume_mount["subPath"] = json!(name);
+                match start.file_binds.get(path) {
+                    Some(name) => volume_mount["subPath"] = json!(name),
+                    None if !mount.read_only => {
+                        volumes.writable_bind_volumes.push(volume_name.clone())
+                    }
+                    None => {}
                 }
             }
             if mount.read_only {
@@ -447,6 +461,28 @@ impl Volumes {
             "image": ctx.init_image,
             "command": ["sh", "-c", script],
             "volumeMounts": init_mounts,
+        }))
+    }
+
+    /// The container that outlives `main` with the writable binds mounted, so the runtime can
+    /// copy them back after the exit (a finished pod's emptyDirs are out of reach); it ends when
+    /// the runtime creates [`RELEASED_MARKER`], or at once on SIGTERM (the pod is being deleted).
+    fn keeper_container(&self, ctx: &RenderContext) -> Option<Value> {
+        if self.writable_bind_volumes.is_empty() {
+            return None;
+        }
+        let mut mounts = vec![json!({"name": SYNC_VOLUME, "mountPath": SYNC_MOUNT_PATH})];
+        mounts.extend(self.writable_bind_volumes.iter().map(
+            |volume| json!({"name": volume, "mountPath": format!("{BIND_MOUNT_ROOT}/{volume}")}),
+        ));
+        Some(json!({
+            "name": BIND_KEEPER_CONTAINER,
+            "image": ctx.init_image,
+            "command": [
+                "sh", "-c",
+                format!("trap 'exit 0' TERM; until [ -f {RELEASED_MARKER} ]; do sleep 0.2; done"),
+            ],
+            "volumeMounts": mounts,
         }))
     }
 
@@ -882,6 +918,41 @@ pub(super) mod tests {
         assert_eq!(main["env"], json!([{"name": "GREETING", "value": "hello"}]));
         assert_eq!(main.get("securityContext"), None);
         assert_eq!(spec.get("initContainers"), None);
+    }
+
+    #[test]
+    fn writable_directory_binds_are_kept_after_main_for_the_copy_back() {
+        let body = r#"{"Image": "busybox", "HostConfig": {"Binds": [
+            "/home/ci/out:/out", "/home/ci/site:/site:ro", "/home/ci/conf.txt:/etc/conf.txt"]}}"#;
+        let start = StartInputs {
+            file_binds: BTreeMap::from([("/home/ci/conf.txt".into(), "conf.txt".into())]),
+            ..StartInputs::default()
+        };
+        let pod = pod_document(&workload(body, None), &identity(), &context(), &start);
+        let containers = pod["spec"]["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 2, "{containers:?}");
+        let keeper = &containers[1];
+        assert_eq!(keeper["name"], BIND_KEEPER_CONTAINER);
+        // only the writable directory bind: not the read-only one, not the single file
+        assert_eq!(
+            keeper["volumeMounts"],
+            json!([{"name": SYNC_VOLUME, "mountPath": SYNC_MOUNT_PATH},
+                   {"name": "bind-0", "mountPath": "/podbridge/binds/bind-0"}])
+        );
+        assert!(keeper["command"][2]
+            .as_str()
+            .unwrap()
+            .contains(RELEASED_MARKER));
+
+        // nothing to copy back: read-only binds only, or a pod that restarts instead of ending
+        let read_only =
+            r#"{"Image": "busybox", "HostConfig": {"Binds": ["/home/ci/site:/site:ro"]}}"#;
+        let pod = pod_document(&workload(read_only, None), &identity(), &context(), &start);
+        assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 1);
+        let restarting = r#"{"Image": "busybox", "HostConfig": {"Binds": ["/home/ci/out:/out"],
+            "RestartPolicy": {"Name": "always"}}}"#;
+        let pod = pod_document(&workload(restarting, None), &identity(), &context(), &start);
+        assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 
     #[test]

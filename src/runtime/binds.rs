@@ -22,12 +22,16 @@ use super::{Result, Runtime, RuntimeError};
 use crate::labels;
 use crate::model::binds::{RefusalReason, RULE, SETTING};
 use crate::model::BindRoots;
-use crate::render::{BIND_MOUNT_ROOT, INIT_CONTAINER, READY_MARKER};
+use crate::render::{
+    BIND_KEEPER_CONTAINER, BIND_MOUNT_ROOT, INIT_CONTAINER, READY_MARKER, RELEASED_MARKER,
+};
 
 /// Default of the config key `bind_size_limit`.
 pub const DEFAULT_SIZE_LIMIT_BYTES: u64 = 256 << 20;
 /// How long copying one bind (tar here, exec there) may take.
 const COPY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a released keeper may take to end (it polls its marker every 0.2 s).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Chunk size of the tar stream.
 const CHUNK_BYTES: usize = 64 << 10;
 /// How much of tar's standard error is kept for a message.
@@ -124,6 +128,26 @@ pub fn bind_copies(pod: &Pod) -> Vec<BindCopy> {
                 volume: r["volume"].as_str()?.to_string(),
             })
         })
+        .collect()
+}
+
+/// The writable directory binds the keeper container holds after `main` exits: the records of
+/// the binds whose volume the keeper mounts.
+pub fn copy_back_binds(pod: &Pod) -> Vec<BindCopy> {
+    let kept: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| {
+            spec.containers
+                .iter()
+                .find(|c| c.name == BIND_KEEPER_CONTAINER)
+        })
+        .and_then(|keeper| keeper.volume_mounts.as_ref())
+        .map(|mounts| mounts.iter().map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    bind_copies(pod)
+        .into_iter()
+        .filter(|bind| kept.contains(&bind.volume))
         .collect()
 }
 
@@ -301,6 +325,28 @@ fn tar_command(pinned: &PinnedSource) -> tokio::process::Command {
         .current_dir(&pinned.working_directory)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// `tar` unpacking a stream from the container into the pinned directory. The container's
+/// content is untrusted: GNU tar refuses members and hard links that climb out with `..`, and
+/// extracts links that point out of the directory only after every file, so nothing is written
+/// through them; owners and set-id modes are not taken over.
+fn untar_command(pinned: &PinnedSource) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("tar");
+    command
+        .args([
+            "-xf",
+            "-",
+            "--no-same-owner",
+            "--no-same-permissions",
+            "--no-overwrite-dir",
+        ])
+        .current_dir(&pinned.working_directory)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command
@@ -493,6 +539,158 @@ impl Runtime {
             return Err(copy_failed(trimmed(&exec_stderr)));
         }
         info!(pod = %pod_name, source = %bind.source, volume = %bind.volume, "Bind copied");
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Docker's binds are two-way: what `main` wrote to a writable directory bind is copied
+    /// back to the client's side once it exited, then the keeper container is released and the
+    /// pod ends. A bind that cannot be copied back is logged and skipped, so the container still
+    /// reaches its exit.
+    pub async fn copy_binds_back(&self, id: &str, pod: &Pod) {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let settings = self.bind_settings();
+        for bind in copy_back_binds(pod) {
+            let copied = tokio::time::timeout(
+                COPY_TIMEOUT,
+                self.copy_bind_back(&pod_name, &bind, &settings),
+            )
+            .await;
+            match copied {
+                Ok(Ok(())) => {
+                    info!(pod = %pod_name, source = %bind.source, "Bind copied back")
+                }
+                Ok(Err(error)) => {
+                    warn!(pod = %pod_name, source = %bind.source, %error, "Bind not copied back")
+                }
+                Err(_) => {
+                    warn!(pod = %pod_name, source = %bind.source, "Bind not copied back in time")
+                }
+            }
+        }
+        let released = self
+            .exec_capture_in(
+                &pod_name,
+                BIND_KEEPER_CONTAINER,
+                vec!["touch".into(), RELEASED_MARKER.into()],
+                None,
+                super::limits::MAX_CAPTURED_OUTPUT,
+            )
+            .await;
+        if let Err(error) = released {
+            warn!(pod = %pod_name, %error, "Bind keeper not released");
+            return;
+        }
+        // Until the watch shows the keeper gone, the pod still looks as if it waited for a copy.
+        self.wait_until(RELEASE_TIMEOUT, |rt| {
+            rt.find(id)
+                .ok()
+                .and_then(|view| view.pod.clone())
+                .is_none_or(|pod| !super::state::copy_back_pending(&pod))
+        })
+        .await;
+    }
+
+    /// Streams one emptyDir from the keeper into the client's directory (made if missing, as
+    /// Docker makes a missing bind source), re-resolved and pinned under the roots first.
+    async fn copy_bind_back(
+        &self,
+        pod_name: &str,
+        bind: &BindCopy,
+        settings: &BindSettings,
+    ) -> Result<(), BindError> {
+        let mut resolved = resolve(bind, &settings.roots)?;
+        if resolved.path.is_none() {
+            let normalised =
+                settings
+                    .roots
+                    .check(&bind.source)
+                    .map_err(|_| BindError::Refused {
+                        requested: bind.source.clone(),
+                        reason: "it is not under an allowed root".into(),
+                        roots: describe_roots(&settings.roots),
+                    })?;
+            std::fs::create_dir_all(&normalised).map_err(|e| BindError::ReadFailed {
+                requested: bind.source.clone(),
+                message: e.to_string(),
+            })?;
+            resolved = resolve(bind, &settings.roots)?;
+        }
+        let (Some(path), false) = (&resolved.path, resolved.is_file) else {
+            return Ok(());
+        };
+        let pinned = pin(&resolved, path, &settings.roots)?;
+        let write_failed = |message: String| BindError::ReadFailed {
+            requested: bind.source.clone(),
+            message,
+        };
+        let copy_failed = |message: String| BindError::CopyFailed {
+            requested: bind.source.clone(),
+            pod: pod_name.into(),
+            message,
+        };
+        let mut untar = untar_command(&pinned)
+            .spawn()
+            .map_err(|e| write_failed(format!("running tar: {e}")))?;
+        let dir = format!("{BIND_MOUNT_ROOT}/{}", bind.volume);
+        let argv: Vec<String> = ["tar", "-cf", "-", "-C", dir.as_str(), "."]
+            .map(String::from)
+            .to_vec();
+        let streams = Streams {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            tty: false,
+            initial_size: None,
+        };
+        let mut session = self
+            .remote_command(
+                pod_name,
+                BIND_KEEPER_CONTAINER,
+                Target::Exec(&argv),
+                streams,
+            )
+            .await
+            .map_err(|e| copy_failed(e.to_string()))?;
+        let (Some(exec_out), Some(untar_in)) = (session.stdout.take(), untar.stdin.take()) else {
+            return Err(copy_failed("no stream to copy through".into()));
+        };
+        let untar_err = untar.stderr.take();
+        let exec_err = session.stderr.take();
+        let pump = async {
+            let pumped = copy_capped(exec_out, untar_in, settings.size_limit_bytes).await;
+            if !matches!(pumped, Ok(true)) {
+                let _ = untar.start_kill();
+            }
+            pumped
+        };
+        let (pumped, untar_stderr, exec_stderr) =
+            tokio::join!(pump, read_kept(untar_err), read_kept(exec_err));
+        match pumped {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(BindError::TooLarge {
+                    requested: bind.source.clone(),
+                    limit_bytes: settings.size_limit_bytes,
+                })
+            }
+            Err(error) => return Err(copy_failed(error.to_string())),
+        }
+        let status = untar
+            .wait()
+            .await
+            .map_err(|e| write_failed(format!("waiting for tar: {e}")))?;
+        if !status.success() {
+            return Err(write_failed(format!("tar: {}", trimmed(&untar_stderr))));
+        }
+        let status = session
+            .status()
+            .await
+            .map_err(|e| copy_failed(e.to_string()))?;
+        if super::exec::exit_code_of(status.as_ref()) != 0 {
+            return Err(copy_failed(trimmed(&exec_stderr)));
+        }
         Ok(())
     }
 }

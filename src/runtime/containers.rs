@@ -547,6 +547,15 @@ impl Runtime {
 
     /// Records `exit` and deletes the pod, waiting until the watch shows it stopped.
     async fn end_pod(&self, view: &ContainerView, exit: LastExit) -> Result<()> {
+        // What the container wrote to its binds so far reaches the client's side before the
+        // pod (and its emptyDirs) go, as a killed Docker container's writes stay on the host.
+        if let Some(pod) = view
+            .pod
+            .as_deref()
+            .filter(|pod| super::state::copy_back_pending(pod))
+        {
+            self.copy_binds_back(&view.id, pod).await;
+        }
         self.keep_last_logs(view).await;
         self.set_last_exit(view, Some(&exit)).await?;
         let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());

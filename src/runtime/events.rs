@@ -138,6 +138,16 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                     record_vanished(runtime.clone(), view.clone(), exit),
                 );
             }
+            if let Some(pod) = view
+                .pod
+                .clone()
+                .filter(|pod| main_exited_before_copy_back(pod))
+            {
+                let (runtime, id) = (runtime.clone(), view.id.clone());
+                spawn_once(&removing, &view.id, async move {
+                    runtime.copy_binds_back(&id, &pod).await
+                });
+            }
             if view.state.status == "restarting" && view.retries_exhausted() {
                 spawn_once(&removing, &view.id, give_up(runtime.clone(), view.clone()));
             }
@@ -256,6 +266,14 @@ fn vanished_exit(before: &ContainerView, now: &ContainerView) -> Option<super::L
             restart_count: before.state.restart_count,
         },
     })
+}
+
+/// `main` exited and its writable binds wait to be copied back (the keeper still runs).
+fn main_exited_before_copy_back(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    super::state::main_status(pod)
+        .and_then(|s| s.state.as_ref())
+        .is_some_and(|s| s.terminated.is_some())
+        && super::state::copy_back_pending(pod)
 }
 
 /// Runs `task` for container `id` unless one already runs for it. The id leaves `busy` however

@@ -167,6 +167,18 @@ pub fn container_state(
             oom_killed: terminated.reason.as_deref() == Some("OOMKilled"),
             restart_count: main.map_or(0, |s| i64::from(s.restart_count)),
         };
+        if copy_back_pending(pod) {
+            // Docker's container has not exited until what it wrote to its binds is back on
+            // the client's side: `wait`, `die` and `--rm` come after the copy.
+            return ContainerState {
+                status: "running",
+                running: true,
+                started_at: last.started_at,
+                main_started: true,
+                restart_count: last.restart_count,
+                ..ContainerState::created()
+            };
+        }
         let key = format!("{uid}/{}", last.finished_at);
         let mut state = ContainerState::exited(&last, key);
         state.error = match terminated.reason.as_deref() {
@@ -328,6 +340,31 @@ pub fn is_start_failure(reason: &str) -> bool {
             | "RunContainerError"
             | "CrashLoopBackOff"
     )
+}
+
+/// The container that keeps the writable binds after `main` exits (`render::pod`'s name).
+pub const BIND_KEEPER_CONTAINER: &str = crate::render::BIND_KEEPER_CONTAINER;
+
+/// Whether `main` has exited but its writable binds are still to be copied back: the keeper
+/// runs (or has not been seen to start) and the pod is not being deleted.
+pub fn copy_back_pending(pod: &Pod) -> bool {
+    let has_keeper = pod.spec.as_ref().is_some_and(|spec| {
+        spec.containers
+            .iter()
+            .any(|c| c.name == BIND_KEEPER_CONTAINER)
+    });
+    let keeper_ended = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == BIND_KEEPER_CONTAINER))
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.terminated.is_some());
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    has_keeper
+        && !keeper_ended
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// Status of the `main` container, if the kubelet reported one.
@@ -505,6 +542,49 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_exit_waits_for_the_bind_copy_back() {
+        let keeper_pod = |keeper_state: serde_json::Value, phase: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "uid": "u1"},
+                "spec": {"containers": [{"name": "main", "image": "busybox"},
+                                        {"name": BIND_KEEPER_CONTAINER, "image": "busybox"}]},
+                "status": {"phase": phase, "containerStatuses": [
+                    {"name": "main", "ready": false, "restartCount": 0, "image": "", "imageID": "",
+                     "state": {"terminated": {"exitCode": 3, "startedAt": "2024-01-01T00:00:00Z",
+                                              "finishedAt": "2024-01-01T00:00:05Z"}}},
+                    {"name": BIND_KEEPER_CONTAINER, "ready": true, "restartCount": 0, "image": "",
+                     "imageID": "", "state": keeper_state},
+                ]},
+            }))
+            .unwrap()
+        };
+        let copying = keeper_pod(
+            serde_json::json!({"running": {"startedAt": "2024-01-01T00:00:00Z"}}),
+            "Running",
+        );
+        assert!(copy_back_pending(&copying));
+        let state = container_state(Some(&copying), None, false);
+        assert_eq!((state.status, state.running), ("running", true));
+        assert_eq!(state.exit_key, None);
+
+        let released = keeper_pod(serde_json::json!({"terminated": {"exitCode": 0}}), "Failed");
+        assert!(!copy_back_pending(&released));
+        let state = container_state(Some(&released), None, false);
+        assert_eq!((state.status, state.exit_code), ("exited", 3));
+
+        // a pod being deleted copies nothing back any more
+        let mut deleting = copying.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2024-01-01T00:00:06Z".parse().unwrap(),
+            ));
+        assert!(!copy_back_pending(&deleting));
+        assert!(!copy_back_pending(&pod(
+            serde_json::json!({"phase": "Running"})
+        )));
     }
 
     #[test]

@@ -628,6 +628,23 @@ t_binds() {
     expect_eq "$(timeout 120 docker run --rm -v "$WORK/bind:/data" -v "$WORK/one.txt:/etc/one.txt:ro" busybox \
       sh -c 'cat /data/x /data/sub/y /etc/one.txt' | tr '\n' ' ')" "bound deep one "
 }
+t_binds_two_way() {
+  # what the container writes to a writable bind is on this side once `docker run` returns (a
+  # missing source is made, as Docker makes it); a read-only bind copies nothing back; a link
+  # the container made comes back as a link, never followed
+  rm -rf "$WORK/out" && mkdir -p "$WORK/out" && echo before >"$WORK/out/old" &&
+    timeout 120 docker run --rm -v "$WORK/out:/out" -v "$WORK/made:/made" -v "$WORK/bind:/ro:ro" busybox \
+      sh -c 'echo result > /out/new; mkdir -p /out/d; echo deep > /out/d/f; echo changed > /out/old; echo m > /made/f;
+             echo no > /ro/x 2>/dev/null; ln -s /etc /out/etc-link' &&
+    expect_eq "$(cat "$WORK/out/new" "$WORK/out/d/f" "$WORK/out/old" "$WORK/made/f" | tr '\n' ' ')" "result deep changed m " &&
+    expect_eq "$(cat "$WORK/bind/x")" bound &&
+    expect_eq "$(readlink "$WORK/out/etc-link")" /etc || return 1
+  # docker wait reports the exit only after the copy; a stopped container copies back too
+  local id; id=$(docker run -d -v "$WORK/out:/out" busybox sh -c 'trap "echo stopped > /out/stop; exit 0" TERM; while :; do sleep 0.1; done') || return 1
+  sleep 2; docker stop "$id" >/dev/null && expect_eq "$(cat "$WORK/out/stop")" stopped &&
+    expect_eq "$(docker inspect "$id" --format '{{.State.Status}} {{.State.ExitCode}}')" "exited 0" &&
+    docker rm "$id" >/dev/null
+}
 t_cp_before_start() {
   docker create --name pre busybox sh -c 'cat /etc/pre.conf /opt/app/dd/f; ls /etc/passwd' >/dev/null || return 1
   echo pre-content >"$WORK/pre.conf" && mkdir -p "$WORK/ddx" && echo inner >"$WORK/ddx/f" &&
@@ -763,6 +780,7 @@ check "SIGKILL restart keeps published ports; a taken one is reported, then boun
 check "published ports (-p 80)" t_ports
 check "published UDP port (-p 127.0.0.1::9999/udp)" t_ports_udp
 check "bind mounts (directory and file)" t_binds
+check "bind mounts are two-way: written files come back at the exit" t_binds_two_way
 check "docker cp before start" t_cp_before_start
 check "docker-py" t_docker_py
 check "docker-py exec and attach as Docker answers them (issue 12)" t_docker_py_daemon
