@@ -189,6 +189,21 @@ def hijacked_exec_bytes(c):
         assert client.api.exec_inspect(exec_id)["ExitCode"] == 0
 
 
+def bind_is_two_way():
+    """docker-py's own bind round trip: what the container writes is on this side once run()
+    returns (BIND_DIR is under podbridge's bind_roots)."""
+    directory = os.path.join(os.environ["BIND_DIR"], "pybind")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "in"), "w") as f:
+        f.write("to-the-container")
+    out = client.containers.run(
+        "busybox", ["sh", "-c", "cat /data/in; echo from-the-container > /data/out"],
+        volumes={directory: {"bind": "/data", "mode": "rw"}}, remove=True)
+    assert out == b"to-the-container", out
+    with open(os.path.join(directory, "out")) as f:
+        assert f.read() == "from-the-container\n"
+
+
 def with_container(fn):
     def run():
         c = sleeper(f"pyd-{fn.__name__.replace('_', '-')}")
@@ -207,4 +222,5 @@ check("exec workdir that does not exist is created; hostile names are data", wit
 check("attach(stream=False, logs=True) returns the output and ends", attach_logs_ends)
 check("attach hang-ups free their stream slots", with_container(attach_hang_up_frees_the_stream))
 check("hijacked exec: 101, content type and framing by the start's Tty, exact bytes", with_container(hijacked_exec_bytes))
+check("bind mount both ways: run(volumes=...) then read back", bind_is_two_way)
 sys.exit(1 if failures else 0)

@@ -722,7 +722,7 @@ t_docker_py() {
   "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_checks.py"
 }
 t_docker_py_daemon() {
-  "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_daemon.py"
+  BIND_DIR=$WORK "$VENV/bin/python" "$ROOT/tests/e2e/docker_py_daemon.py"
 }
 
 check "ping headers and version prefixes" t_ping
@@ -783,7 +783,7 @@ check "bind mounts (directory and file)" t_binds
 check "bind mounts are two-way: written files come back at the exit" t_binds_two_way
 check "docker cp before start" t_cp_before_start
 check "docker-py" t_docker_py
-check "docker-py exec and attach as Docker answers them (issue 12)" t_docker_py_daemon
+check "docker-py exec, attach and binds as Docker answers them (issue 12)" t_docker_py_daemon
 check "volume: data survives container removal" t_volume_survives_container
 check "volume: shared by two running containers" t_volume_shared
 check "volume: rm in use is refused, then removes the claim" t_volume_rm_in_use
