@@ -10,11 +10,17 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 passed=0
 failed_stage=""
+stage_started=$SECONDS
 stage() {
     echo
     echo "==> $*"
+    stage_started=$SECONDS
 }
-done_stage() { passed=$((passed + 1)); }
+# each stage's time, so the run's budget (90 min in CI) can be watched as the suite grows
+done_stage() {
+    passed=$((passed + 1))
+    echo "<== $failed_stage: $((SECONDS - stage_started)) s (total $SECONDS s)"
+}
 trap 'if [ -n "$failed_stage" ]; then echo; echo "stages: $passed passed, 1 failed ($failed_stage)"; fi' EXIT
 
 failed_stage="format and lint"
