@@ -481,7 +481,12 @@ pub fn serve(global: &GlobalFlags, args: &ServeArgs) -> Result<Outcome, Error> {
             token_file: config.session_token_file.clone(),
         };
         let grant = runtime.block_on(crate::cluster::obtain(&settings))?;
-        crate::cluster::reconcile_with_config(&grant, &mut config.namespace, &mut config.project)?;
+        crate::cluster::reconcile_with_config(
+            &grant,
+            &mut config.namespace,
+            &mut config.project,
+            &mut config.policy_profile,
+        )?;
     }
     let set = policy_store::load(&config)?;
     let policies = policy_store::shared(set);

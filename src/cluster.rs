@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{info, warn};
 
+use crate::config::PolicyProfile;
+
 /// The credentials the broker gave, for every later client of this process.
 static GRANTED: OnceLock<kube::Config> = OnceLock::new();
 
@@ -75,6 +77,9 @@ pub struct Grant {
     pub session: String,
     pub namespace: String,
     pub project: String,
+    /// The session's Pod Security profile; older brokers did not say (baseline).
+    #[serde(default)]
+    pub policy: PolicyProfile,
     pub kubeconfig: String,
 }
 
@@ -271,12 +276,14 @@ async fn ask(settings: &BrokerSettings) -> Result<Grant, ClusterError> {
     })
 }
 
-/// The granted namespace and project replace unset configuration; a configuration that names
-/// others is refused rather than silently overruled, so a misconfigured sidecar is seen.
+/// The granted namespace, project and policy profile replace unset configuration; a
+/// configuration that names others is refused rather than silently overruled, so a
+/// misconfigured sidecar is seen.
 pub fn reconcile_with_config(
     grant: &Grant,
     namespace: &mut Option<String>,
     project: &mut Option<String>,
+    profile: &mut Option<PolicyProfile>,
 ) -> Result<(), ClusterError> {
     for (what, granted, configured) in [
         ("namespace", &grant.namespace, &mut *namespace),
@@ -293,7 +300,17 @@ pub fn reconcile_with_config(
             _ => *configured = Some(granted.clone()),
         }
     }
-    Ok(())
+    match profile {
+        Some(value) if *value != grant.policy => Err(ClusterError::Conflict {
+            what: "policy_profile",
+            granted: grant.policy.as_str().into(),
+            configured: value.as_str().into(),
+        }),
+        _ => {
+            *profile = Some(grant.policy);
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,21 +322,28 @@ mod tests {
             session: "job-1".into(),
             namespace: "pb-job-1".into(),
             project: "42".into(),
+            policy: PolicyProfile::Restricted,
             kubeconfig: String::new(),
         }
     }
 
     #[test]
     fn the_grant_fills_and_refuses_to_be_overruled() {
-        let (mut namespace, mut project) = (None, None);
-        reconcile_with_config(&grant(), &mut namespace, &mut project).unwrap();
+        let (mut namespace, mut project, mut profile) = (None, None, None);
+        reconcile_with_config(&grant(), &mut namespace, &mut project, &mut profile).unwrap();
         assert_eq!(namespace.as_deref(), Some("pb-job-1"));
         assert_eq!(project.as_deref(), Some("42"));
+        assert_eq!(profile, Some(PolicyProfile::Restricted));
         let (mut namespace, mut project) = (None, Some("other/team".to_string()));
-        let error = reconcile_with_config(&grant(), &mut namespace, &mut project).unwrap_err();
+        let error =
+            reconcile_with_config(&grant(), &mut namespace, &mut project, &mut None).unwrap_err();
         assert!(error.to_string().contains("\"other/team\""), "{error}");
         let (mut namespace, mut project) = (Some("pb-job-1".to_string()), None);
-        assert!(reconcile_with_config(&grant(), &mut namespace, &mut project).is_ok());
+        assert!(reconcile_with_config(&grant(), &mut namespace, &mut project, &mut None).is_ok());
+        // a sidecar configured for a weaker profile than the session's does not start
+        let mut weaker = Some(PolicyProfile::Baseline);
+        let error = reconcile_with_config(&grant(), &mut None, &mut None, &mut weaker).unwrap_err();
+        assert!(error.to_string().contains("policy_profile"), "{error}");
     }
 
     #[test]

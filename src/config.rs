@@ -11,6 +11,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::render::{NamedVolumes, VolumeAccessMode};
 
+/// Which Pod Security Standard the built-in policies enforce (config `policy_profile`, used
+/// when `policies` names no directories): the session broker sets it from the session's profile,
+/// so the Docker API shapes pods the way the session namespace's admission webhook demands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyProfile {
+    /// `policies/baseline` as built in.
+    #[default]
+    Baseline,
+    /// `policies/baseline` with the `policies/restricted` overlay, as built in.
+    Restricted,
+}
+
+impl PolicyProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyProfile::Baseline => "baseline",
+            PolicyProfile::Restricted => "restricted",
+        }
+    }
+}
+
 /// The shape of podbridge's log lines on stderr (config `log_format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,11 +79,12 @@ pub const DEFAULT_BUILD_IMAGE: &str = "quay.io/buildah/stable:latest";
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
-const KEYS: [&str; 52] = [
+const KEYS: [&str; 53] = [
     "namespace",
     "instance",
     "project",
     "policies",
+    "policy_profile",
     "rules_dir",
     "name_prefix",
     "init_image",
@@ -124,6 +147,8 @@ pub struct Config {
     /// Policy directories, overlaid in order (a later file with the same name replaces an earlier
     /// one); empty means the policies built into the binary.
     pub policies: Vec<PathBuf>,
+    /// The built-in policies' profile when `policies` is empty; `None` is baseline.
+    pub policy_profile: Option<PolicyProfile>,
     /// Directory of Rhai files that rules name with `scriptFile`; built-in scripts fill the gaps.
     pub rules_dir: Option<PathBuf>,
     /// First part of every pod name.
@@ -275,6 +300,7 @@ impl Default for Config {
             instance: None,
             project: None,
             policies: Vec::new(),
+            policy_profile: None,
             rules_dir: None,
             name_prefix: "podbridge".into(),
             init_image: "docker.io/library/busybox:latest".into(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use notify::Watcher as _;
 
-use crate::config::Config;
+use crate::config::{Config, PolicyProfile};
 use crate::rules::{self, PolicySet, SharedPolicySet, Source};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,15 +99,50 @@ pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The shipped `policies/restricted` overlay, built in beside the baseline: a file replaces the
+/// baseline file of the same name, as overlaid directories do.
+pub const BUILTIN_RESTRICTED_OVERLAY: &[(&str, &str)] = &[
+    (
+        "policies/restricted/20-security-context.yaml",
+        include_str!("../policies/restricted/20-security-context.yaml"),
+    ),
+    (
+        "policies/restricted/90-pod-security.yaml",
+        include_str!("../policies/restricted/90-pod-security.yaml"),
+    ),
+];
+
 /// Compiles the built-in policy set.
 pub fn builtin(limits: rules::Limits) -> Result<PolicySet> {
-    let sources: Vec<Source> = BUILTIN_POLICIES
+    builtin_profile(PolicyProfile::Baseline, limits)
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Compiles the built-in set of one profile: the baseline, with the restricted overlay for
+/// [`PolicyProfile::Restricted`].
+pub fn builtin_profile(profile: PolicyProfile, limits: rules::Limits) -> Result<PolicySet> {
+    let overlay: &[(&str, &str)] = match profile {
+        PolicyProfile::Baseline => &[],
+        PolicyProfile::Restricted => BUILTIN_RESTRICTED_OVERLAY,
+    };
+    let mut sources: Vec<Source> = BUILTIN_POLICIES
         .iter()
+        .filter(|(path, _)| {
+            !overlay
+                .iter()
+                .any(|(over, _)| file_name(over) == file_name(path))
+        })
+        .chain(overlay.iter())
         .map(|(path, text)| Source {
             path: format!("(built-in) {path}"),
             text: text.to_string(),
         })
         .collect();
+    // In file-name order, as overlaid directories are read.
+    sources.sort_by(|a, b| file_name(&a.path).cmp(file_name(&b.path)));
     Ok(rules::compile(&sources, &builtin_scripts(), limits)?)
 }
 
@@ -242,6 +277,12 @@ pub fn scripts(dir: Option<&Path>) -> Result<BTreeMap<String, String>> {
 
 /// Loads the set the configuration names: its directories, or the built-in set.
 pub fn load(config: &Config) -> Result<PolicySet> {
+    if config.policies.is_empty() {
+        return builtin_profile(
+            config.policy_profile.unwrap_or_default(),
+            config.script_limits(),
+        );
+    }
     load_paths(
         &config.policies,
         config.rules_dir.as_deref(),
@@ -347,6 +388,50 @@ mod tests {
             BUILTIN_SCRIPTS.iter().map(|(p, _)| p.to_string()).collect();
         embedded.sort();
         assert_eq!(embedded, scripts);
+    }
+
+    #[test]
+    fn the_builtin_restricted_profile_is_the_overlaid_directories() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let on_disk: Vec<String> = std::fs::read_dir(root.join("policies/restricted"))
+            .unwrap()
+            .map(|e| {
+                format!(
+                    "policies/restricted/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                )
+            })
+            .collect();
+        for path in &on_disk {
+            assert!(
+                BUILTIN_RESTRICTED_OVERLAY.iter().any(|(p, _)| p == path),
+                "{path} is not built in"
+            );
+        }
+        let built_in =
+            builtin_profile(PolicyProfile::Restricted, rules::Limits::default()).unwrap();
+        let from_directories = load_paths(
+            &[
+                root.join("policies/baseline"),
+                root.join("policies/restricted"),
+            ],
+            None,
+            rules::Limits::default(),
+        )
+        .unwrap();
+        let names = |set: &PolicySet| -> Vec<String> {
+            set.files()
+                .iter()
+                .map(|f| f.rsplit("policies/").next().unwrap_or(f).to_string())
+                .collect()
+        };
+        assert_eq!(names(&built_in), names(&from_directories));
+        assert_eq!(built_in.rule_count(), from_directories.rule_count());
+        let config = Config {
+            policy_profile: Some(PolicyProfile::Restricted),
+            ..Config::default()
+        };
+        assert_eq!(names(&load(&config).unwrap()), names(&built_in));
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct SessionGrant {
     pub session: String,
     pub namespace: String,
     pub project: String,
+    /// The session's Pod Security profile (`baseline`, `restricted`): podbridge's built-in
+    /// policies follow it, so what it writes passes the namespace's admission webhook.
+    pub policy: String,
     /// A kubeconfig for the session's ServiceAccount, limited to `namespace`.
     pub kubeconfig: String,
 }
@@ -199,6 +202,7 @@ async fn grant(
         session: name,
         namespace,
         project: session.spec.project,
+        policy: session.spec.policy.as_str().to_string(),
         kubeconfig,
     }))
 }
