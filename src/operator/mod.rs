@@ -5,6 +5,7 @@
 //! `crd` is the resource, `objects` builds the namespace's objects without I/O, `controller`
 //! reconciles, `kubeconfig` writes the documents handed to jobs.
 
+pub mod certs;
 pub mod controller;
 pub mod crd;
 pub mod kubeconfig;
