@@ -202,7 +202,7 @@ for s in "$a" "$b"; do
     port[$s]=$((20000 + RANDOM % 20000))
     # shellcheck disable=SC2086
     KUBECONFIG=$tmp/$s.kubeconfig PODBRIDGE_LISTEN=127.0.0.1:${port[$s]} PODBRIDGE_LOG=warn \
-        "$bin" serve --namespace "pb-$s" --instance "e2e-$s" ${policies[$s]} >"$tmp/serve-$s.log" 2>&1 &
+        PODBRIDGE_BIND_ROOTS="[\"$tmp\"]" "$bin" serve --namespace "pb-$s" --instance "e2e-$s" ${policies[$s]} >"$tmp/serve-$s.log" 2>&1 &
     serve_pid[$s]=$!
 done
 for s in "$a" "$b"; do
