@@ -268,7 +268,7 @@ if [ -n "${port[$a]:-}" ]; then
     check "docker volume + named volume mount (webhook on)" bash -c \
         "$dk volume create wh-data >/dev/null && $dk run --rm -v wh-data:/data docker.io/library/busybox:latest sh -c 'echo x > /data/x'"
     check "docker network + alias (webhook on)" bash -c \
-        "$dk network create wh-net >/dev/null && $dk run -d --name db --network wh-net --network-alias database docker.io/library/busybox:latest sleep 300"
+        "$dk network create wh-net >/dev/null && $dk run -d --name wh-db --network wh-net --network-alias wh-database docker.io/library/busybox:latest sleep 300"
     check "docker run --health-cmd (webhook on)" $dk run -d --name healthy --health-cmd true \
         --health-interval 2s docker.io/library/busybox:latest sleep 300
     check "restricted session: docker run with the restricted policies (webhook on)" \
