@@ -425,8 +425,9 @@ pub fn operator(
             code: 0,
         });
     }
-    init_tracing(&global.load_config()?);
-    block_on(async { Ok(crate::operator::run(args).await?) })?;
+    let config = global.load_config()?;
+    init_tracing(&config);
+    block_on(async { Ok(crate::operator::run(args, &config).await?) })?;
     Ok(Outcome {
         stdout: String::new(),
         stderr: String::new(),

@@ -78,6 +78,13 @@ pub const ROLE_ALIAS_SERVICE: &str = "alias-service";
 pub const SESSION: &str = "podbridge.io/session";
 /// Label on a session namespace: the CI job ID from the session spec, sanitised.
 pub const JOB_ID: &str = "podbridge.io/job-id";
+/// Label on a session namespace (and the operator's webhook configuration): the operator
+/// deployment (`--operator-id`) that manages it. Its admission webhook selects namespaces by it,
+/// so another operator's sessions are never covered by this one's webhook.
+pub const OPERATOR: &str = "podbridge.io/operator";
+/// Annotation on a session namespace: the session's CI project as written in its spec (labels
+/// carry it sanitised), for policy selectors in the admission webhook.
+pub const ANNOTATION_PROJECT: &str = "podbridge.io/project";
 /// Value of [`MANAGED_BY`] on objects the operator creates.
 pub const MANAGED_BY_OPERATOR: &str = "podbridge-operator";
 /// Finalizer the operator puts on each BridgeSession so its namespace goes with it.

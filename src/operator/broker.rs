@@ -497,14 +497,27 @@ pub fn ca_config_map(namespace: &str, bundle: &str) -> ConfigMap {
 
 /// Keeps [`CA_CONFIG_MAP`] current in every BridgeRunner's namespace: at once for a new or
 /// changed runner, and every [`CA_REFRESH`] for all (the bundle changes when the CA rotates).
-/// `bundle` gives the CA bundle the HTTPS server's certificate chains to.
-pub async fn publish_ca(client: Client, bundle: impl Fn() -> Option<String> + Send + Sync) {
+/// The bundle is read from the operator's TLS Secret (`ca.crt`), which every replica shares.
+pub async fn publish_ca(client: Client, tls_secret: super::tls_secret::SecretRef) {
     use futures::StreamExt as _;
     use kube::runtime::watcher;
     let runners: Api<BridgeRunner> = Api::all(client.clone());
-    let publish = |namespace: String| {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &tls_secret.namespace);
+    let bundle = || async {
+        let secret = call("read the TLS Secret", secrets.get_opt(&tls_secret.name)).await;
+        match secret {
+            Ok(secret) => secret
+                .and_then(|s| s.data)
+                .and_then(|data| data.get(CA_KEY).cloned())
+                .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned()),
+            Err(error) => {
+                warn!(%error, "Broker CA not read");
+                None
+            }
+        }
+    };
+    let publish = |namespace: String, bundle: Option<String>| {
         let client = client.clone();
-        let bundle = bundle();
         async move {
             let Some(bundle) = bundle else { return };
             let maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
@@ -527,7 +540,7 @@ pub async fn publish_ca(client: Client, bundle: impl Fn() -> Option<String> + Se
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(watcher::Event::Apply(runner) | watcher::Event::InitApply(runner))) => {
-                    publish(runner.spec.namespace.clone()).await;
+                    publish(runner.spec.namespace.clone(), bundle().await).await;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
@@ -540,8 +553,9 @@ pub async fn publish_ca(client: Client, bundle: impl Fn() -> Option<String> + Se
                 if let Ok(list) = call("list BridgeRunners", runners.list(&ListParams::default())).await {
                     let namespaces: std::collections::BTreeSet<String> =
                         list.items.into_iter().map(|r| r.spec.namespace).collect();
+                    let current = bundle().await;
                     for namespace in namespaces {
-                        publish(namespace).await;
+                        publish(namespace, current.clone()).await;
                     }
                 }
             }

@@ -48,10 +48,12 @@ pub struct Context {
     pub recorder: Recorder,
     /// API server URL written into session kubeconfigs.
     pub server: String,
+    /// This operator deployment's id (`--operator-id`), labelled on its session namespaces.
+    pub operator_id: String,
 }
 
 impl Context {
-    pub fn new(client: Client, server: String) -> Self {
+    pub fn new(client: Client, server: String, operator_id: String) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -60,6 +62,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             server,
+            operator_id,
         }
     }
 }
@@ -327,7 +330,7 @@ async fn reconcile(session: Arc<BridgeSession>, context: Arc<Context>) -> Result
         }
     }
 
-    let built = objects::build(&session, &namespace, job_pod.as_ref());
+    let built = objects::build(&session, &namespace, job_pod.as_ref(), &context.operator_id);
     let client = &context.client;
     apply(&namespaces, &built.namespace).await?;
     apply(

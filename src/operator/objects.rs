@@ -139,8 +139,14 @@ fn quantities<'a>(
 }
 
 /// Builds the namespace's objects. `job_pod` is the job's pod as last read (for its labels and
-/// IP in the NetworkPolicy), if the session names one and it exists.
-pub fn build(session: &BridgeSession, namespace: &str, job_pod: Option<&Pod>) -> SessionObjects {
+/// IP in the NetworkPolicy), if the session names one and it exists. `operator_id` labels the
+/// namespace for this operator's admission webhook.
+pub fn build(
+    session: &BridgeSession,
+    namespace: &str,
+    job_pod: Option<&Pod>,
+    operator_id: &str,
+) -> SessionObjects {
     let spec = &session.spec;
     let profile = spec.policy.as_str();
     let mut namespace_labels = common_labels(session);
@@ -160,10 +166,15 @@ pub fn build(session: &BridgeSession, namespace: &str, job_pod: Option<&Pod>) ->
         ),
         (labels::PSA_AUDIT.to_string(), profile.to_string()),
         (labels::PSA_WARN.to_string(), profile.to_string()),
+        (labels::OPERATOR.to_string(), operator_id.to_string()),
     ]);
     let namespace_object = Namespace {
         metadata: ObjectMeta {
             labels: Some(namespace_labels),
+            annotations: Some(BTreeMap::from([(
+                labels::ANNOTATION_PROJECT.to_string(),
+                spec.project.clone(),
+            )])),
             ..meta(session, namespace, None)
         },
         ..Namespace::default()
@@ -382,7 +393,7 @@ mod tests {
 
     #[test]
     fn the_role_is_the_harness_role() {
-        let objects = build(&session(false), "pb-job-42", None);
+        let objects = build(&session(false), "pb-job-42", None, "blue");
         let harness: Role = serde_yaml::from_str(ROLE_YAML).unwrap();
         assert!(harness.rules.as_ref().is_some_and(|r| r.len() == 4));
         assert_eq!(objects.role.rules, harness.rules);
@@ -396,11 +407,15 @@ mod tests {
 
     #[test]
     fn labels_quota_and_owner() {
-        let objects = build(&session(false), "pb-job-42", None);
+        let objects = build(&session(false), "pb-job-42", None, "blue");
         let labels = objects.namespace.metadata.labels.unwrap();
         assert_eq!(labels[labels::PSA_ENFORCE], "restricted");
         assert_eq!(labels[labels::PROJECT], "group-app");
         assert_eq!(labels[labels::SESSION], "job-42");
+        // the webhook of operator "blue" covers this namespace, and sees the raw project
+        assert_eq!(labels[labels::OPERATOR], "blue");
+        let annotations = objects.namespace.metadata.annotations.unwrap();
+        assert_eq!(annotations[labels::ANNOTATION_PROJECT], "group/app");
         let hard = objects.resource_quota.spec.unwrap().hard.unwrap();
         assert_eq!(hard["pods"].0, "7");
         assert_eq!(hard["limits.memory"].0, "16Gi");
@@ -411,7 +426,7 @@ mod tests {
 
     #[test]
     fn egress_keeps_the_metadata_address_out() {
-        let spec = build(&session(true), "pb-job-42", None)
+        let spec = build(&session(true), "pb-job-42", None, "blue")
             .network_policy
             .spec
             .unwrap();
@@ -442,12 +457,12 @@ mod tests {
             pod_ip: Some("10.244.0.9".into()),
             ..Default::default()
         });
-        let objects = build(&session(true), "pb-job-42", Some(&pod));
+        let objects = build(&session(true), "pb-job-42", Some(&pod), "blue");
         let spec = objects.network_policy.spec.unwrap();
         let from = spec.ingress.unwrap()[0].from.clone().unwrap();
         assert_eq!(from.len(), 3);
         assert_eq!(from[2].ip_block.as_ref().unwrap().cidr, "10.244.0.9/32");
-        let without_job = build(&session(false), "pb-job-42", None);
+        let without_job = build(&session(false), "pb-job-42", None, "blue");
         let from = without_job.network_policy.spec.unwrap().ingress.unwrap()[0]
             .from
             .clone()

@@ -185,6 +185,49 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
     evaluation
 }
 
+/// Only the validations of the chain, on a document nobody may change any more: what the
+/// operator's admission webhook checks on objects written straight to the API server (a leaked
+/// token, `kubectl`), so they meet the same `validate` rules as the Docker API's. Mutations,
+/// override labels and client-label filters do not run: they shape what podbridge writes, and
+/// a pod podbridge wrote already went through them.
+pub fn validate_only(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
+    let mut evaluation = Evaluation {
+        pod: std::mem::take(&mut input.pod),
+        results: Vec::new(),
+        warnings: Vec::new(),
+        problems: Vec::new(),
+        maximums: BTreeMap::new(),
+    };
+    let context = LazyContext {
+        request: &input.request,
+        image: input.image,
+        project: input.subject.project,
+        converted: std::cell::OnceCell::new(),
+    };
+    for policy in &set.policies {
+        for rule in &policy.rules {
+            let RuleKind::Validate(validation) = &rule.kind else {
+                continue;
+            };
+            if !rule.kinds.contains(&input.kind) {
+                continue;
+            }
+            let rule = RuleRef {
+                policy: &policy.name,
+                file: &policy.file,
+                rule,
+            };
+            if let Some(skip) = selection(&rule, &input.subject, &evaluation.pod, &input.request) {
+                evaluation.results.push(skip);
+                continue;
+            }
+            let result = validate(set, &rule, validation, &context, &input, &mut evaluation);
+            evaluation.results.push(result);
+        }
+    }
+    evaluation
+}
+
 /// Which rule's mutation wrote each JSON pointer, so an override label can be refused where it
 /// would replace another rule's value.
 #[derive(Default)]
@@ -861,6 +904,60 @@ mod tests {
                 today: jiff::civil::date(2026, 1, 1),
             },
         )
+    }
+
+    #[test]
+    fn validate_only_runs_no_mutation_and_still_denies() {
+        let policy = r#"
+apiVersion: podbridge.io/v1alpha1
+kind: Policy
+metadata: {name: p}
+spec:
+  rules:
+  - name: default-sa
+    mutate:
+      setDefaults: {/spec/serviceAccountName: default}
+  - name: no-host-network
+    validate:
+      action: Enforce
+      message: no host network
+      forbid: [/spec/hostNetwork]
+"#;
+        let set = compile(
+            &[Source {
+                path: "p.yaml".into(),
+                text: policy.into(),
+            }],
+            &BTreeMap::new(),
+            Limits::default(),
+        )
+        .unwrap();
+        let labels = BTreeMap::new();
+        let request = json!({});
+        let input = |pod| Input {
+            kind: ObjectKind::Pod,
+            pod,
+            request: RequestBody::new(&request),
+            image: None,
+            subject: Subject {
+                image: "docker.io/library/busybox:latest",
+                name: None,
+                labels: &labels,
+                project: None,
+                purpose: crate::model::Purpose::Container,
+            },
+            today: jiff::civil::date(2026, 1, 1),
+        };
+        let host = validate_only(&set, input(json!({"spec": {"hostNetwork": true}})));
+        assert_eq!(host.pod, json!({"spec": {"hostNetwork": true}}));
+        assert_eq!(host.results.len(), 1);
+        assert!(matches!(
+            &host.problems[..],
+            [Problem::Denied { rule, .. }] if rule == "no-host-network"
+        ));
+        let plain = validate_only(&set, input(json!({"spec": {}})));
+        assert!(plain.problems.is_empty());
+        assert_eq!(plain.pod, json!({"spec": {}}));
     }
 
     const CLIENT_LABELS: &str = r#"

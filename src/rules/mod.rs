@@ -17,7 +17,7 @@ mod request;
 pub mod script;
 
 pub use compile::{compile, PolicySet, SharedPolicySet, Source};
-pub use engine::{evaluate, labels_of, Evaluation, Input};
+pub use engine::{evaluate, labels_of, validate_only, Evaluation, Input};
 pub use file::ObjectKind;
 pub use matcher::Subject;
 pub use report::{Change, Outcome, Problem, RuleResult};

@@ -6,8 +6,15 @@
 # namespace-limited kubeconfig; the same pod and Service names in both; `podbridge serve` with each
 # session's kubeconfig and the same Docker container name in both; deleting a session removes
 # its namespace only; TTL expiry; job pod deletion; operator restart; the readiness endpoints; the
-# operator's /metrics.
-# Closing line: "N passed, M failed"; exit status non-zero on any failure. Cleans up after itself.
+# operator's /metrics; the admission webhook (served by the operator as a host process at
+# https://10.244.0.1:<port>, registered by URL): hostile pods and NodePort Services refused with
+# the session's kubeconfig, compliant ones and everything `podbridge serve` writes admitted, other
+# namespaces untouched, the caBundle verifying the served certificate.
+# Environment: E2E_ONLY=regex runs only the sections whose title matches (the build and the two
+# sessions always run; "readiness" needs "Docker API", "deleting" needs "same names").
+# Closing line: "N passed, M failed"; exit status non-zero on any failure. Cleans up after itself,
+# the webhook configuration included (a Fail webhook pointing at a stopped process would block
+# this run's session namespaces).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -24,6 +31,12 @@ bin=$CARGO_TARGET_DIR/debug/podbridge
 jobs_ns=pb-test-jobs-$run
 operator_pid=
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# the admission webhook: on the cni0 address, which the API server reaches
+webhook_host=10.244.0.1
+webhook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("10.244.0.1",0)); print(s.getsockname()[1])')
+operator_id=e2e-$run
+webhook_config=podbridge-sessions-$operator_id
+tls_ns=pb-test-op-$run
 readiness_pid=
 declare -A serve_pid=()
 passed=0
@@ -33,6 +46,8 @@ ok() { passed=$((passed + 1)); echo "ok   $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL $*"; }
 check() { local desc=$1; shift; if "$@" >"$tmp/out" 2>&1; then ok "$desc"; else fail "$desc"; sed 's/^/     /' "$tmp/out" | tail -n 5; fi; }
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+# want SECTION: whether E2E_ONLY (a regex over section titles) selects it
+want() { [ -z "${E2E_ONLY:-}" ] || [[ $1 =~ $E2E_ONLY ]]; }
 
 # poll CMD every 0.2 s for up to SECONDS
 poll() { local seconds=$1 i; shift; for ((i = 0; i < seconds * 5; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
@@ -50,7 +65,10 @@ operator_metrics_moved() {
 pod_running() { [ "$(kubectl --kubeconfig "$1" get pod "$2" -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]; }
 
 start_operator() {
-    "$bin" operator --metrics-listen "127.0.0.1:$metrics_port" >>"$tmp/operator.log" 2>&1 &
+    "$bin" operator --metrics-listen "127.0.0.1:$metrics_port" --operator-id "$operator_id" \
+        --webhook-listen "$webhook_host:$webhook_port" --webhook-url "https://$webhook_host:$webhook_port" \
+        --tls-secret "$tls_ns/podbridge-operator-tls" --tls-extra-san "$webhook_host" \
+        >>"$tmp/operator.log" 2>&1 &
     operator_pid=$!
 }
 stop_operator() {
@@ -90,6 +108,10 @@ cleanup() {
         kubectl patch "$s" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
     done
     stop_operator
+    # the operator is stopped: nothing recreates the webhook configuration now
+    kubectl delete validatingwebhookconfiguration "$webhook_config" --ignore-not-found >/dev/null 2>&1 ||
+        echo "WARNING: could not delete validatingwebhookconfiguration $webhook_config: delete it by hand"
+    kubectl delete namespace "$tls_ns" --wait=false >/dev/null 2>&1
     for ns in $(kubectl get ns -o name | grep "namespace/pb-$run-"); do
         kubectl delete "$ns" --wait=false >/dev/null 2>&1
     done
@@ -101,6 +123,7 @@ echo "== build and install"
 check "cargo build" cargo build --quiet
 check "CRD applies (deploy/base/crd.yaml)" kubectl apply -f deploy/base/crd.yaml
 kubectl wait --for condition=established crd/bridgesessions.podbridge.io --timeout=30s >/dev/null
+kubectl create namespace "$tls_ns" >/dev/null
 start_operator
 
 echo "== two sessions at once"
@@ -127,6 +150,7 @@ check "operator /metrics: sessions by phase (>= 2 Ready), reconciles counted" op
 check "restricted profile labels pb-$b" bash -c \
     "kubectl get ns pb-$b -o jsonpath='{.metadata.labels.pod-security\.kubernetes\.io/enforce}' | grep -qx restricted"
 
+if want "the same names"; then
 echo "== the same names in both namespaces"
 pod_yaml() {
     cat <<'YAML'
@@ -135,10 +159,13 @@ kind: Pod
 metadata: {name: web, labels: {app: web}}
 spec:
   terminationGracePeriodSeconds: 1
+  # compliant with the restricted profile of session b (the webhook enforces it)
+  securityContext: {runAsNonRoot: true, runAsUser: 65534, seccompProfile: {type: RuntimeDefault}}
   containers:
   - name: main
     image: docker.io/library/busybox:latest
     imagePullPolicy: IfNotPresent
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
     command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 1; done']
 ---
 apiVersion: v1
@@ -164,13 +191,18 @@ check "$b's kubeconfig: pb-$a is Forbidden" bash -c \
     "kubectl --kubeconfig $tmp/$b.kubeconfig -n pb-$a get pods 2>&1 | grep -q Forbidden"
 check "$a's kubeconfig: namespaces are Forbidden" bash -c \
     "kubectl --kubeconfig $tmp/$a.kubeconfig get namespaces 2>&1 | grep -q Forbidden"
+fi
 
-echo "== Docker API: podbridge serve in each session, the same container name"
 declare -A port
+if want "Docker API|readiness|admission webhook"; then
+echo "== Docker API: podbridge serve in each session, the same container name"
+# $b is a restricted session: its podbridge runs the restricted policies, as the webhook demands
+declare -A policies=([$a]="--policies policies/baseline" [$b]="--policies policies/baseline --policies policies/restricted")
 for s in "$a" "$b"; do
     port[$s]=$((20000 + RANDOM % 20000))
+    # shellcheck disable=SC2086
     KUBECONFIG=$tmp/$s.kubeconfig PODBRIDGE_LISTEN=127.0.0.1:${port[$s]} PODBRIDGE_LOG=warn \
-        "$bin" serve --namespace "pb-$s" --instance "e2e-$s" >"$tmp/serve-$s.log" 2>&1 &
+        PODBRIDGE_BIND_ROOTS="[\"$tmp\"]" "$bin" serve --namespace "pb-$s" --instance "e2e-$s" ${policies[$s]} >"$tmp/serve-$s.log" 2>&1 &
     serve_pid[$s]=$!
 done
 for s in "$a" "$b"; do
@@ -183,6 +215,68 @@ for s in "$a" "$b"; do
         "docker -H tcp://127.0.0.1:${port[$s]} ps --format '{{.Names}} {{.State}}' | grep -qx 'cache running'"
 done
 
+fi
+
+if want "admission webhook"; then
+echo "== admission webhook (operator $operator_id, https://$webhook_host:$webhook_port)"
+vwc_field() { kubectl get validatingwebhookconfiguration "$webhook_config" -o jsonpath="$1"; }
+check "webhook configuration $webhook_config: Fail, v1, <= 5 s, selects this operator's sessions" bash -c "
+    [ \"\$(kubectl get validatingwebhookconfiguration $webhook_config -o jsonpath='{.webhooks[0].failurePolicy} {.webhooks[0].sideEffects} {.webhooks[0].admissionReviewVersions} {.webhooks[0].namespaceSelector.matchLabels}')\" = \
+      'Fail None [\"v1\"] {\"podbridge.io/operator\":\"$operator_id\"}' ] &&
+    [ \"\$(kubectl get validatingwebhookconfiguration $webhook_config -o jsonpath='{.webhooks[0].timeoutSeconds}')\" -le 5 ]"
+check "session namespaces carry podbridge.io/operator=$operator_id" bash -c \
+    "[ \"\$(kubectl get ns -l podbridge.io/operator=$operator_id -o name | grep -c 'namespace/pb-$run-')\" -ge 2 ]"
+vwc_field '{.webhooks[0].clientConfig.caBundle}' | base64 -d >"$tmp/webhook-ca.pem"
+check "the caBundle verifies the served certificate (curl --cacert)" bash -c \
+    "[ \$(curl -s -o /dev/null -w '%{http_code}' --cacert $tmp/webhook-ca.pem -X POST -H 'content-type: application/json' -d '{}' https://$webhook_host:$webhook_port/validate/sessions) = 200 ]"
+check "without the caBundle the certificate is not trusted" bash -c \
+    "! curl -s -o /dev/null -X POST -d '{}' https://$webhook_host:$webhook_port/validate/sessions"
+ka="kubectl --kubeconfig $tmp/$a.kubeconfig"
+# refused: the message names the policy file, the rule and the field
+refused() { # NAME OVERRIDES EXPECTED...
+    local name=$1 overrides=$2 out; shift 2
+    out=$($ka run "$name" --image=docker.io/library/busybox:latest --restart=Never \
+        --overrides="$overrides" -- sleep 5 2>&1) && { echo "admitted: $out"; return 1; }
+    echo "$out"
+    for expected in "$@"; do grep -qF -- "$expected" <<<"$out" || { echo "missing: $expected"; return 1; }; done
+    ! $ka get pod "$name" >/dev/null 2>&1
+}
+check "kubectl run privileged (session token) refused naming file, rule, field" refused priv \
+    '{"spec":{"containers":[{"name":"priv","image":"docker.io/library/busybox:latest","args":["sleep","5"],"securityContext":{"privileged":true}}]}}' \
+    'denied the request' 'policy pod-security, rule standard' '90-pod-security.yaml' '/spec/containers/0/securityContext/privileged'
+check "kubectl run hostPID refused" refused hostpid '{"spec":{"hostPID":true}}' 'Host Namespaces' '/spec/hostPID'
+check "kubectl run hostPath refused (policy mounts, rule no-host-paths)" refused hostpath \
+    '{"spec":{"volumes":[{"name":"root","hostPath":{"path":"/"}}],"containers":[{"name":"hostpath","image":"docker.io/library/busybox:latest","args":["sleep","5"],"volumeMounts":[{"name":"root","mountPath":"/host"}]}]}}' \
+    'policy mounts, rule no-host-paths' '/spec/volumes/0/hostPath'
+check "kubectl run compliant pod admitted" $ka run plain --image=docker.io/library/busybox:latest \
+    --image-pull-policy=IfNotPresent --restart=Never -- sleep 5
+check "restricted session $b: a plain pod is refused by its profile" bash -c \
+    "kubectl --kubeconfig $tmp/$b.kubeconfig run plain --image=docker.io/library/busybox:latest --restart=Never -- sleep 5 2>&1 | grep -q 'session profile \"restricted\"'"
+check "NodePort Service refused" bash -c \
+    "$ka create service nodeport np --tcp=80:80 2>&1 | grep -q 'type NodePort is not allowed'"
+check "ClusterIP Service admitted" $ka create service clusterip cip --tcp=80:80
+check "a namespace that is no session is unaffected (privileged pod, server dry run)" \
+    kubectl -n "$tls_ns" run priv --image=docker.io/library/busybox:latest --restart=Never --dry-run=server \
+    --overrides='{"spec":{"containers":[{"name":"priv","image":"docker.io/library/busybox:latest","securityContext":{"privileged":true}}]}}'
+check "denials logged by the operator" grep -q 'Admission denied' "$tmp/operator.log"
+if [ -n "${port[$a]:-}" ]; then
+    dk="docker -H tcp://127.0.0.1:${port[$a]}"
+    echo "hello" >"$tmp/bind.txt"
+    check "docker run -p (webhook on)" $dk run -d --name web -p 18080:80 docker.io/library/busybox:latest sleep 300
+    check "docker run -v bind mount (webhook on)" $dk run --rm -v "$tmp/bind.txt:/in/bind.txt" \
+        docker.io/library/busybox:latest cat /in/bind.txt
+    check "docker volume + named volume mount (webhook on)" bash -c \
+        "$dk volume create wh-data >/dev/null && $dk run --rm -v wh-data:/data docker.io/library/busybox:latest sh -c 'echo x > /data/x'"
+    check "docker network + alias (webhook on)" bash -c \
+        "$dk network create wh-net >/dev/null && $dk run -d --name wh-db --network wh-net --network-alias wh-database docker.io/library/busybox:latest sleep 300"
+    check "docker run --health-cmd (webhook on)" $dk run -d --name healthy --health-cmd true \
+        --health-interval 2s docker.io/library/busybox:latest sleep 300
+    check "restricted session: docker run with the restricted policies (webhook on)" \
+        docker -H "tcp://127.0.0.1:${port[$b]}" run --rm docker.io/library/busybox:latest true
+fi
+fi
+
+if want "readiness"; then
 echo "== readiness endpoints (podbridge readiness, with $b's kubeconfig)"
 KUBECONFIG=$tmp/$b.kubeconfig "$bin" readiness --readiness-listen 127.0.0.1:2478 \
     --docker "127.0.0.1:${port[$b]}" -n "pb-$b" >"$tmp/readiness.log" 2>&1 &
@@ -199,7 +293,10 @@ done
 check "/docker-ready 503 once podbridge serve stopped" bash -c \
     "[ \$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:2478/docker-ready) = 503 ]"
 kill "$readiness_pid" 2>/dev/null; wait "$readiness_pid" 2>/dev/null; readiness_pid=
+fi
+for s in "${!serve_pid[@]}"; do kill "${serve_pid[$s]}" 2>/dev/null; wait "${serve_pid[$s]}" 2>/dev/null; done
 
+if want "deleting one session"; then
 echo "== deleting one session"
 t0=$(date +%s%N)
 kubectl delete bridgesession "$a" --wait=false >/dev/null
@@ -207,7 +304,9 @@ check "namespace pb-$a gone" poll 90 ns_gone "pb-$a"
 echo "     gone after $(ms_since "$t0") ms"
 check "session $a gone (finalizer released)" poll 30 session_gone "$a"
 check "pod web in pb-$b still running" pod_running "$tmp/$b.kubeconfig" web
+fi
 
+if want "TTL"; then
 echo "== TTL"
 c=$run-c
 t0=$(date +%s%N)
@@ -216,7 +315,9 @@ check "short-TTL session $c Ready" poll 30 is_ready "$c"
 check "expiresAt in status" bash -c "kubectl get bridgesession $c -o jsonpath='{.status.expiresAt}' | grep -q T"
 check "session $c expires and pb-$c goes" poll 90 bash -c "! kubectl get bridgesession $c && ! kubectl get ns pb-$c"
 echo "     gone $(ms_since "$t0") ms after creation (ttl 6 s)"
+fi
 
+if want "job pod"; then
 echo "== job pod"
 d=$run-d
 kubectl create namespace "$jobs_ns" >/dev/null
@@ -238,7 +339,9 @@ check "job pod deleted: session $d goes" poll 30 session_gone "$d"
 check "kubeconfig Secret in the job's namespace removed" bash -c \
     "! kubectl -n $jobs_ns get secret podbridge-kubeconfig-$d"
 echo "     cleaned up $(ms_since "$t0") ms after the job pod was deleted"
+fi
 
+if want "operator restart"; then
 echo "== operator restart"
 stop_operator
 e=$run-e
@@ -248,6 +351,7 @@ check "session $e not Ready while the operator is down" bash -c "[ -z \"\$(kubec
 start_operator
 check "session $e Ready after restart" poll 60 is_ready "$e"
 check "session $b still Ready after restart" is_ready "$b"
+fi
 check "operator did not log errors" bash -c "! grep -E ' ERROR ' $tmp/operator.log"
 
 echo
