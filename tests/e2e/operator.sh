@@ -29,6 +29,9 @@ run=op$(printf '%04x' $((RANDOM % 65536)))
 tmp=$(mktemp -d)
 bin=$CARGO_TARGET_DIR/debug/podbridge
 jobs_ns=pb-test-jobs-$run
+# the session broker's runner (a BridgeRunner) and its namespace
+runner=$run-runner
+runner_ns=pb-test-runner-$run
 operator_pid=
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # the admission webhook: on the cni0 address, which the API server reaches
@@ -101,10 +104,14 @@ cleanup() {
     for p in "${serve_pid[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
     if [ -z "$operator_pid" ]; then start_operator; fi
     kubectl delete bridgesession -l "podbridge.test/e2e=$run" --wait=false >/dev/null 2>&1
-    kubectl delete namespace "$jobs_ns" --wait=false >/dev/null 2>&1
+    kubectl delete bridgesession -l "podbridge.io/runner=$runner" --wait=false >/dev/null 2>&1
+    kubectl delete bridgerunner "$runner" --ignore-not-found >/dev/null 2>&1
+    kubectl delete namespace "$jobs_ns" "$runner_ns" --wait=false >/dev/null 2>&1
     # the operator removes the namespaces and finalizers; give it a moment, then force
     poll 60 bash -c "! kubectl get bridgesession -l podbridge.test/e2e=$run -o name 2>/dev/null | grep -q ."
-    for s in $(kubectl get bridgesession -l "podbridge.test/e2e=$run" -o name 2>/dev/null); do
+    poll 60 bash -c "! kubectl get bridgesession -l podbridge.io/runner=$runner -o name 2>/dev/null | grep -q ."
+    for s in $(kubectl get bridgesession -l "podbridge.test/e2e=$run" -o name 2>/dev/null) \
+        $(kubectl get bridgesession -l "podbridge.io/runner=$runner" -o name 2>/dev/null); do
         kubectl patch "$s" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
     done
     stop_operator
@@ -122,7 +129,7 @@ trap cleanup EXIT
 echo "== build and install"
 check "cargo build" cargo build --quiet
 check "CRD applies (deploy/base/crd.yaml)" kubectl apply -f deploy/base/crd.yaml
-kubectl wait --for condition=established crd/bridgesessions.podbridge.io --timeout=30s >/dev/null
+kubectl wait --for condition=established crd/bridgesessions.podbridge.io crd/bridgerunners.podbridge.io --timeout=30s >/dev/null
 kubectl create namespace "$tls_ns" >/dev/null
 start_operator
 
@@ -339,6 +346,104 @@ check "job pod deleted: session $d goes" poll 30 session_gone "$d"
 check "kubeconfig Secret in the job's namespace removed" bash -c \
     "! kubectl -n $jobs_ns get secret podbridge-kubeconfig-$d"
 echo "     cleaned up $(ms_since "$t0") ms after the job pod was deleted"
+fi
+
+if want "session broker"; then
+echo "== session broker: the platform's BridgeRunner, a job pod's token, podbridge with nothing else"
+kubectl create namespace "$runner_ns" >/dev/null
+poll 30 kubectl -n "$runner_ns" get serviceaccount default
+kubectl -n "$runner_ns" create serviceaccount podbridge-job >/dev/null
+cat <<YAML | kubectl apply -f - >/dev/null
+apiVersion: podbridge.io/v1alpha1
+kind: BridgeRunner
+metadata: {name: $runner}
+spec:
+  namespace: $runner_ns
+  serviceAccounts: [podbridge-job]
+  project: {fromLabel: ci/project}
+  policy: restricted
+  ttlSeconds: 600
+YAML
+# job_pod NAME SA LABELS: a pod standing for a job pod (only its identity matters here)
+job_pod() {
+    kubectl -n "$runner_ns" run "$1" --image=docker.io/library/busybox:latest --image-pull-policy=IfNotPresent \
+        --restart=Never --labels="$3" \
+        --overrides="{\"spec\":{\"serviceAccountName\":\"$2\",\"automountServiceAccountToken\":false}}" \
+        -- sh -c 'trap "exit 0" TERM; while true; do sleep 1; done' >/dev/null
+}
+# pod_token POD SA AUDIENCE: a token bound to the pod, from the TokenRequest API (as the kubelet
+# projects it)
+pod_token() {
+    local uid; uid=$(kubectl -n "$runner_ns" get pod "$1" -o jsonpath='{.metadata.uid}')
+    printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"audiences":["%s"],"boundObjectRef":{"kind":"Pod","apiVersion":"v1","name":"%s","uid":"%s"}}}' \
+        "$3" "$1" "$uid" >"$tmp/tokenrequest.json"
+    kubectl create --raw "/api/v1/namespaces/$runner_ns/serviceaccounts/$2/token" -f "$tmp/tokenrequest.json" | jq -r .status.token
+}
+broker=https://$webhook_host:$webhook_port/v1/session
+broker_status() { # TOKEN: the HTTP status of a grant request
+    curl -s -o "$tmp/broker.out" -w '%{http_code}' -m 100 --cacert "$tmp/broker-ca.crt" \
+        ${1:+-H "Authorization: Bearer $1"} -X POST "$broker"
+}
+job_pod job podbridge-job ci/project=p42
+job_pod stranger default ci/project=p42
+check "the operator publishes its CA in the runner namespace" poll 30 \
+    kubectl -n "$runner_ns" get configmap podbridge-operator-ca
+kubectl -n "$runner_ns" get configmap podbridge-operator-ca -o jsonpath='{.data.ca\.crt}' >"$tmp/broker-ca.crt"
+pod_token job podbridge-job podbridge.io >"$tmp/broker.token"
+bport=$((20000 + RANDOM % 20000))
+start_broker_serve() {
+    PODBRIDGE_SESSION_BROKER=$broker PODBRIDGE_SESSION_BROKER_CA=$tmp/broker-ca.crt \
+        PODBRIDGE_SESSION_TOKEN_FILE=$tmp/broker.token KUBECONFIG=$tmp/no-kubeconfig \
+        PODBRIDGE_LISTEN=127.0.0.1:$bport PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 PODBRIDGE_LOG=info \
+        "$bin" serve --instance e2e-broker >>"$tmp/serve-broker.log" 2>&1 &
+    serve_pid[broker]=$!
+}
+t0=$(date +%s%N)
+start_broker_serve
+check "podbridge serve with the broker token alone (no kubeconfig) answers /_ping" \
+    poll 120 curl -sf "http://127.0.0.1:$bport/_ping"
+echo "     granted and serving $(ms_since "$t0") ms after start"
+grant=job-$(kubectl -n "$runner_ns" get pod job -o jsonpath='{.metadata.uid}')
+check "session $grant on the runner's terms (project from the pod label, restricted, TTL, Broker)" bash -c \
+    "[ \"\$(kubectl get bridgesession $grant -o jsonpath='{.spec.project} {.spec.policy} {.spec.ttlSeconds} {.spec.credentials} {.metadata.labels.podbridge\.io/runner}')\" = 'p42 restricted 600 Broker $runner' ]"
+no_secret_in_runner_ns() { ! kubectl -n "$runner_ns" get secrets -o name | grep -q podbridge-kubeconfig; }
+check "no credentials written into the runner namespace" no_secret_in_runner_ns
+granted_run_is_restricted() {
+    docker -H "tcp://127.0.0.1:$bport" run -d --name granted docker.io/library/busybox:latest sleep 300 >/dev/null || return 1
+    local nonroot
+    nonroot=$(kubectl -n "pb-$grant" get pods -l app.kubernetes.io/managed-by=podbridge \
+        -o jsonpath='{.items[0].spec.securityContext.runAsNonRoot}{.items[0].spec.containers[0].securityContext.runAsNonRoot}')
+    [ "$nonroot" = true ] || { kubectl -n "pb-$grant" get pods -o yaml | grep -A8 -i securitycontext; return 1; }
+}
+check "docker run in pb-$grant under the restricted policies it was granted (webhook on)" granted_run_is_restricted
+refuses() { # STATUS [TOKEN]
+    local status; status=$(broker_status "${2:-}")
+    [ "$status" = "$1" ] || { echo "status $status: $(cat "$tmp/broker.out")"; return 1; }
+}
+check "the broker refuses a request without a token (401)" refuses 401
+check "the broker refuses a token for the API server (401)" \
+    refuses 401 "$(pod_token job podbridge-job https://kubernetes.default.svc.cluster.local)"
+check "the broker refuses a pod of a ServiceAccount no runner names (403)" \
+    refuses 403 "$(pod_token stranger default podbridge.io)"
+check "... saying why" grep -q 'no BridgeRunner covers' "$tmp/broker.out"
+kill "${serve_pid[broker]}" 2>/dev/null; wait "${serve_pid[broker]}" 2>/dev/null
+start_broker_serve
+same_session_after_restart() {
+    # (the first one removed its containers on exit: cleanup_on_exit)
+    poll 60 curl -sf "http://127.0.0.1:$bport/_ping" || return 1
+    [ "$(kubectl get bridgesession -l "podbridge.io/runner=$runner" -o name)" = "bridgesession.podbridge.io/$grant" ] &&
+        docker -H "tcp://127.0.0.1:$bport" run --rm docker.io/library/busybox:latest true
+}
+check "a restarted podbridge gets the same session" same_session_after_restart
+kill "${serve_pid[broker]}" 2>/dev/null; wait "${serve_pid[broker]}" 2>/dev/null
+PODBRIDGE_SESSION_BROKER=$broker PODBRIDGE_SESSION_BROKER_CA=$tmp/broker-ca.crt \
+    PODBRIDGE_SESSION_TOKEN_FILE=$tmp/broker.token KUBECONFIG=$tmp/no-kubeconfig PODBRIDGE_PROJECT=other/team \
+    PODBRIDGE_LISTEN=127.0.0.1:$bport PODBRIDGE_READINESS_LISTEN=127.0.0.1:0 \
+    timeout 120 "$bin" serve >"$tmp/serve-other.log" 2>&1
+check "a podbridge told another project stops, naming it" grep -q 'the session broker decides the project' "$tmp/serve-other.log"
+kubectl -n "$runner_ns" delete pod job --grace-period=0 --force >/dev/null 2>&1
+check "job pod deleted: the granted session and pb-$grant go" poll 90 bash -c \
+    "! kubectl get bridgesession $grant && ! kubectl get ns pb-$grant"
 fi
 
 if want "operator restart"; then
