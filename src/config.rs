@@ -11,16 +11,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::render::{NamedVolumes, VolumeAccessMode};
 
-/// Which Pod Security Standard the built-in policies enforce (config `policy_profile`, used
-/// when `policies` names no directories): the session broker sets it from the session's profile,
-/// so the Docker API shapes pods the way the session namespace's admission webhook demands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Pod Security Standard profile.
+// One type for the operator's sessions (it is part of the CRD schema, so its docs are the
+// schema's) and for `policy_profile`, the built-in policies' profile the broker's grant sets.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyProfile {
-    /// `policies/baseline` as built in.
+    /// Prevents known privilege escalations; what most Docker-based CI workloads need.
     #[default]
     Baseline,
-    /// `policies/baseline` with the `policies/restricted` overlay, as built in.
+    /// Hardened: non-root, no privilege escalation, dropped capabilities, seccomp.
     Restricted,
 }
 
@@ -147,7 +149,9 @@ pub struct Config {
     /// Policy directories, overlaid in order (a later file with the same name replaces an earlier
     /// one); empty means the policies built into the binary.
     pub policies: Vec<PathBuf>,
-    /// The built-in policies' profile when `policies` is empty; `None` is baseline.
+    /// The built-in policies' profile when `policies` is empty (`restricted` adds the built-in
+    /// `policies/restricted` overlay); `None` is baseline. The session broker's grant sets it, so
+    /// the Docker API shapes pods the way the session namespace's admission webhook demands.
     pub policy_profile: Option<PolicyProfile>,
     /// Directory of Rhai files that rules name with `scriptFile`; built-in scripts fill the gaps.
     pub rules_dir: Option<PathBuf>,

@@ -138,7 +138,7 @@ pub struct SessionGrant {
     pub project: String,
     /// The session's Pod Security profile (`baseline`, `restricted`): podbridge's built-in
     /// policies follow it, so what it writes passes the namespace's admission webhook.
-    pub policy: String,
+    pub policy: super::crd::PolicyProfile,
     /// A kubeconfig for the session's ServiceAccount, limited to `namespace`.
     pub kubeconfig: String,
 }
@@ -202,7 +202,7 @@ async fn grant(
         session: name,
         namespace,
         project: session.spec.project,
-        policy: session.spec.policy.as_str().to_string(),
+        policy: session.spec.policy,
         kubeconfig,
     }))
 }

@@ -163,25 +163,7 @@ pub struct JobPod {
     pub uid: Option<String>,
 }
 
-/// Pod Security Standard profile.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyProfile {
-    /// Prevents known privilege escalations; what most Docker-based CI workloads need.
-    #[default]
-    Baseline,
-    /// Hardened: non-root, no privilege escalation, dropped capabilities, seccomp.
-    Restricted,
-}
-
-impl PolicyProfile {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyProfile::Baseline => "baseline",
-            PolicyProfile::Restricted => "restricted",
-        }
-    }
-}
+pub use crate::config::PolicyProfile;
 
 /// Per-container LimitRange values; quantities as Kubernetes writes them (`500m`, `1Gi`).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

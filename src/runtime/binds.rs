@@ -468,76 +468,23 @@ impl Runtime {
             return Ok(());
         };
         let pinned = pin(bind, path, &settings.roots)?;
-        let read_failed = |message: String| BindError::ReadFailed {
-            requested: bind.source.clone(),
-            message,
-        };
-        let copy_failed = |message: String| BindError::CopyFailed {
-            requested: bind.source.clone(),
-            pod: pod_name.into(),
-            message,
-        };
-        let mut tar = tar_command(&pinned)
+        let tar = tar_command(&pinned)
             .spawn()
-            .map_err(|e| read_failed(format!("running tar: {e}")))?;
+            .map_err(|e| BindError::ReadFailed {
+                requested: bind.source.clone(),
+                message: format!("running tar: {e}"),
+            })?;
         let dir = format!("{BIND_MOUNT_ROOT}/{}", bind.volume);
         let argv: Vec<String> = ["tar", "-xf", "-", "-C", dir.as_str()]
             .map(String::from)
             .to_vec();
-        let streams = Streams {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            tty: false,
-            initial_size: None,
+        let copy = TarCopy {
+            pod: pod_name,
+            container: INIT_CONTAINER,
+            source: &bind.source,
+            limit_bytes: settings.size_limit_bytes,
         };
-        let mut session = self
-            .remote_command(pod_name, INIT_CONTAINER, Target::Exec(&argv), streams)
-            .await
-            .map_err(|e| copy_failed(e.to_string()))?;
-        let (Some(tar_out), Some(exec_in)) = (tar.stdout.take(), session.stdin.take()) else {
-            return Err(copy_failed("no stream to copy through".into()));
-        };
-        let tar_err = tar.stderr.take();
-        let (exec_out, exec_err) = (session.stdout.take(), session.stderr.take());
-        let pump = async {
-            let pumped = copy_capped(tar_out, exec_in, settings.size_limit_bytes).await;
-            if !matches!(pumped, Ok(true)) {
-                // Unblocks tar (and so its standard error) when the copy stops early.
-                let _ = tar.start_kill();
-            }
-            pumped
-        };
-        let (pumped, tar_stderr, _, exec_stderr) = tokio::join!(
-            pump,
-            read_kept(tar_err),
-            read_kept(exec_out),
-            read_kept(exec_err),
-        );
-        match pumped {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(BindError::TooLarge {
-                    requested: bind.source.clone(),
-                    limit_bytes: settings.size_limit_bytes,
-                });
-            }
-            Err(error) => return Err(copy_failed(error.to_string())),
-        }
-        let tar_status = tar
-            .wait()
-            .await
-            .map_err(|e| read_failed(format!("waiting for tar: {e}")))?;
-        if !tar_status.success() {
-            return Err(read_failed(format!("tar: {}", trimmed(&tar_stderr))));
-        }
-        let status = session
-            .status()
-            .await
-            .map_err(|e| copy_failed(e.to_string()))?;
-        if super::exec::exit_code_of(status.as_ref()) != 0 {
-            return Err(copy_failed(trimmed(&exec_stderr)));
-        }
+        self.stream_tar(&copy, tar, &argv, Direction::In).await?;
         info!(pod = %pod_name, source = %bind.source, volume = %bind.volume, "Bind copied");
         Ok(())
     }
@@ -621,75 +568,131 @@ impl Runtime {
             return Ok(());
         };
         let pinned = pin(&resolved, path, &settings.roots)?;
-        let write_failed = |message: String| BindError::ReadFailed {
-            requested: bind.source.clone(),
-            message,
-        };
-        let copy_failed = |message: String| BindError::CopyFailed {
-            requested: bind.source.clone(),
-            pod: pod_name.into(),
-            message,
-        };
-        let mut untar = untar_command(&pinned)
+        let untar = untar_command(&pinned)
             .spawn()
-            .map_err(|e| write_failed(format!("running tar: {e}")))?;
+            .map_err(|e| BindError::ReadFailed {
+                requested: bind.source.clone(),
+                message: format!("running tar: {e}"),
+            })?;
         let dir = format!("{BIND_MOUNT_ROOT}/{}", bind.volume);
         let argv: Vec<String> = ["tar", "-cf", "-", "-C", dir.as_str(), "."]
             .map(String::from)
             .to_vec();
+        let copy = TarCopy {
+            pod: pod_name,
+            container: BIND_KEEPER_CONTAINER,
+            source: &bind.source,
+            limit_bytes: settings.size_limit_bytes,
+        };
+        self.stream_tar(&copy, untar, &argv, Direction::Back)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Which way a bind's tar stream runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// podbridge's tar archives the source, the pod's tar unpacks it (at start).
+    In,
+    /// The pod's tar archives the emptyDir, podbridge's tar unpacks it (after the exit).
+    Back,
+}
+
+/// One tar stream between podbridge and a container of the pod.
+struct TarCopy<'a> {
+    pod: &'a str,
+    container: &'a str,
+    /// The bind source, for messages.
+    source: &'a str,
+    limit_bytes: u64,
+}
+
+impl Runtime {
+    /// Streams between the local `tar` and `argv` run in the pod, capped at the copy's limit;
+    /// when the stream stops early the local tar is killed, so its standard error is read to
+    /// the end either way. Either side's failure is the copy's.
+    async fn stream_tar(
+        &self,
+        copy: &TarCopy<'_>,
+        mut local: tokio::process::Child,
+        argv: &[String],
+        direction: Direction,
+    ) -> Result<(), BindError> {
+        let local_failed = |message: String| BindError::ReadFailed {
+            requested: copy.source.to_string(),
+            message,
+        };
+        let copy_failed = |message: String| BindError::CopyFailed {
+            requested: copy.source.to_string(),
+            pod: copy.pod.into(),
+            message,
+        };
         let streams = Streams {
-            stdin: false,
+            stdin: direction == Direction::In,
             stdout: true,
             stderr: true,
             tty: false,
             initial_size: None,
         };
         let mut session = self
-            .remote_command(
-                pod_name,
-                BIND_KEEPER_CONTAINER,
-                Target::Exec(&argv),
-                streams,
-            )
+            .remote_command(copy.pod, copy.container, Target::Exec(argv), streams)
             .await
             .map_err(|e| copy_failed(e.to_string()))?;
-        let (Some(exec_out), Some(untar_in)) = (session.stdout.take(), untar.stdin.take()) else {
-            return Err(copy_failed("no stream to copy through".into()));
+        let no_stream = || copy_failed("no stream to copy through".into());
+        let (reader, writer, remote_rest): (
+            Box<dyn AsyncRead + Unpin + Send>,
+            Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+            _,
+        ) = match direction {
+            Direction::In => (
+                Box::new(local.stdout.take().ok_or_else(no_stream)?),
+                Box::new(session.stdin.take().ok_or_else(no_stream)?),
+                session.stdout.take(),
+            ),
+            Direction::Back => (
+                Box::new(session.stdout.take().ok_or_else(no_stream)?),
+                Box::new(local.stdin.take().ok_or_else(no_stream)?),
+                None,
+            ),
         };
-        let untar_err = untar.stderr.take();
-        let exec_err = session.stderr.take();
+        let (local_err, remote_err) = (local.stderr.take(), session.stderr.take());
         let pump = async {
-            let pumped = copy_capped(exec_out, untar_in, settings.size_limit_bytes).await;
+            let pumped = copy_capped(reader, writer, copy.limit_bytes).await;
             if !matches!(pumped, Ok(true)) {
-                let _ = untar.start_kill();
+                let _ = local.start_kill();
             }
             pumped
         };
-        let (pumped, untar_stderr, exec_stderr) =
-            tokio::join!(pump, read_kept(untar_err), read_kept(exec_err));
+        let (pumped, local_stderr, _, remote_stderr) = tokio::join!(
+            pump,
+            read_kept(local_err),
+            read_kept(remote_rest),
+            read_kept(remote_err),
+        );
         match pumped {
             Ok(true) => {}
             Ok(false) => {
                 return Err(BindError::TooLarge {
-                    requested: bind.source.clone(),
-                    limit_bytes: settings.size_limit_bytes,
+                    requested: copy.source.to_string(),
+                    limit_bytes: copy.limit_bytes,
                 })
             }
             Err(error) => return Err(copy_failed(error.to_string())),
         }
-        let status = untar
+        let status = local
             .wait()
             .await
-            .map_err(|e| write_failed(format!("waiting for tar: {e}")))?;
+            .map_err(|e| local_failed(format!("waiting for tar: {e}")))?;
         if !status.success() {
-            return Err(write_failed(format!("tar: {}", trimmed(&untar_stderr))));
+            return Err(local_failed(format!("tar: {}", trimmed(&local_stderr))));
         }
         let status = session
             .status()
             .await
             .map_err(|e| copy_failed(e.to_string()))?;
         if super::exec::exit_code_of(status.as_ref()) != 0 {
-            return Err(copy_failed(trimmed(&exec_stderr)));
+            return Err(copy_failed(trimmed(&remote_stderr)));
         }
         Ok(())
     }
