@@ -3,12 +3,16 @@
 //! cluster-scoped BridgeSession and removed with it.
 //!
 //! `crd` is the resource, `objects` builds the namespace's objects without I/O, `controller`
-//! reconciles, `kubeconfig` writes the documents handed to jobs.
+//! reconciles, `kubeconfig` writes the documents handed to jobs, `leader` lets only one of
+//! several replicas reconcile.
 
 pub mod controller;
 pub mod crd;
 pub mod kubeconfig;
+pub mod leader;
 pub mod objects;
+
+pub use leader::LEADERSHIP;
 
 use clap::Args;
 
@@ -67,6 +71,8 @@ pub enum Error {
         "metrics endpoint: {0} (choose another address with --metrics-listen, or \"\" for none)"
     )]
     MetricsListenFailed(#[source] crate::readiness::Error),
+    #[error("operator leadership: {0}")]
+    LeadershipFailed(#[source] crate::runtime::lease::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -92,6 +98,39 @@ pub struct OperatorArgs {
         default_value = DEFAULT_METRICS_LISTEN
     )]
     pub metrics_listen: String,
+    /// Namespace of the leadership Lease (in a pod: its own, from the downward API). With one,
+    /// replicas elect a leader and only the leader reconciles; empty or unset, this process
+    /// reconciles alone (one replica, or a run on a host).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// This replica's name in the leadership Lease; default: the pod name (POD_NAME), else the
+    /// host name and process ID.
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
+}
+
+impl OperatorArgs {
+    /// The election this process takes part in, if any.
+    fn election(&self) -> Option<leader::Election> {
+        let namespace = self
+            .leader_election_namespace
+            .clone()
+            .filter(|namespace| !namespace.is_empty())?;
+        let identity = self
+            .leader_election_identity
+            .clone()
+            .filter(|identity| !identity.is_empty())
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .map(|name| name.trim().to_string())
+                    .unwrap_or_default();
+                format!("{host}-{}", std::process::id())
+            });
+        Some(leader::Election {
+            namespace,
+            identity,
+        })
+    }
 }
 
 /// Where the operator's metrics are served unless `--metrics-listen` says otherwise: loopback,
@@ -145,8 +184,54 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
             }
         });
     }
-    tracing::info!(%server, concurrency = args.concurrency, "Operator started");
-    controller::run(controller::Context::new(client, server), args.concurrency).await;
+    let stopping = stop_on_signals();
+    match args.election() {
+        None => {
+            tracing::info!(%server, concurrency = args.concurrency, "Operator started (no leader election: reconciling alone)");
+            crate::metrics::operator().set_leader(true);
+            let mut stopping = stopping;
+            let stop = async move {
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+            };
+            controller::run(
+                controller::Context::new(client, server),
+                args.concurrency,
+                stop,
+            )
+            .await;
+        }
+        Some(election) => {
+            tracing::info!(%server, concurrency = args.concurrency, namespace = %election.namespace, identity = %election.identity, lease = LEADERSHIP.name, "Operator started (leader election)");
+            leader::run_elected(client, server, args.concurrency, election, stopping).await?;
+        }
+    }
     tracing::info!("Operator stopped");
     Ok(())
+}
+
+/// Says true on the first SIGTERM or Ctrl-C (drain: reconciles in flight finish, the Lease is
+/// released); a second one exits at once.
+fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (sender, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let Ok(mut terminate) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            tracing::error!("Cannot listen for SIGTERM; stop the operator with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("Stopping: finishing the reconciles in flight (signal again to abort)");
+        let _ = sender.send(true);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::warn!("Second signal: aborting");
+        std::process::exit(130);
+    });
+    stopping
 }
