@@ -297,10 +297,12 @@ DOCKERFILE_IMAGE=127.0.0.1:5000/podbridge/podbridge-dockerfile:e2e
 # (glibc, libgcc, netbase, the CA bundle, user nonroot 65532) and pushed to the local registry.
 cc_base_image() {
   local r=$WORK/cc-rootfs f
-  mkdir -p "$r/etc/ssl/certs" "$r/tmp" "$r/home/nonroot"
+  mkdir -p "$r/etc/ssl/certs" "$r/tmp" "$r/home/nonroot" "$r/usr/bin" "$r/usr/sbin" "$r/usr/lib" "$r/usr/lib64"
   chmod 1777 "$r/tmp"
+  for f in bin sbin lib lib64; do ln -s "usr/$f" "$r/$f"; done   # merged /usr, as Debian 12
   for f in $(dpkg -L libc6 libgcc-s1 netbase | grep -v -e '^/usr/share/doc' -e '^/usr/share/man' -e '^/usr/share/lintian'); do
-    if [ -L "$f" ] || [ -f "$f" ]; then mkdir -p "$r$(dirname "$f")" && cp -a "$f" "$r$f" || return 1; fi
+    [ -d "$f" ] && continue
+    mkdir -p "$r$(dirname "$f")" && cp -a "$f" "$r$f" || return 1
   done
   cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$r/etc/passwd"
