@@ -30,7 +30,9 @@ PASSED=0
 FAILED=0
 FAILURES=()
 
-log() { printf '[e2e-incluster] %s\n' "$*" >&2; }
+# fd 4: the script's stderr, so that timings logged inside a check are shown when it passes too
+exec 4>&2
+log() { printf '[e2e-incluster] %s\n' "$*" >&4; }
 fail_setup() { echo "$*"; echo "0 passed, 1 failed"; exit 1; }
 
 curl -sf -m 3 127.0.0.1:${PODBRIDGE_READY_PORT:-2476}/kubernetes-ready >/dev/null || fail_setup "no cluster: run tests/cluster/up.sh first"
@@ -149,7 +151,8 @@ t_operator_deployment() {
 t_operator_leader_elected() {
   local i holder= pod standby=
   for i in $(seq 60); do holder=$(leader); [ -n "$holder" ] && break; sleep 0.5; done
-  operator_pods | grep -qx "$holder" || { echo "Lease holder [$holder] is not a running operator pod"; operator_pods; return 1; }
+  # (a here-string, not a pipe: grep -q may exit before kubectl wrote all, and pipefail is on)
+  grep -qx "$holder" <<<"$(operator_pods)" || { echo "Lease holder [$holder] is not a running operator pod"; operator_pods; return 1; }
   for pod in $(operator_pods); do [ "$pod" = "$holder" ] || standby=$pod; done
   [ -n "$standby" ] || { echo "no standby"; return 1; }
   # both serve /metrics; only the holder reconciles
