@@ -25,6 +25,7 @@ use crate::runtime::lease::LeaseKind;
 pub const LEADERSHIP: LeaseKind = LeaseKind {
     name: "podbridge-operator",
     purpose: "operator leadership",
+    title: "Operator leadership",
     managed_by: labels::MANAGED_BY_OPERATOR,
     duration: Duration::from_secs(15),
     renew_period: Duration::from_secs(2),

@@ -213,10 +213,10 @@ pub async fn run(args: &OperatorArgs) -> Result<()> {
 /// released); a second one exits at once.
 fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
     let (sender, stopping) = tokio::sync::watch::channel(false);
+    // Registered before this returns, so a SIGTERM from here on drains rather than kills.
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
-        let Ok(mut terminate) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        let Ok(mut terminate) = terminate else {
             tracing::error!("Cannot listen for SIGTERM; stop the operator with SIGKILL");
             return;
         };

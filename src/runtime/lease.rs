@@ -29,6 +29,9 @@ pub struct LeaseKind {
     pub name: &'static str,
     /// What holding it means, for log lines ("namespace lock", "operator leadership").
     pub purpose: &'static str,
+    /// The same at the start of a line ("Namespace lock"): the log lines tests and operators
+    /// grep for keep their words.
+    pub title: &'static str,
     /// Value of `app.kubernetes.io/managed-by` on the Lease when it is created.
     pub managed_by: &'static str,
     /// How long a holder that stopped renewing keeps the Lease.
@@ -48,6 +51,7 @@ pub struct LeaseKind {
 pub const NAMESPACE_LOCK: LeaseKind = LeaseKind {
     name: "podbridge-lock",
     purpose: "namespace lock",
+    title: "Namespace lock",
     managed_by: labels::MANAGED_BY_VALUE,
     duration: Duration::from_secs(15),
     renew_period: Duration::from_secs(5),
@@ -232,7 +236,7 @@ impl LeaseKind {
                 }
             }
         }
-        info!(%namespace, holder = %identity, lease = name, "Acquired the {}", kind.purpose);
+        info!(%namespace, holder = %identity, lease = name, "{} acquired", kind.title);
         let (lost_sender, lost) = watch::channel(false);
         let span = tracing::info_span!("lease", %namespace, lease = name);
         let renewal = tokio::spawn(
@@ -301,16 +305,17 @@ impl LeaseKind {
             match attempt.await {
                 Ok(None) => last_success = tokio::time::Instant::now(),
                 Ok(Some(holder)) => {
-                    warn!(%holder, "The {} was taken by another instance", self.purpose);
+                    warn!(%holder, "{} taken by another instance", self.title);
                     let _ = lost.send(true);
                     return;
                 }
                 Err(error) if last_success.elapsed() >= self.renew_deadline => {
-                    warn!(%error, "The {} was not renewed within {}s; giving it up", self.purpose, self.renew_deadline.as_secs());
+                    let deadline = self.renew_deadline.as_secs();
+                    warn!(%error, "{} not renewed within {deadline}s; giving it up", self.title);
                     let _ = lost.send(true);
                     return;
                 }
-                Err(error) => warn!(%error, "Renewing the {} failed; retrying", self.purpose),
+                Err(error) => warn!(%error, "{} renewal failed; retrying", self.title),
             }
         }
     }
@@ -358,7 +363,7 @@ impl LeaseGuard {
         };
         match bounded(&kind, "releasing", self.api.delete(name, &params)).await? {
             Ok(_) => {
-                info!(holder = %self.identity, lease = name, "Released the {}", kind.purpose);
+                info!(holder = %self.identity, lease = name, "{} released", kind.title);
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
