@@ -235,3 +235,49 @@ fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
     });
     stopping
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(namespace: Option<&str>, identity: Option<&str>) -> OperatorArgs {
+        OperatorArgs {
+            print_crd: false,
+            session_server: None,
+            concurrency: 1,
+            metrics_listen: String::new(),
+            leader_election_namespace: namespace.map(str::to_string),
+            leader_election_identity: identity.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn no_namespace_means_reconciling_alone() {
+        assert!(args(None, Some("pod-a")).election().is_none());
+        // POD_NAMESPACE="" (or the flag given empty) turns election off as well
+        assert!(args(Some(""), Some("pod-a")).election().is_none());
+    }
+
+    #[test]
+    fn a_namespace_elects_under_the_pod_name() {
+        let election = args(Some("podbridge-system"), Some("pod-a"))
+            .election()
+            .unwrap();
+        assert_eq!(election.namespace, "podbridge-system");
+        assert_eq!(election.identity, "pod-a");
+    }
+
+    #[test]
+    fn without_a_pod_name_the_identity_is_unique_per_process() {
+        let election = args(Some("ns"), None).election().unwrap();
+        assert!(
+            election
+                .identity
+                .ends_with(&format!("-{}", std::process::id())),
+            "{}",
+            election.identity
+        );
+        let empty = args(Some("ns"), Some("")).election().unwrap();
+        assert_eq!(empty.identity, election.identity);
+    }
+}
