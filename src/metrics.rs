@@ -386,6 +386,9 @@ pub struct OperatorMetrics {
     /// By result: `success` or `error`.
     reconciles: Mutex<BTreeMap<&'static str, u64>>,
     sessions: Mutex<Option<StateSource>>,
+    /// Whether this replica reconciles: it holds the leadership Lease, or runs without leader
+    /// election. Standbys scrape as 0, so `sum(podbridge_operator_leader)` shows a split or a gap.
+    leader: std::sync::atomic::AtomicBool,
 }
 
 /// The metrics of this `podbridge operator` process.
@@ -409,6 +412,18 @@ impl OperatorMetrics {
     /// Where the sessions gauge reads each session's phase at scrape time.
     pub fn set_session_phases(&self, source: StateSource) {
         *self.sessions.lock() = Some(source);
+    }
+
+    /// Forgets the session source when this replica stops reconciling: a standby's cache is
+    /// stale, and only the leader should count sessions.
+    pub fn clear_session_phases(&self) {
+        *self.sessions.lock() = None;
+    }
+
+    /// Whether this replica reconciles now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader
+            .store(leading, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -440,6 +455,20 @@ impl OperatorMetrics {
                 count,
             );
         }
+        write_header(
+            &mut out,
+            "podbridge_operator_leader",
+            "gauge",
+            "1 while this replica reconciles (holds the leadership Lease, or runs without leader \
+             election), 0 while it stands by.",
+        );
+        let leading = self.leader.load(std::sync::atomic::Ordering::Relaxed);
+        write_sample(
+            &mut out,
+            "podbridge_operator_leader",
+            &[],
+            u8::from(leading),
+        );
         out
     }
 }
@@ -617,5 +646,20 @@ mod tests {
         assert!(text.contains("# TYPE podbridge_operator_reconciles_total counter\n"));
         assert!(text.contains("podbridge_operator_reconciles_total{result=\"success\"} 2\n"));
         assert!(text.contains("podbridge_operator_reconciles_total{result=\"error\"} 1\n"));
+        assert!(text.contains("# TYPE podbridge_operator_leader gauge\n"));
+        assert!(text.contains("\npodbridge_operator_leader 0\n"));
+    }
+
+    #[test]
+    fn a_standby_reports_no_leadership_and_no_sessions() {
+        let metrics = OperatorMetrics::default();
+        metrics.set_session_phases(Box::new(|| vec!["Ready"]));
+        metrics.set_leader(true);
+        assert!(metrics.render().contains("\npodbridge_operator_leader 1\n"));
+        metrics.set_leader(false);
+        metrics.clear_session_phases();
+        let text = metrics.render();
+        assert!(text.contains("\npodbridge_operator_leader 0\n"));
+        assert!(text.contains("podbridge_operator_sessions{phase=\"Ready\"} 0\n"));
     }
 }

@@ -67,8 +67,13 @@ impl Context {
     }
 }
 
-/// Runs the controller until SIGTERM/Ctrl-C (the first drains, a second aborts).
-pub async fn run(context: Context, concurrency: u16) {
+/// Runs the controller until `stop` resolves, then lets the reconciles in flight finish (they
+/// write idempotently, so one that overlaps a successor's is harmless).
+pub async fn run(
+    context: Context,
+    concurrency: u16,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = context.client.clone();
     let sessions: Api<BridgeSession> = Api::all(client.clone());
     let owned = watcher::Config::default().labels(&format!(
@@ -105,7 +110,7 @@ pub async fn run(context: Context, concurrency: u16) {
         .watches(job_pods, watcher::Config::default(), move |pod| {
             sessions_of_job_pod(&store, &pod)
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, Arc::new(context))
         .for_each(|result| async move {
             crate::metrics::operator().record_reconcile(result.is_ok());

@@ -3,7 +3,8 @@
 //! cluster-scoped BridgeSession and removed with it.
 //!
 //! `crd` is the resource, `objects` builds the namespace's objects without I/O, `controller`
-//! reconciles, `kubeconfig` writes the documents handed to jobs.
+//! reconciles, `kubeconfig` writes the documents handed to jobs, `leader` lets only one of
+//! several replicas reconcile.
 
 pub mod admission;
 pub mod broker;
@@ -12,12 +13,15 @@ pub mod controller;
 pub mod crd;
 pub mod https;
 pub mod kubeconfig;
+pub mod leader;
 pub mod objects;
 pub mod tls_secret;
 pub mod webhook;
 pub mod webhook_config;
 
 use std::sync::Arc;
+
+pub use leader::LEADERSHIP;
 
 use clap::Args;
 
@@ -86,6 +90,8 @@ pub enum Error {
         "HTTPS endpoint: {0} (choose another address with --webhook-listen, or \"\" for none)"
     )]
     HttpsListenFailed(#[source] crate::readiness::Error),
+    #[error("operator leadership: {0}")]
+    LeadershipFailed(#[source] crate::runtime::lease::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -141,6 +147,15 @@ pub struct OperatorArgs {
     /// Further DNS names or IP addresses for the serving certificate (repeat, or comma-separate).
     #[arg(long, env = "PODBRIDGE_TLS_EXTRA_SAN", value_delimiter = ',')]
     pub tls_extra_san: Vec<String>,
+    /// Namespace of the leadership Lease (in a pod: its own, from the downward API). With one,
+    /// replicas elect a leader and only the leader reconciles; empty or unset, this process
+    /// reconciles alone (one replica, or a run on a host).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// This replica's name in the leadership Lease; default: the pod name (POD_NAME), else the
+    /// host name and process ID.
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
 }
 
 fn operator_id(text: &str) -> Result<String, String> {
@@ -245,6 +260,30 @@ pub fn https_router(webhook: webhook::WebhookState, broker: broker::BrokerState)
         .merge(broker::router(broker))
 }
 
+impl OperatorArgs {
+    /// The election this process takes part in, if any.
+    fn election(&self) -> Option<leader::Election> {
+        let namespace = self
+            .leader_election_namespace
+            .clone()
+            .filter(|namespace| !namespace.is_empty())?;
+        let identity = self
+            .leader_election_identity
+            .clone()
+            .filter(|identity| !identity.is_empty())
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .map(|name| name.trim().to_string())
+                    .unwrap_or_default();
+                format!("{host}-{}", std::process::id())
+            });
+        Some(leader::Election {
+            namespace,
+            identity,
+        })
+    }
+}
+
 /// Where the operator's metrics are served unless `--metrics-listen` says otherwise: loopback,
 /// two ports after the readiness endpoints' 2477 (2478 is where the e2e tests put a second readiness server).
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:2479";
@@ -345,14 +384,64 @@ pub async fn run(args: &OperatorArgs, config: &crate::config::Config) -> Result<
         );
         tokio::spawn(webhook::upkeep(client.clone(), settings, served, material));
     }
-    tracing::info!(%server, concurrency = args.concurrency, operator_id = %args.operator_id, "Operator started");
-    controller::run(
-        controller::Context::new(client, server, args.operator_id.clone()),
-        args.concurrency,
-    )
-    .await;
+    let stopping = stop_on_signals();
+    match args.election() {
+        None => {
+            tracing::info!(%server, concurrency = args.concurrency, operator_id = %args.operator_id, "Operator started (no leader election: reconciling alone)");
+            crate::metrics::operator().set_leader(true);
+            let mut stopping = stopping;
+            let stop = async move {
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+            };
+            controller::run(
+                controller::Context::new(client, server, args.operator_id.clone()),
+                args.concurrency,
+                stop,
+            )
+            .await;
+        }
+        Some(election) => {
+            tracing::info!(%server, concurrency = args.concurrency, operator_id = %args.operator_id, namespace = %election.namespace, identity = %election.identity, lease = LEADERSHIP.name, "Operator started (leader election)");
+            leader::run_elected(
+                client,
+                server,
+                args.operator_id.clone(),
+                args.concurrency,
+                election,
+                stopping,
+            )
+            .await?;
+        }
+    }
     tracing::info!("Operator stopped");
     Ok(())
+}
+
+/// Says true on the first SIGTERM or Ctrl-C (drain: reconciles in flight finish, the Lease is
+/// released); a second one exits at once.
+fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (sender, stopping) = tokio::sync::watch::channel(false);
+    // Registered before this returns, so a SIGTERM from here on drains rather than kills.
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    tokio::spawn(async move {
+        let Ok(mut terminate) = terminate else {
+            tracing::error!("Cannot listen for SIGTERM; stop the operator with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("Stopping: finishing the reconciles in flight (signal again to abort)");
+        let _ = sender.send(true);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::warn!("Second signal: aborting");
+        std::process::exit(130);
+    });
+    stopping
 }
 
 #[cfg(test)]
@@ -431,5 +520,47 @@ mod tests {
         assert!(args(&["--operator-id", "Blue"]).is_err());
         assert!(args(&["--operator-id", "-x"]).is_err());
         assert_eq!(args(&[]).unwrap().operator_id, "default");
+    }
+
+    /// The flags of an election, as clap reads them (an empty value stays empty).
+    fn election_args(namespace: Option<&str>, identity: Option<&str>) -> OperatorArgs {
+        let mut flags = Vec::new();
+        if let Some(namespace) = namespace {
+            flags.extend(["--leader-election-namespace", namespace]);
+        }
+        if let Some(identity) = identity {
+            flags.extend(["--leader-election-identity", identity]);
+        }
+        args(&flags).unwrap()
+    }
+
+    #[test]
+    fn no_namespace_means_reconciling_alone() {
+        assert!(election_args(None, Some("pod-a")).election().is_none());
+        // POD_NAMESPACE="" (or the flag given empty) turns election off as well
+        assert!(election_args(Some(""), Some("pod-a")).election().is_none());
+    }
+
+    #[test]
+    fn a_namespace_elects_under_the_pod_name() {
+        let election = election_args(Some("podbridge-system"), Some("pod-a"))
+            .election()
+            .unwrap();
+        assert_eq!(election.namespace, "podbridge-system");
+        assert_eq!(election.identity, "pod-a");
+    }
+
+    #[test]
+    fn without_a_pod_name_the_identity_is_unique_per_process() {
+        let election = election_args(Some("ns"), None).election().unwrap();
+        assert!(
+            election
+                .identity
+                .ends_with(&format!("-{}", std::process::id())),
+            "{}",
+            election.identity
+        );
+        let empty = election_args(Some("ns"), Some("")).election().unwrap();
+        assert_eq!(empty.identity, election.identity);
     }
 }

@@ -1,12 +1,14 @@
-//! runtime::lease: the namespace lock (`lock = true`). `serve` takes the `coordination.k8s.io/v1`
-//! Lease `podbridge-lock` before binding any port, renews it while serving and deletes it on
-//! shutdown; a second instance waits, saying who holds it, and takes over once the holder
-//! releases it or stops renewing for the Lease duration.
+//! runtime::lease: one `coordination.k8s.io/v1` Lease held by one instance at a time, in two
+//! uses. `serve`'s namespace lock (`lock = true`, [`NAMESPACE_LOCK`]): taken before any port is
+//! bound, renewed while serving, deleted on shutdown; a second instance waits, saying who holds
+//! it. The operator's leadership (`crate::operator::LEADERSHIP`): with several replicas only the
+//! holder reconciles; a standby waits here and takes over once the leader releases the Lease or
+//! stops renewing it.
 //!
 //! Every write is a `create` or a `replace` carrying the `resourceVersion` that was read, so two
-//! instances racing for an expired lock cannot both win: the loser gets 409 and reads again.
-//! Timings follow client-go's leader election, shorter than kubedock's 60 s so a crashed CI job's
-//! successor waits at most ~15 s.
+//! instances racing for an expired Lease cannot both win: the loser gets 409 and reads again.
+//! Expiry is judged from the Lease's `renewTime` against the local clock, so the instances' clocks
+//! must agree to well within the Lease duration (NTP does that).
 
 use std::time::Duration;
 
@@ -20,14 +22,43 @@ use tracing::{info, warn, Instrument};
 
 use crate::labels;
 
-/// Name of the lock Lease in the namespace.
-pub const LOCK_NAME: &str = "podbridge-lock";
-/// How long a holder that stopped renewing keeps the lock.
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How often the holder renews.
-const RENEW_PERIOD: Duration = Duration::from_secs(5);
-/// How often a waiting instance reads the Lease again.
-const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// One kind of Lease: its name, what it guards (for messages) and its timings.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseKind {
+    /// Name of the Lease in its namespace.
+    pub name: &'static str,
+    /// What holding it means, for log lines ("namespace lock", "operator leadership").
+    pub purpose: &'static str,
+    /// The same at the start of a line ("Namespace lock"): the log lines tests and operators
+    /// grep for keep their words.
+    pub title: &'static str,
+    /// Value of `app.kubernetes.io/managed-by` on the Lease when it is created.
+    pub managed_by: &'static str,
+    /// How long a holder that stopped renewing keeps the Lease.
+    pub duration: Duration,
+    /// How often the holder renews.
+    pub renew_period: Duration,
+    /// The holder gives the Lease up when no renewal succeeded for this long; below `duration`
+    /// it stops acting before anyone else may start.
+    pub renew_deadline: Duration,
+    /// How often a waiting instance reads the Lease again.
+    pub retry_period: Duration,
+}
+
+/// `serve`'s namespace lock. Shorter than kubedock's 60 s so a crashed CI job's successor waits
+/// at most ~15 s; the holder serves until no renewal succeeded for the whole duration (a lost lock
+/// ends `serve`, so it is not given up early).
+pub const NAMESPACE_LOCK: LeaseKind = LeaseKind {
+    name: "podbridge-lock",
+    purpose: "namespace lock",
+    title: "Namespace lock",
+    managed_by: labels::MANAGED_BY_VALUE,
+    duration: Duration::from_secs(15),
+    renew_period: Duration::from_secs(5),
+    renew_deadline: Duration::from_secs(15),
+    retry_period: Duration::from_secs(2),
+};
+
 /// Bound on every API call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,16 +66,31 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading Lease {LOCK_NAME}: {0}")]
-    ReadFailed(#[source] kube::Error),
-    #[error("writing Lease {LOCK_NAME}: {0}")]
-    WriteFailed(#[source] kube::Error),
-    #[error("releasing Lease {LOCK_NAME}: {0}")]
-    ReleaseFailed(#[source] kube::Error),
-    #[error("{operation} Lease {LOCK_NAME} timed out after {}s", CALL_TIMEOUT.as_secs())]
-    TimedOut { operation: &'static str },
-    #[error("Lease {LOCK_NAME} was lost while serving (taken over, or not renewed in time)")]
-    Lost,
+    #[error("reading Lease {lease}: {source}")]
+    ReadFailed {
+        lease: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing Lease {lease}: {source}")]
+    WriteFailed {
+        lease: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("releasing Lease {lease}: {source}")]
+    ReleaseFailed {
+        lease: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{operation} Lease {lease} timed out after {}s", CALL_TIMEOUT.as_secs())]
+    TimedOut {
+        operation: &'static str,
+        lease: &'static str,
+    },
+    #[error("Lease {lease} was lost while held (taken over, or not renewed in time)")]
+    Lost { lease: &'static str },
 }
 
 /// What to do with the Lease as read.
@@ -54,7 +100,7 @@ pub enum Decision {
     Create,
     /// Free or expired: take it over.
     Take,
-    /// Already ours (a restart with the same instance ID).
+    /// Already ours (a restart with the same identity).
     Renew,
     /// Held by someone else who still renews.
     Wait { holder: String },
@@ -80,174 +126,227 @@ pub fn decide(lease: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     }
 }
 
+/// Bounds one call on the Lease in time.
 async fn bounded<T>(
+    kind: &LeaseKind,
     operation: &'static str,
     call: impl std::future::Future<Output = std::result::Result<T, kube::Error>>,
 ) -> Result<std::result::Result<T, kube::Error>> {
     tokio::time::timeout(CALL_TIMEOUT, call)
         .await
-        .map_err(|_| Error::TimedOut { operation })
+        .map_err(|_| Error::TimedOut {
+            operation,
+            lease: kind.name,
+        })
 }
 
 fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
-/// The held lock; renewed by a task until [`LockGuard::release`].
-pub struct LockGuard {
+/// The held Lease; renewed by a task until [`LeaseGuard::release`] or until it is lost.
+pub struct LeaseGuard {
+    kind: LeaseKind,
     api: Api<Lease>,
     identity: String,
     renewal: tokio::task::JoinHandle<()>,
     lost: watch::Receiver<bool>,
 }
 
-/// Waits until this instance holds the lock (forever, if the holder keeps renewing).
-pub async fn acquire(client: Client, namespace: &str, identity: &str) -> Result<LockGuard> {
-    let api: Api<Lease> = Api::namespaced(client, namespace);
-    let mut announced: Option<String> = None;
-    loop {
-        let current = bounded("reading", api.get_opt(LOCK_NAME))
-            .await?
-            .map_err(Error::ReadFailed)?;
-        let now = Timestamp::now();
-        let decision = decide(
-            current.as_ref().and_then(|l| l.spec.as_ref()),
-            identity,
-            now,
+impl LeaseKind {
+    /// Waits until `identity` holds this Lease in `namespace` (forever, if the holder keeps
+    /// renewing).
+    pub async fn acquire(
+        &self,
+        client: Client,
+        namespace: &str,
+        identity: &str,
+    ) -> Result<LeaseGuard> {
+        let kind = *self;
+        let name = kind.name;
+        let api: Api<Lease> = Api::namespaced(client, namespace);
+        let mut announced: Option<String> = None;
+        loop {
+            let current = bounded(&kind, "reading", api.get_opt(name))
+                .await?
+                .map_err(|source| Error::ReadFailed {
+                    lease: name,
+                    source,
+                })?;
+            let now = Timestamp::now();
+            let decision = decide(
+                current.as_ref().and_then(|l| l.spec.as_ref()),
+                identity,
+                now,
+            );
+            let written = match (decision, current) {
+                (Decision::Wait { holder }, _) => {
+                    if announced.as_deref() != Some(holder.as_str()) {
+                        info!(%namespace, %holder, lease = name, "Waiting for the {}", kind.purpose);
+                        announced = Some(holder);
+                    }
+                    tokio::time::sleep(kind.retry_period).await;
+                    continue;
+                }
+                (Decision::Create, _) | (_, None) => {
+                    let lease = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(name.into()),
+                            labels: Some(
+                                [(labels::MANAGED_BY.to_string(), kind.managed_by.to_string())]
+                                    .into(),
+                            ),
+                            ..ObjectMeta::default()
+                        },
+                        spec: Some(kind.held_spec(identity, now, None)),
+                    };
+                    bounded(
+                        &kind,
+                        "creating",
+                        api.create(&PostParams::default(), &lease),
+                    )
+                    .await?
+                }
+                (decision, Some(mut lease)) => {
+                    let previous = lease.spec.take();
+                    let mut spec = kind.held_spec(identity, now, previous.as_ref());
+                    if decision == Decision::Renew {
+                        spec.acquire_time = previous.as_ref().and_then(|p| p.acquire_time.clone());
+                        spec.lease_transitions =
+                            previous.as_ref().and_then(|p| p.lease_transitions);
+                    }
+                    lease.spec = Some(spec);
+                    bounded(
+                        &kind,
+                        "taking over",
+                        api.replace(name, &PostParams::default(), &lease),
+                    )
+                    .await?
+                }
+            };
+            match written {
+                Ok(_) => break,
+                // someone else wrote first: read again
+                Err(error) if is_conflict(&error) => continue,
+                Err(source) => {
+                    return Err(Error::WriteFailed {
+                        lease: name,
+                        source,
+                    })
+                }
+            }
+        }
+        info!(%namespace, holder = %identity, lease = name, "{} acquired", kind.title);
+        let (lost_sender, lost) = watch::channel(false);
+        let span = tracing::info_span!("lease", %namespace, lease = name);
+        let renewal = tokio::spawn(
+            kind.renew_until_lost(api.clone(), identity.to_string(), lost_sender)
+                .instrument(span),
         );
-        let written = match (decision, current) {
-            (Decision::Wait { holder }, _) => {
-                if announced.as_deref() != Some(holder.as_str()) {
-                    info!(%namespace, %holder, lease = LOCK_NAME, "Waiting for the namespace lock");
-                    announced = Some(holder);
+        Ok(LeaseGuard {
+            kind,
+            api,
+            identity: identity.to_string(),
+            renewal,
+            lost,
+        })
+    }
+
+    /// The spec of a Lease held by `identity` from `now`.
+    fn held_spec(&self, identity: &str, now: Timestamp, previous: Option<&LeaseSpec>) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(identity.into()),
+            lease_duration_seconds: Some(self.duration.as_secs() as i32),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(
+                previous
+                    .and_then(|p| p.lease_transitions)
+                    .map_or(0, |t| t + 1),
+            ),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// Renews every `renew_period`; gives up, and says so on `lost`, when another holder took the
+    /// Lease or no renewal succeeded for `renew_deadline`.
+    async fn renew_until_lost(self, api: Api<Lease>, identity: String, lost: watch::Sender<bool>) {
+        let name = self.name;
+        let mut last_success = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.renew_period).await;
+            let attempt = async {
+                let mut lease =
+                    bounded(&self, "reading", api.get(name))
+                        .await?
+                        .map_err(|source| Error::ReadFailed {
+                            lease: name,
+                            source,
+                        })?;
+                let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+                if holder.as_deref() != Some(identity.as_str()) {
+                    return Ok(Some(holder.unwrap_or_default()));
                 }
-                tokio::time::sleep(RETRY_PERIOD).await;
-                continue;
-            }
-            (Decision::Create, _) | (_, None) => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(LOCK_NAME.into()),
-                        labels: Some(
-                            [(
-                                labels::MANAGED_BY.to_string(),
-                                labels::MANAGED_BY_VALUE.to_string(),
-                            )]
-                            .into(),
-                        ),
-                        ..ObjectMeta::default()
-                    },
-                    spec: Some(held_spec(identity, now, None)),
-                };
-                bounded("creating", api.create(&PostParams::default(), &lease)).await?
-            }
-            (decision, Some(mut lease)) => {
-                let previous = lease.spec.take();
-                let mut spec = held_spec(identity, now, previous.as_ref());
-                if decision == Decision::Renew {
-                    spec.acquire_time = previous.as_ref().and_then(|p| p.acquire_time.clone());
-                    spec.lease_transitions = previous.as_ref().and_then(|p| p.lease_transitions);
+                if let Some(spec) = lease.spec.as_mut() {
+                    spec.renew_time = Some(MicroTime(Timestamp::now()));
                 }
-                lease.spec = Some(spec);
                 bounded(
-                    "taking over",
-                    api.replace(LOCK_NAME, &PostParams::default(), &lease),
+                    &self,
+                    "renewing",
+                    api.replace(name, &PostParams::default(), &lease),
                 )
                 .await?
+                .map_err(|source| Error::WriteFailed {
+                    lease: name,
+                    source,
+                })?;
+                Ok::<_, Error>(None)
+            };
+            match attempt.await {
+                Ok(None) => last_success = tokio::time::Instant::now(),
+                Ok(Some(holder)) => {
+                    warn!(%holder, "{} taken by another instance", self.title);
+                    let _ = lost.send(true);
+                    return;
+                }
+                Err(error) if last_success.elapsed() >= self.renew_deadline => {
+                    let deadline = self.renew_deadline.as_secs();
+                    warn!(%error, "{} not renewed within {deadline}s; giving it up", self.title);
+                    let _ = lost.send(true);
+                    return;
+                }
+                Err(error) => warn!(%error, "{} renewal failed; retrying", self.title),
             }
-        };
-        match written {
-            Ok(_) => break,
-            // someone else wrote first: read again
-            Err(error) if is_conflict(&error) => continue,
-            Err(error) => return Err(Error::WriteFailed(error)),
-        }
-    }
-    info!(%namespace, holder = %identity, lease = LOCK_NAME, "Namespace lock acquired");
-    let (lost_sender, lost) = watch::channel(false);
-    let span = tracing::info_span!("lock", %namespace, lease = LOCK_NAME);
-    let renewal = tokio::spawn(
-        renew_until_lost(api.clone(), identity.to_string(), lost_sender).instrument(span),
-    );
-    Ok(LockGuard {
-        api,
-        identity: identity.to_string(),
-        renewal,
-        lost,
-    })
-}
-
-/// The spec of a Lease held by `identity` from `now`.
-fn held_spec(identity: &str, now: Timestamp, previous: Option<&LeaseSpec>) -> LeaseSpec {
-    LeaseSpec {
-        holder_identity: Some(identity.into()),
-        lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
-        acquire_time: Some(MicroTime(now)),
-        renew_time: Some(MicroTime(now)),
-        lease_transitions: Some(
-            previous
-                .and_then(|p| p.lease_transitions)
-                .map_or(0, |t| t + 1),
-        ),
-        ..LeaseSpec::default()
-    }
-}
-
-/// Renews every [`RENEW_PERIOD`]; gives up, and says so on `lost`, when another holder took the
-/// Lease or no renewal succeeded for [`LEASE_DURATION`].
-async fn renew_until_lost(api: Api<Lease>, identity: String, lost: watch::Sender<bool>) {
-    let mut last_success = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(RENEW_PERIOD).await;
-        let attempt = async {
-            let mut lease = bounded("reading", api.get(LOCK_NAME))
-                .await?
-                .map_err(Error::ReadFailed)?;
-            let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
-            if holder.as_deref() != Some(identity.as_str()) {
-                return Ok(Some(holder.unwrap_or_default()));
-            }
-            if let Some(spec) = lease.spec.as_mut() {
-                spec.renew_time = Some(MicroTime(Timestamp::now()));
-            }
-            bounded(
-                "renewing",
-                api.replace(LOCK_NAME, &PostParams::default(), &lease),
-            )
-            .await?
-            .map_err(Error::WriteFailed)?;
-            Ok::<_, Error>(None)
-        };
-        match attempt.await {
-            Ok(None) => last_success = tokio::time::Instant::now(),
-            Ok(Some(holder)) => {
-                warn!(%holder, "Namespace lock taken by another instance");
-                let _ = lost.send(true);
-                return;
-            }
-            Err(error) if last_success.elapsed() >= LEASE_DURATION => {
-                warn!(%error, "Namespace lock not renewed within the lease duration");
-                let _ = lost.send(true);
-                return;
-            }
-            Err(error) => warn!(%error, "Namespace lock renewal failed; retrying"),
         }
     }
 }
 
-impl LockGuard {
-    /// Resolves if the lock is lost while serving.
+impl LeaseGuard {
+    /// Resolves if the Lease is lost while held.
     pub async fn lost(&self) {
+        self.lost_signal().await
+    }
+
+    /// Like [`LeaseGuard::lost`], owning what it waits on, for tasks and shutdown triggers that
+    /// outlive a borrow of the guard.
+    pub fn lost_signal(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
         let mut lost = self.lost.clone();
-        let _ = lost.wait_for(|lost| *lost).await;
+        async move {
+            let _ = lost.wait_for(|lost| *lost).await;
+        }
     }
 
     /// Stops renewing and deletes the Lease if it is still ours, so a waiter takes over at once.
     pub async fn release(self) -> Result<()> {
         self.renewal.abort();
-        let Some(lease) = bounded("reading", self.api.get_opt(LOCK_NAME))
+        let kind = self.kind;
+        let name = kind.name;
+        let Some(lease) = bounded(&kind, "reading", self.api.get_opt(name))
             .await?
-            .map_err(Error::ReadFailed)?
+            .map_err(|source| Error::ReadFailed {
+                lease: name,
+                source,
+            })?
         else {
             return Ok(());
         };
@@ -262,13 +361,16 @@ impl LockGuard {
             }),
             ..DeleteParams::default()
         };
-        match bounded("releasing", self.api.delete(LOCK_NAME, &params)).await? {
+        match bounded(&kind, "releasing", self.api.delete(name, &params)).await? {
             Ok(_) => {
-                info!(holder = %self.identity, lease = LOCK_NAME, "Namespace lock released");
+                info!(holder = %self.identity, lease = name, "{} released", kind.title);
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-            Err(error) => Err(Error::ReleaseFailed(error)),
+            Err(source) => Err(Error::ReleaseFailed {
+                lease: name,
+                source,
+            }),
         }
     }
 }
@@ -326,9 +428,43 @@ mod tests {
             lease_transitions: Some(2),
             ..spec("other", "2026-01-01T11:00:00Z", 15)
         };
-        let spec = held_spec("me", now(), Some(&previous));
+        let spec = NAMESPACE_LOCK.held_spec("me", now(), Some(&previous));
         assert_eq!(spec.lease_transitions, Some(3));
         assert_eq!(spec.holder_identity.as_deref(), Some("me"));
-        assert_eq!(held_spec("me", now(), None).lease_transitions, Some(0));
+        assert_eq!(
+            NAMESPACE_LOCK
+                .held_spec("me", now(), None)
+                .lease_transitions,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_held_lease_states_its_kinds_duration() {
+        let short = LeaseKind {
+            duration: Duration::from_secs(7),
+            ..NAMESPACE_LOCK
+        };
+        let spec = short.held_spec("me", now(), None);
+        assert_eq!(spec.lease_duration_seconds, Some(7));
+        // what others judge expiry by: a waiter 8 s later takes over, 6 s later it waits
+        let later = |seconds: i64| now() + SignedDuration::from_secs(seconds);
+        assert_eq!(decide(Some(&spec), "other", later(8)), Decision::Take);
+        assert_eq!(
+            decide(Some(&spec), "other", later(6)),
+            Decision::Wait {
+                holder: "me".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_namespace_lock_keeps_its_timings() {
+        // serve's behaviour since the lock exists: 15 s Lease, renewed every 5 s, kept until no
+        // renewal succeeded for the whole duration
+        assert_eq!(NAMESPACE_LOCK.name, "podbridge-lock");
+        assert_eq!(NAMESPACE_LOCK.duration, Duration::from_secs(15));
+        assert_eq!(NAMESPACE_LOCK.renew_period, Duration::from_secs(5));
+        assert_eq!(NAMESPACE_LOCK.renew_deadline, NAMESPACE_LOCK.duration);
     }
 }

@@ -9,7 +9,8 @@
 # operator's /metrics; the admission webhook (served by the operator as a host process at
 # https://10.244.0.1:<port>, registered by URL): hostile pods and NodePort Services refused with
 # the session's kubeconfig, compliant ones and everything `podbridge serve` writes admitted, other
-# namespaces untouched, the caBundle verifying the served certificate.
+# namespaces untouched, the caBundle verifying the served certificate; leader election (two
+# operators, one reconciles, the other takes over when the leader is killed).
 # Environment: E2E_ONLY=regex runs only the sections whose title matches (the build and the two
 # sessions always run; "readiness" needs "Docker API", "deleting" needs "same names").
 # Closing line: "N passed, M failed"; exit status non-zero on any failure. Cleans up after itself,
@@ -32,6 +33,9 @@ jobs_ns=pb-test-jobs-$run
 # the session broker's runner (a BridgeRunner) and its namespace
 runner=$run-runner
 runner_ns=pb-test-runner-$run
+# the leadership Lease's namespace (the in-cluster operator's is podbridge-system: never shared)
+lease_ns=pb-test-leader-$run
+declare -A elected_pid=()
 operator_pid=
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # the admission webhook: on the cni0 address, which the API server reaches
@@ -101,7 +105,7 @@ kubeconfig_of() { # SESSION FILE: the kubeconfig from the Secret the status name
 
 cleanup() {
     [ -n "$readiness_pid" ] && kill "$readiness_pid" 2>/dev/null
-    for p in "${serve_pid[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    for p in "${serve_pid[@]:-}" "${elected_pid[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
     if [ -z "$operator_pid" ]; then start_operator; fi
     kubectl delete bridgesession -l "podbridge.test/e2e=$run" --wait=false >/dev/null 2>&1
     kubectl delete bridgesession -l "podbridge.io/runner=$runner" --wait=false >/dev/null 2>&1
@@ -122,6 +126,7 @@ cleanup() {
     for ns in $(kubectl get ns -o name | grep "namespace/pb-$run-"); do
         kubectl delete "$ns" --wait=false >/dev/null 2>&1
     done
+    kubectl delete namespace "$lease_ns" --wait=false >/dev/null 2>&1
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -459,9 +464,60 @@ check "session $b still Ready after restart" is_ready "$b"
 fi
 check "operator did not log errors" bash -c "! grep -E ' ERROR ' $tmp/operator.log"
 
+if want "leader election"; then
+echo "== leader election: two operators, one reconciles"
+stop_operator
+kubectl create namespace "$lease_ns" >/dev/null
+declare -A elected_port=()
+start_elected() { # NAME: an operator standing for the Lease in $lease_ns as NAME
+    elected_port[$1]=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$bin" operator --metrics-listen "127.0.0.1:${elected_port[$1]}" --operator-id "$operator_id" \
+        --leader-election-namespace "$lease_ns" --leader-election-identity "$1" >>"$tmp/elected-$1.log" 2>&1 &
+    elected_pid[$1]=$!
+}
+holder() { kubectl -n "$lease_ns" get lease podbridge-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+holds() { [ "$(holder)" = "$1" ]; }
+# elected_metric NAME SERIES
+elected_metric() { curl -s -m 5 "http://127.0.0.1:${elected_port[$1]}/metrics" | awk -v s="$2" '$1 == s { v = $2 } END { print v + 0 }'; }
+leads() { [ "$(elected_metric "$1" podbridge_operator_leader)" = 1 ]; }
+start_elected one
+check "the first operator takes the Lease in $lease_ns" poll 30 holds one
+start_elected two
+check "the second stands by and serves /metrics (leader 0)" poll 30 bash -c \
+    "curl -sf http://127.0.0.1:${elected_port[two]}/metrics | grep -qx 'podbridge_operator_leader 0'"
+check "the first reports leader 1" leads one
+f=$run-f
+session "$f"
+check "session $f Ready (reconciled by the leader)" poll 60 is_ready "$f"
+sleep 2
+standby_idle() {
+    curl -sf "http://127.0.0.1:${elected_port[two]}/metrics" | grep -qx 'podbridge_operator_reconciles_total{result="success"} 0'
+}
+check "the standby reconciled nothing" standby_idle
+check "the Lease still names the first" holds one
+
+echo "== leader election: the leader dies without releasing, the standby takes over"
+kill -9 "${elected_pid[one]}"; wait "${elected_pid[one]}" 2>/dev/null; unset 'elected_pid[one]'
+t0=$(date +%s%N)
+g=$run-g
+session "$g"
+check "session $g Ready after the leader's death (the standby took over)" poll 60 is_ready "$g"
+takeover_ms=$(ms_since "$t0")
+echo "     Ready $takeover_ms ms after kill -9 of the leader (Lease 15 s, retry 2 s)"
+check "the Lease names the second" holds two
+check "the second reports leader 1" leads two
+check "one transition recorded on the Lease" bash -c \
+    "[ \"\$(kubectl -n $lease_ns get lease podbridge-operator -o jsonpath='{.spec.leaseTransitions}')\" = 1 ]"
+kill "${elected_pid[two]}"; wait "${elected_pid[two]}" 2>/dev/null; unset 'elected_pid[two]'
+check "a leader stopped by SIGTERM releases the Lease" bash -c \
+    "! kubectl -n $lease_ns get lease podbridge-operator -o name 2>/dev/null | grep -q ."
+check "elected operators did not log errors" bash -c "! cat $tmp/elected-*.log | grep -E ' ERROR '"
+fi
+
 echo
 if [ "$failed" -gt 0 ]; then
     echo "--- operator log (tail)"; tail -n 30 "$tmp/operator.log"
+    for log in "$tmp"/elected-*.log; do [ -f "$log" ] && { echo "--- $log (tail)"; tail -n 15 "$log"; }; done
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

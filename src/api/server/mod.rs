@@ -603,7 +603,7 @@ pub async fn run(
     let lock = match config.lock {
         false => None,
         true => tokio::select! {
-            lock = crate::runtime::lease::acquire(client.clone(), &namespace, &instance) => Some(lock?),
+            lock = crate::runtime::lease::NAMESPACE_LOCK.acquire(client.clone(), &namespace, &instance) => Some(lock?),
             _ = shutdown_signal() => return Ok(()),
         },
     };
@@ -709,7 +709,10 @@ pub async fn run(
     }
     reaper.stop(config.cleanup_on_exit).await;
     if lost {
-        return Err(crate::runtime::lease::Error::Lost.into());
+        return Err(crate::runtime::lease::Error::Lost {
+            lease: crate::runtime::lease::NAMESPACE_LOCK.name,
+        }
+        .into());
     }
     if let Some(lock) = lock {
         lock.release().await?;
