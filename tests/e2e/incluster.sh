@@ -147,7 +147,10 @@ t_operator_deployment() {
   expect_eq "$(kubectl -n podbridge-system get deployment podbridge-operator -o jsonpath='{.status.readyReplicas}')" 2 || return 1
   # non-root, read-only root filesystem, as the manifest asks
   expect_eq "$(kubectl -n podbridge-system get pods -l app.kubernetes.io/name=podbridge-operator \
-    -o jsonpath='{.items[0].spec.securityContext.runAsUser} {.items[0].spec.containers[0].securityContext.readOnlyRootFilesystem}')" "65532 true"
+    -o jsonpath='{.items[0].spec.securityContext.runAsUser} {.items[0].spec.containers[0].securityContext.readOnlyRootFilesystem}')" "65532 true" || return 1
+  # the ConfigMap-mounted configuration file is read: its log_format is JSON
+  local first; first=$(kubectl -n podbridge-system logs deployment/podbridge-operator 2>/dev/null | head -1)
+  jq -e '.level and .fields' <<<"$first" >/dev/null || { echo "operator log is not the configured JSON: $first"; return 1; }
 }
 t_operator_leader_elected() {
   local i holder= pod standby=
@@ -456,7 +459,7 @@ t_dockerfile_builds_and_runs() {
   expect_eq "$phase $out" "Succeeded $("$CARGO_TARGET_DIR/release/podbridge" --version)"
 }
 
-check "operator Deployment of 2 replicas Ready from kubectl apply -k (non-root, read-only root)" t_operator_deployment
+check "operator Deployment of 2 replicas Ready from kubectl apply -k (non-root, read-only root, its ConfigMap-mounted config file read)" t_operator_deployment
 check "one operator replica holds the leadership Lease and reconciles; the other stands by, serving /metrics" t_operator_leader_elected
 check "job pod with podbridge as sidecar, session from the in-cluster operator" t_job_pod_and_session
 check "docker run from the job container, inside the cluster" t_docker_run_in_cluster
