@@ -93,24 +93,20 @@ impl RuleRef<'_> {
     }
 }
 
-pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
-    let mut evaluation = Evaluation {
+/// The evaluation an input starts from: its document, nothing decided yet.
+fn start(input: &mut Input<'_>) -> Evaluation {
+    Evaluation {
         pod: std::mem::take(&mut input.pod),
         results: Vec::new(),
         warnings: Vec::new(),
         problems: Vec::new(),
         maximums: BTreeMap::new(),
-    };
-    let context = LazyContext {
-        request: &input.request,
-        image: input.image,
-        project: input.subject.project,
-        converted: std::cell::OnceCell::new(),
-    };
-    refuse_unknown_labels(set, input.kind, &input.subject, &mut evaluation);
+    }
+}
 
-    let rules: Vec<RuleRef<'_>> = set
-        .policies
+/// Every rule of the set for this kind of object, in chain order.
+fn rules_for<'a>(set: &'a PolicySet, kind: ObjectKind) -> Vec<RuleRef<'a>> {
+    set.policies
         .iter()
         .flat_map(|p| {
             p.rules.iter().map(move |rule| RuleRef {
@@ -119,8 +115,42 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
                 rule,
             })
         })
-        .filter(|r| r.rule.kinds.contains(&input.kind))
-        .collect();
+        .filter(|r| r.rule.kinds.contains(&kind))
+        .collect()
+}
+
+/// The validation pass, the last of the chain, over `rules` in order.
+fn validations(
+    set: &PolicySet,
+    rules: &[RuleRef<'_>],
+    context: &LazyContext<'_>,
+    input: &Input<'_>,
+    evaluation: &mut Evaluation,
+) {
+    for rule in rules {
+        let RuleKind::Validate(validation) = &rule.rule.kind else {
+            continue;
+        };
+        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, &input.request) {
+            evaluation.results.push(skip);
+            continue;
+        }
+        let result = validate(set, rule, validation, context, input, evaluation);
+        evaluation.results.push(result);
+    }
+}
+
+pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
+    let mut evaluation = start(&mut input);
+    let context = LazyContext {
+        request: &input.request,
+        image: input.image,
+        project: input.subject.project,
+        converted: std::cell::OnceCell::new(),
+    };
+    refuse_unknown_labels(set, input.kind, &input.subject, &mut evaluation);
+
+    let rules = rules_for(set, input.kind);
     // Three passes over the same order: every mutation, then every rule's override labels,
     // then every validation. Overrides come after all mutations so that no default written by
     // a later rule can be pre-empted by a label, and a label cannot replace what another rule
@@ -171,17 +201,7 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
         }
         evaluation.results[at] = result;
     }
-    for rule in &rules {
-        let RuleKind::Validate(validation) = &rule.rule.kind else {
-            continue;
-        };
-        if let Some(skip) = selection(rule, &input.subject, &evaluation.pod, &input.request) {
-            evaluation.results.push(skip);
-            continue;
-        }
-        let result = validate(set, rule, validation, &context, &input, &mut evaluation);
-        evaluation.results.push(result);
-    }
+    validations(set, &rules, &context, &input, &mut evaluation);
     evaluation
 }
 
@@ -191,40 +211,15 @@ pub fn evaluate(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
 /// override labels and client-label filters do not run: they shape what podbridge writes, and
 /// a pod podbridge wrote already went through them.
 pub fn validate_only(set: &PolicySet, mut input: Input<'_>) -> Evaluation {
-    let mut evaluation = Evaluation {
-        pod: std::mem::take(&mut input.pod),
-        results: Vec::new(),
-        warnings: Vec::new(),
-        problems: Vec::new(),
-        maximums: BTreeMap::new(),
-    };
+    let mut evaluation = start(&mut input);
     let context = LazyContext {
         request: &input.request,
         image: input.image,
         project: input.subject.project,
         converted: std::cell::OnceCell::new(),
     };
-    for policy in &set.policies {
-        for rule in &policy.rules {
-            let RuleKind::Validate(validation) = &rule.kind else {
-                continue;
-            };
-            if !rule.kinds.contains(&input.kind) {
-                continue;
-            }
-            let rule = RuleRef {
-                policy: &policy.name,
-                file: &policy.file,
-                rule,
-            };
-            if let Some(skip) = selection(&rule, &input.subject, &evaluation.pod, &input.request) {
-                evaluation.results.push(skip);
-                continue;
-            }
-            let result = validate(set, &rule, validation, &context, &input, &mut evaluation);
-            evaluation.results.push(result);
-        }
-    }
+    let rules = rules_for(set, input.kind);
+    validations(set, &rules, &context, &input, &mut evaluation);
     evaluation
 }
 
