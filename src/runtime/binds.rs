@@ -468,12 +468,6 @@ impl Runtime {
             return Ok(());
         };
         let pinned = pin(bind, path, &settings.roots)?;
-        let tar = tar_command(&pinned)
-            .spawn()
-            .map_err(|e| BindError::ReadFailed {
-                requested: bind.source.clone(),
-                message: format!("running tar: {e}"),
-            })?;
         let dir = format!("{BIND_MOUNT_ROOT}/{}", bind.volume);
         let argv: Vec<String> = ["tar", "-xf", "-", "-C", dir.as_str()]
             .map(String::from)
@@ -484,7 +478,8 @@ impl Runtime {
             source: &bind.source,
             limit_bytes: settings.size_limit_bytes,
         };
-        self.stream_tar(&copy, tar, &argv, Direction::In).await?;
+        self.stream_tar(&copy, tar_command(&pinned), &argv, Direction::In)
+            .await?;
         info!(pod = %pod_name, source = %bind.source, volume = %bind.volume, "Bind copied");
         Ok(())
     }
@@ -568,12 +563,6 @@ impl Runtime {
             return Ok(());
         };
         let pinned = pin(&resolved, path, &settings.roots)?;
-        let untar = untar_command(&pinned)
-            .spawn()
-            .map_err(|e| BindError::ReadFailed {
-                requested: bind.source.clone(),
-                message: format!("running tar: {e}"),
-            })?;
         let dir = format!("{BIND_MOUNT_ROOT}/{}", bind.volume);
         let argv: Vec<String> = ["tar", "-cf", "-", "-C", dir.as_str(), "."]
             .map(String::from)
@@ -584,7 +573,7 @@ impl Runtime {
             source: &bind.source,
             limit_bytes: settings.size_limit_bytes,
         };
-        self.stream_tar(&copy, untar, &argv, Direction::Back)
+        self.stream_tar(&copy, untar_command(&pinned), &argv, Direction::Back)
             .await?;
         Ok(())
     }
@@ -609,13 +598,13 @@ struct TarCopy<'a> {
 }
 
 impl Runtime {
-    /// Streams between the local `tar` and `argv` run in the pod, capped at the copy's limit;
-    /// when the stream stops early the local tar is killed, so its standard error is read to
-    /// the end either way. Either side's failure is the copy's.
+    /// Runs the local `tar` and streams between it and `argv` run in the pod, capped at the
+    /// copy's limit. When the stream stops early the local tar is killed, so its standard error
+    /// is read to the end either way. Either side's failure is the copy's.
     async fn stream_tar(
         &self,
         copy: &TarCopy<'_>,
-        mut local: tokio::process::Child,
+        mut local: tokio::process::Command,
         argv: &[String],
         direction: Direction,
     ) -> Result<(), BindError> {
@@ -623,6 +612,9 @@ impl Runtime {
             requested: copy.source.to_string(),
             message,
         };
+        let mut local = local
+            .spawn()
+            .map_err(|e| local_failed(format!("running tar: {e}")))?;
         let copy_failed = |message: String| BindError::CopyFailed {
             requested: copy.source.to_string(),
             pod: copy.pod.into(),
