@@ -136,6 +136,15 @@ check "cargo build" cargo build --quiet
 check "CRD applies (deploy/base/crd.yaml)" kubectl apply -f deploy/base/crd.yaml
 kubectl wait --for condition=established crd/bridgesessions.podbridge.io crd/bridgerunners.podbridge.io --timeout=30s >/dev/null
 kubectl create namespace "$tls_ns" >/dev/null
+# overlay_runners OVERLAY: the BridgeRunners an overlay ships, as kustomize builds them
+overlay_runners() {
+    kubectl kustomize "deploy/overlays/$1" |
+        awk 'BEGIN { RS = "\n---\n" } /\nkind: BridgeRunner\n|^kind: BridgeRunner\n/ { print "---"; print }' | grep .
+}
+for overlay in gitlab tekton; do
+    check "deploy/overlays/$overlay builds; its BridgeRunner passes the CRD's schema (server dry run)" bash -c \
+        "$(declare -f overlay_runners); overlay_runners $overlay | kubectl apply --dry-run=server -f -"
+done
 start_operator
 
 echo "== two sessions at once"
