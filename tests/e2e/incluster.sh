@@ -247,6 +247,10 @@ docker_ready() {
 t_job_pod_and_session() {
   kubectl create namespace "$RUNNER" >/dev/null || return 1
   runner_objects | kubectl apply -f - >/dev/null || return 1
+  # the platform's set-up is done before jobs run: the operator has published its CA here (a
+  # job pod made earlier waits in the kubelet's volume retry, up to two minutes)
+  local i
+  for i in $(seq 60); do kubectl -n "$RUNNER" get configmap podbridge-operator-ca >/dev/null 2>&1 && break; sleep 0.5; done
   local t0; t0=$(date +%s%N)
   { job_pod job; echo ---; job_pod job2; } | kubectl apply -f - >/dev/null || return 1
   kubectl wait --for=condition=Ready pod/job pod/job2 -n "$RUNNER" --timeout=180s >/dev/null ||
