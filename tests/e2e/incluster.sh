@@ -115,8 +115,14 @@ cleanup() {
   else
     kubectl delete namespace "$RUNNER" --wait=false >/dev/null 2>&1
     # sessions first, while the operator still runs to finish them (their finalizer is its)
-    kubectl delete bridgesession -l "podbridge.io/runner=$RUNNER" --wait=true --timeout=60s >/dev/null 2>&1
+    kubectl delete bridgesession -l "podbridge.io/runner=$RUNNER" --wait=true --timeout=90s >/dev/null 2>&1
     kubectl delete bridgerunner "$RUNNER" >/dev/null 2>&1
+    # a session the operator did not finish in time must not hold the CRD's deletion (and with it
+    # the next run) by its finalizer once the operator is gone
+    local s
+    for s in $(kubectl get bridgesession -l "podbridge.io/runner=$RUNNER" -o name 2>/dev/null); do
+      kubectl patch "$s" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+    done
     kubectl delete -k "$ROOT/tests/e2e/incluster" --wait=true --timeout=120s >/dev/null 2>&1
     [ -d "$WORK/buildah" ] && "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1
     rm -rf "$WORK"
