@@ -124,6 +124,8 @@ cleanup() {
       kubectl patch "$s" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
     done
     kubectl delete -k "$ROOT/tests/e2e/incluster" --wait=true --timeout=120s >/dev/null 2>&1
+    # written by the operator at run time, not by kustomize: removed by hand, as an uninstall does
+    kubectl delete validatingwebhookconfiguration podbridge-sessions-default --ignore-not-found >/dev/null 2>&1
     [ -d "$WORK/buildah" ] && "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1
     rm -rf "$WORK"
   fi
