@@ -15,7 +15,6 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -92,11 +91,6 @@ pub async fn config() -> Result<kube::Config, kube::config::InferConfigError> {
     }
 }
 
-/// Whether the credentials came from the broker (then nothing else may replace them).
-pub fn granted() -> bool {
-    GRANTED.get().is_some()
-}
-
 /// Asks the broker until it grants a session, refuses, or [`RETRY_FOR`] runs out; a grant is
 /// installed for [`config`].
 pub async fn obtain(settings: &BrokerSettings) -> Result<Grant, ClusterError> {
@@ -165,13 +159,8 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Clust
                 path: path.to_path_buf(),
                 reason,
             };
-            let pem = read("CA file", path)?;
-            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
+            let certs = crate::api::server::tls::read_certificates("CA certificate", path)
                 .map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("no PEM certificate in it".into()));
-            }
             for cert in certs {
                 roots.add(cert).map_err(|e| bad(e.to_string()))?;
             }

@@ -104,28 +104,35 @@ pub fn check_listener(
 }
 
 /// A server config that requires a client certificate signed by the CA.
+/// The certificates of a PEM file; an unreadable file or one without any is an error naming it
+/// (also how the session broker's CA is read, `cluster.rs`).
+pub fn read_certificates(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError::Read {
+            what,
+            path: path.into(),
+            reason: e.to_string(),
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Read {
+            what,
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what,
+            path: path.into(),
+        });
+    }
+    Ok(certs)
+}
+
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let read = |what: &'static str, path: &Path| {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| TlsError::Read {
-                what,
-                path: path.into(),
-                reason: e.to_string(),
-            })?
-            .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::Read {
-                what,
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
-        if certs.is_empty() {
-            return Err(TlsError::Empty {
-                what,
-                path: path.into(),
-            });
-        }
-        Ok(certs)
-    };
+    let read = read_certificates;
     let chain = read("certificate", &files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Read {
         what: "private key",
