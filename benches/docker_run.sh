@@ -98,6 +98,12 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/_ping")" = 20
 done
 ready_ms=$((($(date +%s%N) - t_launch) / 1000000))
 rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pb_pid/status"; }
+# the resident set's parts: heap and other private pages, and pages of the executable itself
+rss_parts() {
+    awk -v fds="$(find "/proc/$pb_pid/fd" -mindepth 1 2>/dev/null | wc -l)" \
+        '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} END {printf "(anon %.1f, file %.1f; %d open files)", a / 1024, f / 1024, fds}' \
+        "/proc/$pb_pid/status"
+}
 median() { sort -n | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.0f", m}'; }
 ms() { echo $((($2 - $1) / 1000000)); }
 # compare LABEL_A LABEL_B NOTE A_SAMPLES... -- B_SAMPLES...: both medians and their ratio
@@ -141,20 +147,36 @@ log_offset=$(stat -c %s "$tmp/podbridge.log")
 podbridge_runs=()
 kubectl_runs=()
 api_runs=()
-for ((i = 0; i < samples; i++)); do
+# The kubelet notices a container's start and exit on its once-a-second relist, so a flow's time
+# is rounded up to the next relist. Interleaved flows that follow each other back to back lock
+# onto different phases of that tick (one always starts just after it, another just before) and
+# their medians differ by up to a second for nothing they do. Each sample therefore starts after
+# a random pause (not timed), and the order of the three flows rotates.
+run_podbridge() {
+    local t
     t=$(date +%s%N)
     docker run --rm busybox true
     podbridge_runs+=("$(ms "$t" "$(date +%s%N)")")
-
-    name=direct-k$i
-    sed "s/\"name\": \"direct\"/\"name\": \"$name\"/" "$tmp/pod.json" >"$tmp/pod-$i.json"
+}
+run_kubectl() {
+    local t name=direct-k$1
+    sed "s/\"name\": \"direct\"/\"name\": \"$name\"/" "$tmp/pod.json" >"$tmp/pod-$1.json"
     t=$(date +%s%N)
-    kc create -f "$tmp/pod-$i.json" >/dev/null
+    kc create -f "$tmp/pod-$1.json" >/dev/null
     grep -m1 -qE 'Succeeded|Failed' < <(kc get pod "$name" -w -o jsonpath='{.status.phase}{"\n"}')
     kc delete pod "$name" --wait=true >/dev/null
     kubectl_runs+=("$(ms "$t" "$(date +%s%N)")")
-
+}
+run_api() {
     api_runs+=("$(python3 benches/docker_run.py baseline 1 "$tmp/pod.json")")
+}
+random_pause() { sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", r / 32768 }')"; }
+flows=(run_podbridge run_kubectl run_api)
+for ((i = 0; i < samples; i++)); do
+    for ((f = 0; f < 3; f++)); do
+        random_pause
+        "${flows[$(((i + f) % 3))]}" "$i"
+    done
 done
 pb_med=$(printf '%s\n' "${podbridge_runs[@]}" | median)
 kc_med=$(printf '%s\n' "${kubectl_runs[@]}" | median)
@@ -291,13 +313,13 @@ echo "podbridge start to /_ping 200 (cluster synced): $ready_ms ms"
 kc delete pods --all --wait=true >/dev/null 2>&1 || true
 sleep 2
 idle=$(rss)
-echo "podbridge RSS idle: $idle MiB"
+echo "podbridge RSS idle: $idle MiB $(rss_parts)"
 t=$(date +%s%N)
 running=$(python3 benches/docker_run.py fill "$containers")
 fill_ms=$(ms "$t" "$(date +%s%N)")
 sleep 3
 busy=$(rss)
-echo "podbridge RSS with $running running containers (of $containers requested): $busy MiB (started in $fill_ms ms)"
+echo "podbridge RSS with $running running containers (of $containers requested): $busy MiB $(rss_parts) (started in $fill_ms ms)"
 t=$(date +%s%N)
 docker ps -q | wc -l | xargs printf 'docker ps lists %s containers'
 echo " in $(ms "$t" "$(date +%s%N)") ms"
@@ -308,6 +330,6 @@ t=$(date +%s%N)
 echo "docker rm -f of all: $(ms "$t" "$(date +%s%N)") ms; RSS after: $(rss) MiB"
 sleep 10
 after=$(rss)
-echo "podbridge RSS 10 s after the removal: $after MiB"
+echo "podbridge RSS 10 s after the removal: $after MiB $(rss_parts)"
 awk -v i="$idle" -v b="$busy" -v a="$after" 'BEGIN {
     printf "busy / idle = %.2f   after / idle = %.2f (%+.1f MiB)\n", b / i, a / i, a - i }'

@@ -3,6 +3,10 @@
 use clap::Parser;
 use podbridge::cli::{self, Cli, Command};
 
+/// jemalloc gives freed memory back (see Cargo.toml); glibc's allocator kept it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn run(cli: &Cli) -> anyhow::Result<cli::Outcome> {
     Ok(match &cli.command {
         Command::Translate(args) => cli::translate(&cli.global, args)?,

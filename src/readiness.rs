@@ -228,7 +228,7 @@ pub async fn state(config: &crate::config::Config, docker: Arc<dyn DockerProbe>)
         Ok(inferred) => inferred.default_namespace.clone(),
         Err(_) => "default".to_string(),
     });
-    let kubernetes = inferred.and_then(|c| Client::try_from(c).map_err(|e| e.to_string()));
+    let kubernetes = inferred.and_then(|c| crate::cluster::client(c).map_err(|e| e.to_string()));
     ReadinessState {
         docker,
         kubernetes,

@@ -309,7 +309,7 @@ pub async fn run(args: &OperatorArgs, config: &crate::config::Config) -> Result<
             .to_string()
     });
     let client =
-        kube::Client::try_from(config).map_err(|e| Error::ClientBuildFailed(Box::new(e)))?;
+        crate::cluster::client(config).map_err(|e| Error::ClientBuildFailed(Box::new(e)))?;
     let sessions: kube::Api<crd::BridgeSession> = kube::Api::all(client.clone());
     let probe = kube::api::ListParams::default().limit(1);
     match tokio::time::timeout(std::time::Duration::from_secs(15), sessions.list(&probe)).await {

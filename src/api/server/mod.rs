@@ -444,7 +444,7 @@ async fn reachable_cluster() -> Result<kube::Client, ServeError> {
         ServeError::NoCluster { reason }
     })?;
     let url = kube_config.cluster_url.to_string();
-    let client = kube::Client::try_from(kube_config)?;
+    let client = crate::cluster::client(kube_config)?;
     match tokio::time::timeout(CLUSTER_PROBE_TIMEOUT, client.apiserver_version()).await {
         Ok(Ok(_)) => Ok(client),
         Ok(Err(error)) => Err(ServeError::NoCluster {
