@@ -21,9 +21,6 @@ pub const PROJECT: &str = "podbridge.io/project";
 pub const ANNOTATION_CONTAINER_ID: &str = "podbridge.io/container-id";
 /// Annotation: the Docker container name, without the leading slash.
 pub const ANNOTATION_NAME: &str = "podbridge.io/name";
-/// Annotation: the original `ContainerCreate` body, compact JSON, so `inspect` can answer after a
-/// restart without any local state.
-pub const ANNOTATION_CREATE_REQUEST: &str = "podbridge.io/create-request";
 /// Annotation: RFC 3339 time the container was created on the Docker side.
 pub const ANNOTATION_CREATED: &str = "podbridge.io/created";
 /// Annotation: short list of the rules that changed the pod (`policy/rule: op path, ...`).
@@ -37,35 +34,17 @@ pub const OVERRIDE_LABEL_PREFIX: &str = "podbridge.io/";
 /// says: Kubernetes' own (`kubernetes.io`, `k8s.io` and their subdomains) and podbridge's. The
 /// Docker view keeps such labels; the pod never gets them.
 pub const RESERVED_LABEL_DOMAINS: [&str; 3] = ["kubernetes.io", "k8s.io", "podbridge.io"];
-/// Annotation: the largest grace period (seconds) the policy allows this container, from a
-/// `clamp` maximum on `/spec/terminationGracePeriodSeconds`; `docker stop -t` and
-/// `restart -t` wait no longer than this.
-pub const ANNOTATION_MAX_STOP_TIMEOUT: &str = "podbridge.io/max-stop-timeout";
 
 /// [`ROLE`] value of the ConfigMap that *is* a created container: it stores the rendered objects
-/// until `start` applies them, and outlives the pod so `inspect` keeps working after `stop`.
+/// until `start` applies them and the container's record (`runtime::record`), and outlives the
+/// pod so `inspect` keeps working after `stop`.
 pub const ROLE_CONTAINER_SPEC: &str = "container-spec";
 /// [`ROLE`] value of a ConfigMap recording a Docker network.
 pub const ROLE_NETWORK: &str = "network";
 /// [`ROLE`] value of a ConfigMap recording a Docker volume.
 pub const ROLE_VOLUME: &str = "volume";
-/// Annotation on a container-spec ConfigMap: JSON of the last exit (`ExitCode`, `StartedAt`,
-/// `FinishedAt`, `OOMKilled`) when the pod had to be deleted to stop it.
-pub const ANNOTATION_LAST_EXIT: &str = "podbridge.io/last-exit";
 /// Annotation on network/volume ConfigMaps: the Docker object as JSON.
 pub const ANNOTATION_OBJECT: &str = "podbridge.io/object";
-
-/// Annotation: the networks the container joined and their aliases, compact JSON
-/// (`{"demo_backend":["demo-web-1","web"]}`).
-pub const ANNOTATION_NETWORKS: &str = "podbridge.io/networks";
-/// Annotation: `"true"` when the Docker client asked for `AutoRemove` (`docker run --rm`).
-pub const ANNOTATION_AUTO_REMOVE: &str = "podbridge.io/auto-remove";
-/// Annotation: every mount and the pod volume that serves it, compact JSON, so the runtime knows
-/// which client paths to copy into which emptyDir and which PersistentVolumeClaims to create.
-pub const ANNOTATION_MOUNTS: &str = "podbridge.io/mounts";
-/// Annotation: the requested host port bindings in Docker's shape
-/// (`{"80/tcp":[{"HostIp":"","HostPort":"8080"}]}`), for the runtime's port forwarding.
-pub const ANNOTATION_PORT_BINDINGS: &str = "podbridge.io/port-bindings";
 
 /// [`ROLE`] of the pod that runs a Docker container.
 pub const ROLE_CONTAINER: &str = "container";
@@ -124,3 +103,34 @@ pub const ANNOTATION_RUNNING_SINCE: &str = "podbridge.io/running-since";
 /// on, and the pod's uid (`runtime/ports.rs` `RecordedPorts`), so a restarted podbridge binds
 /// the same ones.
 pub const ANNOTATION_PUBLISHED: &str = "podbridge.io/published-ports";
+
+/// Annotations earlier versions wrote on pods and container-spec ConfigMaps, where the container's
+/// record (`runtime::record`) now keeps the same state in the ConfigMap's data. A spec ConfigMap
+/// an earlier version made is read from them, and they are removed when its record is written.
+pub mod legacy {
+    /// The original `ContainerCreate` body, compact JSON.
+    pub const CREATE_REQUEST: &str = "podbridge.io/create-request";
+    /// Every mount and the pod volume that serves it, compact JSON.
+    pub const MOUNTS: &str = "podbridge.io/mounts";
+    /// The largest grace period (seconds) the policy allowed.
+    pub const MAX_STOP_TIMEOUT: &str = "podbridge.io/max-stop-timeout";
+    /// JSON of the last exit (`ExitCode`, `StartedAt`, `FinishedAt`, `OOMKilled`).
+    pub const LAST_EXIT: &str = "podbridge.io/last-exit";
+    /// The networks joined and their aliases (never read: the request says).
+    pub const NETWORKS: &str = "podbridge.io/networks";
+    /// Whether `AutoRemove` was asked (never read: the request says).
+    pub const AUTO_REMOVE: &str = "podbridge.io/auto-remove";
+    /// The requested host port bindings (never read: the request says).
+    pub const PORT_BINDINGS: &str = "podbridge.io/port-bindings";
+
+    /// Every key above, to remove when the record is written in its new place.
+    pub const ALL: [&str; 7] = [
+        CREATE_REQUEST,
+        MOUNTS,
+        MAX_STOP_TIMEOUT,
+        LAST_EXIT,
+        NETWORKS,
+        AUTO_REMOVE,
+        PORT_BINDINGS,
+    ];
+}

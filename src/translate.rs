@@ -12,7 +12,7 @@ use crate::render::{self, Identity, RenderContext, RenderError, RenderedObjects,
 use crate::rules::{self, Problem, RuleResult, SharedPolicySet, Subject};
 
 /// The pod field `StopTimeout` becomes; a policy `clamp` maximum on it also bounds
-/// `docker stop -t` (see [`labels::ANNOTATION_MAX_STOP_TIMEOUT`]).
+/// `docker stop -t` (see [`crate::model::ContainerRecord::max_stop_timeout`]).
 const GRACE_PERIOD_POINTER: &str = "/spec/terminationGracePeriodSeconds";
 
 /// One create request as the bridge received it.
@@ -180,10 +180,6 @@ impl Translator {
             return Err(error);
         }
         let applied = evaluation.applied_rules();
-        let max_stop_timeout = evaluation
-            .maximums
-            .get(GRACE_PERIOD_POINTER)
-            .map(|max| max.to_string());
         let mut pod = evaluation.pod;
         if let Some(annotations) = pod
             .pointer_mut("/metadata/annotations")
@@ -195,20 +191,13 @@ impl Translator {
                     Value::String(applied.join(",")),
                 );
             }
-            if let Some(max) = max_stop_timeout {
-                annotations.insert(
-                    labels::ANNOTATION_MAX_STOP_TIMEOUT.into(),
-                    Value::String(max),
-                );
-            }
         }
-        let objects =
-            render::objects(workload, &request.identity, pod, &self.context).map_err(|source| {
-                TranslateError::Render {
-                    source,
-                    results: evaluation.results.clone(),
-                }
+        let mut objects = render::objects(workload, &request.identity, pod, &self.context)
+            .map_err(|source| TranslateError::Render {
+                source,
+                results: evaluation.results.clone(),
             })?;
+        objects.record.max_stop_timeout = evaluation.maximums.get(GRACE_PERIOD_POINTER).copied();
         let mut warnings = decoded.warnings;
         warnings.extend(render::warnings(workload, &self.context));
         warnings.extend(evaluation.warnings);
@@ -457,6 +446,26 @@ mod tests {
                 .any(|m| m.mount_path == "/etc/app.conf"
                     && m.sub_path.as_deref() == Some("0/app.conf")));
             assert!(!mounts.iter().any(|m| m.mount_path.ends_with("..")));
+        }
+    }
+
+    /// What the policy bounds for the runtime (the grace period's maximum) goes into the
+    /// container's record; the pod shows only what the policy shaped.
+    #[test]
+    fn the_policy_bound_on_stop_goes_to_the_record_not_the_pod() {
+        let translation = translator(&["policies/baseline"])
+            .translate(&request(
+                br#"{"Image":"busybox","Cmd":["true"],"StopTimeout":5}"#,
+                StartInputs::default(),
+            ))
+            .expect("translates");
+        let record = &translation.objects.record;
+        assert_eq!(record.max_stop_timeout, Some(300));
+        assert_eq!(record.request["StopTimeout"], 5);
+        let annotations = translation.objects.pod.metadata.annotations.unwrap();
+        assert!(annotations.contains_key(labels::ANNOTATION_APPLIED_RULES));
+        for key in labels::legacy::ALL {
+            assert!(!annotations.contains_key(key), "{key} on the pod");
         }
     }
 

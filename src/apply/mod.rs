@@ -513,6 +513,7 @@ mod tests {
             pod,
             services: vec![],
             config_maps: vec![],
+            record: Default::default(),
         });
         assert!(yaml.starts_with("---\n"));
         assert!(yaml.contains("kind: Pod"));

@@ -8,12 +8,16 @@ pub mod binds;
 mod id;
 mod image;
 mod link;
+mod record;
 mod workload;
 
 pub use binds::BindRoots;
 pub use id::ContainerId;
 pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
 pub use link::{Link, LinkedContainer};
+pub use record::{
+    has_healthcheck, BindCopy, ClaimMount, ContainerRecord, LastExit, MountKind, MountRecord,
+};
 pub use workload::*;
 
 /// Why podbridge runs a pod. Decided by podbridge, never by the client: policy selectors can

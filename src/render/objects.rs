@@ -8,10 +8,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Map, Value};
 
 use super::names::{is_dns1035_label, is_dns1123_label, MAX_LABEL_LENGTH};
-use super::pod::{identity_annotations, identity_labels, INIT_CONTAINER};
+use super::pod::{container_record, identity_annotations, identity_labels, INIT_CONTAINER};
 use super::{Identity, RenderContext, RenderError, Result};
 use crate::labels;
-use crate::model::Workload;
+use crate::model::{ContainerRecord, Workload};
 
 /// Everything one Docker container needs in the cluster at create time.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,9 @@ pub struct RenderedObjects {
     pub services: Vec<Service>,
     /// Empty for now: single-file binds are copied like directories.
     pub config_maps: Vec<ConfigMap>,
+    /// What the runtime keeps about the container beside its objects (the create request,
+    /// the mounts): stored in the spec ConfigMap, never applied to any object.
+    pub record: ContainerRecord,
 }
 
 /// Finishes rendering after policy: re-asserts identity metadata (rules cannot strip it), checks
@@ -111,6 +114,7 @@ pub fn objects(
         pod,
         services,
         config_maps: Vec::new(),
+        record: container_record(workload, ctx),
     })
 }
 
@@ -135,7 +139,7 @@ fn reassert_identity(
         (
             "annotations",
             &ctx.annotations,
-            identity_annotations(workload, identity, ctx),
+            identity_annotations(workload, identity),
         ),
     ] {
         let map = metadata
@@ -292,6 +296,20 @@ mod tests {
         assert_eq!(labels[labels::ROLE], labels::ROLE_CONTAINER_SERVICE);
         assert_eq!(labels[labels::INSTANCE], "ci-42");
         assert!(rendered.config_maps.is_empty());
+    }
+
+    #[test]
+    fn the_record_travels_beside_the_pod_not_on_it() {
+        let body = include_str!("../../tests/fixtures/create/compose-web.json");
+        let rendered = render(body, Some("demo-web-1"), |_| {}).unwrap();
+        let annotations = rendered.pod.metadata.annotations.as_ref().unwrap();
+        for key in labels::legacy::ALL {
+            assert!(!annotations.contains_key(key), "{key} on the pod");
+        }
+        assert_eq!(annotations[labels::ANNOTATION_NAME], "demo-web-1");
+        assert_eq!(rendered.record.request["Image"], "nginx:latest");
+        assert_eq!(rendered.record.bind_copies()[0].volume, "bind-0");
+        assert_eq!(rendered.record.last_exit, None);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::names::{self, is_copyable_label, label_value};
 use super::{Identity, NamedVolumes, RenderContext, StartInputs};
 use crate::labels;
 use crate::model::{
-    HealthTest, LinkedContainer, MountSource, NamespaceMode, NetworkMode, RestartPolicy, Workload,
+    ContainerRecord, HealthTest, LinkedContainer, MountKind, MountRecord, MountSource,
+    NamespaceMode, NetworkMode, RestartPolicy, Workload,
 };
 
 /// Name of the container that runs the Docker container's process.
@@ -72,7 +73,7 @@ pub fn pod_document(
     if workload.security.apparmor_unconfined {
         annotations.insert(APPARMOR_ANNOTATION.to_owned(), "unconfined".to_owned());
     }
-    annotations.extend(identity_annotations(workload, identity, ctx));
+    annotations.extend(identity_annotations(workload, identity));
 
     let mut volumes = Volumes::new(workload, ctx, start);
     let archive_init = volumes.add_archives(ctx, start);
@@ -197,11 +198,12 @@ pub(super) fn identity_labels(
     identity_labels
 }
 
-/// Annotations `inspect` and the runtime rebuild a container from after a restart.
+/// Annotations that say whose container a pod is, for people reading the cluster and for a
+/// restarted podbridge: the Docker ID, name, image and creation time. Everything else the
+/// runtime keeps is in the container's record ([`container_record`]), never on the pod.
 pub(super) fn identity_annotations(
     workload: &Workload,
     identity: &Identity,
-    ctx: &RenderContext,
 ) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([
         (
@@ -213,64 +215,24 @@ pub(super) fn identity_annotations(
             identity.created.clone(),
         ),
         (
-            labels::ANNOTATION_CREATE_REQUEST.to_owned(),
-            workload.create_request.clone(),
-        ),
-        (
             labels::ANNOTATION_IMAGE.to_owned(),
             workload.image.normalised(),
-        ),
-        (
-            labels::ANNOTATION_AUTO_REMOVE.to_owned(),
-            workload.auto_remove.to_string(),
         ),
     ]);
     if let Some(name) = &workload.name {
         annotations.insert(labels::ANNOTATION_NAME.to_owned(), name.clone());
     }
-    let networks: Map<String, Value> = workload
-        .network
-        .attachments
-        .iter()
-        .map(|attachment| (attachment.network.clone(), json!(attachment.aliases)))
-        .collect();
-    annotations.insert(
-        labels::ANNOTATION_NETWORKS.to_owned(),
-        Value::Object(networks).to_string(),
-    );
-    let mounts = Volumes::new(workload, ctx, &StartInputs::default()).records;
-    if !mounts.is_empty() {
-        annotations.insert(
-            labels::ANNOTATION_MOUNTS.to_owned(),
-            Value::Array(mounts).to_string(),
-        );
-    }
-    let bindings: Map<String, Value> = workload
-        .ports
-        .iter()
-        .filter(|port| !port.bindings.is_empty())
-        .map(|port| {
-            let key = format!("{}/{}", port.port, port.protocol.docker_name());
-            let list: Vec<Value> = port
-                .bindings
-                .iter()
-                .map(|binding| {
-                    json!({
-                        "HostIp": binding.host_ip.clone().unwrap_or_default(),
-                        "HostPort": binding.host_port.map(|port| port.to_string()).unwrap_or_default(),
-                    })
-                })
-                .collect();
-            (key, Value::Array(list))
-        })
-        .collect();
-    if !bindings.is_empty() {
-        annotations.insert(
-            labels::ANNOTATION_PORT_BINDINGS.to_owned(),
-            Value::Object(bindings).to_string(),
-        );
-    }
     annotations
+}
+
+/// The record the runtime keeps for a created container: the create request and which pod
+/// volume serves each mount (named as in [`pod_document`]).
+pub fn container_record(workload: &Workload, ctx: &RenderContext) -> ContainerRecord {
+    let request = serde_json::from_str(&workload.create_request).unwrap_or_else(|_| json!({}));
+    ContainerRecord {
+        mounts: Volumes::new(workload, ctx, &StartInputs::default()).records,
+        ..ContainerRecord::of_request(request)
+    }
 }
 
 fn restart_policy(workload: &Workload) -> &'static str {
@@ -281,7 +243,7 @@ fn restart_policy(workload: &Workload) -> &'static str {
     }
 }
 
-/// Pod volumes, main-container mounts and the mount records for the annotation, built together
+/// Pod volumes, main-container mounts and the mount records for the container's record, built together
 /// so names always agree.
 ///
 /// A named volume mounts its PersistentVolumeClaim (`named_volumes = "claim"`): every pod that
@@ -291,7 +253,7 @@ fn restart_policy(workload: &Workload) -> &'static str {
 ///
 /// Every bind, whether directory or file, becomes an emptyDir that the runtime fills before
 /// `main` starts: the client's paths live on the client's side, not on any node. The source stays
-/// in the `podbridge.io/mounts` record, so a policy rule may swap the emptyDir for a hostPath
+/// in the container's mount records, so a policy rule may swap the emptyDir for a hostPath
 /// where the paths do exist on nodes. The Docker socket gets no volume: `DOCKER_HOST` points the
 /// container at podbridge instead.
 struct Volumes {
@@ -301,8 +263,26 @@ struct Volumes {
     bind_volumes: Vec<String>,
     /// Those of directory binds `main` may write to: copied back when it exits.
     writable_bind_volumes: Vec<String>,
-    records: Vec<Value>,
+    records: Vec<MountRecord>,
     docker_socket: bool,
+}
+
+/// A mount record before rendering names its pod volume and target.
+fn mount_record(
+    kind: MountKind,
+    source: Option<&str>,
+    name: Option<&str>,
+    claim: Option<&str>,
+) -> MountRecord {
+    MountRecord {
+        kind,
+        source: source.map(str::to_owned),
+        name: name.map(str::to_owned),
+        claim: claim.map(str::to_owned),
+        volume: None,
+        target: String::new(),
+        read_only: None,
+    }
 }
 
 impl Volumes {
@@ -323,14 +303,15 @@ impl Volumes {
                     (
                         name,
                         json!({"emptyDir": {}}),
-                        json!({"type": "bind", "source": path}),
+                        mount_record(MountKind::Bind, Some(path), None, None),
                     )
                 }
                 MountSource::DockerSocket { path } => {
                     volumes.docker_socket = true;
-                    volumes.records.push(json!({
-                        "type": "docker-socket", "source": path, "target": mount.target,
-                    }));
+                    volumes.records.push(MountRecord {
+                        target: mount.target.clone(),
+                        ..mount_record(MountKind::DockerSocket, Some(path), None, None)
+                    });
                     continue;
                 }
                 MountSource::Volume { name } => match ctx.volumes.backing {
@@ -339,19 +320,19 @@ impl Volumes {
                         (
                             format!("volume-{index}"),
                             json!({"persistentVolumeClaim": {"claimName": claim}}),
-                            json!({"type": "volume", "name": name, "claim": claim}),
+                            mount_record(MountKind::Volume, None, Some(name), Some(&claim)),
                         )
                     }
                     NamedVolumes::EmptyDir => (
                         format!("volume-{index}"),
                         json!({"emptyDir": {}}),
-                        json!({"type": "volume", "name": name}),
+                        mount_record(MountKind::Volume, None, Some(name), None),
                     ),
                 },
                 MountSource::Anonymous => (
                     format!("anonymous-{index}"),
                     json!({"emptyDir": {}}),
-                    json!({"type": "anonymous"}),
+                    mount_record(MountKind::Anonymous, None, None, None),
                 ),
                 MountSource::Tmpfs { size_bytes } => {
                     let mut empty_dir = json!({"medium": "Memory"});
@@ -361,7 +342,7 @@ impl Volumes {
                     (
                         format!("tmpfs-{index}"),
                         json!({"emptyDir": empty_dir}),
-                        json!({"type": "tmpfs"}),
+                        mount_record(MountKind::Tmpfs, None, None, None),
                     )
                 }
             };
@@ -387,11 +368,12 @@ impl Volumes {
                 volume_mount["readOnly"] = json!(true);
             }
             volumes.mounts.push(volume_mount);
-            let mut record = record;
-            record["volume"] = json!(volume_name);
-            record["target"] = json!(mount.target);
-            record["readOnly"] = json!(mount.read_only);
-            volumes.records.push(record);
+            volumes.records.push(MountRecord {
+                volume: Some(volume_name),
+                target: mount.target.clone(),
+                read_only: Some(mount.read_only),
+                ..record
+            });
         }
         let shm_taken = workload
             .mounts
@@ -871,6 +853,43 @@ pub(super) mod tests {
         decode_create(body.as_bytes(), name, None).unwrap().workload
     }
 
+    /// The pod says whose container it is and what the policy did, nothing the runtime keeps.
+    fn assert_no_bookkeeping(pod: &Value) {
+        let annotations = pod["metadata"]["annotations"].as_object().unwrap();
+        for key in labels::legacy::ALL {
+            assert!(!annotations.contains_key(key), "{key} on the pod");
+        }
+        for key in annotations.keys() {
+            assert!(
+                !key.starts_with("podbridge.io/")
+                    || [
+                        labels::ANNOTATION_CONTAINER_ID,
+                        labels::ANNOTATION_NAME,
+                        labels::ANNOTATION_CREATED,
+                        labels::ANNOTATION_IMAGE,
+                    ]
+                    .contains(&key.as_str()),
+                "unexpected annotation {key} on the pod"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pod_carries_no_bookkeeping() {
+        for body in [
+            include_str!("../../tests/fixtures/create/docker-run-busybox.json"),
+            include_str!("../../tests/fixtures/create/compose-web.json"),
+            include_str!("../../tests/fixtures/create/privileged.json"),
+        ] {
+            let workload = workload(body, Some("web"));
+            let pod = pod_document(&workload, &identity(), &context(), &StartInputs::default());
+            assert_no_bookkeeping(&pod);
+            let annotations = &pod["metadata"]["annotations"];
+            assert_eq!(annotations[labels::ANNOTATION_NAME], "web");
+            assert_eq!(annotations[labels::ANNOTATION_CREATED], identity().created);
+        }
+    }
+
     #[test]
     fn busybox_pod_document() {
         let body = include_str!("../../tests/fixtures/create/docker-run-busybox.json");
@@ -897,15 +916,14 @@ pub(super) mod tests {
             annotations[labels::ANNOTATION_IMAGE],
             "docker.io/library/busybox:latest"
         );
-        assert_eq!(annotations[labels::ANNOTATION_AUTO_REMOVE], "true");
         assert_eq!(
             annotations[labels::ANNOTATION_CONTAINER_ID],
             identity().id.as_str()
         );
-        assert!(annotations[labels::ANNOTATION_CREATE_REQUEST]
-            .as_str()
-            .unwrap()
-            .contains("\"Image\":\"busybox\""));
+        // The request is in the container's record, not on the pod.
+        let record = container_record(&workload(body, Some("My_Container.1")), &context());
+        assert_eq!(record.request["Image"], "busybox");
+        assert!(record.auto_remove());
         let spec = &pod["spec"];
         assert_eq!(spec["restartPolicy"], "Never");
         assert_eq!(spec["hostname"], "my-container-1");
@@ -1010,27 +1028,23 @@ pub(super) mod tests {
             init["volumeMounts"][1],
             json!({"name": "bind-0", "mountPath": "/podbridge/binds/bind-0"})
         );
-        let mounts: Value = serde_json::from_str(
-            pod["metadata"]["annotations"][labels::ANNOTATION_MOUNTS]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
+        let record = container_record(&workload(body, Some("demo-web-1")), &context());
         assert_eq!(
-            mounts[0],
+            serde_json::to_value(&record.mounts[0]).unwrap(),
             json!({"type": "bind", "source": "/home/ci/demo/site", "volume": "bind-0", "target": "/usr/share/nginx/html", "readOnly": true})
         );
-        let networks = pod["metadata"]["annotations"][labels::ANNOTATION_NETWORKS]
-            .as_str()
-            .unwrap();
         assert_eq!(
-            networks,
-            r#"{"demo_backend":["demo-web-1","web","frontend"]}"#
+            record.claim_mounts(),
+            [crate::model::ClaimMount {
+                volume: "demo_cache".into(),
+                claim: claim.clone()
+            }]
         );
         assert_eq!(
-            pod["metadata"]["annotations"][labels::ANNOTATION_PORT_BINDINGS],
-            r#"{"80/tcp":[{"HostIp":"","HostPort":"8080"}]}"#
+            record.request["HostConfig"]["PortBindings"],
+            json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]})
         );
+        assert_no_bookkeeping(&pod);
         // Compose labels with valid values are copied; paths are not.
         assert_eq!(
             pod["metadata"]["labels"]["com.docker.compose.service"],
@@ -1101,10 +1115,13 @@ pub(super) mod tests {
             pod["metadata"]["annotations"][APPARMOR_ANNOTATION],
             "unconfined"
         );
-        let mounts = pod["metadata"]["annotations"][labels::ANNOTATION_MOUNTS]
-            .as_str()
-            .unwrap();
-        assert!(mounts.contains(r#""type":"docker-socket""#), "{mounts}");
+        let record = container_record(&workload(body, None), &context());
+        assert!(record
+            .mounts
+            .iter()
+            .any(|mount| mount.kind == MountKind::DockerSocket
+                && mount.target == "/var/run/docker.sock"));
+        assert_no_bookkeeping(&pod);
         // named volumes are claims: nothing to warn about ...
         assert_eq!(
             warnings(&workload(body, None), &context()),

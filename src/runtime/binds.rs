@@ -19,9 +19,9 @@ use tracing::{debug, info, warn};
 
 use super::remote_command::{Streams, Target};
 use super::{Result, Runtime, RuntimeError};
-use crate::labels;
 use crate::model::binds::{RefusalReason, RULE, SETTING};
-use crate::model::BindRoots;
+pub use crate::model::BindCopy;
+use crate::model::{BindRoots, ContainerRecord};
 use crate::render::{
     BIND_KEEPER_CONTAINER, BIND_MOUNT_ROOT, INIT_CONTAINER, READY_MARKER, RELEASED_MARKER,
 };
@@ -101,39 +101,9 @@ impl BindError {
     }
 }
 
-/// One bind to copy: the client path and the emptyDir volume that serves it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BindCopy {
-    pub source: String,
-    pub volume: String,
-}
-
-/// Binds recorded in the pod's mounts annotation.
-pub fn bind_copies(pod: &Pod) -> Vec<BindCopy> {
-    let Some(raw) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::ANNOTATION_MOUNTS))
-    else {
-        return Vec::new();
-    };
-    let records: Vec<serde_json::Value> = serde_json::from_str(raw).unwrap_or_default();
-    records
-        .iter()
-        .filter(|r| r["type"] == "bind")
-        .filter_map(|r| {
-            Some(BindCopy {
-                source: r["source"].as_str()?.to_string(),
-                volume: r["volume"].as_str()?.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The writable directory binds the keeper container holds after `main` exits: the records of
-/// the binds whose volume the keeper mounts.
-pub fn copy_back_binds(pod: &Pod) -> Vec<BindCopy> {
+/// The writable directory binds the keeper container holds after `main` exits: the binds of the
+/// container's record whose volume the keeper mounts.
+pub fn copy_back_binds(record: &ContainerRecord, pod: &Pod) -> Vec<BindCopy> {
     let kept: Vec<String> = pod
         .spec
         .as_ref()
@@ -145,7 +115,8 @@ pub fn copy_back_binds(pod: &Pod) -> Vec<BindCopy> {
         .and_then(|keeper| keeper.volume_mounts.as_ref())
         .map(|mounts| mounts.iter().map(|m| m.name.clone()).collect())
         .unwrap_or_default();
-    bind_copies(pod)
+    record
+        .bind_copies()
         .into_iter()
         .filter(|bind| kept.contains(&bind.volume))
         .collect()
@@ -197,7 +168,7 @@ fn under_canonical_root(path: &Path, roots: &BindRoots) -> bool {
         .any(|root| path.starts_with(root))
 }
 
-/// Resolves one source: the lexical check again (the pod's annotation is read back from the
+/// Resolves one source: the lexical check again (the container's record is read back from the
 /// cluster), then the canonical path, which must stay under a canonical root.
 pub fn resolve(bind: &BindCopy, roots: &BindRoots) -> Result<ResolvedBind, BindError> {
     let source = bind.source.clone();
@@ -243,8 +214,12 @@ pub fn resolve(bind: &BindCopy, roots: &BindRoots) -> Result<ResolvedBind, BindE
 
 /// Resolves every bind of the pod, before anything is applied, so a refused one fails the
 /// start with nothing created.
-pub fn resolve_binds(pod: &Pod, roots: &BindRoots) -> Result<Vec<ResolvedBind>, BindError> {
-    bind_copies(pod)
+pub fn resolve_binds(
+    record: &ContainerRecord,
+    roots: &BindRoots,
+) -> Result<Vec<ResolvedBind>, BindError> {
+    record
+        .bind_copies()
         .iter()
         .map(|bind| resolve(bind, roots))
         .collect()
@@ -490,10 +465,10 @@ impl Runtime {
     /// back to the client's side once it exited, then the keeper container is released and the
     /// pod ends. A bind that cannot be copied back is logged and skipped, so the container still
     /// reaches its exit.
-    pub async fn copy_binds_back(&self, id: &str, pod: &Pod) {
+    pub async fn copy_binds_back(&self, id: &str, record: &ContainerRecord, pod: &Pod) {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let settings = self.bind_settings();
-        for bind in copy_back_binds(pod) {
+        for bind in copy_back_binds(record, pod) {
             let copied = tokio::time::timeout(
                 COPY_TIMEOUT,
                 self.copy_bind_back(&pod_name, &bind, &settings),
@@ -695,18 +670,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn binds_from_annotation() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"annotations": {
-            labels::ANNOTATION_MOUNTS: r#"[{"type":"bind","source":"/src","volume":"bind-0","target":"/dst"},{"type":"tmpfs","volume":"tmpfs-1"}]"#
-        }}}))
+    fn binds_from_the_record() {
+        let record: ContainerRecord = serde_json::from_value(serde_json::json!({
+            "request": {},
+            "mounts": [{"type":"bind","source":"/src","volume":"bind-0","target":"/dst"},
+                       {"type":"tmpfs","volume":"tmpfs-1","target":"/run"}],
+        }))
         .unwrap();
-        assert_eq!(
-            bind_copies(&pod),
-            vec![BindCopy {
-                source: "/src".into(),
-                volume: "bind-0".into()
-            }]
-        );
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "main", "image": "busybox"},
+                {"name": BIND_KEEPER_CONTAINER, "image": "busybox",
+                 "volumeMounts": [{"name": "bind-0", "mountPath": "/podbridge/binds/bind-0"}]},
+            ]},
+        }))
+        .unwrap();
+        let expected = vec![BindCopy {
+            source: "/src".into(),
+            volume: "bind-0".into(),
+        }];
+        assert_eq!(record.bind_copies(), expected);
+        assert_eq!(copy_back_binds(&record, &pod), expected);
         assert!(!has_init_container(&pod));
     }
 

@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Patch, PatchParams};
 use tracing::{debug_span, info, warn, Instrument};
 
+use super::record::{encode as encode_record, RECORD_DATA_KEY};
 use super::state::{LastExit, SPEC_DATA_KEY};
 use super::{ContainerView, Result, Runtime, RuntimeError};
 use crate::labels;
-use crate::model::ImageConfig;
+use crate::model::{ContainerRecord, ImageConfig};
 use crate::render::{RenderedObjects, StartInputs};
 
 /// How long a delete waits for the watch to confirm the objects are gone.
@@ -64,7 +65,7 @@ impl Runtime {
         objects: &RenderedObjects,
         image_config: Option<&ImageConfig>,
     ) -> Result<()> {
-        let spec = self.spec_config_map(name, id, objects, image_config)?;
+        let spec = self.spec_config_map(name, id, objects, &objects.record, image_config)?;
         self.store_new_spec(name, id, &spec).await
     }
 
@@ -130,14 +131,19 @@ impl Runtime {
     }
 
     /// Writes the spec of an existing container anew, within `max_stored_bytes`, and only over
-    /// this instance's own spec.
+    /// this instance's own spec. The record is the new translation's, with what the runtime
+    /// recorded since create (the last exit) kept.
     async fn write_spec(
         &self,
         view: &ContainerView,
         objects: &RenderedObjects,
         image_config: Option<&ImageConfig>,
     ) -> Result<()> {
-        let spec = self.spec_config_map(&view.name, &view.id, objects, image_config)?;
+        let record = ContainerRecord {
+            last_exit: view.record.last_exit.clone(),
+            ..objects.record.clone()
+        };
+        let spec = self.spec_config_map(&view.name, &view.id, objects, &record, image_config)?;
         let _bytes = self.reserve_bytes(
             super::limits::stored_size(&spec),
             super::limits::stored_size(&view.spec),
@@ -148,12 +154,14 @@ impl Runtime {
         Ok(())
     }
 
-    /// The spec ConfigMap of a container: named like the pod, holding the rendered objects.
+    /// The spec ConfigMap of a container: named like the pod, holding the rendered objects and
+    /// the container's record; annotated like the pod (who it is, what the policy did).
     fn spec_config_map(
         &self,
         name: &str,
         id: &str,
         objects: &RenderedObjects,
+        record: &ContainerRecord,
         image_config: Option<&ImageConfig>,
     ) -> Result<ConfigMap> {
         let short_id = id.get(..12).unwrap_or(id);
@@ -188,7 +196,10 @@ impl Runtime {
                 annotations: Some(annotations),
                 ..Default::default()
             },
-            data: Some(BTreeMap::from([(SPEC_DATA_KEY.to_string(), data)])),
+            data: Some(BTreeMap::from([
+                (SPEC_DATA_KEY.to_string(), data),
+                (RECORD_DATA_KEY.to_string(), encode_record(record)),
+            ])),
             ..Default::default()
         })
     }
@@ -242,13 +253,8 @@ impl Runtime {
             .cloned()
             .unwrap_or_else(|| view.name.clone());
         let start = if for_start {
-            let binds = match &stored {
-                Some(stored) => {
-                    super::binds::resolve_binds(&stored.pod, &self.bind_settings().roots)
-                        .map_err(|error| error.for_container(&view.id))?
-                }
-                None => Vec::new(),
-            };
+            let binds = super::binds::resolve_binds(&view.record, &self.bind_settings().roots)
+                .map_err(|error| error.for_container(&view.id))?;
             StartInputs {
                 archives: self.prestart_archives(view.short_id()),
                 file_binds: super::binds::file_binds(&binds),
@@ -297,7 +303,9 @@ impl Runtime {
                 });
             }
         }
-        self.set_last_exit(view, None).await?;
+        if view.record.last_exit.is_some() {
+            self.write_last_exit(view, None).await?;
+        }
         let mut objects = objects;
         // The runtime addresses the pod by the spec's name, whatever the translation chose.
         objects.pod.metadata.name = Some(view.pod_name.clone());
@@ -311,14 +319,14 @@ impl Runtime {
         // Claims of named volumes that are not bound yet: a missing one fails now, one that
         // cannot bind fails as soon as the cluster says why.
         let pending_claims =
-            self.pending_claims(&objects.pod)
+            self.pending_claims(&objects.record)
                 .map_err(|error| RuntimeError::StartFailed {
                     id: view.id.clone(),
                     reason: error.to_string(),
                 })?;
         // Checked again right before applying (`stored_translation` did at translation): a source
         // refused now fails the start with no pod created.
-        let binds = super::binds::resolve_binds(&objects.pod, &self.bind_settings().roots)
+        let binds = super::binds::resolve_binds(&objects.record, &self.bind_settings().roots)
             .map_err(|error| error.for_container(&view.id))?;
         let taken = self
             .applier
@@ -466,39 +474,7 @@ impl Runtime {
 
     /// Records an exit on the container's spec (its pod is gone).
     pub(crate) async fn record_exit(&self, view: &ContainerView, exit: &LastExit) -> Result<()> {
-        self.set_last_exit(view, Some(exit)).await
-    }
-
-    async fn set_last_exit(&self, view: &ContainerView, exit: Option<&LastExit>) -> Result<()> {
-        let has = view
-            .spec
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(labels::ANNOTATION_LAST_EXIT));
-        if exit.is_none() && !has {
-            return Ok(());
-        }
-        let value = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
-        // The uid makes the patch a precondition: only this container's own spec is written.
-        let patch = merge_patch_of(
-            view.spec.metadata.uid.as_deref(),
-            serde_json::json!({labels::ANNOTATION_LAST_EXIT: value}),
-        );
-        self.applier
-            .config_maps()
-            .patch(
-                &view.pod_name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(|source| RuntimeError::Kube {
-                operation: "record exit",
-                pod: view.pod_name.clone(),
-                source,
-            })?;
-        Ok(())
+        self.write_last_exit(view, Some(exit)).await
     }
 
     /// Sends `signal` to the container's process 1 through an exec of `kill`.
@@ -554,10 +530,10 @@ impl Runtime {
             .as_deref()
             .filter(|pod| super::state::copy_back_pending(pod))
         {
-            self.copy_binds_back(&view.id, pod).await;
+            self.copy_binds_back(&view.id, &view.record, pod).await;
         }
         self.keep_last_logs(view).await;
-        self.set_last_exit(view, Some(&exit)).await?;
+        self.write_last_exit(view, Some(&exit)).await?;
         let uid = view.pod.as_ref().and_then(|pod| pod.metadata.uid.clone());
         self.applier
             .delete_exact(
@@ -584,7 +560,8 @@ impl Runtime {
             self.end_ryuk(view, true).await?;
             return Ok(Outcome::Done);
         }
-        let asked = timeout.unwrap_or_else(|| view.request["StopTimeout"].as_i64().unwrap_or(10));
+        let asked =
+            timeout.unwrap_or_else(|| view.record.request["StopTimeout"].as_i64().unwrap_or(10));
         let grace = bounded_grace(asked, view.max_stop_timeout());
         if grace != asked {
             warn!(container = %view.short_id(), asked, grace, "Stop timeout beyond the policy's maximum grace period; using the maximum");

@@ -143,9 +143,9 @@ pub async fn reconcile(runtime: Arc<Runtime>) {
                 .clone()
                 .filter(|pod| main_exited_before_copy_back(pod))
             {
-                let (runtime, id) = (runtime.clone(), view.id.clone());
+                let (runtime, id, record) = (runtime.clone(), view.id.clone(), view.record.clone());
                 spawn_once(&removing, &view.id, async move {
-                    runtime.copy_binds_back(&id, &pod).await
+                    runtime.copy_binds_back(&id, &record, &pod).await
                 });
             }
             if view.state.status == "restarting" && view.retries_exhausted() {

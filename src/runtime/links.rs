@@ -111,12 +111,12 @@ impl Runtime {
     /// exists is reported the same way, as dockerd does for a link to a removed container.
     pub fn resolve_links(&self, view: &ContainerView) -> Result<BTreeMap<String, LinkedContainer>> {
         let mut resolved = BTreeMap::new();
-        if !on_default_bridge(&view.request) {
+        if !on_default_bridge(&view.record.request) {
             return Ok(resolved);
         }
-        for link in request_links(&view.request) {
+        for link in request_links(&view.record.request) {
             let link_name = link.name(&view.name);
-            let target = self.link_target(&view.request, &link);
+            let target = self.link_target(&view.record.request, &link);
             let running = target
                 .as_ref()
                 .filter(|target| target.state.running)
@@ -129,7 +129,7 @@ impl Runtime {
                 });
             };
             let image = self.stored_image_config(target);
-            let hostname = target.request["Hostname"]
+            let hostname = target.record.request["Hostname"]
                 .as_str()
                 .filter(|hostname| !hostname.is_empty())
                 .unwrap_or(target.short_id());
@@ -140,8 +140,8 @@ impl Runtime {
                     target_name: target.name.clone(),
                     target_hostname: hostname.to_owned(),
                     ip,
-                    ports: exposed_ports(&target.request),
-                    env: configured_env(image.as_ref(), &target.request),
+                    ports: exposed_ports(&target.record.request),
+                    env: configured_env(image.as_ref(), &target.record.request),
                 },
             );
         }
@@ -151,11 +151,11 @@ impl Runtime {
     /// `HostConfig.Links` as dockerd's `inspect` shows them: `/target:/self/alias`, sorted;
     /// `None` (JSON `null`) when the container has none.
     pub fn docker_links(&self, view: &ContainerView) -> Option<Vec<String>> {
-        let mut links: Vec<String> = request_links(&view.request)
+        let mut links: Vec<String> = request_links(&view.record.request)
             .iter()
             .map(|link| {
                 let target = self
-                    .link_target(&view.request, link)
+                    .link_target(&view.record.request, link)
                     .map_or(link.target.clone(), |target| target.name);
                 format!("/{target}:{}", link.name(&view.name))
             })
@@ -171,8 +171,8 @@ impl Runtime {
         let containers = self.containers();
         let mut names: HashMap<String, Vec<String>> = HashMap::new();
         for linking in &containers {
-            for link in request_links(&linking.request) {
-                if let Some(target) = self.link_target(&linking.request, &link) {
+            for link in request_links(&linking.record.request) {
+                if let Some(target) = self.link_target(&linking.record.request, &link) {
                     let entry = names.entry(target.id).or_default();
                     let name = link.name(&linking.name);
                     if !entry.contains(&name) {
@@ -193,7 +193,7 @@ impl Runtime {
         let (parent, alias) = reference.trim_start_matches('/').rsplit_once('/')?;
         let parent = parent.trim_start_matches('/');
         let linking = self.containers().into_iter().find(|c| c.name == parent)?;
-        let link = request_links(&linking.request)
+        let link = request_links(&linking.record.request)
             .into_iter()
             .find(|link| link.alias == alias)?;
         Some((linking, link))
@@ -261,8 +261,8 @@ mod tests {
             serde_json::from_value(json!({"metadata": {
                 "name": format!("pb-{name}"), "namespace": "test",
                 "labels": {"podbridge.io/role": "container-spec", "podbridge.io/container-id": &id[..12]},
-                "annotations": {"podbridge.io/container-id": id, "podbridge.io/name": name,
-                    "podbridge.io/create-request": request.to_string()}}}))
+                "annotations": {"podbridge.io/container-id": id, "podbridge.io/name": name}},
+                "data": {crate::runtime::record::RECORD_DATA_KEY: json!({"request": request}).to_string()}}))
             .unwrap()
         };
         config_maps.apply_watcher_event(&Event::Apply(spec(

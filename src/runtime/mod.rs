@@ -19,6 +19,7 @@ pub mod objects;
 pub mod ports;
 pub mod prestart;
 pub mod reaper;
+pub mod record;
 pub mod registry;
 pub mod remote_command;
 pub mod ryuk;
@@ -464,7 +465,7 @@ impl Runtime {
             // dockerd's names include link names (`/self/alias`): they name the link's target.
             _ => self
                 .find_link(reference)
-                .and_then(|(linking, link)| self.link_target(&linking.request, &link))
+                .and_then(|(linking, link)| self.link_target(&linking.record.request, &link))
                 .ok_or_else(|| RuntimeError::NoSuchContainer(reference.to_string())),
         }
     }

@@ -224,7 +224,7 @@ impl Runtime {
                 }
                 continue;
             }
-            let wanted = requested_bindings(&view.request);
+            let wanted = requested_bindings(&view.record.request);
             if wanted.is_empty() {
                 continue;
             }

@@ -33,6 +33,7 @@ use tracing::{info, warn};
 use super::state::LastExit;
 use super::{ContainerView, Result, Runtime, RuntimeError};
 use crate::labels;
+use crate::model::ContainerRecord;
 
 /// The repository testcontainers' reaper comes from, any tag (normalised, without registry
 /// prefix as [`super::objects::normalise_image`] writes it).
@@ -310,10 +311,6 @@ impl Runtime {
             (labels::ANNOTATION_CREATED.to_string(), created.to_string()),
             (labels::ANNOTATION_IMAGE.to_string(), image.to_string()),
             (
-                labels::ANNOTATION_CREATE_REQUEST.to_string(),
-                request.to_string(),
-            ),
-            (
                 labels::ANNOTATION_BUILTIN.to_string(),
                 labels::BUILTIN_RYUK.to_string(),
             ),
@@ -331,7 +328,13 @@ impl Runtime {
                 annotations: Some(annotations),
                 ..Default::default()
             },
-            data: Some(BTreeMap::from([(RECORD_KEY.to_string(), record)])),
+            data: Some(BTreeMap::from([
+                (RECORD_KEY.to_string(), record),
+                (
+                    super::record::RECORD_DATA_KEY.to_string(),
+                    super::record::encode(&ContainerRecord::of_request(request.clone())),
+                ),
+            ])),
             ..Default::default()
         };
         self.store_new_spec(name, id, &spec).await
@@ -465,7 +468,7 @@ impl Runtime {
     async fn bind_ryuk(&self, view: &ContainerView, stored_port: u16) -> Result<TcpListener> {
         // The client's own binding for 8080 wins (TESTCONTAINERS_RYUK_PORT), then the port this
         // container had, then any.
-        let requested = super::ports::requested_bindings(&view.request)
+        let requested = super::ports::requested_bindings(&view.record.request)
             .get("8080/tcp")
             .and_then(|b| b.first().copied());
         let ip = requested
@@ -503,7 +506,7 @@ impl Runtime {
             self.clone(),
             view.id.clone(),
             listener,
-            Timeouts::of(&view.request),
+            Timeouts::of(&view.record.request),
             record,
             resumed,
             commands,
@@ -530,27 +533,36 @@ impl Runtime {
     ) -> Result<()> {
         let now = super::now_rfc3339();
         let mut annotations = serde_json::Map::new();
+        let mut container = view.record.clone();
         if running {
             annotations.insert(labels::ANNOTATION_RUNNING_SINCE.into(), now.clone().into());
-            annotations.insert(labels::ANNOTATION_LAST_EXIT.into(), serde_json::Value::Null);
+            container.last_exit = None;
         }
         if let Some(exit_code) = exit {
             let started_at = view.state.started_at.clone();
-            let last = LastExit {
+            container.last_exit = Some(LastExit {
                 exit_code,
                 started_at,
                 finished_at: now,
                 oom_killed: false,
                 restart_count: 0,
-            };
+            });
             annotations.insert(
                 labels::ANNOTATION_RUNNING_SINCE.into(),
                 serde_json::Value::Null,
             );
-            annotations.insert(
-                labels::ANNOTATION_LAST_EXIT.into(),
-                serde_json::to_string(&last).unwrap_or_default().into(),
-            );
+        }
+        // A record an earlier version kept in annotations moves to the data with this write.
+        for key in labels::legacy::ALL {
+            if view
+                .spec
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(key))
+            {
+                annotations.insert(key.into(), serde_json::Value::Null);
+            }
         }
         let mut metadata = serde_json::json!({ "annotations": annotations });
         if let Some(uid) = view.spec.metadata.uid.as_deref() {
@@ -558,7 +570,10 @@ impl Runtime {
         }
         let patch = serde_json::json!({
             "metadata": metadata,
-            "data": { RECORD_KEY: serde_json::to_string(record).unwrap_or_default() },
+            "data": {
+                RECORD_KEY: serde_json::to_string(record).unwrap_or_default(),
+                super::record::RECORD_DATA_KEY: super::record::encode(&container),
+            },
         });
         self.applier
             .config_maps()
@@ -588,7 +603,7 @@ impl Runtime {
             let doomed: Vec<ContainerView> = self
                 .containers()
                 .into_iter()
-                .filter(|v| v.id != own && matches(&v.request["Labels"], &v.name, &v.id))
+                .filter(|v| v.id != own && matches(&v.record.request["Labels"], &v.name, &v.id))
                 .collect();
             let removals = doomed.iter().map(|view| async move {
                 match self.remove_now(view).await {

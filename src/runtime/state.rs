@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod};
-use serde::{Deserialize, Serialize};
-
 use crate::labels;
+use crate::model::ContainerRecord;
+pub use crate::model::{has_healthcheck, LastExit};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod};
 
 /// Docker's zero time, which clients print as "never".
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -14,20 +14,6 @@ pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 pub const SPEC_DATA_KEY: &str = "objects.json";
 /// The one container podbridge runs the Docker process in.
 pub const MAIN_CONTAINER: &str = "main";
-
-/// What a stop recorded before it had to delete the pod.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct LastExit {
-    pub exit_code: i64,
-    pub started_at: String,
-    pub finished_at: String,
-    #[serde(rename = "OOMKilled")]
-    pub oom_killed: bool,
-    /// Restarts by the restart policy before this exit.
-    #[serde(default)]
-    pub restart_count: i64,
-}
 
 /// Docker's `State` of one container.
 #[derive(Debug, Clone, PartialEq)]
@@ -375,18 +361,8 @@ pub fn main_status(pod: &Pod) -> Option<&ContainerStatus> {
         .and_then(|c| c.iter().find(|c| c.name == MAIN_CONTAINER))
 }
 
-/// The `podbridge.io/mounts` records of a pod or spec ConfigMap.
-pub fn mount_records(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Vec<serde_json::Value> {
-    meta.annotations
-        .as_ref()
-        .and_then(|annotations| annotations.get(labels::ANNOTATION_MOUNTS))
-        .and_then(|raw| serde_json::from_str(raw).ok())
-        .unwrap_or_default()
-}
-
-/// One container as podbridge sees it: the spec ConfigMap, the pod if any, and the derived state.
+/// One container as podbridge sees it: the spec ConfigMap, its record, the pod if any, and the
+/// derived state.
 #[derive(Debug, Clone)]
 pub struct ContainerView {
     pub id: String,
@@ -394,8 +370,8 @@ pub struct ContainerView {
     pub pod_name: String,
     pub created: String,
     pub image: String,
-    /// The original create body.
-    pub request: serde_json::Value,
+    /// The container's record (create request, mounts, last exit), decoded once from the spec.
+    pub record: ContainerRecord,
     pub spec: Arc<ConfigMap>,
     pub pod: Option<Arc<Pod>>,
     pub state: ContainerState,
@@ -406,17 +382,11 @@ impl ContainerView {
     pub fn new(spec: Arc<ConfigMap>, pod: Option<Arc<Pod>>) -> Option<Self> {
         let annotations = spec.metadata.annotations.as_ref()?;
         let id = annotations.get(labels::ANNOTATION_CONTAINER_ID)?.clone();
-        let request: serde_json::Value = annotations
-            .get(labels::ANNOTATION_CREATE_REQUEST)
-            .and_then(|r| serde_json::from_str(r).ok())
-            .unwrap_or_else(|| serde_json::json!({}));
-        let last_exit: Option<LastExit> = annotations
-            .get(labels::ANNOTATION_LAST_EXIT)
-            .and_then(|r| serde_json::from_str(r).ok());
+        let record = super::record::read_record(&spec);
         let mut state = container_state(
             pod.as_deref(),
-            last_exit.as_ref(),
-            has_healthcheck(&request),
+            record.last_exit.as_ref(),
+            record.has_healthcheck(),
         );
         // A container podbridge serves itself (built-in Ryuk) has no pod: its record says.
         if let Some(since) = annotations
@@ -443,11 +413,11 @@ impl ContainerView {
             image: annotations
                 .get(labels::ANNOTATION_IMAGE)
                 .cloned()
-                .or_else(|| request["Image"].as_str().map(str::to_string))
+                .or_else(|| record.request["Image"].as_str().map(str::to_string))
                 .unwrap_or_default(),
             pod_name: spec.metadata.name.clone().unwrap_or_default(),
             id,
-            request,
+            record,
             spec,
             pod,
             state,
@@ -459,31 +429,22 @@ impl ContainerView {
     }
 
     pub fn tty(&self) -> bool {
-        self.request["Tty"].as_bool().unwrap_or(false)
+        self.record.tty()
     }
 
     pub fn auto_remove(&self) -> bool {
-        self.request["HostConfig"]["AutoRemove"]
-            .as_bool()
-            .unwrap_or(false)
+        self.record.auto_remove()
     }
 
-    /// Docker named volumes the container mounts (from its mounts record): a volume is in use,
-    /// and cannot be removed, while any container that mounts it exists, running or not.
+    /// Docker named volumes the container mounts: a volume is in use, and cannot be removed,
+    /// while any container that mounts it exists, running or not.
     pub fn named_volumes(&self) -> Vec<String> {
-        mount_records(&self.spec.metadata)
-            .into_iter()
-            .filter(|record| record["type"] == "volume")
-            .filter_map(|record| record["name"].as_str().map(str::to_owned))
-            .collect()
+        self.record.named_volumes()
     }
 
     /// Docker labels from the create request.
     pub fn docker_labels(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.request["Labels"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default()
+        self.record.docker_labels()
     }
 
     pub fn pod_ip(&self) -> Option<String> {
@@ -498,36 +459,18 @@ impl ContainerView {
 
     /// The policy's bound on this container's grace period (seconds), if a rule set one.
     pub fn max_stop_timeout(&self) -> Option<i64> {
-        self.spec
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(crate::labels::ANNOTATION_MAX_STOP_TIMEOUT)?
-            .parse()
-            .ok()
+        self.record.max_stop_timeout
     }
 
     /// Whether an `on-failure:N` restart policy has used its N restarts.
     pub fn retries_exhausted(&self) -> bool {
-        let policy = &self.request["HostConfig"]["RestartPolicy"];
+        let policy = &self.record.request["HostConfig"]["RestartPolicy"];
         let max = policy["MaximumRetryCount"].as_i64().unwrap_or(0);
         policy["Name"] == "on-failure" && max > 0 && self.state.restart_count >= max
     }
 
     pub fn stop_signal(&self) -> String {
-        self.request["StopSignal"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("SIGTERM")
-            .to_string()
-    }
-}
-
-/// Whether the create request configures a healthcheck (`NONE` disables it).
-pub fn has_healthcheck(request: &serde_json::Value) -> bool {
-    match request["Healthcheck"]["Test"].as_array() {
-        Some(test) => !test.is_empty() && test[0].as_str() != Some("NONE"),
-        None => false,
+        self.record.stop_signal()
     }
 }
 

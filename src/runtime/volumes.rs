@@ -268,22 +268,18 @@ impl Runtime {
         })
     }
 
-    /// Claims named in a pod's mounts record that are not Bound yet. A claim that does not exist
-    /// at all is an error: the pod would wait for it forever.
+    /// Claims named in a container's mount records that are not Bound yet. A claim that does
+    /// not exist at all is an error: the pod would wait for it forever.
     pub(crate) fn pending_claims(
         &self,
-        pod: &k8s_openapi::api::core::v1::Pod,
+        record: &crate::model::ContainerRecord,
     ) -> Result<Vec<PendingClaim>> {
         if !self.uses_claims() {
             return Ok(Vec::new());
         }
         let mut pending = Vec::new();
-        for record in super::state::mount_records(&pod.metadata) {
-            let (Some(volume), Some(claim_name)) =
-                (record["name"].as_str(), record["claim"].as_str())
-            else {
-                continue;
-            };
+        for mount in record.claim_mounts() {
+            let (volume, claim_name) = (mount.volume.as_str(), mount.claim.as_str());
             let claim = self.claims.state().into_iter().find(|c| {
                 c.metadata.name.as_deref() == Some(claim_name)
                     && c.metadata.deletion_timestamp.is_none()

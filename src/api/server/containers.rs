@@ -208,7 +208,7 @@ fn link_targets(state: &AppState, name: &str, body: &[u8]) -> Result<Option<Vec<
         // A target on another container's network is reached through that container; dockerd
         // follows the chain (bounded here: a cycle cannot be created, but a record could say so).
         for _ in 0..16 {
-            let Some(shared) = target.request["HostConfig"]["NetworkMode"]
+            let Some(shared) = target.record.request["HostConfig"]["NetworkMode"]
                 .as_str()
                 .and_then(|mode| mode.strip_prefix("container:"))
                 .map(str::to_owned)
@@ -220,7 +220,7 @@ fn link_targets(state: &AppState, name: &str, body: &[u8]) -> Result<Option<Vec<
                 .find(&shared)
                 .map_err(|error| not_found(&shared, error))?;
         }
-        if target.request["HostConfig"]["NetworkMode"].as_str() == Some("host") {
+        if target.record.request["HostConfig"]["NetworkMode"].as_str() == Some("host") {
             return Err(ApiError::BadRequest(
                 "conflicting options: host type networking can't be used with links. This would result in undefined behavior".into(),
             ));
@@ -317,7 +317,7 @@ fn strings_or_null(value: &Value) -> Value {
 
 /// Docker `Config`: the create request with Docker's defaults filled in.
 fn config_json(view: &ContainerView) -> Value {
-    let request = &view.request;
+    let request = &view.record.request;
     let pick = |key: &str, default: Value| -> Value {
         match request.get(key) {
             Some(v) if !v.is_null() => v.clone(),
@@ -342,7 +342,7 @@ fn config_json(view: &ContainerView) -> Value {
 /// Docker `HostConfig`: the request's, with the fields clients read always present, and the
 /// links as dockerd shows them (`/target:/self/alias`, or `null`), whatever form the client sent.
 fn host_config_json(state: &AppState, view: &ContainerView) -> Value {
-    let mut host = match &view.request["HostConfig"] {
+    let mut host = match &view.record.request["HostConfig"] {
         Value::Object(map) => Value::Object(map.clone()),
         _ => json!({}),
     };
@@ -380,12 +380,12 @@ fn host_config_json(state: &AppState, view: &ContainerView) -> Value {
 /// `NetworkSettings.Ports`: every exposed or published port; `null` until published.
 fn ports_json(state: &AppState, view: &ContainerView) -> Value {
     let mut ports = serde_json::Map::new();
-    if let Some(exposed) = view.request["ExposedPorts"].as_object() {
+    if let Some(exposed) = view.record.request["ExposedPorts"].as_object() {
         for port in exposed.keys() {
             ports.insert(port.clone(), Value::Null);
         }
     }
-    if let Some(bindings) = view.request["HostConfig"]["PortBindings"].as_object() {
+    if let Some(bindings) = view.record.request["HostConfig"]["PortBindings"].as_object() {
         for port in bindings.keys() {
             ports.insert(port.clone(), Value::Null);
         }
@@ -410,7 +410,7 @@ fn ports_json(state: &AppState, view: &ContainerView) -> Value {
 fn networks_json(state: &AppState, view: &ContainerView) -> Value {
     let ip = view.pod_ip().unwrap_or_default();
     let gateway = state.runtime.publish_ip().to_string();
-    let names = super::networks::attached_networks(&view.request);
+    let names = super::networks::attached_networks(&view.record.request);
     let stored = state.runtime.stored_objects(labels::ROLE_NETWORK);
     let mut networks = serde_json::Map::new();
     for (name, config) in names {
@@ -443,7 +443,7 @@ fn networks_json(state: &AppState, view: &ContainerView) -> Value {
 fn command_of(view: &ContainerView) -> (String, Vec<Value>) {
     let mut argv: Vec<Value> = Vec::new();
     for key in ["Entrypoint", "Cmd"] {
-        match &view.request[key] {
+        match &view.record.request[key] {
             Value::Array(items) => argv.extend(items.iter().cloned()),
             Value::String(s) => argv.push(json!(s)),
             _ => {}
@@ -506,7 +506,7 @@ fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
 
 fn mounts_json(view: &ContainerView) -> Value {
     let mut mounts = Vec::new();
-    if let Some(binds) = view.request["HostConfig"]["Binds"].as_array() {
+    if let Some(binds) = view.record.request["HostConfig"]["Binds"].as_array() {
         for bind in binds.iter().filter_map(Value::as_str) {
             let parts: Vec<&str> = bind.split(':').collect();
             if parts.len() < 2 {
@@ -518,7 +518,7 @@ fn mounts_json(view: &ContainerView) -> Value {
                 "Mode": parts.get(2).copied().unwrap_or(""), "RW": parts.get(2) != Some(&"ro"), "Propagation": ""}));
         }
     }
-    if let Some(list) = view.request["HostConfig"]["Mounts"].as_array() {
+    if let Some(list) = view.record.request["HostConfig"]["Mounts"].as_array() {
         for mount in list {
             mounts.push(json!({"Type": mount["Type"], "Name": if mount["Type"] == "volume" { mount["Source"].clone() } else { json!("") },
                 "Source": mount["Source"], "Destination": mount["Target"], "Driver": "local", "Mode": "",
@@ -578,7 +578,7 @@ fn list_json(
     json!({
         "Id": view.id, "Names": names,
         // as the client asked for it (`alpine`), as Docker lists it
-        "Image": view.request["Image"].as_str().unwrap_or(&view.image), "ImageID": image_id_of(state, view),
+        "Image": view.record.request["Image"].as_str().unwrap_or(&view.image), "ImageID": image_id_of(state, view),
         "Command": command, "Created": created, "Ports": ports, "Labels": view.docker_labels(),
         "State": view.state.status, "Status": view.state.human_status(jiff::Timestamp::now()),
         "HostConfig": {"NetworkMode": host_config_json(state, view)["NetworkMode"]},
@@ -673,7 +673,7 @@ pub async fn container_start(
         return Err(error.into());
     }
     let objects = debug_span!(target: crate::TIMING, "start.translate")
-        .in_scope(|| start_objects(&state, &view, &view.request))?;
+        .in_scope(|| start_objects(&state, &view, &view.record.request))?;
     no_content_unless_unchanged(state.runtime.start(&view, objects).await?)
 }
 
@@ -770,7 +770,7 @@ pub async fn container_restart(
         state.runtime.start_ryuk(&view).await?;
         return Ok(StatusCode::NO_CONTENT);
     }
-    let objects = start_objects(&state, &view, &view.request)?;
+    let objects = start_objects(&state, &view, &view.record.request)?;
     state.runtime.start(&view, objects).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -828,7 +828,7 @@ async fn link_delete(state: &AppState, reference: &str) -> Result<StatusCode> {
             "Cannot get parent {parent} for link name {name}"
         )));
     };
-    let mut request = linking.request.clone();
+    let mut request = linking.record.request.clone();
     if let Some(entries) = request["HostConfig"]["Links"].as_array_mut() {
         entries.retain(|entry| {
             entry
@@ -956,7 +956,7 @@ pub async fn container_attach(
         (stream || logs) && (query_bool(&query, "stdout") || query_bool(&query, "stderr"));
     let want_stdin = stream
         && query_bool(&query, "stdin")
-        && view.request["OpenStdin"].as_bool().unwrap_or(false);
+        && view.record.request["OpenStdin"].as_bool().unwrap_or(false);
     // Before start, the next run's output from its beginning; while running, the replay only if
     // `logs`, then what comes.
     let next_run = stream && !view.state.running;
@@ -1237,7 +1237,7 @@ pub async fn container_update(
                 "Cannot update restart policy to a container with AutoRemove enabled".into(),
             ));
         }
-        let mut request = view.request.clone();
+        let mut request = view.record.request.clone();
         request["HostConfig"]["RestartPolicy"] = policy.clone();
         let (translation, image_config) = translate_stored(&state, &view, &request, false)?;
         state

@@ -138,7 +138,7 @@ fn with_members(state: &AppState, mut network: Value) -> Value {
     let id = network["Id"].as_str().unwrap_or_default().to_string();
     let mut members = serde_json::Map::new();
     for view in state.runtime.containers() {
-        if is_attached(&view.request, &name, &id) {
+        if is_attached(&view.record.request, &name, &id) {
             members.insert(view.id.clone(), json!({"Name": view.name, "EndpointID": view.id, "MacAddress": "",
                 "IPv4Address": view.pod_ip().map(|ip| format!("{ip}/24")).unwrap_or_default(), "IPv6Address": ""}));
         }
@@ -296,7 +296,7 @@ pub async fn network_connect(
     } else {
         json!({})
     };
-    let request = if is_attached(&view.request, &name, network_id) {
+    let request = if is_attached(&view.record.request, &name, network_id) {
         // Docker refuses a running container's second endpoint (libnetwork, 403). A stopped one
         // answers 200; its new aliases are kept (testcontainers-node connects with aliases a
         // container created on that network).
@@ -306,9 +306,9 @@ pub async fn network_connect(
                 view.name.trim_start_matches('/')
             )));
         }
-        with_more_aliases(&view.request, &name, network_id, &endpoint)
+        with_more_aliases(&view.record.request, &name, network_id, &endpoint)
     } else {
-        with_endpoint(&view.request, &name, network_id, endpoint)
+        with_endpoint(&view.record.request, &name, network_id, endpoint)
     };
     retranslate(&state, &view, &request).await?;
     emit_endpoint_event(&state, &network, "connect", &view.id);
@@ -403,10 +403,10 @@ pub async fn network_disconnect(
 ) -> Result<StatusCode> {
     let (network, name, view) = endpoint_target(&state, &id, &body)?;
     let network_id = network["Id"].as_str().unwrap_or_default();
-    if !is_attached(&view.request, &name, network_id) {
+    if !is_attached(&view.record.request, &name, network_id) {
         return Err(not_connected(&view, &name));
     }
-    let request = without_endpoint(&view.request, &name, network_id);
+    let request = without_endpoint(&view.record.request, &name, network_id);
     retranslate(&state, &view, &request).await?;
     emit_endpoint_event(&state, &network, "disconnect", &view.id);
     Ok(StatusCode::OK)
