@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use podbridge::api::translate::{CreateRequest, Translator};
 use podbridge::model::ContainerId;
 use podbridge::render::{Identity, RenderContext};
 use podbridge::rules::Limits;
-use podbridge::translate::{CreateRequest, Translator};
 
 const REQUEST: &str = include_str!("../examples/testcontainers-redis.json");
 

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::api::translate::{objects_yaml, CreateRequest, Translator};
 use crate::config::Config;
 use crate::model::{ContainerId, ImageConfig};
 use crate::render::{Identity, RenderContext};
-use crate::translate::{objects_yaml, CreateRequest, Translator};
 use crate::{policy_store, policy_test};
 
 #[derive(Debug, Parser)]

@@ -23,7 +23,6 @@ pub mod readiness;
 pub mod render;
 pub mod rules;
 pub mod runtime;
-pub mod translate;
 
 /// tracing target of the phase spans (`create.translate`, `start.apply`, `remove.delete`, …).
 /// Off by default; `log = "info,podbridge::timing=debug"` prints each span's duration when it

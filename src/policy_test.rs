@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::api::translate::{objects_yaml, CreateRequest, TranslateError, Translator};
 use crate::model::{ContainerId, ImageConfig};
 use crate::render::{Identity, RenderContext};
-use crate::translate::{objects_yaml, CreateRequest, TranslateError, Translator};
 use crate::{policy_store, rules};
 
 #[derive(Debug, thiserror::Error)]

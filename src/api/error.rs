@@ -3,9 +3,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::api::translate::TranslateError;
 use crate::apply::ApplyError;
 use crate::runtime::RuntimeError;
-use crate::translate::TranslateError;
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 

@@ -5,4 +5,5 @@
 pub mod decode;
 pub mod error;
 pub mod server;
+pub mod translate;
 pub mod wire;

@@ -137,10 +137,12 @@ pub struct Runtime {
     bind_settings: Mutex<binds::BindSettings>,
     writers: Mutex<Option<Writers>>,
     changes: watch::Sender<u64>,
-    events: broadcast::Sender<serde_json::Value>,
+    /// Events are shared, not copied: the history and every slot of the channel hold the same
+    /// allocation, which after a burst of containers is most of what stays in memory.
+    events: broadcast::Sender<Arc<serde_json::Value>>,
     /// The last [`events::HISTORY`] events, for `since`; its lock also orders sending, so a
     /// subscriber that snapshots it misses nothing and sees nothing twice.
-    history: Mutex<std::collections::VecDeque<serde_json::Value>>,
+    history: Mutex<std::collections::VecDeque<Arc<serde_json::Value>>>,
     ready: AtomicBool,
     pub(crate) execs: Mutex<HashMap<String, exec::ExecRecord>>,
     /// Exit of containers that auto-remove deleted, for `wait?condition=removed`.
@@ -372,8 +374,8 @@ impl Runtime {
     pub fn subscribe_events(
         &self,
     ) -> (
-        Vec<serde_json::Value>,
-        broadcast::Receiver<serde_json::Value>,
+        Vec<Arc<serde_json::Value>>,
+        broadcast::Receiver<Arc<serde_json::Value>>,
     ) {
         let history = self.history.lock();
         (history.iter().cloned().collect(), self.events.subscribe())
@@ -499,6 +501,7 @@ impl Runtime {
         if history.len() == events::HISTORY {
             history.pop_front();
         }
+        let event = Arc::new(event);
         history.push_back(event.clone());
         let _ = self.events.send(event);
     }

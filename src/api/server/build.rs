@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use crate::api::error::{ApiError, Result};
+use crate::api::translate::CreateRequest;
 use crate::model::{ContainerId, ImageRef, Purpose};
 use crate::render::Identity;
 use crate::runtime::build::{self, BuildOptions, BuildSettings, Builder};
 use crate::runtime::objects::normalise_image;
-use crate::translate::CreateRequest;
 
 /// One classic build request, decoded from the query.
 #[derive(Debug, Default, PartialEq)]
@@ -112,10 +112,10 @@ pub(super) fn decode(query: &str) -> Result<BuildRequest> {
 /// `Purpose::Build`: the policy chain shapes and checks it like any pod (a denial is 403
 /// naming the rule). The dry-run server prints the same translation.
 pub(super) fn builder_translation(
-    translator: &crate::translate::Translator,
+    translator: &crate::api::translate::Translator,
     settings: &BuildSettings,
     extra_hosts: &[String],
-) -> Result<crate::translate::Translation> {
+) -> Result<crate::api::translate::Translation> {
     let id = ContainerId::random();
     let name = format!("build-{}", id.short());
     let body = json!({
@@ -140,8 +140,8 @@ pub(super) fn builder_translation(
             purpose: Purpose::Build,
         })
         .map_err(|error| match error {
-            crate::translate::TranslateError::Denied { message, results } => {
-                crate::translate::TranslateError::Denied {
+            crate::api::translate::TranslateError::Denied { message, results } => {
+                crate::api::translate::TranslateError::Denied {
                     message: message.replacen(
                         "container create blocked",
                         "docker build blocked",

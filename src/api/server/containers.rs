@@ -18,6 +18,7 @@ use super::extract::{
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
+use crate::api::translate::CreateRequest;
 use crate::labels;
 use crate::model::ContainerId;
 use crate::render::Identity;
@@ -28,7 +29,6 @@ use crate::runtime::objects::{image_id, normalise_image};
 use crate::runtime::ryuk;
 use crate::runtime::stats::stats_json;
 use crate::runtime::ContainerView;
-use crate::translate::CreateRequest;
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -257,7 +257,7 @@ async fn create_builtin_ryuk(
     body: &[u8],
 ) -> Result<Response> {
     let request = crate::api::decode::decode_create(body, Some(name), None)
-        .map_err(|error| ApiError::from(crate::translate::TranslateError::from(error)))?
+        .map_err(|error| ApiError::from(crate::api::translate::TranslateError::from(error)))?
         .request;
     state
         .runtime
@@ -686,7 +686,7 @@ pub(super) fn translate_stored(
     request: &Value,
     for_start: bool,
 ) -> Result<(
-    crate::translate::Translation,
+    crate::api::translate::Translation,
     Option<crate::model::ImageConfig>,
 )> {
     let body = serde_json::to_vec(request).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -707,8 +707,8 @@ pub(super) fn translate_stored(
         .translator
         .translate(&create)
         .map_err(|error| match error {
-            crate::translate::TranslateError::Denied { message, results } => {
-                crate::translate::TranslateError::Denied {
+            crate::api::translate::TranslateError::Denied { message, results } => {
+                crate::api::translate::TranslateError::Denied {
                     message: message.replacen(
                         "container create blocked",
                         "container start blocked",

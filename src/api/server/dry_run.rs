@@ -32,10 +32,10 @@ use super::extract::{labels_match, parse_filters, query_bool, DockerBytes, Docke
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
 use super::{ServeError, ENGINE_VERSION};
 use crate::api::error::{ApiError, Result};
+use crate::api::translate::{objects_yaml, CreateRequest, Translator};
 use crate::model::ContainerId;
 use crate::render::Identity;
 use crate::runtime::objects::image_id;
-use crate::translate::{objects_yaml, CreateRequest, Translator};
 
 /// One container as the dry-run server remembers it.
 #[derive(Debug, Clone)]
@@ -268,7 +268,7 @@ fn report(
     name: &str,
     id: &ContainerId,
     namespace: &str,
-    translation: &crate::translate::Translation,
+    translation: &crate::api::translate::Translation,
 ) -> String {
     let mut text = format!(
         "# podbridge dry run: container {name} ({}) would apply, in namespace {namespace}:\n",

@@ -29,8 +29,8 @@ use tracing::{error, info, Instrument};
 
 use self::extract::BodyLimit;
 use crate::api::error::{ApiError, LoggedError, NotAFault};
+use crate::api::translate::Translator;
 use crate::runtime::Runtime;
-use crate::translate::Translator;
 
 /// API version podbridge advertises.
 pub const API_VERSION: &str = "1.51";

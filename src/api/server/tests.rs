@@ -344,7 +344,7 @@ async fn a_cancelled_create_releases_its_name() {
     let translator = state().translator;
     let id = crate::model::ContainerId::random();
     let translation = translator
-        .translate(&crate::translate::CreateRequest {
+        .translate(&crate::api::translate::CreateRequest {
             body: br#"{"Image":"busybox"}"#,
             name: Some("web"),
             image: None,

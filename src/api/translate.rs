@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::api::decode::{self, DecodeError};
+use super::decode::{self, DecodeError};
 use crate::labels;
 use crate::model::ImageConfig;
 use crate::render::{self, Identity, RenderContext, RenderError, RenderedObjects, StartInputs};
