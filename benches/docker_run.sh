@@ -201,6 +201,7 @@ echo "== parallel: $parallel at once, wall time of the whole batch, $par_samples
 pb_par=()
 api_par=()
 for ((i = 0; i < par_samples; i++)); do
+    random_pause
     t=$(date +%s%N)
     runs=()
     for ((j = 0; j < parallel; j++)); do
@@ -209,6 +210,7 @@ for ((i = 0; i < par_samples; i++)); do
     done
     wait "${runs[@]}"  # (a bare wait would wait for podbridge too)
     pb_par+=("$(ms "$t" "$(date +%s%N)")")
+    random_pause
     api_par+=("$(python3 benches/docker_run.py parallel "$parallel" "$tmp/pod.json")")
 done
 compare "$parallel x docker run --rm busybox true via podbridge" \
@@ -225,16 +227,28 @@ mkdir -p "$tmp/compose"
     done
 } >"$tmp/compose/compose.yaml"
 pb_up=()
+pb_up_nowait=()
 api_up=()
 for ((i = 0; i < par_samples; i++)); do
+    random_pause
     t=$(date +%s%N)
     compose -f "$tmp/compose/compose.yaml" -p "bench$i" up -d --wait >/dev/null 2>&1
     pb_up+=("$(ms "$t" "$(date +%s%N)")")
     compose -f "$tmp/compose/compose.yaml" -p "bench$i" down -t 0 >/dev/null 2>&1
+    random_pause
+    # without --wait: compose returns once every start returned, and podbridge's start returns
+    # once `main` runs, so this is the same end state without compose's own polling for it
+    t=$(date +%s%N)
+    compose -f "$tmp/compose/compose.yaml" -p "benchn$i" up -d >/dev/null 2>&1
+    pb_up_nowait+=("$(ms "$t" "$(date +%s%N)")")
+    compose -f "$tmp/compose/compose.yaml" -p "benchn$i" down -t 0 >/dev/null 2>&1
+    random_pause
     api_up+=("$(python3 benches/docker_run.py running 5 "$tmp/pod.json")")
 done
 compare "docker compose up -d --wait, 5 services" \
     "5 of the same pods through the API at once, until running" " (target <= 1.10)" "${pb_up[@]}" -- "${api_up[@]}"
+compare "docker compose up -d (no --wait), 5 services" \
+    "5 of the same pods through the API at once, until running" "" "${pb_up_nowait[@]}" -- "${api_up[@]}"
 
 echo
 echo "== exec: $samples samples each, interleaved (ms; MiB/s for 64 MiB of output) =="
@@ -280,16 +294,21 @@ venv=${E2E_VENV:-${TMPDIR:-/tmp}/podbridge-e2e-venv}
 if "$venv/bin/python" -c 'import testcontainers' 2>/dev/null; then
     tc_runs=()
     tcd_runs=()
+    tc_offset=$(stat -c %s "$tmp/podbridge.log")
     for ((i = 0; i < par_samples; i++)); do
+        random_pause
         t=$(date +%s%N)
         "$venv/bin/python" benches/tc_session.py >/dev/null
         tc_runs+=("$(ms "$t" "$(date +%s%N)")")
+        random_pause
         t=$(date +%s%N)
         python3 benches/docker_run.py tcsession 1 "$tmp/redis-pod.json" >/dev/null
         tcd_runs+=("$(ms "$t" "$(date +%s%N)")")
     done
     compare "testcontainers-python session via podbridge" \
         "the same redis pod through the API (log, pod IP, delete)" "" "${tc_runs[@]}" -- "${tcd_runs[@]}"
+    echo "the sessions' requests as podbridge timed them (a log follow lasts until the client closes it):"
+    python3 benches/docker_run.py phases "$tmp/podbridge.log" "$tc_offset"
 else
     echo "skipped: no testcontainers in $venv (tests/e2e/clients.sh makes it)"
 fi

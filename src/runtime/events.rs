@@ -14,6 +14,31 @@ const ATTACH_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events kept for `/events?since=` (Docker keeps a bounded log in memory too).
 pub const HISTORY: usize = 1000;
 
+/// One emitted event, kept as its JSON line. One allocation per event, not a tree of small
+/// ones: the history outlives the containers it tells of, and a tree's many small allocations,
+/// made amid a burst of watch objects, pinned the allocator's pages after the burst was freed.
+#[derive(Debug)]
+pub struct Event {
+    /// `timeNano`, for `since`/`until`.
+    pub time_nano: i64,
+    /// The compact JSON, as `/events` sends it (without the newline).
+    pub json: Box<str>,
+}
+
+impl Event {
+    pub fn new(value: &serde_json::Value) -> Self {
+        Event {
+            time_nano: value["timeNano"].as_i64().unwrap_or_default(),
+            json: value.to_string().into_boxed_str(),
+        }
+    }
+
+    /// The event as JSON again, for filters.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+}
+
 /// A non-container Docker event: `network`, `volume` or `image`, about the object `id`.
 pub fn object_event(
     kind: &str,

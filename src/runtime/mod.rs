@@ -138,13 +138,17 @@ pub struct Runtime {
     writers: Mutex<Option<Writers>>,
     changes: watch::Sender<u64>,
     /// Events are shared, not copied: the history and every slot of the channel hold the same
-    /// allocation, which after a burst of containers is most of what stays in memory.
-    events: broadcast::Sender<Arc<serde_json::Value>>,
+    /// allocation.
+    events: broadcast::Sender<Arc<events::Event>>,
     /// The last [`events::HISTORY`] events, for `since`; its lock also orders sending, so a
     /// subscriber that snapshots it misses nothing and sees nothing twice.
-    history: Mutex<std::collections::VecDeque<Arc<serde_json::Value>>>,
+    history: Mutex<std::collections::VecDeque<Arc<events::Event>>>,
     ready: AtomicBool,
     pub(crate) execs: Mutex<HashMap<String, exec::ExecRecord>>,
+    /// Decoded records by spec ConfigMap uid, with the resourceVersion they were decoded from:
+    /// views are rebuilt on every watch change, and decoding every record each time made a
+    /// burst of N containers cost N² JSON parses.
+    records: Mutex<HashMap<String, (String, Arc<crate::model::ContainerRecord>)>>,
     /// Exit of containers that auto-remove deleted, for `wait?condition=removed`.
     last_exits: Mutex<HashMap<String, (u64, LastExit)>>,
     /// Number of attach streams per container id; auto-remove waits for them to drain.
@@ -209,6 +213,7 @@ impl Runtime {
             history: Mutex::default(),
             ready: AtomicBool::new(false),
             execs: Mutex::default(),
+            records: Mutex::default(),
             last_exits: Mutex::default(),
             attached: Mutex::default(),
             terminals: Mutex::default(),
@@ -374,8 +379,8 @@ impl Runtime {
     pub fn subscribe_events(
         &self,
     ) -> (
-        Vec<Arc<serde_json::Value>>,
-        broadcast::Receiver<Arc<serde_json::Value>>,
+        Vec<Arc<events::Event>>,
+        broadcast::Receiver<Arc<events::Event>>,
     ) {
         let history = self.history.lock();
         (history.iter().cloned().collect(), self.events.subscribe())
@@ -426,6 +431,8 @@ impl Runtime {
                 ))
             })
             .collect();
+        let mut records = self.records.lock();
+        let mut current = HashMap::with_capacity(records.len());
         let mut views: Vec<ContainerView> = self
             .config_maps
             .state()
@@ -438,9 +445,19 @@ impl Runtime {
                     .as_ref()?
                     .get(labels::CONTAINER_ID)?
                     .clone();
-                ContainerView::new(cm, pods.get(&short).cloned())
+                let key = cm.metadata.uid.clone().or_else(|| cm.metadata.name.clone())?;
+                let version = cm.metadata.resource_version.clone().unwrap_or_default();
+                let record = match records.remove(&key) {
+                    Some((seen, record)) if seen == version && !version.is_empty() => record,
+                    _ => Arc::new(record::read_record(&cm)),
+                };
+                current.insert(key, (version, record.clone()));
+                ContainerView::with_record(cm, pods.get(&short).cloned(), record)
             })
             .collect();
+        // Only what the cache holds now stays: nothing of a removed container.
+        *records = current;
+        drop(records);
         views.sort_by(|a, b| b.created.cmp(&a.created));
         views
     }
@@ -501,7 +518,7 @@ impl Runtime {
         if history.len() == events::HISTORY {
             history.pop_front();
         }
-        let event = Arc::new(event);
+        let event = Arc::new(events::Event::new(&event));
         history.push_back(event.clone());
         let _ = self.events.send(event);
     }
@@ -610,6 +627,39 @@ mod tests {
         assert!(runtime.removed_exit("c0").is_none());
         let last = format!("c{}", limits::MAX_REMOVED_EXITS + 9);
         assert!(runtime.removed_exit(&last).is_some());
+    }
+
+    /// A spec ConfigMap of container `id` at `version`, recording `image`.
+    fn spec(id: &str, version: &str, image: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": format!("pb-{id}"), "namespace": "test", "uid": format!("uid-{id}"),
+            "resourceVersion": version,
+            "labels": {labels::ROLE: labels::ROLE_CONTAINER_SPEC, labels::CONTAINER_ID: id},
+            "annotations": {labels::ANNOTATION_CONTAINER_ID: id, labels::ANNOTATION_NAME: id}},
+            "data": {record::RECORD_DATA_KEY: serde_json::json!({"request": {"Image": image}}).to_string()}}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_are_decoded_once_per_version_and_forgotten_with_their_container() {
+        use kube::runtime::watcher::Event;
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let runtime = Runtime::new(Client::try_from(config).unwrap(), "test", "unit");
+        let (_, mut config_maps, _, _) = runtime.writers.lock().take().unwrap();
+        config_maps.apply_watcher_event(&Event::Apply(spec("aaaaaaaaaaaa", "1", "redis")));
+        config_maps.apply_watcher_event(&Event::Apply(spec("bbbbbbbbbbbb", "1", "busybox")));
+        let first = runtime.find("aaaaaaaaaaaa").unwrap();
+        let again = runtime.find("aaaaaaaaaaaa").unwrap();
+        assert!(Arc::ptr_eq(&first.record, &again.record));
+        // a new version of the spec is decoded again
+        config_maps.apply_watcher_event(&Event::Apply(spec("aaaaaaaaaaaa", "2", "nginx")));
+        let changed = runtime.find("aaaaaaaaaaaa").unwrap();
+        assert_eq!(changed.record.request["Image"], "nginx");
+        assert!(!Arc::ptr_eq(&first.record, &changed.record));
+        // a removed container leaves nothing behind
+        config_maps.apply_watcher_event(&Event::Delete(spec("bbbbbbbbbbbb", "1", "busybox")));
+        assert_eq!(runtime.containers().len(), 1);
+        assert_eq!(runtime.records.lock().len(), 1);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Runtime {
     ) -> Result<()> {
         let api = self.applier.config_maps();
         let mut spec = (*view.spec).clone();
-        let mut record = view.record.clone();
+        let mut record = (*view.record).clone();
         for _ in 0..WRITE_ATTEMPTS {
             change(&mut record);
             let written = with_record(&spec, &record);

@@ -533,7 +533,7 @@ impl Runtime {
     ) -> Result<()> {
         let now = super::now_rfc3339();
         let mut annotations = serde_json::Map::new();
-        let mut container = view.record.clone();
+        let mut container = (*view.record).clone();
         if running {
             annotations.insert(labels::ANNOTATION_RUNNING_SINCE.into(), now.clone().into());
             container.last_exit = None;

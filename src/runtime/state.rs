@@ -370,8 +370,9 @@ pub struct ContainerView {
     pub pod_name: String,
     pub created: String,
     pub image: String,
-    /// The container's record (create request, mounts, last exit), decoded once from the spec.
-    pub record: ContainerRecord,
+    /// The container's record (create request, mounts, last exit), decoded once per version of
+    /// the spec and shared by every view of that version.
+    pub record: Arc<ContainerRecord>,
     pub spec: Arc<ConfigMap>,
     pub pod: Option<Arc<Pod>>,
     pub state: ContainerState,
@@ -380,9 +381,18 @@ pub struct ContainerView {
 impl ContainerView {
     /// Builds the view; `None` if the ConfigMap is not a container spec.
     pub fn new(spec: Arc<ConfigMap>, pod: Option<Arc<Pod>>) -> Option<Self> {
+        let record = Arc::new(super::record::read_record(&spec));
+        Self::with_record(spec, pod, record)
+    }
+
+    /// As [`Self::new`], with the record already decoded (the runtime keeps them per version).
+    pub fn with_record(
+        spec: Arc<ConfigMap>,
+        pod: Option<Arc<Pod>>,
+        record: Arc<ContainerRecord>,
+    ) -> Option<Self> {
         let annotations = spec.metadata.annotations.as_ref()?;
         let id = annotations.get(labels::ANNOTATION_CONTAINER_ID)?.clone();
-        let record = super::record::read_record(&spec);
         let mut state = container_state(
             pod.as_deref(),
             record.last_exit.as_ref(),

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::extract::{labels_match, parse_filters, query_time, DockerJson, Query};
 use super::{AppState, API_VERSION, ENGINE_VERSION, MIN_API_VERSION};
 use crate::api::error::{ApiError, Result};
+use crate::runtime::events::Event;
 use crate::runtime::registry::{Credentials, RegistryError};
 
 /// `_ping` as Docker answers it, with the headers Go clients read; 503 without a body until
@@ -119,19 +120,23 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
     let until = query_time(&query, "until")?;
     let permit = state.runtime.stream_permit()?;
     let (past, mut receiver) = state.runtime.subscribe_events();
-    let in_window = move |event: &serde_json::Value| {
-        let at = event["timeNano"].as_i64().unwrap_or_default();
-        since.is_none_or(|since| at >= since) && until.is_none_or(|until| at <= until)
+    let in_window = move |event: &Event| {
+        since.is_none_or(|since| event.time_nano >= since)
+            && until.is_none_or(|until| event.time_nano <= until)
     };
-    let line = |event: &serde_json::Value| {
-        let mut line = event.to_string();
+    // Most clients filter by nothing (the CLI) or by a label or two (testcontainers, compose):
+    // the JSON is parsed again only when a filter must look inside.
+    let wanted = move |event: &Event| filters.is_empty() || event_matches(&event.value(), &filters);
+    let line = |event: &Event| {
+        let mut line = String::with_capacity(event.json.len() + 1);
+        line.push_str(&event.json);
         line.push('\n');
         axum::body::Bytes::from(line)
     };
     let stream = async_stream::stream! {
         let _permit = permit;
         if since.is_some() {
-            for event in past.iter().filter(|e| in_window(e) && event_matches(e, &filters)) {
+            for event in past.iter().filter(|e| in_window(e) && wanted(e)) {
                 yield Ok::<_, std::convert::Infallible>(line(event));
             }
         }
@@ -150,7 +155,7 @@ pub async fn events(State(state): State<AppState>, query: Query) -> Result<Respo
             };
             match next {
                 Ok(event) => {
-                    if event_matches(&event, &filters) {
+                    if wanted(&event) {
                         yield Ok(line(&event));
                     }
                 }
