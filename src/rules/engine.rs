@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use rhai::Dynamic;
 use serde_json::Value;
 
 use super::compile::{
@@ -260,11 +259,11 @@ struct LazyContext<'a> {
     request: &'a RequestBody<'a>,
     image: Option<&'a Value>,
     project: Option<&'a str>,
-    converted: std::cell::OnceCell<script::Context>,
+    converted: std::cell::OnceCell<script::Context<'a>>,
 }
 
-impl LazyContext<'_> {
-    fn get(&self) -> &script::Context {
+impl<'a> LazyContext<'a> {
+    fn get(&self) -> &script::Context<'a> {
         self.converted
             .get_or_init(|| script::Context::new(self.request.get(), self.image, self.project))
     }
@@ -407,17 +406,7 @@ fn mutate(
     }
     if let Some(compiled) = &mutation.script {
         let before = evaluation.pod.clone();
-        let pod = match rhai::serde::to_dynamic(&evaluation.pod) {
-            Ok(pod) => pod,
-            Err(error) => {
-                fail(
-                    evaluation,
-                    &mut result,
-                    format!("pod cannot be given to the script: {error}"),
-                );
-                return result;
-            }
-        };
+        let pod = script::to_dynamic(&evaluation.pod);
         let run = script::run(
             &set.engine,
             compiled,
@@ -713,7 +702,7 @@ fn validate(
             }
         }
         Check::Deny(expression) => {
-            let pod = rhai::serde::to_dynamic(&evaluation.pod).unwrap_or(Dynamic::UNIT);
+            let pod = script::to_dynamic(&evaluation.pod);
             let run = script::run(
                 &set.engine,
                 expression,

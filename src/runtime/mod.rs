@@ -445,7 +445,11 @@ impl Runtime {
                     .as_ref()?
                     .get(labels::CONTAINER_ID)?
                     .clone();
-                let key = cm.metadata.uid.clone().or_else(|| cm.metadata.name.clone())?;
+                let key = cm
+                    .metadata
+                    .uid
+                    .clone()
+                    .or_else(|| cm.metadata.name.clone())?;
                 let version = cm.metadata.resource_version.clone().unwrap_or_default();
                 let record = match records.remove(&key) {
                     Some((seen, record)) if seen == version && !version.is_empty() => record,
