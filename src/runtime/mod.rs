@@ -448,24 +448,13 @@ impl Runtime {
     /// Finds a container by full ID, name (with or without `/`) or unique ID prefix.
     pub fn find(&self, reference: &str) -> Result<ContainerView> {
         let containers = self.containers();
-        let wanted = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(view) = containers
-            .iter()
-            .find(|c| c.id == reference || c.name == wanted)
-        {
-            return Ok(view.clone());
-        }
-        let lower = reference.to_ascii_lowercase();
-        let mut matches = containers
-            .iter()
-            .filter(|c| !lower.is_empty() && c.id.starts_with(&lower));
-        match (matches.next(), matches.next()) {
-            (Some(view), None) => Ok(view.clone()),
-            (Some(_), Some(_)) => Err(RuntimeError::BadRequest(format!(
+        match crate::model::lookup(&containers, reference, |c| &c.id, |c| &c.name) {
+            crate::model::Lookup::Found(view) => Ok(view.clone()),
+            crate::model::Lookup::Ambiguous => Err(RuntimeError::BadRequest(format!(
                 "multiple IDs found with provided prefix: {reference}"
             ))),
             // dockerd's names include link names (`/self/alias`): they name the link's target.
-            _ => self
+            crate::model::Lookup::Missing => self
                 .find_link(reference)
                 .and_then(|(linking, link)| self.link_target(&linking.record.request, &link))
                 .ok_or_else(|| RuntimeError::NoSuchContainer(reference.to_string())),
