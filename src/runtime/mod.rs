@@ -445,6 +445,23 @@ impl Runtime {
         views
     }
 
+    /// A runtime with no cluster whose watch caches hold `config_maps` and `pods`, for tests
+    /// of what handlers answer from the caches.
+    #[cfg(test)]
+    pub fn with_cached(config_maps: Vec<ConfigMap>, pods: Vec<Pod>) -> Arc<Self> {
+        use kube::runtime::watcher::Event;
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let runtime = Runtime::new(Client::try_from(config).unwrap(), "test", "unit");
+        let (mut pod_writer, mut config_map_writer, _, _) = runtime.writers.lock().take().unwrap();
+        for config_map in config_maps {
+            config_map_writer.apply_watcher_event(&Event::Apply(config_map));
+        }
+        for pod in pods {
+            pod_writer.apply_watcher_event(&Event::Apply(pod));
+        }
+        runtime
+    }
+
     /// Finds a container by full ID, name (with or without `/`) or unique ID prefix.
     pub fn find(&self, reference: &str) -> Result<ContainerView> {
         let containers = self.containers();

@@ -717,3 +717,452 @@ pub fn volume_prune_rule(
             && (all || volume["Labels"].get(ANONYMOUS_LABEL).is_some())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Value {
+        json!({"Image": "redis", "Cmd": "redis-server", "Labels": {"app": "db"},
+            "ExposedPorts": {"6379/tcp": {}},
+            "HostConfig": {"NetworkMode": "backnet", "Binds": ["data:/data:ro", "/src:/src"]},
+            "NetworkingConfig": {"EndpointsConfig": {"backnet": {"Aliases": ["cache"]}}}})
+    }
+
+    fn facts<'a>(request: &'a Value, state: ContainerState) -> ContainerFacts<'a> {
+        let known = [json!({"Name": "back", "Id": "backnet"})];
+        ContainerFacts {
+            id: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            name: "db",
+            created: "2026-01-01T00:00:00Z",
+            image: "redis",
+            image_id: image_id("redis"),
+            request,
+            state,
+            error: String::new(),
+            ip: "10.244.0.7".into(),
+            gateway: "127.0.0.1".into(),
+            networks: attachments(request, &known),
+            published: BTreeMap::from([(
+                "6379/tcp".to_string(),
+                vec!["127.0.0.1:32768".parse().unwrap()],
+            )]),
+            links: None,
+            link_names: vec!["/web/db".into()],
+            labels: request["Labels"].as_object().cloned().unwrap(),
+            sandbox_id: "uid-1".into(),
+            pod: "podbridge-db-0123456789ab",
+        }
+    }
+
+    fn running() -> ContainerState {
+        ContainerState {
+            status: "running",
+            running: true,
+            exit_code: 0,
+            started_at: "2026-01-01T00:00:01Z".into(),
+            finished_at: crate::runtime::state::ZERO_TIME.into(),
+            oom_killed: false,
+            error: String::new(),
+            health: Some("healthy"),
+            exit_key: None,
+            main_started: true,
+            restart_count: 0,
+        }
+    }
+
+    fn exited(code: i64) -> ContainerState {
+        ContainerState {
+            status: "exited",
+            running: false,
+            exit_code: code,
+            health: None,
+            finished_at: "2026-01-01T00:00:02Z".into(),
+            ..running()
+        }
+    }
+
+    fn filters(key: &str, values: &[&str]) -> Filters {
+        HashMap::from([(
+            key.to_string(),
+            values.iter().map(|v| v.to_string()).collect(),
+        )])
+    }
+
+    #[test]
+    fn attachments_name_created_networks_and_give_predefined_ones_their_id() {
+        let known = [json!({"Name": "back", "Id": "backnet"})];
+        let request = json!({"HostConfig": {"NetworkMode": "default"},
+            "NetworkingConfig": {"EndpointsConfig": {"backnet": {"Aliases": ["a"]}}}});
+        assert_eq!(
+            attachments(&request, &known),
+            [
+                Attachment {
+                    name: "bridge".into(),
+                    id: object_id("network", "bridge"),
+                    endpoint: json!({})
+                },
+                Attachment {
+                    name: "back".into(),
+                    id: "backnet".into(),
+                    endpoint: json!({"Aliases": ["a"]})
+                },
+            ]
+        );
+        assert_eq!(
+            predefined_network("bridge")["Id"],
+            json!(object_id("network", "bridge"))
+        );
+    }
+
+    #[test]
+    fn inspect_shows_the_request_with_docker_defaults_and_the_backend_facts() {
+        let request = request();
+        let inspect = container_inspect(&facts(&request, running()));
+        assert_eq!(inspect["Name"], "/db");
+        assert_eq!(inspect["Path"], "redis-server");
+        assert_eq!(inspect["Args"], json!([]));
+        assert_eq!(inspect["Config"]["Cmd"], json!(["redis-server"]));
+        assert_eq!(inspect["Config"]["Hostname"], "0123456789ab");
+        assert_eq!(inspect["Config"]["Tty"], false);
+        assert_eq!(inspect["HostConfig"]["LogConfig"]["Type"], "json-file");
+        assert_eq!(inspect["HostConfig"]["RestartPolicy"]["Name"], "no");
+        assert_eq!(inspect["HostConfig"]["Links"], Value::Null);
+        assert_eq!(inspect["State"]["Health"]["Status"], "healthy");
+        assert_eq!(inspect["State"]["Pid"], 1);
+        let ports = &inspect["NetworkSettings"]["Ports"];
+        assert_eq!(
+            ports["6379/tcp"],
+            json!([{"HostIp": "127.0.0.1", "HostPort": "32768"}])
+        );
+        let back = &inspect["NetworkSettings"]["Networks"]["back"];
+        assert_eq!(back["NetworkID"], "backnet");
+        assert_eq!(back["Aliases"], json!(["cache"]));
+        assert_eq!(back["IPAddress"], "10.244.0.7");
+        assert_eq!(back["EndpointID"], inspect["Id"]);
+        assert_eq!(inspect["Mounts"][0]["Type"], "volume");
+        assert_eq!(inspect["Mounts"][0]["RW"], false);
+        assert_eq!(inspect["Mounts"][1]["Type"], "bind");
+        assert_eq!(inspect["Pod"], "podbridge-db-0123456789ab");
+
+        // Not running: published ports are not shown, and nothing is invented for them.
+        let stopped = container_inspect(&facts(&request, exited(3)));
+        assert_eq!(
+            stopped["NetworkSettings"]["Ports"],
+            json!({"6379/tcp": null})
+        );
+        assert_eq!(stopped["State"]["ExitCode"], 3);
+        assert!(stopped["State"].get("Health").is_none());
+    }
+
+    #[test]
+    fn list_entries_read_like_docker_ps() {
+        let request = request();
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let entry = container_list_entry(&facts(&request, exited(3)), now);
+        assert_eq!(entry["Names"], json!(["/db", "/web/db"]));
+        assert_eq!(entry["Image"], "redis");
+        assert_eq!(entry["Command"], "redis-server");
+        assert_eq!(entry["Created"], 1767225600);
+        assert_eq!(entry["Status"], "Exited (3) 9 minutes ago");
+        assert_eq!(
+            entry["Ports"],
+            json!([{"PrivatePort": 6379, "Type": "tcp"}])
+        );
+        assert_eq!(entry["HostConfig"]["NetworkMode"], "backnet");
+        let entry = container_list_entry(&facts(&request, running()), now);
+        assert_eq!(
+            entry["Ports"],
+            json!([{"IP": "127.0.0.1", "PrivatePort": 6379, "PublicPort": 32768, "Type": "tcp"}])
+        );
+    }
+
+    #[test]
+    fn container_filters_follow_docker() {
+        let request = request();
+        let db = facts(&request, exited(3));
+        let matches = |key: &str, values: &[&str]| container_matches(&db, &filters(key, values));
+        assert!(matches("name", &["^d"]));
+        assert!(matches("name", &["/db"]));
+        assert!(!matches("name", &["^b"]));
+        assert!(matches("id", &["0123"]));
+        assert!(!matches("id", &["123"]));
+        assert!(matches("label", &["app=db"]));
+        assert!(matches("status", &["exited"]));
+        assert!(matches("exited", &["3"]));
+        assert!(!matches("exited", &["0"]));
+        assert!(matches("ancestor", &["redis:latest"]));
+        assert!(matches("network", &["back"]));
+        assert!(matches("network", &["backnet"]));
+        assert!(!matches("network", &["bridge"]));
+        assert!(matches("health", &["none"]));
+        assert!(matches("anything", &["else"]));
+    }
+
+    #[test]
+    fn lists_show_running_containers_unless_all_or_a_state_filter() {
+        let request = request();
+        let containers = [facts(&request, running()), facts(&request, exited(0))];
+        let count = |query: &[(&str, &str)]| {
+            let query = query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            container_list(&containers, &query)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count(&[]), 1);
+        assert_eq!(count(&[("all", "1")]), 2);
+        assert_eq!(count(&[("all", "1"), ("limit", "1")]), 1);
+        assert_eq!(count(&[("filters", r#"{"status":["exited"]}"#)]), 1);
+        assert_eq!(count(&[("filters", r#"{"exited":["0"]}"#)]), 1);
+        let bad = HashMap::from([("filters".to_string(), "{".to_string())]);
+        assert!(container_list(&containers, &bad).is_err());
+    }
+
+    #[test]
+    fn create_refusals_follow_docker() {
+        let status = |name: &str, driver: &str| {
+            check_network_create(&json!({"Name": name, "Driver": driver}))
+                .err()
+                .map(|error| (error.status().as_u16(), error.to_string()))
+        };
+        assert_eq!(status("n", ""), None);
+        assert_eq!(status("n", "bridge"), None);
+        assert_eq!(
+            status("n", "host"),
+            Some((
+                403,
+                "only one instance of \"host\" network is allowed".into()
+            ))
+        );
+        assert_eq!(
+            status("n", "null"),
+            Some((
+                403,
+                "only one instance of \"null\" network is allowed".into()
+            ))
+        );
+        assert_eq!(
+            status("n", "none"),
+            Some((404, "plugin \"none\" not found".into()))
+        );
+        assert_eq!(
+            status("n", "weave"),
+            Some((404, "plugin \"weave\" not found".into()))
+        );
+        assert_eq!(status("n", "overlay").map(|(code, _)| code), Some(403));
+        assert_eq!(
+            status("bridge", ""),
+            Some((
+                403,
+                "operation is not permitted on predefined bridge network".into()
+            ))
+        );
+        assert_eq!(
+            status("", "").map(|(code, message)| (code, message)),
+            Some((400, "Name is required".into()))
+        );
+        assert_eq!(
+            check_network_delete(&predefined_network("host"))
+                .unwrap_err()
+                .to_string(),
+            "host is a pre-defined network and cannot be removed"
+        );
+    }
+
+    #[test]
+    fn new_networks_have_docker_fields_and_fresh_ids() {
+        let body = json!({"Name": "n", "Labels": {"a": "b"}, "Options": null});
+        let network = new_network("n", &body);
+        assert_eq!(network["Driver"], "bridge");
+        assert_eq!(network["Labels"], json!({"a": "b"}));
+        assert_eq!(network["Options"], json!({}));
+        assert_eq!(network["Containers"], json!({}));
+        assert_eq!(network["Id"].as_str().unwrap().len(), 64);
+        assert_ne!(network["Id"], new_network("n", &body)["Id"]);
+        let keys = |value: &Value| {
+            value
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&network), keys(&predefined_network("bridge")));
+    }
+
+    #[test]
+    fn options_labels_and_containers_are_never_null() {
+        let network = with_docker_maps(json!({"Name": "n", "Options": null, "Labels": {"a": "b"}}));
+        assert_eq!(network["Options"], json!({}));
+        assert_eq!(network["Labels"], json!({"a": "b"}));
+        assert_eq!(network["Containers"], json!({}));
+    }
+
+    #[test]
+    fn networks_are_found_by_name_id_or_an_id_prefix_of_three() {
+        let networks = all_networks([json!({"Name": "abc", "Id": "fedcba"})]);
+        let found = |reference: &str| {
+            find_network(&networks, reference)
+                .ok()
+                .map(|n| n["Name"].clone())
+        };
+        assert_eq!(found("abc"), Some(json!("abc")));
+        assert_eq!(found("fedcba"), Some(json!("abc")));
+        assert_eq!(found("fed"), Some(json!("abc")));
+        assert_eq!(found("fe"), None);
+        assert_eq!(found("none"), Some(json!("none")));
+        let bridge = object_id("network", "bridge");
+        assert_eq!(found(&bridge[..3]), Some(json!("bridge")));
+        assert_eq!(
+            find_network(&networks, "x").unwrap_err().to_string(),
+            "network x not found"
+        );
+    }
+
+    #[test]
+    fn network_filters_follow_docker() {
+        let networks = all_networks([json!({"Name": "front", "Id": "f00", "Driver": "bridge",
+            "Labels": {"tier": "web"}})]);
+        let names = |key: &str, values: &[&str]| -> Vec<String> {
+            networks
+                .iter()
+                .filter(|n| network_matches(n, &filters(key, values)))
+                .map(|n| n["Name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("name", &["ro"]), ["front"]);
+        assert_eq!(names("driver", &["null"]), ["none"]);
+        assert_eq!(names("type", &["custom"]), ["front"]);
+        assert_eq!(names("type", &["builtin"]), ["bridge", "host", "none"]);
+        assert_eq!(names("label", &["tier=web"]), ["front"]);
+        assert_eq!(names("id", &["f0"]), ["front"]);
+    }
+
+    #[test]
+    fn network_members_are_the_attached_containers() {
+        let network = json!({"Name": "back", "Id": "backnet", "Containers": {}});
+        let attached = request();
+        let elsewhere = json!({"Image": "busybox"});
+        let members = network_inspect(
+            network,
+            &[
+                Endpoint {
+                    id: "c1",
+                    name: "db",
+                    request: &attached,
+                    ip: Some("10.244.0.7".into()),
+                },
+                Endpoint {
+                    id: "c2",
+                    name: "other",
+                    request: &elsewhere,
+                    ip: None,
+                },
+            ],
+        );
+        assert_eq!(
+            members["Containers"],
+            json!({"c1": {"Name": "db", "EndpointID": "c1", "MacAddress": "",
+                "IPv4Address": "10.244.0.7/24", "IPv6Address": ""}})
+        );
+    }
+
+    #[test]
+    fn connect_and_disconnect_answer_as_docker() {
+        let network = json!({"Name": "back", "Id": "backnet"});
+        let attached = request();
+        let again = connected_request(
+            &attached,
+            &network,
+            &json!({"Aliases": ["more"]}),
+            "/db",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            again["NetworkingConfig"]["EndpointsConfig"]["backnet"]["Aliases"],
+            json!(["cache", "more"])
+        );
+        assert_eq!(
+            connected_request(&attached, &network, &Value::Null, "/db", true)
+                .unwrap_err()
+                .to_string(),
+            "endpoint with name db already exists in network back"
+        );
+        let other = json!({"Name": "other", "Id": "otherid"});
+        for (running, message) in [
+            (true, "container c1 is not connected to network other"),
+            (false, "container c1 is not connected to the network other"),
+        ] {
+            let error = disconnected_request(&attached, &other, "c1", running).unwrap_err();
+            assert_eq!(
+                (error.status().as_u16(), error.to_string()),
+                (403, message.into())
+            );
+        }
+        let gone = disconnected_request(&attached, &network, "c1", false).unwrap();
+        assert!(!super::super::networks::is_attached(
+            &gone, "back", "backnet"
+        ));
+    }
+
+    #[test]
+    fn volume_create_reads_the_body_as_docker() {
+        let named = volume_create(&json!({"Name": "data", "Labels": {"a": "b", "n": 1},
+            "DriverOpts": {"size": "1Gi"}}))
+        .unwrap();
+        assert_eq!(named.name, "data");
+        assert_eq!(named.driver, "local");
+        assert_eq!(named.labels, BTreeMap::from([("a".into(), "b".into())]));
+        assert_eq!(named.options["size"], "1Gi");
+        let anonymous = volume_create(&json!({})).unwrap();
+        assert_eq!(anonymous.name.len(), 64);
+        assert!(anonymous.labels.contains_key(ANONYMOUS_LABEL));
+        let refused = volume_create(&json!({"Name": "v", "Driver": "nfs"})).unwrap_err();
+        assert_eq!(
+            (refused.status().as_u16(), refused.to_string()),
+            (404, "plugin \"nfs\" not found".into())
+        );
+    }
+
+    #[test]
+    fn prune_takes_unused_anonymous_volumes_unless_all() {
+        let anonymous = json!({"Name": "a", "Labels": {ANONYMOUS_LABEL: ""}});
+        let named = json!({"Name": "n", "Labels": {}});
+        let query = |filters: &str| HashMap::from([("filters".to_string(), filters.to_string())]);
+        let plain = volume_prune_rule(&query(""), false).unwrap();
+        assert!(plain(&anonymous, false));
+        assert!(!plain(&anonymous, true));
+        assert!(!plain(&named, false));
+        let all = volume_prune_rule(&query(r#"{"all":["true"]}"#), false).unwrap();
+        assert!(all(&named, false));
+        assert!(!all(&named, true));
+        let old_client = volume_prune_rule(&query(""), true).unwrap();
+        assert!(old_client(&named, false));
+        let filtered = volume_prune_rule(&query(r#"{"all":["1"],"name":["x"]}"#), false).unwrap();
+        assert!(!filtered(&named, false));
+    }
+
+    #[test]
+    fn volume_filters_follow_docker() {
+        let volume = json!({"Name": "data", "Driver": "local", "Labels": {"a": "b"}});
+        assert!(volume_matches(&volume, false, &filters("name", &["at"])));
+        assert!(volume_matches(
+            &volume,
+            false,
+            &filters("dangling", &["true"])
+        ));
+        assert!(!volume_matches(
+            &volume,
+            true,
+            &filters("dangling", &["true"])
+        ));
+        assert!(volume_matches(&volume, true, &filters("label", &["a"])));
+        assert!(!volume_matches(&volume, true, &filters("driver", &["nfs"])));
+    }
+}
