@@ -250,16 +250,26 @@ pub fn router(state: DryRunState) -> Router {
         .merge(super::swarm::routes())
         .route_layer(axum::middleware::from_fn(super::keep_matched_route))
         .fallback(unsupported)
+        .method_not_allowed_fallback(unsupported)
         .with_state(state);
     super::docker_service(routes)
 }
 
+/// Outside the dry-run subset: an operation the real server serves is 501 here; anything else
+/// gets the real router's answer (Docker's 404 `page not found`).
 async fn unsupported(request: Request) -> ApiError {
-    ApiError::NotImplemented(format!(
-        "{} {} is not supported by the podbridge dry-run server",
-        request.method(),
-        request.uri().path()
-    ))
+    outside_subset(request.method().as_str(), request.uri().path())
+}
+
+fn outside_subset(method: &str, path: &str) -> ApiError {
+    match super::compat::route_of(method, path) {
+        Some(route) if route.support != super::compat::Support::NotSupported => {
+            ApiError::NotImplemented(format!(
+                "{method} {path} is not supported by the podbridge dry-run server"
+            ))
+        }
+        _ => ApiError::NotFound(format!("page not found: {path}")),
+    }
 }
 
 /// `POST /build`: prints the builder pod the policy would produce (and why), streams the same
@@ -599,9 +609,7 @@ async fn image_create(query: Query) -> Response {
 /// `GET /images/{name}/json`: every image "exists", with an empty config.
 async fn image_inspect(Path(rest): Path<String>) -> Result<Json<Value>> {
     let Some(name) = rest.strip_suffix("/json") else {
-        return Err(ApiError::NotImplemented(format!(
-            "/images/{rest} is not supported by the podbridge dry-run server"
-        )));
+        return Err(outside_subset("GET", &format!("/images/{rest}")));
     };
     Ok(Json(json!({
         "Id": image_id(name), "RepoTags": [name], "RepoDigests": [], "Created": "1970-01-01T00:00:00Z",
@@ -993,6 +1001,93 @@ mod tests {
         assert!(String::from_utf8_lossy(&body).contains("blocked by policy"));
         let (_, list) = call(&app, "GET", "/containers/json?all=1", "").await;
         assert_eq!(list, b"[]");
+    }
+
+    #[tokio::test]
+    async fn routes_outside_the_subset_answer_as_the_real_server_or_501() {
+        use super::super::compat::{Support, ROUTES};
+        let app = app();
+        let mut wrong = Vec::new();
+        for route in ROUTES {
+            let uri = route
+                .path
+                .split('/')
+                .map(|part| if part.starts_with('{') { "x" } else { part })
+                .collect::<Vec<_>>()
+                .join("/");
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                call(&app, route.method, &format!("/v1.51{uri}"), ""),
+            )
+            .await;
+            // Only a handler waits (wait, attach); the fallback answers at once.
+            let Ok((status, body)) = answer else { continue };
+            let body = String::from_utf8_lossy(&body);
+            let fallback = status == StatusCode::METHOD_NOT_ALLOWED
+                || (status == StatusCode::NOT_FOUND && body.contains("\"page not found"));
+            let refused = status == StatusCode::NOT_IMPLEMENTED && body.contains("dry-run server");
+            let right = match route.support {
+                Support::NotSupported => fallback,
+                _ => !fallback || refused,
+            };
+            if !right || (refused && route.support == Support::NotSupported) {
+                wrong.push(format!("{} {}: {status} {body}", route.method, route.path));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let (status, body) = call(&app, "GET", "/v1.51/nothing/here", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(String::from_utf8_lossy(&body).contains("page not found"));
+        let (status, _) = call(&app, "POST", "/v1.51/containers/x/exec", "{}").await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    }
+
+    #[tokio::test]
+    async fn mounted_volumes_are_created_and_in_use_as_in_the_real_server() {
+        let app = app();
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/containers/create?name=db",
+            r#"{"Image":"redis","HostConfig":{"Binds":["data:/data"]}}"#,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let (_, list) = call(
+            &app,
+            "GET",
+            "/volumes?filters=%7B%22dangling%22%3A%5B%22false%22%5D%7D",
+            "",
+        )
+        .await;
+        let list: Value = serde_json::from_slice(&list).unwrap();
+        assert_eq!(list["Volumes"][0]["Name"], "data");
+        let (status, body) = call(&app, "DELETE", "/volumes/data", "").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(String::from_utf8_lossy(&body).contains("volume is in use"));
+        let (_, pruned) = call(
+            &app,
+            "POST",
+            "/volumes/prune?filters=%7B%22all%22%3A%5B%22true%22%5D%7D",
+            "",
+        )
+        .await;
+        assert_eq!(
+            serde_json::from_slice::<Value>(&pruned).unwrap()["VolumesDeleted"],
+            json!([])
+        );
+        call(&app, "DELETE", "/containers/db", "").await;
+        let (status, _) = call(&app, "DELETE", "/volumes/data", "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = call(&app, "DELETE", "/volumes/data?force=1", "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = call(&app, "DELETE", "/volumes/data", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
