@@ -962,10 +962,7 @@ mod tests {
                 "operation is not permitted on predefined bridge network".into()
             ))
         );
-        assert_eq!(
-            status("", "").map(|(code, message)| (code, message)),
-            Some((400, "Name is required".into()))
-        );
+        assert_eq!(status("", ""), Some((400, "Name is required".into())));
         assert_eq!(
             check_network_delete(&predefined_network("host"))
                 .unwrap_err()
