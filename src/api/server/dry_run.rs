@@ -34,7 +34,7 @@ use tracing::info;
 use super::extract::{query_bool, DockerBytes, DockerJson, Query};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
 use super::view::{self, ContainerFacts};
-use super::{ServeError, ENGINE_VERSION};
+use super::ServeError;
 use crate::api::error::{ApiError, Result};
 use crate::api::translate::{objects_yaml, CreateRequest, Translator};
 use crate::model::{ContainerId, Lookup};
@@ -315,21 +315,26 @@ async fn ping() -> Response {
     super::system::ping_response(true, "OK")
 }
 
+/// `GET /info`: the real server's answer, about this store.
 async fn info(State(state): State<DryRunState>) -> Json<Value> {
-    let containers = state.containers.lock().len();
     let namespace = &state.translator.context().namespace;
-    Json(json!({
-        "ID": "podbridge-dry-run", "Name": "podbridge-dry-run", "ServerVersion": ENGINE_VERSION,
-        "OperatingSystem": format!("podbridge dry run (namespace {namespace}, nothing is applied)"),
-        "OSType": "linux", "Architecture": std::env::consts::ARCH, "NCPU": 1, "MemTotal": 0,
-        "Containers": containers, "ContainersRunning": 0, "ContainersPaused": 0,
-        "ContainersStopped": containers, "Images": 0, "Driver": "none", "DriverStatus": [],
-        "Plugins": {"Volume": [], "Network": ["bridge"], "Log": ["json-file"]},
-        "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false},
-        "SecurityOptions": [], "Runtimes": {}, "DefaultRuntime": "runc", "Labels": [],
-        "LoggingDriver": "json-file", "CgroupDriver": "none", "Warnings": [],
-        "IndexServerAddress": "https://index.docker.io/v1/", "DockerRootDir": "/var/lib/docker",
-    }))
+    let mut daemon = super::system::DaemonFacts {
+        id: "podbridge-dry-run".into(),
+        name: "podbridge-dry-run".into(),
+        operating_system: format!("podbridge dry run (namespace {namespace}, nothing is applied)"),
+        containers: 0,
+        running: 0,
+        stopped: 0,
+        images: 0,
+    };
+    let states: Vec<ContainerState> = state
+        .containers
+        .lock()
+        .values()
+        .map(DryContainer::state)
+        .collect();
+    daemon.count(states);
+    Json(super::system::info_json(&daemon))
 }
 
 /// The text `start` prints and `logs` returns.
