@@ -10,10 +10,11 @@
 //! Its own small router over an in-memory store, but one Docker view with the real server: each
 //! container, network and volume here is described to [`super::view`], which shapes inspect and
 //! list answers, applies Docker's filters and lookup rules and checks create bodies for both
-//! servers, so the two answer alike wherever the dry run can know the answer. What stays here is
-//! the store and what a dry run does instead of applying (print, exit 0, stay healthy). Routes
-//! outside the dry-run subset answer 501; swarm and plugin routes, the version prefix and the
-//! header middleware are the real router's.
+//! servers (`/info` is `system::info_json`), so the two answer alike wherever the dry run can
+//! know the answer. What stays here is the store and what a dry run does instead of applying
+//! (print, exit 0, stay healthy). A route outside the dry-run subset gets the real router's 404,
+//! or 501 when the real server serves it (`compat::route_of`); swarm and plugin routes, the
+//! version prefix and the header middleware are the real router's.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
