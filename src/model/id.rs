@@ -66,9 +66,64 @@ impl std::fmt::Display for ContainerId {
     }
 }
 
+/// What a client's reference to a container names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a, T> {
+    Found(&'a T),
+    /// More than one ID starts with the reference (Docker's 400 `multiple IDs found`).
+    Ambiguous,
+    Missing,
+}
+
+/// Docker's rule for a container reference, one copy for every store of containers: the full ID
+/// or the name (with or without its leading `/`) first, then a unique ID prefix, compared in
+/// lower case as IDs are written.
+pub fn lookup<'a, T>(
+    items: &'a [T],
+    reference: &str,
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> &str,
+) -> Lookup<'a, T> {
+    let wanted = reference.strip_prefix('/').unwrap_or(reference);
+    if let Some(found) = items
+        .iter()
+        .find(|item| id(item) == reference || name(item) == wanted)
+    {
+        return Lookup::Found(found);
+    }
+    let lower = reference.to_ascii_lowercase();
+    let mut matches = items
+        .iter()
+        .filter(|item| !lower.is_empty() && id(item).starts_with(&lower));
+    match (matches.next(), matches.next()) {
+        (Some(found), None) => Lookup::Found(found),
+        (Some(_), Some(_)) => Lookup::Ambiguous,
+        _ => Lookup::Missing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_follows_docker_references() {
+        let items = [("abc123", "web"), ("abd456", "db"), ("ff0000", "abc")];
+        let find = |reference: &str| match lookup(&items, reference, |i| i.0, |i| i.1) {
+            Lookup::Found(found) => Some(found.1),
+            Lookup::Ambiguous => Some("ambiguous"),
+            Lookup::Missing => None,
+        };
+        assert_eq!(find("web"), Some("web"));
+        assert_eq!(find("/web"), Some("web"));
+        assert_eq!(find("abc123"), Some("web"));
+        // a name wins over an ID prefix
+        assert_eq!(find("abc"), Some("abc"));
+        assert_eq!(find("ABD"), Some("db"));
+        assert_eq!(find("ab"), Some("ambiguous"));
+        assert_eq!(find(""), None);
+        assert_eq!(find("nope"), None);
+    }
 
     #[test]
     fn random_ids_are_64_lowercase_hex_and_distinct() {

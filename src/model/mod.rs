@@ -12,7 +12,7 @@ mod record;
 mod workload;
 
 pub use binds::BindRoots;
-pub use id::ContainerId;
+pub use id::{lookup, ContainerId, Lookup};
 pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
 pub use link::{Link, LinkedContainer};
 pub use record::{

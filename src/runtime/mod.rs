@@ -466,27 +466,33 @@ impl Runtime {
         views
     }
 
+    /// A runtime with no cluster whose watch caches hold `config_maps` and `pods`, for tests
+    /// of what handlers answer from the caches.
+    #[cfg(test)]
+    pub fn with_cached(config_maps: Vec<ConfigMap>, pods: Vec<Pod>) -> Arc<Self> {
+        use kube::runtime::watcher::Event;
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let runtime = Runtime::new(Client::try_from(config).unwrap(), "test", "unit");
+        let (mut pod_writer, mut config_map_writer, _, _) = runtime.writers.lock().take().unwrap();
+        for config_map in config_maps {
+            config_map_writer.apply_watcher_event(&Event::Apply(config_map));
+        }
+        for pod in pods {
+            pod_writer.apply_watcher_event(&Event::Apply(pod));
+        }
+        runtime
+    }
+
     /// Finds a container by full ID, name (with or without `/`) or unique ID prefix.
     pub fn find(&self, reference: &str) -> Result<ContainerView> {
         let containers = self.containers();
-        let wanted = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(view) = containers
-            .iter()
-            .find(|c| c.id == reference || c.name == wanted)
-        {
-            return Ok(view.clone());
-        }
-        let lower = reference.to_ascii_lowercase();
-        let mut matches = containers
-            .iter()
-            .filter(|c| !lower.is_empty() && c.id.starts_with(&lower));
-        match (matches.next(), matches.next()) {
-            (Some(view), None) => Ok(view.clone()),
-            (Some(_), Some(_)) => Err(RuntimeError::BadRequest(format!(
+        match crate::model::lookup(&containers, reference, |c| &c.id, |c| &c.name) {
+            crate::model::Lookup::Found(view) => Ok(view.clone()),
+            crate::model::Lookup::Ambiguous => Err(RuntimeError::BadRequest(format!(
                 "multiple IDs found with provided prefix: {reference}"
             ))),
             // dockerd's names include link names (`/self/alias`): they name the link's target.
-            _ => self
+            crate::model::Lookup::Missing => self
                 .find_link(reference)
                 .and_then(|(linking, link)| self.link_target(&linking.record.request, &link))
                 .ok_or_else(|| RuntimeError::NoSuchContainer(reference.to_string())),

@@ -75,6 +75,15 @@ pub fn docker_volume(
     Some(volume)
 }
 
+/// A Docker volume that is only a record (`named_volumes = "emptyDir"`, and the dry-run server):
+/// what `volume inspect` shows of it.
+pub fn volume_record(request: &VolumeRequest<'_>) -> Value {
+    json!({"Name": request.name, "Driver": request.driver,
+        "Mountpoint": format!("/var/lib/docker/volumes/{}/_data", request.name),
+        "CreatedAt": request.created, "Labels": request.labels, "Options": request.options,
+        "Scope": "local"})
+}
+
 impl Runtime {
     /// Every Docker volume, oldest first.
     pub fn volumes(&self) -> Vec<Value> {
@@ -216,10 +225,8 @@ impl Runtime {
     /// volume of the same Docker name is a different record, never adopted.
     async fn create_volume_record(&self, request: &VolumeRequest<'_>) -> Result<Value> {
         let id = object_id("volume", &format!("{}/{}", self.instance, request.name));
-        let record = json!({"Name": request.name, "Id": id, "Driver": request.driver,
-            "Mountpoint": format!("/var/lib/docker/volumes/{}/_data", request.name),
-            "CreatedAt": request.created, "Labels": request.labels, "Options": request.options,
-            "Scope": "local"});
+        let mut record = volume_record(request);
+        record["Id"] = json!(id);
         self.store_object(labels::ROLE_VOLUME, &id, &record).await?;
         self.find_volume(request.name)
     }

@@ -12,10 +12,9 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tracing::{debug_span, Instrument};
 
-use super::extract::{
-    labels_match, parse_filters, query_bool, query_i64, query_time, DockerBytes, Query,
-};
+use super::extract::{parse_filters, query_bool, query_i64, query_time, DockerBytes, Query};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
+use super::view::{self, ContainerFacts};
 use super::AppState;
 use crate::api::error::{ApiError, Result};
 use crate::api::translate::CreateRequest;
@@ -25,7 +24,7 @@ use crate::render::Identity;
 use crate::runtime::containers::{Outcome, WaitCondition};
 use crate::runtime::links;
 use crate::runtime::logs::LogOptions;
-use crate::runtime::objects::{image_id, normalise_image};
+use crate::runtime::objects::image_id;
 use crate::runtime::ryuk;
 use crate::runtime::stats::stats_json;
 use crate::runtime::ContainerView;
@@ -307,156 +306,6 @@ fn find(state: &AppState, id: &str) -> Result<ContainerView> {
     Ok(state.runtime.find(id)?)
 }
 
-fn strings_or_null(value: &Value) -> Value {
-    match value {
-        Value::String(s) => json!([s]),
-        Value::Array(_) => value.clone(),
-        _ => Value::Null,
-    }
-}
-
-/// Docker `Config`: the create request with Docker's defaults filled in.
-fn config_json(view: &ContainerView) -> Value {
-    let request = &view.record.request;
-    let pick = |key: &str, default: Value| -> Value {
-        match request.get(key) {
-            Some(v) if !v.is_null() => v.clone(),
-            _ => default,
-        }
-    };
-    json!({
-        "Hostname": request["Hostname"].as_str().filter(|h| !h.is_empty()).unwrap_or(view.short_id()),
-        "Domainname": pick("Domainname", json!("")), "User": pick("User", json!("")),
-        "AttachStdin": pick("AttachStdin", json!(false)), "AttachStdout": pick("AttachStdout", json!(false)),
-        "AttachStderr": pick("AttachStderr", json!(false)), "ExposedPorts": pick("ExposedPorts", Value::Null),
-        "Tty": pick("Tty", json!(false)), "OpenStdin": pick("OpenStdin", json!(false)),
-        "StdinOnce": pick("StdinOnce", json!(false)), "Env": pick("Env", json!([])),
-        "Cmd": strings_or_null(&request["Cmd"]), "Healthcheck": pick("Healthcheck", Value::Null),
-        "Image": pick("Image", json!(view.image)), "Volumes": pick("Volumes", Value::Null),
-        "WorkingDir": pick("WorkingDir", json!("")), "Entrypoint": strings_or_null(&request["Entrypoint"]),
-        "OnBuild": Value::Null, "Labels": pick("Labels", json!({})), "StopSignal": pick("StopSignal", Value::Null),
-        "StopTimeout": pick("StopTimeout", Value::Null),
-    })
-}
-
-/// Docker `HostConfig`: the request's, with the fields clients read always present, and the
-/// links as dockerd shows them (`/target:/self/alias`, or `null`), whatever form the client sent.
-fn host_config_json(state: &AppState, view: &ContainerView) -> Value {
-    let mut host = match &view.record.request["HostConfig"] {
-        Value::Object(map) => Value::Object(map.clone()),
-        _ => json!({}),
-    };
-    if host["LogConfig"]["Type"]
-        .as_str()
-        .unwrap_or_default()
-        .is_empty()
-    {
-        host["LogConfig"] = json!({"Type": "json-file", "Config": {}});
-    }
-    let mode = host["NetworkMode"].as_str().unwrap_or_default();
-    if mode.is_empty() || mode == "default" {
-        host["NetworkMode"] = json!("bridge");
-    }
-    for (key, default) in [
-        ("PortBindings", json!({})),
-        (
-            "RestartPolicy",
-            json!({"Name": "no", "MaximumRetryCount": 0}),
-        ),
-        ("AutoRemove", json!(false)),
-        ("Binds", Value::Null),
-        ("Privileged", json!(false)),
-        ("Memory", json!(0)),
-        ("NanoCpus", json!(0)),
-    ] {
-        if host.get(key).is_none_or(Value::is_null) && !default.is_null() {
-            host[key] = default;
-        }
-    }
-    host["Links"] = json!(state.runtime.docker_links(view));
-    host
-}
-
-/// `NetworkSettings.Ports`: every exposed or published port; `null` until published.
-fn ports_json(state: &AppState, view: &ContainerView) -> Value {
-    let mut ports = serde_json::Map::new();
-    if let Some(exposed) = view.record.request["ExposedPorts"].as_object() {
-        for port in exposed.keys() {
-            ports.insert(port.clone(), Value::Null);
-        }
-    }
-    if let Some(bindings) = view.record.request["HostConfig"]["PortBindings"].as_object() {
-        for port in bindings.keys() {
-            ports.insert(port.clone(), Value::Null);
-        }
-    }
-    if view.state.running {
-        for (port, hosts) in state.runtime.published_ports(&view.id) {
-            let list: Vec<Value> = hosts
-                .iter()
-                .map(|h| json!({"HostIp": h.ip().to_string(), "HostPort": h.port().to_string()}))
-                .collect();
-            ports.insert(port, Value::Array(list));
-        }
-    }
-    Value::Object(ports)
-}
-
-/// The networks a container is on, with the Id clients compare against `/networks`.
-///
-/// `Gateway` is where this container's published ports are reached from the client's side (the
-/// address podbridge publishes on): a client in a container (testcontainers' Docker-in-Docker
-/// mode) connects to mapped ports through the gateway, as it would through Docker's bridge.
-fn networks_json(state: &AppState, view: &ContainerView) -> Value {
-    let ip = view.pod_ip().unwrap_or_default();
-    let gateway = state.runtime.publish_ip().to_string();
-    let names = super::networks::attached_networks(&view.record.request);
-    let stored = state.runtime.stored_objects(labels::ROLE_NETWORK);
-    let mut networks = serde_json::Map::new();
-    for (name, config) in names {
-        let found = stored
-            .iter()
-            .find(|n| n["Name"].as_str() == Some(&name) || n["Id"].as_str() == Some(&name));
-        let (display, network_id) = match found {
-            Some(network) => (
-                network["Name"].as_str().unwrap_or(&name).to_string(),
-                network["Id"].clone(),
-            ),
-            None => (
-                name.clone(),
-                json!(crate::runtime::objects::object_id("network", &name)),
-            ),
-        };
-        networks.insert(
-            display,
-            json!({"IPAMConfig": config.get("IPAMConfig").cloned().unwrap_or(Value::Null), "Links": Value::Null,
-                "Aliases": config.get("Aliases").cloned().unwrap_or(Value::Null), "MacAddress": "",
-                "NetworkID": network_id, "EndpointID": if ip.is_empty() { "".to_string() } else { view.id.clone() },
-                "Gateway": gateway, "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 },
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": Value::Null,
-                "DNSNames": config.get("Aliases").cloned().unwrap_or(Value::Null), "GwPriority": 0}),
-        );
-    }
-    Value::Object(networks)
-}
-
-fn command_of(view: &ContainerView) -> (String, Vec<Value>) {
-    let mut argv: Vec<Value> = Vec::new();
-    for key in ["Entrypoint", "Cmd"] {
-        match &view.record.request[key] {
-            Value::Array(items) => argv.extend(items.iter().cloned()),
-            Value::String(s) => argv.push(json!(s)),
-            _ => {}
-        }
-    }
-    let path = argv
-        .first()
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    (path, argv.into_iter().skip(1).collect())
-}
-
 /// The ID `/images/{id}/json` resolves: the config digest when podbridge read the image's
 /// config (Docker's ID), else the stable ID of the reference.
 fn image_id_of(state: &AppState, view: &ContainerView) -> String {
@@ -467,65 +316,47 @@ fn image_id_of(state: &AppState, view: &ContainerView) -> String {
         .unwrap_or_else(|| image_id(&view.image))
 }
 
-fn inspect_json(state: &AppState, view: &ContainerView) -> Value {
-    let (path, args) = command_of(view);
-    let s = &view.state;
+/// What the runtime knows of a container, for Docker's view of it. `networks` are the stored
+/// networks ([`labels::ROLE_NETWORK`]); `link_names` the link names naming each container.
+fn facts<'a>(
+    state: &AppState,
+    view: &'a ContainerView,
+    networks: &[Value],
+    link_names: &HashMap<String, Vec<String>>,
+) -> ContainerFacts<'a> {
     // A recorded port that could not be bound again after a restart is said here, not moved.
-    let error = std::iter::once(s.error.clone())
+    let error = std::iter::once(view.state.error.clone())
         .chain(state.runtime.port_errors(&view.id))
         .filter(|e| !e.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
-    let mut state_json = json!({
-        "Status": s.status, "Running": s.running, "Paused": false, "Restarting": s.status == "restarting",
-        "OOMKilled": s.oom_killed, "Dead": s.status == "dead", "Pid": if s.running { 1 } else { 0 },
-        "ExitCode": s.exit_code, "Error": error, "StartedAt": s.started_at, "FinishedAt": s.finished_at,
-    });
-    if let Some(health) = s.health {
-        state_json["Health"] = json!({"Status": health, "FailingStreak": 0, "Log": []});
-    }
-    let ip = view.pod_ip().unwrap_or_default();
-    json!({
-        "Id": view.id, "Created": view.created, "Path": path, "Args": args, "State": state_json,
-        "Image": image_id_of(state, view), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "", "LogPath": "",
-        "Name": format!("/{}", view.name), "RestartCount": s.restart_count, "Driver": "overlay2", "Platform": "linux",
-        "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": Value::Null,
-        "HostConfig": host_config_json(state, view), "GraphDriver": {"Name": "overlay2", "Data": {}},
-        "Mounts": mounts_json(view), "Config": config_json(view),
-        "NetworkSettings": {
-            "Bridge": "", "SandboxID": view.pod.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default(),
-            "SandboxKey": "", "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "Ports": ports_json(state, view), "SecondaryIPAddresses": Value::Null, "SecondaryIPv6Addresses": Value::Null,
-            "EndpointID": "", "Gateway": state.runtime.publish_ip().to_string(), "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "IPAddress": ip, "IPPrefixLen": if ip.is_empty() { 0 } else { 24 }, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": networks_json(state, view),
+    ContainerFacts {
+        id: &view.id,
+        name: &view.name,
+        created: &view.created,
+        image: &view.image,
+        image_id: image_id_of(state, view),
+        request: &view.record.request,
+        state: view.state.clone(),
+        error,
+        ip: view.pod_ip().unwrap_or_default(),
+        gateway: state.runtime.publish_ip().to_string(),
+        networks: view::attachments(&view.record.request, networks),
+        published: if view.state.running {
+            state.runtime.published_ports(&view.id)
+        } else {
+            Default::default()
         },
-        "Pod": view.pod_name,
-    })
-}
-
-fn mounts_json(view: &ContainerView) -> Value {
-    let mut mounts = Vec::new();
-    if let Some(binds) = view.record.request["HostConfig"]["Binds"].as_array() {
-        for bind in binds.iter().filter_map(Value::as_str) {
-            let parts: Vec<&str> = bind.split(':').collect();
-            if parts.len() < 2 {
-                continue;
-            }
-            let named = !parts[0].starts_with('/');
-            mounts.push(json!({"Type": if named { "volume" } else { "bind" }, "Name": if named { parts[0] } else { "" },
-                "Source": parts[0], "Destination": parts[1], "Driver": if named { "local" } else { "" },
-                "Mode": parts.get(2).copied().unwrap_or(""), "RW": parts.get(2) != Some(&"ro"), "Propagation": ""}));
-        }
+        links: state.runtime.docker_links(view),
+        link_names: link_names.get(&view.id).cloned().unwrap_or_default(),
+        labels: view.docker_labels(),
+        sandbox_id: view
+            .pod
+            .as_ref()
+            .and_then(|p| p.metadata.uid.clone())
+            .unwrap_or_default(),
+        pod: &view.pod_name,
     }
-    if let Some(list) = view.record.request["HostConfig"]["Mounts"].as_array() {
-        for mount in list {
-            mounts.push(json!({"Type": mount["Type"], "Name": if mount["Type"] == "volume" { mount["Source"].clone() } else { json!("") },
-                "Source": mount["Source"], "Destination": mount["Target"], "Driver": "local", "Mode": "",
-                "RW": !mount["ReadOnly"].as_bool().unwrap_or(false), "Propagation": ""}));
-        }
-    }
-    Value::Array(mounts)
 }
 
 pub async fn container_inspect(
@@ -533,57 +364,13 @@ pub async fn container_inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let view = find(&state, &id)?;
-    Ok(Json(inspect_json(&state, &view)))
-}
-
-/// One `GET /containers/json` entry. `link_names` are the link names naming each container
-/// (`/self/alias`), which dockerd lists after the container's own name.
-fn list_json(
-    state: &AppState,
-    view: &ContainerView,
-    link_names: &HashMap<String, Vec<String>>,
-) -> Value {
-    let (path, args) = command_of(view);
-    let command = std::iter::once(path)
-        .chain(args.iter().filter_map(|a| a.as_str().map(String::from)))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut ports = Vec::new();
-    if let Some(map) = ports_json(state, view).as_object() {
-        for (key, bindings) in map {
-            let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-            let private: u16 = port.parse().unwrap_or(0);
-            match bindings.as_array() {
-                Some(list) => {
-                    for binding in list {
-                        let public: u16 = binding["HostPort"]
-                            .as_str()
-                            .and_then(|p| p.parse().ok())
-                            .unwrap_or(0);
-                        ports.push(json!({"IP": binding["HostIp"], "PrivatePort": private, "PublicPort": public, "Type": proto}));
-                    }
-                }
-                None => ports.push(json!({"PrivatePort": private, "Type": proto})),
-            }
-        }
-    }
-    let created = view
-        .created
-        .parse::<jiff::Timestamp>()
-        .map(|t| t.as_second())
-        .unwrap_or(0);
-    let names: Vec<String> = std::iter::once(format!("/{}", view.name))
-        .chain(link_names.get(&view.id).into_iter().flatten().cloned())
-        .collect();
-    json!({
-        "Id": view.id, "Names": names,
-        // as the client asked for it (`alpine`), as Docker lists it
-        "Image": view.record.request["Image"].as_str().unwrap_or(&view.image), "ImageID": image_id_of(state, view),
-        "Command": command, "Created": created, "Ports": ports, "Labels": view.docker_labels(),
-        "State": view.state.status, "Status": view.state.human_status(jiff::Timestamp::now()),
-        "HostConfig": {"NetworkMode": host_config_json(state, view)["NetworkMode"]},
-        "NetworkSettings": {"Networks": networks_json(state, view)}, "Mounts": mounts_json(view),
-    })
+    let networks = state.runtime.stored_objects(labels::ROLE_NETWORK);
+    Ok(Json(view::container_inspect(&facts(
+        &state,
+        &view,
+        &networks,
+        &HashMap::new(),
+    ))))
 }
 
 fn container_matches(
@@ -591,61 +378,19 @@ fn container_matches(
     view: &ContainerView,
     filters: &HashMap<String, Vec<String>>,
 ) -> bool {
-    filters.iter().all(|(key, values)| {
-        values.is_empty()
-            || match key.as_str() {
-                "label" => labels_match(&view.docker_labels(), values),
-                "name" => values.iter().any(|v| {
-                    let pattern = v.strip_prefix('/').unwrap_or(v);
-                    regex::Regex::new(pattern)
-                        .map(|re| re.is_match(&view.name))
-                        .unwrap_or_else(|_| view.name.contains(pattern))
-                }),
-                "id" => values.iter().any(|v| view.id.starts_with(v.as_str())),
-                "status" => values.iter().any(|v| v == view.state.status),
-                "exited" => values.iter().any(|v| {
-                    view.state.is_exited() && v.parse::<i64>().ok() == Some(view.state.exit_code)
-                }),
-                "ancestor" => values.iter().any(|v| {
-                    normalise_image(v) == normalise_image(&view.image)
-                        || image_id(&view.image).starts_with(v.as_str())
-                }),
-                "network" => {
-                    let networks = networks_json(state, view);
-                    values.iter().any(|v| {
-                        networks.as_object().is_some_and(|m| {
-                            m.iter()
-                                .any(|(name, n)| name == v || n["NetworkID"].as_str() == Some(v))
-                        })
-                    })
-                }
-                "health" => values
-                    .iter()
-                    .any(|v| view.state.health.unwrap_or("none") == v),
-                _ => true,
-            }
-    })
+    let networks = state.runtime.stored_objects(labels::ROLE_NETWORK);
+    view::container_matches(&facts(state, view, &networks, &HashMap::new()), filters)
 }
 
 pub async fn container_list(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
-    let filters = parse_filters(query.get("filters"))?;
-    let all = query_bool(&query, "all")
-        || filters.contains_key("status")
-        || filters.contains_key("exited");
-    let limit = query_i64(&query, "limit")?.filter(|l| *l > 0);
     let link_names = state.runtime.link_names();
-    let mut list: Vec<Value> = state
-        .runtime
-        .containers()
+    let networks = state.runtime.stored_objects(labels::ROLE_NETWORK);
+    let views = state.runtime.containers();
+    let containers: Vec<ContainerFacts> = views
         .iter()
-        .filter(|v| all || v.state.running)
-        .filter(|v| container_matches(&state, v, &filters))
-        .map(|v| list_json(&state, v, &link_names))
+        .map(|view| facts(&state, view, &networks, &link_names))
         .collect();
-    if let Some(limit) = limit {
-        list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    }
-    Ok(Json(Value::Array(list)))
+    Ok(Json(view::container_list(&containers, &query)?))
 }
 
 pub async fn container_start(

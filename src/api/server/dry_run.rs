@@ -7,12 +7,16 @@
 //! `docker compose up` gets past `depends_on: condition: service_healthy` and every service's
 //! objects are printed.
 //!
-//! A separate small router over an in-memory store, rather than a backend trait under the real
-//! handlers: the real handlers read the watch-fed [`crate::runtime::Runtime`] in many places, and
-//! the dry-run subset (containers, images, networks) is small enough to answer directly. It shares
-//! the version prefix and header middleware of the real router.
+//! Its own small router over an in-memory store, but one Docker view with the real server: each
+//! container, network and volume here is described to [`super::view`], which shapes inspect and
+//! list answers, applies Docker's filters and lookup rules and checks create bodies for both
+//! servers (`/info` is `system::info_json`), so the two answer alike wherever the dry run can
+//! know the answer. What stays here is the store and what a dry run does instead of applying
+//! (print, exit 0, stay healthy). A route outside the dry-run subset gets the real router's 404,
+//! or 501 when the real server serves it (`compat::route_of`); swarm and plugin routes, the
+//! version prefix and the header middleware are the real router's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -24,18 +28,20 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::extract::{labels_match, parse_filters, query_bool, DockerBytes, DockerJson, Query};
+use super::extract::{query_bool, DockerBytes, DockerJson, Query};
 use super::stream::{frame, hijack, MULTIPLEXED, RAW, STDOUT};
-use super::{ServeError, ENGINE_VERSION};
+use super::view::{self, ContainerFacts};
+use super::ServeError;
 use crate::api::error::{ApiError, Result};
 use crate::api::translate::{objects_yaml, CreateRequest, Translator};
-use crate::model::ContainerId;
+use crate::model::{ContainerId, Lookup};
 use crate::render::Identity;
 use crate::runtime::objects::image_id;
+use crate::runtime::state::{ContainerState, ZERO_TIME};
 
 /// One container as the dry-run server remembers it.
 #[derive(Debug, Clone)]
@@ -47,6 +53,10 @@ struct DryContainer {
     request: Value,
     /// What `start` prints and `logs` returns: the objects (YAML) and the explanation.
     report: String,
+    /// The pod `start` would apply.
+    pod_name: String,
+    /// The Docker named volumes it mounts (in use while it exists, as in the real server).
+    named_volumes: Vec<String>,
     started_at: Option<String>,
     /// When a long-running (healthchecked) container was stopped or killed.
     stopped_at: Option<String>,
@@ -55,13 +65,6 @@ struct DryContainer {
 impl DryContainer {
     fn image(&self) -> &str {
         self.request["Image"].as_str().unwrap_or_default()
-    }
-
-    fn labels(&self) -> Map<String, Value> {
-        self.request["Labels"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default()
     }
 
     fn tty(&self) -> bool {
@@ -86,6 +89,57 @@ impl DryContainer {
         match self.long_running() {
             true => self.stopped_at.clone(),
             false => self.started_at.clone(),
+        }
+    }
+
+    /// Docker's state of a container that never runs: exited 0 once started; a healthchecked one
+    /// is running and healthy (nothing runs, so nothing is unhealthy) until stopped.
+    fn state(&self) -> ContainerState {
+        let status = self.status();
+        let running = status == "running";
+        let time = |at: Option<String>| at.unwrap_or_else(|| ZERO_TIME.to_string());
+        ContainerState {
+            status,
+            running,
+            exit_code: 0,
+            started_at: time(self.started_at.clone()),
+            finished_at: time(self.finished_at().filter(|_| !running)),
+            oom_killed: false,
+            error: String::new(),
+            health: (self.long_running() && self.started_at.is_some()).then_some(if running {
+                "healthy"
+            } else {
+                "unhealthy"
+            }),
+            exit_key: None,
+            main_started: running,
+            restart_count: 0,
+        }
+    }
+
+    /// The container as Docker's view sees it; `networks` are those clients created here.
+    fn facts(&self, networks: &[Value]) -> ContainerFacts<'_> {
+        ContainerFacts {
+            id: &self.id,
+            name: &self.name,
+            created: &self.created,
+            image: self.image(),
+            image_id: image_id(self.image()),
+            request: &self.request,
+            state: self.state(),
+            error: String::new(),
+            ip: String::new(),
+            gateway: String::new(),
+            networks: view::attachments(&self.request, networks),
+            published: BTreeMap::new(),
+            links: None,
+            link_names: Vec::new(),
+            labels: self.request["Labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            sandbox_id: String::new(),
+            pod: &self.pod_name,
         }
     }
 }
@@ -115,26 +169,32 @@ impl DryRunState {
         }
     }
 
-    /// By full ID, name (with or without `/`) or unique ID prefix.
+    /// Docker's container reference ([`crate::model::lookup`]), as the real server resolves it.
     fn find(&self, reference: &str) -> Result<DryContainer> {
-        let containers = self.containers.lock();
-        let wanted = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(found) = containers
-            .values()
-            .find(|c| c.id == reference || c.name == wanted)
-        {
-            return Ok(found.clone());
-        }
-        let mut matches = containers
-            .values()
-            .filter(|c| !reference.is_empty() && c.id.starts_with(reference));
-        match (matches.next(), matches.next()) {
-            (Some(found), None) => Ok(found.clone()),
-            (Some(_), Some(_)) => Err(ApiError::BadRequest(format!(
+        let containers: Vec<DryContainer> = self.containers.lock().values().cloned().collect();
+        match crate::model::lookup(&containers, reference, |c| &c.id, |c| &c.name) {
+            Lookup::Found(found) => Ok(found.clone()),
+            Lookup::Ambiguous => Err(ApiError::BadRequest(format!(
                 "multiple IDs found with provided prefix: {reference}"
             ))),
-            _ => Err(ApiError::no_such_container(reference)),
+            Lookup::Missing => Err(ApiError::no_such_container(reference)),
         }
+    }
+
+    /// The networks clients created, in creation order.
+    fn created_networks(&self) -> Vec<Value> {
+        let mut networks: Vec<Value> = self.networks.lock().values().cloned().collect();
+        networks.sort_by(|a, b| a["Created"].as_str().cmp(&b["Created"].as_str()));
+        networks
+    }
+
+    /// Every container's facts, newest first, as the runtime lists them.
+    fn with_facts<T>(&self, use_facts: impl FnOnce(&[ContainerFacts]) -> T) -> T {
+        let networks = self.created_networks();
+        let mut containers: Vec<DryContainer> = self.containers.lock().values().cloned().collect();
+        containers.sort_by(|a, b| b.created.cmp(&a.created));
+        let facts: Vec<ContainerFacts> = containers.iter().map(|c| c.facts(&networks)).collect();
+        use_facts(&facts)
     }
 
     fn changed(&self) {
@@ -191,16 +251,26 @@ pub fn router(state: DryRunState) -> Router {
         .merge(super::swarm::routes())
         .route_layer(axum::middleware::from_fn(super::keep_matched_route))
         .fallback(unsupported)
+        .method_not_allowed_fallback(unsupported)
         .with_state(state);
     super::docker_service(routes)
 }
 
+/// Outside the dry-run subset: an operation the real server serves is 501 here; anything else
+/// gets the real router's answer (Docker's 404 `page not found`).
 async fn unsupported(request: Request) -> ApiError {
-    ApiError::NotImplemented(format!(
-        "{} {} is not supported by the podbridge dry-run server",
-        request.method(),
-        request.uri().path()
-    ))
+    outside_subset(request.method().as_str(), request.uri().path())
+}
+
+fn outside_subset(method: &str, path: &str) -> ApiError {
+    match super::compat::route_of(method, path) {
+        Some(route) if route.support != super::compat::Support::NotSupported => {
+            ApiError::NotImplemented(format!(
+                "{method} {path} is not supported by the podbridge dry-run server"
+            ))
+        }
+        _ => ApiError::NotFound(format!("page not found: {path}")),
+    }
 }
 
 /// `POST /build`: prints the builder pod the policy would produce (and why), streams the same
@@ -246,21 +316,26 @@ async fn ping() -> Response {
     super::system::ping_response(true, "OK")
 }
 
+/// `GET /info`: the real server's answer, about this store.
 async fn info(State(state): State<DryRunState>) -> Json<Value> {
-    let containers = state.containers.lock().len();
     let namespace = &state.translator.context().namespace;
-    Json(json!({
-        "ID": "podbridge-dry-run", "Name": "podbridge-dry-run", "ServerVersion": ENGINE_VERSION,
-        "OperatingSystem": format!("podbridge dry run (namespace {namespace}, nothing is applied)"),
-        "OSType": "linux", "Architecture": std::env::consts::ARCH, "NCPU": 1, "MemTotal": 0,
-        "Containers": containers, "ContainersRunning": 0, "ContainersPaused": 0,
-        "ContainersStopped": containers, "Images": 0, "Driver": "none", "DriverStatus": [],
-        "Plugins": {"Volume": [], "Network": ["bridge"], "Log": ["json-file"]},
-        "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false},
-        "SecurityOptions": [], "Runtimes": {}, "DefaultRuntime": "runc", "Labels": [],
-        "LoggingDriver": "json-file", "CgroupDriver": "none", "Warnings": [],
-        "IndexServerAddress": "https://index.docker.io/v1/", "DockerRootDir": "/var/lib/docker",
-    }))
+    let mut daemon = super::system::DaemonFacts {
+        id: "podbridge-dry-run".into(),
+        name: "podbridge-dry-run".into(),
+        operating_system: format!("podbridge dry run (namespace {namespace}, nothing is applied)"),
+        containers: 0,
+        running: 0,
+        stopped: 0,
+        images: 0,
+    };
+    let states: Vec<ContainerState> = state
+        .containers
+        .lock()
+        .values()
+        .map(DryContainer::state)
+        .collect();
+    daemon.count(states);
+    Json(super::system::info_json(&daemon))
 }
 
 /// The text `start` prints and `logs` returns.
@@ -335,9 +410,26 @@ async fn container_create(
         created,
         request: serde_json::from_slice(&body).unwrap_or(Value::Null),
         report,
+        pod_name: translation
+            .objects
+            .pod
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default(),
+        named_volumes: translation.objects.record.named_volumes(),
         started_at: None,
         stopped_at: None,
     };
+    for volume in &translation.named_volumes {
+        let create = view::VolumeCreate {
+            name: volume.clone(),
+            driver: "local".into(),
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+        };
+        create_volume(&state, &create);
+    }
     state
         .containers
         .lock()
@@ -491,140 +583,21 @@ async fn container_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn command_of(container: &DryContainer) -> (String, Vec<Value>) {
-    let mut argv: Vec<Value> = Vec::new();
-    for key in ["Entrypoint", "Cmd"] {
-        match &container.request[key] {
-            Value::Array(items) => argv.extend(items.iter().cloned()),
-            Value::String(text) => argv.push(Value::String(text.clone())),
-            _ => {}
-        }
-    }
-    let path = argv
-        .first()
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    (path, argv.into_iter().skip(1).collect())
-}
-
-fn networks_of(container: &DryContainer) -> Value {
-    let mut networks = Map::new();
-    for (name, mut endpoint) in super::networks::attached_networks(&container.request) {
-        if let Some(fields) = endpoint.as_object_mut() {
-            fields.entry("IPAddress").or_insert(json!(""));
-            fields.entry("Aliases").or_insert(Value::Null);
-        }
-        networks.insert(name, endpoint);
-    }
-    Value::Object(networks)
-}
-
-fn inspect_json(container: &DryContainer) -> Value {
-    let (path, args) = command_of(container);
-    let started = container.started_at.clone().unwrap_or_default();
-    let finished = container.finished_at().unwrap_or_default();
-    let running = container.status() == "running";
-    let request = &container.request;
-    let mut host_config = request["HostConfig"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    host_config
-        .entry("LogConfig")
-        .or_insert(json!({"Type": "json-file", "Config": {}}));
-    host_config.entry("NetworkMode").or_insert(json!("bridge"));
-    let mut config = request.as_object().cloned().unwrap_or_default();
-    config.remove("HostConfig");
-    config.remove("NetworkingConfig");
-    config.entry("Tty").or_insert(json!(false));
-    config.entry("OpenStdin").or_insert(json!(false));
-    config.entry("Labels").or_insert(json!({}));
-    config.entry("Env").or_insert(json!([]));
-    let zero = |t: String| {
-        if t.is_empty() {
-            "0001-01-01T00:00:00Z".to_string()
-        } else {
-            t
-        }
-    };
-    let mut state = json!({
-        "Status": container.status(), "Running": running, "Paused": false, "Restarting": false,
-        "OOMKilled": false, "Dead": false, "Pid": if running { 1 } else { 0 }, "ExitCode": 0, "Error": "",
-        "StartedAt": zero(started), "FinishedAt": zero(if running { String::new() } else { finished }),
-    });
-    if container.long_running() && container.started_at.is_some() {
-        // nothing runs, so nothing is unhealthy: healthy while "running"
-        state["Health"] = json!({"Status": if running { "healthy" } else { "unhealthy" }, "FailingStreak": 0, "Log": []});
-    }
-    json!({
-        "Id": container.id, "Created": container.created, "Path": path, "Args": args,
-        "State": state,
-        "Image": image_id(container.image()), "Name": format!("/{}", container.name),
-        "RestartCount": 0, "Driver": "none", "Platform": "linux", "ExecIDs": null,
-        "HostConfig": host_config, "Config": config, "Mounts": [],
-        "NetworkSettings": {"Ports": {}, "IPAddress": "", "Networks": networks_of(container)},
-    })
-}
-
-fn list_json(container: &DryContainer) -> Value {
-    let (path, args) = command_of(container);
-    let command = std::iter::once(path)
-        .chain(args.iter().filter_map(|a| a.as_str().map(String::from)))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let created = container
-        .created
-        .parse::<jiff::Timestamp>()
-        .map(|t| t.as_second())
-        .unwrap_or(0);
-    let status = match container.status() {
-        "exited" => "Exited (0) (dry run: printed, nothing applied)",
-        "running" => "Up (healthy) (dry run: printed, nothing applied)",
-        _ => "Created",
-    };
-    json!({
-        "Id": container.id, "Names": [format!("/{}", container.name)], "Image": container.image(),
-        "ImageID": image_id(container.image()), "Command": command, "Created": created,
-        "Ports": [], "Labels": container.labels(), "State": container.status(), "Status": status,
-        "HostConfig": {"NetworkMode": "bridge"}, "NetworkSettings": {"Networks": networks_of(container)},
-        "Mounts": [],
-    })
-}
-
-fn matches(container: &DryContainer, filters: &HashMap<String, Vec<String>>) -> bool {
-    filters.iter().all(|(key, wanted)| match key.as_str() {
-        "label" => labels_match(&container.labels(), wanted),
-        "name" => wanted
-            .iter()
-            .any(|w| container.name.contains(w.strip_prefix('/').unwrap_or(w))),
-        "id" => wanted.iter().any(|w| container.id.starts_with(w.as_str())),
-        "status" => wanted.iter().any(|w| w == container.status()),
-        _ => true,
-    })
-}
-
-/// `GET /containers/json`: nothing ever runs, so only `all` lists anything.
+/// `GET /containers/json`: [`view::container_list`] over the store.
 async fn container_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
-    let filters = parse_filters(query.get("filters"))?;
-    let all = query_bool(&query, "all");
-    let mut containers: Vec<DryContainer> = state.containers.lock().values().cloned().collect();
-    containers.sort_by(|a, b| b.created.cmp(&a.created));
-    Ok(Json(Value::Array(
-        containers
-            .iter()
-            .filter(|_| all || filters.contains_key("status"))
-            .filter(|c| matches(c, &filters))
-            .map(list_json)
-            .collect(),
-    )))
+    Ok(Json(state.with_facts(|containers| {
+        view::container_list(containers, &query)
+    })?))
 }
 
 async fn container_inspect(
     State(state): State<DryRunState>,
     Path(reference): Path<String>,
 ) -> Result<Json<Value>> {
-    Ok(Json(inspect_json(&state.find(&reference)?)))
+    let found = state.find(&reference)?;
+    Ok(Json(view::container_inspect(
+        &found.facts(&state.created_networks()),
+    )))
 }
 
 /// `POST /images/create`: nothing to pull; report success in Docker's progress format.
@@ -642,9 +615,7 @@ async fn image_create(query: Query) -> Response {
 /// `GET /images/{name}/json`: every image "exists", with an empty config.
 async fn image_inspect(Path(rest): Path<String>) -> Result<Json<Value>> {
     let Some(name) = rest.strip_suffix("/json") else {
-        return Err(ApiError::NotImplemented(format!(
-            "/images/{rest} is not supported by the podbridge dry-run server"
-        )));
+        return Err(outside_subset("GET", &format!("/images/{rest}")));
     };
     Ok(Json(json!({
         "Id": image_id(name), "RepoTags": [name], "RepoDigests": [], "Created": "1970-01-01T00:00:00Z",
@@ -654,87 +625,50 @@ async fn image_inspect(Path(rest): Path<String>) -> Result<Json<Value>> {
     })))
 }
 
-fn default_networks() -> Vec<Value> {
-    ["bridge", "host", "none"]
-        .iter()
-        .map(|name| {
-            json!({"Name": name, "Id": name, "Driver": if *name == "none" { "null" } else { *name },
-                "Scope": "local", "Labels": {}, "Options": {}, "IPAM": {"Driver": "default", "Config": []},
-                "Containers": {}, "Internal": false, "Attachable": false})
-        })
-        .collect()
-}
-
-async fn network_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
-    let filters = parse_filters(query.get("filters"))?;
-    let mut networks = default_networks();
-    networks.extend(state.networks.lock().values().cloned());
-    Ok(Json(Value::Array(
-        networks
-            .into_iter()
-            .filter(|network| {
-                filters.iter().all(|(key, wanted)| match key.as_str() {
-                    "label" => {
-                        labels_match(network["Labels"].as_object().unwrap_or(&Map::new()), wanted)
-                    }
-                    "name" => wanted
-                        .iter()
-                        .any(|w| network["Name"].as_str() == Some(w.as_str())),
-                    "id" => wanted.iter().any(|w| {
-                        network["Id"]
-                            .as_str()
-                            .is_some_and(|id| id.starts_with(w.as_str()))
-                    }),
-                    _ => true,
-                })
-            })
-            .collect(),
-    )))
-}
-
-async fn network_create(
-    State(state): State<DryRunState>,
-    Json(body): Json<Value>,
-) -> Result<Response> {
-    let name = body["Name"].as_str().unwrap_or_default().to_string();
-    if name.is_empty() {
-        return Err(ApiError::BadRequest("network name is required".into()));
-    }
-    let driver = body["Driver"].as_str().unwrap_or_default();
-    super::networks::check_network_create(&name, driver)?;
-    let driver = if driver.is_empty() { "bridge" } else { driver };
-    let id = ContainerId::from_seed(name.as_bytes()).as_str().to_string();
-    let network = json!({"Name": name, "Id": id, "Driver": driver,
-        "Scope": "local", "Labels": body["Labels"].as_object().cloned().unwrap_or_default(),
-        "Options": body["Options"].as_object().cloned().unwrap_or_default(),
-        "IPAM": {"Driver": "default", "Config": []}, "Containers": {}, "Internal": false,
-        "Attachable": body["Attachable"].as_bool().unwrap_or(false), "Created": crate::runtime::now_rfc3339()});
-    let mut networks = state.networks.lock();
-    if networks.contains_key(&name) {
-        return Err(ApiError::Conflict(format!(
-            "network with name {name} already exists"
-        )));
-    }
-    networks.insert(name, network);
-    Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warning": ""}))).into_response())
+fn all_networks(state: &DryRunState) -> Vec<Value> {
+    view::all_networks(state.created_networks())
 }
 
 fn find_network(state: &DryRunState, reference: &str) -> Result<Value> {
-    default_networks()
-        .into_iter()
-        .chain(state.networks.lock().values().cloned())
-        .find(|n| {
-            n["Name"].as_str() == Some(reference)
-                || n["Id"].as_str().is_some_and(|id| id.starts_with(reference))
-        })
-        .ok_or_else(|| ApiError::NotFound(format!("network {reference} not found")))
+    view::find_network(&all_networks(state), reference)
+}
+
+async fn network_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
+    Ok(Json(view::network_list(all_networks(&state), &query)?))
 }
 
 async fn network_inspect(
     State(state): State<DryRunState>,
     Path(reference): Path<String>,
 ) -> Result<Json<Value>> {
-    Ok(Json(find_network(&state, &reference)?))
+    let network = find_network(&state, &reference)?;
+    let containers: Vec<DryContainer> = state.containers.lock().values().cloned().collect();
+    let endpoints: Vec<view::Endpoint> = containers
+        .iter()
+        .map(|container| view::Endpoint {
+            id: &container.id,
+            name: &container.name,
+            request: &container.request,
+            ip: None,
+        })
+        .collect();
+    Ok(Json(view::network_inspect(network, &endpoints)))
+}
+
+async fn network_create(
+    State(state): State<DryRunState>,
+    DockerJson(body): DockerJson<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let name = view::check_network_create(&body)?;
+    if find_network(&state, name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "network with name {name} already exists"
+        )));
+    }
+    let network = view::new_network(name, &body);
+    let id = network["Id"].as_str().unwrap_or_default().to_string();
+    state.networks.lock().insert(id.clone(), network);
+    Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warning": ""}))))
 }
 
 async fn network_delete(
@@ -742,98 +676,115 @@ async fn network_delete(
     Path(reference): Path<String>,
 ) -> Result<StatusCode> {
     let network = find_network(&state, &reference)?;
-    if let Some(name) = network["Name"].as_str() {
-        state.networks.lock().remove(name);
+    view::check_network_delete(&network)?;
+    if let Some(id) = network["Id"].as_str() {
+        state.networks.lock().remove(id);
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The network's name and Id and the container a connect/disconnect body names.
+/// The network and the container a connect/disconnect body names.
 fn endpoint_target(
     state: &DryRunState,
     reference: &str,
     body: &Value,
-) -> Result<(String, String, DryContainer)> {
+) -> Result<(Value, DryContainer)> {
     let network = find_network(state, reference)?;
     let container = state.find(body["Container"].as_str().unwrap_or_default())?;
-    let name = network["Name"].as_str().unwrap_or_default().to_string();
-    let id = network["Id"].as_str().unwrap_or_default().to_string();
-    Ok((name, id, container))
+    Ok((network, container))
 }
 
-/// Connect a (never running) container: when already attached, its aliases grow (200, as
-/// Docker answers for a stopped container).
+fn store_request(state: &DryRunState, id: &str, request: Value) {
+    if let Some(stored) = state.containers.lock().get_mut(id) {
+        stored.request = request;
+    }
+}
+
 async fn network_connect(
     State(state): State<DryRunState>,
     Path(reference): Path<String>,
-    Json(body): Json<Value>,
+    DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    let (name, id, container) = endpoint_target(&state, &reference, &body)?;
-    let endpoint = if body["EndpointConfig"].is_object() {
-        body["EndpointConfig"].clone()
-    } else {
-        json!({})
-    };
-    let request = if super::networks::is_attached(&container.request, &name, &id) {
-        super::networks::with_more_aliases(&container.request, &name, &id, &endpoint)
-    } else {
-        super::networks::with_endpoint(&container.request, &name, &id, endpoint)
-    };
-    if let Some(stored) = state.containers.lock().get_mut(&container.id) {
-        stored.request = request;
-    }
+    let (network, container) = endpoint_target(&state, &reference, &body)?;
+    let request = view::connected_request(
+        &container.request,
+        &network,
+        &body["EndpointConfig"],
+        &container.name,
+        container.status() == "running",
+    )?;
+    store_request(&state, &container.id, request);
     Ok(StatusCode::OK)
 }
 
 async fn network_disconnect(
     State(state): State<DryRunState>,
     Path(reference): Path<String>,
-    Json(body): Json<Value>,
+    DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    let (name, id, container) = endpoint_target(&state, &reference, &body)?;
-    if !super::networks::is_attached(&container.request, &name, &id) {
-        return Err(ApiError::Forbidden(format!(
-            "container {} is not connected to the network {name}",
-            container.id
-        )));
-    }
-    let request = super::networks::without_endpoint(&container.request, &name, &id);
-    if let Some(stored) = state.containers.lock().get_mut(&container.id) {
-        stored.request = request;
-    }
+    let (network, container) = endpoint_target(&state, &reference, &body)?;
+    let request = view::disconnected_request(
+        &container.request,
+        &network,
+        &container.id,
+        container.status() == "running",
+    )?;
+    store_request(&state, &container.id, request);
     Ok(StatusCode::OK)
 }
 
-async fn volume_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
-    let filters = parse_filters(query.get("filters"))?;
-    let volumes: Vec<Value> = state
-        .volumes
-        .lock()
-        .values()
-        .filter(|v| super::volumes::volume_matches(v, false, &filters))
-        .cloned()
-        .collect();
-    Ok(Json(json!({"Volumes": volumes, "Warnings": []})))
+/// The containers that mount the volume (the real server's rule: any container, running or
+/// not).
+fn volume_users(containers: &[DryContainer], volume: &Value) -> Vec<String> {
+    let name = volume["Name"].as_str().unwrap_or_default();
+    containers
+        .iter()
+        .filter(|container| container.named_volumes.iter().any(|v| v == name))
+        .map(|container| container.id.clone())
+        .collect()
 }
 
-/// Docker answers an existing name with that volume, not a conflict.
+fn volume_in_use(containers: &[DryContainer], volume: &Value) -> bool {
+    !volume_users(containers, volume).is_empty()
+}
+
+/// Creates a volume record unless one has that name, as Docker's create (explicit, or of the
+/// named volumes a new container mounts) does.
+fn create_volume(state: &DryRunState, create: &view::VolumeCreate) -> Value {
+    let created = crate::runtime::now_rfc3339();
+    let request = crate::render::VolumeRequest {
+        name: &create.name,
+        driver: &create.driver,
+        labels: &create.labels,
+        options: &create.options,
+        created: &created,
+    };
+    state
+        .volumes
+        .lock()
+        .entry(create.name.clone())
+        .or_insert_with(|| crate::runtime::volumes::volume_record(&request))
+        .clone()
+}
+
+async fn volume_list(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
+    let volumes: Vec<Value> = state.volumes.lock().values().cloned().collect();
+    let containers: Vec<DryContainer> = state.containers.lock().values().cloned().collect();
+    Ok(Json(view::volume_list(
+        volumes,
+        |volume| volume_in_use(&containers, volume),
+        &query,
+    )?))
+}
+
+/// Docker answers an existing name with that volume, not a conflict. The volume is a record,
+/// as the real server keeps it with `named_volumes = "emptyDir"`.
 async fn volume_create(
     State(state): State<DryRunState>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let name = match body["Name"].as_str().filter(|n| !n.is_empty()) {
-        Some(name) => name.to_owned(),
-        None => ContainerId::random().as_str().to_owned(),
-    };
-    let mut volumes = state.volumes.lock();
-    let volume = volumes.entry(name.clone()).or_insert_with(|| {
-        json!({"Name": name, "Driver": body["Driver"].as_str().unwrap_or("local"),
-            "Mountpoint": format!("dry-run: volume {name} (nothing is created)"),
-            "Labels": body["Labels"].as_object().cloned().unwrap_or_default(),
-            "Options": body["DriverOpts"].as_object().cloned().unwrap_or_default(),
-            "Scope": "local", "CreatedAt": crate::runtime::now_rfc3339()})
-    });
-    Ok((StatusCode::CREATED, Json(volume.clone())))
+    let create = view::volume_create(&body)?;
+    Ok((StatusCode::CREATED, Json(create_volume(&state, &create))))
 }
 
 fn no_such_volume(name: &str) -> ApiError {
@@ -852,22 +803,39 @@ async fn volume_inspect(
         .ok_or_else(|| no_such_volume(&name))
 }
 
+/// As the real server: refused while a container mounts it; `force` forgives a missing one.
 async fn volume_delete(
     State(state): State<DryRunState>,
     Path(name): Path<String>,
+    query: Query,
 ) -> Result<StatusCode> {
-    match state.volumes.lock().remove(&name) {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+    let containers: Vec<DryContainer> = state.containers.lock().values().cloned().collect();
+    let mut volumes = state.volumes.lock();
+    match volumes.get(&name) {
+        None if query_bool(&query, "force") => Ok(StatusCode::NO_CONTENT),
         None => Err(no_such_volume(&name)),
+        Some(volume) if volume_in_use(&containers, volume) => Err(ApiError::Conflict(format!(
+            "remove {name}: volume is in use - [{}]",
+            volume_users(&containers, volume).join(", ")
+        ))),
+        Some(_) => {
+            volumes.remove(&name);
+            Ok(StatusCode::NO_CONTENT)
+        }
     }
 }
 
-async fn volume_prune(State(state): State<DryRunState>, query: Query) -> Result<Json<Value>> {
-    let filters = parse_filters(query.get("filters"))?;
+async fn volume_prune(
+    State(state): State<DryRunState>,
+    version: Option<axum::Extension<super::ApiVersion>>,
+    query: Query,
+) -> Result<Json<Value>> {
+    let prunable = view::volume_prune_rule(&query, version.is_some_and(|v| v.older_than("1.42")))?;
+    let containers: Vec<DryContainer> = state.containers.lock().values().cloned().collect();
     let mut volumes = state.volumes.lock();
     let deleted: Vec<String> = volumes
         .iter()
-        .filter(|(_, v)| super::volumes::volume_matches(v, false, &filters))
+        .filter(|(_, volume)| prunable(volume, volume_in_use(&containers, volume)))
         .map(|(name, _)| name.clone())
         .collect();
     for name in &deleted {
@@ -1039,6 +1007,93 @@ mod tests {
         assert!(String::from_utf8_lossy(&body).contains("blocked by policy"));
         let (_, list) = call(&app, "GET", "/containers/json?all=1", "").await;
         assert_eq!(list, b"[]");
+    }
+
+    #[tokio::test]
+    async fn routes_outside_the_subset_answer_as_the_real_server_or_501() {
+        use super::super::compat::{Support, ROUTES};
+        let app = app();
+        let mut wrong = Vec::new();
+        for route in ROUTES {
+            let uri = route
+                .path
+                .split('/')
+                .map(|part| if part.starts_with('{') { "x" } else { part })
+                .collect::<Vec<_>>()
+                .join("/");
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                call(&app, route.method, &format!("/v1.51{uri}"), ""),
+            )
+            .await;
+            // Only a handler waits (wait, attach); the fallback answers at once.
+            let Ok((status, body)) = answer else { continue };
+            let body = String::from_utf8_lossy(&body);
+            let fallback = status == StatusCode::METHOD_NOT_ALLOWED
+                || (status == StatusCode::NOT_FOUND && body.contains("\"page not found"));
+            let refused = status == StatusCode::NOT_IMPLEMENTED && body.contains("dry-run server");
+            let right = match route.support {
+                Support::NotSupported => fallback,
+                _ => !fallback || refused,
+            };
+            if !right || (refused && route.support == Support::NotSupported) {
+                wrong.push(format!("{} {}: {status} {body}", route.method, route.path));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let (status, body) = call(&app, "GET", "/v1.51/nothing/here", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(String::from_utf8_lossy(&body).contains("page not found"));
+        let (status, _) = call(&app, "POST", "/v1.51/containers/x/exec", "{}").await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    }
+
+    #[tokio::test]
+    async fn mounted_volumes_are_created_and_in_use_as_in_the_real_server() {
+        let app = app();
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/containers/create?name=db",
+            r#"{"Image":"redis","HostConfig":{"Binds":["data:/data"]}}"#,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let (_, list) = call(
+            &app,
+            "GET",
+            "/volumes?filters=%7B%22dangling%22%3A%5B%22false%22%5D%7D",
+            "",
+        )
+        .await;
+        let list: Value = serde_json::from_slice(&list).unwrap();
+        assert_eq!(list["Volumes"][0]["Name"], "data");
+        let (status, body) = call(&app, "DELETE", "/volumes/data", "").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(String::from_utf8_lossy(&body).contains("volume is in use"));
+        let (_, pruned) = call(
+            &app,
+            "POST",
+            "/volumes/prune?filters=%7B%22all%22%3A%5B%22true%22%5D%7D",
+            "",
+        )
+        .await;
+        assert_eq!(
+            serde_json::from_slice::<Value>(&pruned).unwrap()["VolumesDeleted"],
+            json!([])
+        );
+        call(&app, "DELETE", "/containers/db", "").await;
+        let (status, _) = call(&app, "DELETE", "/volumes/data", "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = call(&app, "DELETE", "/volumes/data?force=1", "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = call(&app, "DELETE", "/volumes/data", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

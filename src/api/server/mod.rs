@@ -14,6 +14,7 @@ mod stream;
 mod swarm;
 mod system;
 pub mod tls;
+mod view;
 mod volumes;
 
 use std::sync::Arc;

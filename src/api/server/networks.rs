@@ -6,77 +6,20 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::extract::{labels_match, parse_filters, DockerJson, Query};
+use super::extract::{parse_filters, DockerJson, Query};
+use super::view;
 use super::AppState;
 use crate::api::error::{ApiError, Result};
 use crate::labels::ROLE_NETWORK;
 use crate::runtime::events::{named, object_event};
-use crate::runtime::objects::{object_id, PREDEFINED_NETWORKS};
 
-fn predefined(name: &str) -> Value {
-    json!({"Name": name, "Id": object_id("network", name), "Created": "1970-01-01T00:00:00Z", "Scope": "local",
-        "Driver": match name { "bridge" => "bridge", "host" => "host", _ => "null" }, "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": Value::Null, "Config": if name == "bridge" { json!([{"Subnet": "10.244.0.0/16", "Gateway": "10.244.0.1"}]) } else { json!([]) }},
-        "Internal": false, "Attachable": false, "Ingress": false, "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
-        "Containers": {}, "Options": {}, "Labels": {}})
-}
-
+/// The predefined networks and those stored (labelled ConfigMaps).
 fn all_networks(state: &AppState) -> Vec<Value> {
-    let mut networks: Vec<Value> = PREDEFINED_NETWORKS.iter().map(|n| predefined(n)).collect();
-    networks.extend(
-        state
-            .runtime
-            .stored_objects(ROLE_NETWORK)
-            .into_iter()
-            .map(with_docker_maps),
-    );
-    networks
-}
-
-/// `Options`, `Labels` and `Containers` are objects, never `null`: compose compares `Options`
-/// with the compose file's `driver_opts`, and clients iterate the maps.
-fn with_docker_maps(mut network: Value) -> Value {
-    for key in ["Options", "Labels", "Containers"] {
-        if !network[key].is_object() {
-            network[key] = json!({});
-        }
-    }
-    network
-}
-
-/// Docker's refusals of a `networks/create` before anything is stored: pre-defined names, the
-/// single-instance `host` and `null` drivers, swarm-scoped `overlay`, and drivers it has no plugin
-/// for (spec: 403 forbidden operation, 404 plugin not found).
-pub(super) fn check_network_create(name: &str, driver: &str) -> Result<()> {
-    if PREDEFINED_NETWORKS.contains(&name) {
-        return Err(ApiError::Forbidden(format!(
-            "operation is not permitted on predefined {name} network"
-        )));
-    }
-    match driver {
-        "" | "bridge" | "macvlan" | "ipvlan" => Ok(()),
-        "host" | "null" => Err(ApiError::Forbidden(format!(
-            "only one instance of \"{driver}\" network is allowed"
-        ))),
-        "overlay" => Err(ApiError::Forbidden(
-            super::swarm::NOT_SWARM_MANAGER.to_string(),
-        )),
-        other => Err(super::swarm::plugin_not_found(other)),
-    }
+    view::all_networks(state.runtime.stored_objects(ROLE_NETWORK))
 }
 
 fn find_network(state: &AppState, reference: &str) -> Result<Value> {
-    let networks = all_networks(state);
-    networks
-        .iter()
-        .find(|n| n["Name"].as_str() == Some(reference) || n["Id"].as_str() == Some(reference))
-        .or_else(|| {
-            networks.iter().find(|n| {
-                reference.len() >= 3 && n["Id"].as_str().is_some_and(|id| id.starts_with(reference))
-            })
-        })
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("network {reference} not found")))
+    view::find_network(&all_networks(state), reference)
 }
 
 /// Key in the stored create request listing the networks the container was disconnected from
@@ -132,61 +75,23 @@ pub(super) fn is_attached(request: &Value, name: &str, id: &str) -> bool {
         .any(|(network, _)| network == name || network == id)
 }
 
-/// Adds the `Containers` map from the containers attached to this network.
-fn with_members(state: &AppState, mut network: Value) -> Value {
-    let name = network["Name"].as_str().unwrap_or_default().to_string();
-    let id = network["Id"].as_str().unwrap_or_default().to_string();
-    let mut members = serde_json::Map::new();
-    for view in state.runtime.containers() {
-        if is_attached(&view.record.request, &name, &id) {
-            members.insert(view.id.clone(), json!({"Name": view.name, "EndpointID": view.id, "MacAddress": "",
-                "IPv4Address": view.pod_ip().map(|ip| format!("{ip}/24")).unwrap_or_default(), "IPv6Address": ""}));
-        }
-    }
-    network["Containers"] = Value::Object(members);
-    network
-}
-
-fn network_matches(
-    network: &Value,
-    filters: &std::collections::HashMap<String, Vec<String>>,
-) -> bool {
-    filters.iter().all(|(key, values)| {
-        values.is_empty()
-            || match key.as_str() {
-                "name" => values.iter().any(|v| {
-                    network["Name"]
-                        .as_str()
-                        .is_some_and(|n| n.contains(v.as_str()))
-                }),
-                "id" => values.iter().any(|v| {
-                    network["Id"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with(v.as_str()))
-                }),
-                "label" => labels_match(
-                    &network["Labels"].as_object().cloned().unwrap_or_default(),
-                    values,
-                ),
-                "driver" => values.iter().any(|v| network["Driver"].as_str() == Some(v)),
-                "type" => values.iter().any(|v| {
-                    let builtin =
-                        PREDEFINED_NETWORKS.contains(&network["Name"].as_str().unwrap_or_default());
-                    (v == "builtin") == builtin
-                }),
-                _ => true,
-            }
-    })
+/// The network with the containers attached to it.
+fn with_members(state: &AppState, network: Value) -> Value {
+    let containers = state.runtime.containers();
+    let endpoints: Vec<view::Endpoint> = containers
+        .iter()
+        .map(|container| view::Endpoint {
+            id: &container.id,
+            name: &container.name,
+            request: &container.record.request,
+            ip: container.pod_ip(),
+        })
+        .collect();
+    view::network_inspect(network, &endpoints)
 }
 
 pub async fn network_list(State(state): State<AppState>, query: Query) -> Result<Json<Value>> {
-    let filters = parse_filters(query.get("filters"))?;
-    Ok(Json(Value::Array(
-        all_networks(&state)
-            .into_iter()
-            .filter(|n| network_matches(n, &filters))
-            .collect(),
-    )))
+    Ok(Json(view::network_list(all_networks(&state), &query)?))
 }
 
 pub async fn network_inspect(
@@ -201,29 +106,14 @@ pub async fn network_create(
     State(state): State<AppState>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let name = body["Name"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("Name is required".into()))?;
-    let driver = body["Driver"].as_str().unwrap_or_default();
-    check_network_create(name, driver)?;
+    let name = view::check_network_create(&body)?;
     if find_network(&state, name).is_ok() {
         return Err(ApiError::Conflict(format!(
             "network with name {name} already exists"
         )));
     }
-    let id = object_id(
-        "network",
-        &format!("{name}/{}", jiff::Timestamp::now().as_nanosecond()),
-    );
-    let driver = if driver.is_empty() { "bridge" } else { driver };
-    let network = json!({"Name": name, "Id": id, "Created": crate::runtime::now_rfc3339(), "Scope": "local",
-        "Driver": driver, "EnableIPv6": body["EnableIPv6"].as_bool().unwrap_or(false),
-        "IPAM": if body["IPAM"].is_object() { body["IPAM"].clone() } else { json!({"Driver": "default", "Options": {}, "Config": []}) },
-        "Internal": body["Internal"].as_bool().unwrap_or(false), "Attachable": body["Attachable"].as_bool().unwrap_or(false),
-        "Ingress": false, "ConfigFrom": {"Network": ""}, "ConfigOnly": false, "Containers": {},
-        "Options": if body["Options"].is_object() { body["Options"].clone() } else { json!({}) },
-        "Labels": if body["Labels"].is_object() { body["Labels"].clone() } else { json!({}) }});
+    let network = view::new_network(name, &body);
+    let id = network["Id"].as_str().unwrap_or_default().to_string();
     state
         .runtime
         .store_object(ROLE_NETWORK, &id, &network)
@@ -236,12 +126,7 @@ pub async fn network_delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let network = find_network(&state, &id)?;
-    let name = network["Name"].as_str().unwrap_or_default();
-    if PREDEFINED_NETWORKS.contains(&name) {
-        return Err(ApiError::Forbidden(format!(
-            "{name} is a pre-defined network and cannot be removed"
-        )));
-    }
+    view::check_network_delete(&network)?;
     let network_id = network["Id"].as_str().unwrap_or_default().to_string();
     state
         .runtime
@@ -257,7 +142,7 @@ pub async fn network_prune(State(state): State<AppState>, query: Query) -> Resul
         let in_use = with_members(&state, network.clone())["Containers"]
             .as_object()
             .is_some_and(|m| !m.is_empty());
-        if in_use || !network_matches(&network, &filters) {
+        if in_use || !view::network_matches(&network, &filters) {
             continue;
         }
         if let Some(id) = network["Id"].as_str() {
@@ -268,18 +153,17 @@ pub async fn network_prune(State(state): State<AppState>, query: Query) -> Resul
     Ok(Json(json!({"NetworksDeleted": deleted})))
 }
 
-/// The network (and its name) and the container a connect or disconnect body names.
+/// The network and the container a connect or disconnect body names.
 fn endpoint_target(
     state: &AppState,
     network: &str,
     body: &Value,
-) -> Result<(Value, String, crate::runtime::ContainerView)> {
+) -> Result<(Value, crate::runtime::ContainerView)> {
     let network = find_network(state, network)?;
-    let name = network["Name"].as_str().unwrap_or_default().to_string();
-    let view = state
+    let container = state
         .runtime
         .find(body["Container"].as_str().unwrap_or_default())?;
-    Ok((network, name, view))
+    Ok((network, container))
 }
 
 /// Connect/disconnect: the endpoint is written into the stored create request and the container
@@ -289,29 +173,16 @@ pub async fn network_connect(
     Path(id): Path<String>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    let (network, name, view) = endpoint_target(&state, &id, &body)?;
-    let network_id = network["Id"].as_str().unwrap_or_default();
-    let endpoint = if body["EndpointConfig"].is_object() {
-        body["EndpointConfig"].clone()
-    } else {
-        json!({})
-    };
-    let request = if is_attached(&view.record.request, &name, network_id) {
-        // Docker refuses a running container's second endpoint (libnetwork, 403). A stopped one
-        // answers 200; its new aliases are kept (testcontainers-node connects with aliases a
-        // container created on that network).
-        if view.state.running {
-            return Err(ApiError::Forbidden(format!(
-                "endpoint with name {} already exists in network {name}",
-                view.name.trim_start_matches('/')
-            )));
-        }
-        with_more_aliases(&view.record.request, &name, network_id, &endpoint)
-    } else {
-        with_endpoint(&view.record.request, &name, network_id, endpoint)
-    };
-    retranslate(&state, &view, &request).await?;
-    emit_endpoint_event(&state, &network, "connect", &view.id);
+    let (network, container) = endpoint_target(&state, &id, &body)?;
+    let request = view::connected_request(
+        &container.record.request,
+        &network,
+        &body["EndpointConfig"],
+        &container.name,
+        container.state.running,
+    )?;
+    retranslate(&state, &container, &request).await?;
+    emit_endpoint_event(&state, &network, "connect", &container.id);
     Ok(StatusCode::OK)
 }
 
@@ -401,31 +272,16 @@ pub async fn network_disconnect(
     Path(id): Path<String>,
     DockerJson(body): DockerJson<Value>,
 ) -> Result<StatusCode> {
-    let (network, name, view) = endpoint_target(&state, &id, &body)?;
-    let network_id = network["Id"].as_str().unwrap_or_default();
-    if !is_attached(&view.record.request, &name, network_id) {
-        return Err(not_connected(&view, &name));
-    }
-    let request = without_endpoint(&view.record.request, &name, network_id);
-    retranslate(&state, &view, &request).await?;
-    emit_endpoint_event(&state, &network, "disconnect", &view.id);
+    let (network, container) = endpoint_target(&state, &id, &body)?;
+    let request = view::disconnected_request(
+        &container.record.request,
+        &network,
+        &container.id,
+        container.state.running,
+    )?;
+    retranslate(&state, &container, &request).await?;
+    emit_endpoint_event(&state, &network, "disconnect", &container.id);
     Ok(StatusCode::OK)
-}
-
-/// Docker's message (its wording differs for a running container); 403 as the spec's only
-/// client-error status for this route besides "not found".
-fn not_connected(view: &crate::runtime::ContainerView, network: &str) -> ApiError {
-    ApiError::Forbidden(if view.state.running {
-        format!(
-            "container {} is not connected to network {network}",
-            view.id
-        )
-    } else {
-        format!(
-            "container {} is not connected to the network {network}",
-            view.id
-        )
-    })
 }
 
 /// Translates a container's changed request (without start inputs) and stores it as its spec.
@@ -518,57 +374,8 @@ mod tests {
     fn disconnect_of_the_default_bridge() {
         let created = json!({"HostConfig": {"NetworkMode": "default"},
             "NetworkingConfig": {"EndpointsConfig": {"default": {}}}});
-        let bridge_id = object_id("network", "bridge");
+        let bridge_id = crate::runtime::objects::object_id("network", "bridge");
         let detached = without_endpoint(&created, "bridge", &bridge_id);
         assert!(attached_networks(&detached).is_empty(), "{detached}");
-    }
-
-    #[test]
-    fn create_refusals_follow_docker() {
-        let status = |name: &str, driver: &str| {
-            check_network_create(name, driver)
-                .err()
-                .map(|error| (error.status().as_u16(), error.to_string()))
-        };
-        assert_eq!(status("n", ""), None);
-        assert_eq!(status("n", "bridge"), None);
-        assert_eq!(
-            status("n", "host"),
-            Some((
-                403,
-                "only one instance of \"host\" network is allowed".into()
-            ))
-        );
-        assert_eq!(
-            status("n", "null"),
-            Some((
-                403,
-                "only one instance of \"null\" network is allowed".into()
-            ))
-        );
-        assert_eq!(
-            status("n", "none"),
-            Some((404, "plugin \"none\" not found".into()))
-        );
-        assert_eq!(
-            status("n", "weave"),
-            Some((404, "plugin \"weave\" not found".into()))
-        );
-        assert_eq!(status("n", "overlay").map(|(code, _)| code), Some(403));
-        assert_eq!(
-            status("bridge", ""),
-            Some((
-                403,
-                "operation is not permitted on predefined bridge network".into()
-            ))
-        );
-    }
-
-    #[test]
-    fn options_labels_and_containers_are_never_null() {
-        let network = with_docker_maps(json!({"Name": "n", "Options": null, "Labels": {"a": "b"}}));
-        assert_eq!(network["Options"], json!({}));
-        assert_eq!(network["Labels"], json!({"a": "b"}));
-        assert_eq!(network["Containers"], json!({}));
     }
 }

@@ -87,29 +87,68 @@ fn mem_total() -> i64 {
         .unwrap_or(8 << 30)
 }
 
-pub async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let runtime = &state.runtime;
-    let containers = runtime.containers();
-    let running = containers.iter().filter(|c| c.state.running).count();
-    let stopped = containers.iter().filter(|c| c.state.is_exited()).count();
+/// What `GET /info` says of a daemon: who it is and how many containers it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonFacts {
+    pub id: String,
+    pub name: String,
+    pub operating_system: String,
+    pub containers: usize,
+    pub running: usize,
+    pub stopped: usize,
+    pub images: usize,
+}
+
+impl DaemonFacts {
+    /// Counts of `states` (running, exited or dead).
+    pub fn count(
+        &mut self,
+        states: impl IntoIterator<Item = crate::runtime::state::ContainerState>,
+    ) {
+        for state in states {
+            self.containers += 1;
+            self.running += usize::from(state.running);
+            self.stopped += usize::from(state.is_exited());
+        }
+    }
+}
+
+/// `GET /info` of a daemon; CPU, memory and kernel are podbridge's host's. Shared with the
+/// dry-run server.
+pub fn info_json(daemon: &DaemonFacts) -> serde_json::Value {
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    Json(json!({
-        "ID": format!("podbridge-{}", runtime.instance), "Name": format!("podbridge-{}", runtime.namespace),
-        "ServerVersion": ENGINE_VERSION, "OperatingSystem": format!("Kubernetes namespace {}", runtime.namespace),
+    json!({
+        "ID": daemon.id, "Name": daemon.name,
+        "ServerVersion": ENGINE_VERSION, "OperatingSystem": daemon.operating_system,
         "OSType": "linux", "OSVersion": "", "Architecture": std::env::consts::ARCH, "NCPU": ncpu, "MemTotal": mem_total(),
         "KernelVersion": kernel_version(), "IndexServerAddress": "https://index.docker.io/v1/",
         "DockerRootDir": "/var/lib/docker", "Driver": "overlay2", "DriverStatus": [], "Labels": [],
         "SecurityOptions": [], "Runtimes": {"runc": {"path": "runc"}}, "DefaultRuntime": "runc",
         "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false},
-        "Containers": containers.len(), "ContainersRunning": running, "ContainersPaused": 0,
-        "ContainersStopped": stopped, "Images": runtime.images().len(), "Debug": false,
+        "Containers": daemon.containers, "ContainersRunning": daemon.running, "ContainersPaused": 0,
+        "ContainersStopped": daemon.stopped, "Images": daemon.images, "Debug": false,
         "LoggingDriver": "json-file", "CgroupDriver": "systemd", "CgroupVersion": "2",
         "Plugins": {"Volume": ["local"], "Network": ["bridge"], "Log": ["json-file"]},
         "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
         "ExperimentalBuild": false, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Warnings": [],
-    }))
+    })
+}
+
+pub async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let runtime = &state.runtime;
+    let mut daemon = DaemonFacts {
+        id: format!("podbridge-{}", runtime.instance),
+        name: format!("podbridge-{}", runtime.namespace),
+        operating_system: format!("Kubernetes namespace {}", runtime.namespace),
+        containers: 0,
+        running: 0,
+        stopped: 0,
+        images: runtime.images().len(),
+    };
+    daemon.count(runtime.containers().into_iter().map(|view| view.state));
+    Json(info_json(&daemon))
 }
 
 /// `GET /events`: NDJSON of events derived from the watch, filtered like Docker: the kept ones

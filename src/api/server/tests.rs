@@ -581,3 +581,288 @@ fn unknown_methods_share_one_label() {
     assert_eq!(method_label(&custom), "other");
     assert_eq!(method_label(&axum::http::Method::POST), "POST");
 }
+
+/// One Docker view over two backends: the same containers and network, created through the
+/// dry-run router and described to the real router's watch caches as the real server stores
+/// them, answer inspect, list and network routes with the same keys and values, but for what
+/// only one backend knows.
+mod one_view {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::labels;
+
+    async fn send(app: &Router, method: &str, uri: &str, body: &Value) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(if body.is_null() {
+                String::new()
+            } else {
+                body.to_string()
+            }))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(bytes.to_vec())),
+        )
+    }
+
+    async fn get(app: &Router, uri: &str) -> Value {
+        let (status, body) = send(app, "GET", uri, &Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "GET {uri}: {body}");
+        body
+    }
+
+    /// Where two documents differ, by JSON pointer: a key only one has, keys in another order,
+    /// or another value.
+    fn differences(dry: &Value, real: &Value, at: &str, found: &mut Vec<String>) {
+        match (dry, real) {
+            (Value::Object(left), Value::Object(right)) => {
+                if !left.keys().eq(right.keys()) {
+                    found.push(format!(
+                        "{at}: keys {:?} != {:?}",
+                        left.keys().collect::<Vec<_>>(),
+                        right.keys().collect::<Vec<_>>()
+                    ));
+                }
+                for (key, value) in left {
+                    if let Some(other) = right.get(key) {
+                        differences(value, other, &format!("{at}/{key}"), found);
+                    }
+                }
+            }
+            (Value::Array(left), Value::Array(right)) if left.len() == right.len() => {
+                for (index, (value, other)) in left.iter().zip(right).enumerate() {
+                    differences(value, other, &format!("{at}/{index}"), found);
+                }
+            }
+            _ if dry == real => {}
+            _ => found.push(format!("{at}: {dry} != {real}")),
+        }
+    }
+
+    /// The differences outside `backend_facts`, what only one backend can know: JSON pointers,
+    /// or pointer suffixes after `*`.
+    fn drift(dry: &Value, real: &Value, backend_facts: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        differences(dry, real, "", &mut found);
+        found.retain(|difference| {
+            let pointer = difference.split(':').next().unwrap_or_default();
+            !backend_facts
+                .iter()
+                .any(|fact| match fact.strip_prefix('*') {
+                    Some(suffix) => pointer.ends_with(suffix),
+                    None => pointer == *fact,
+                })
+        });
+        found
+    }
+
+    /// A container's spec ConfigMap as the real server writes it, from the dry run's inspect.
+    fn spec(inspect: &Value, request: &Value, last_exit: Option<Value>) -> ConfigMap {
+        let id = inspect["Id"].as_str().unwrap();
+        let mut record = json!({"request": request});
+        if let Some(last_exit) = last_exit {
+            record["lastExit"] = last_exit;
+        }
+        serde_json::from_value(json!({"metadata": {
+            "name": inspect["Pod"], "namespace": "test",
+            "labels": {labels::ROLE: labels::ROLE_CONTAINER_SPEC, labels::CONTAINER_ID: &id[..12]},
+            "annotations": {labels::ANNOTATION_CONTAINER_ID: id,
+                labels::ANNOTATION_NAME: inspect["Name"].as_str().unwrap().trim_start_matches('/'),
+                labels::ANNOTATION_CREATED: inspect["Created"]}},
+            "data": {crate::runtime::record::RECORD_DATA_KEY: record.to_string()}}))
+        .unwrap()
+    }
+
+    fn stored_network(network: &Value) -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {
+            "name": format!("pb-network-{}", &network["Id"].as_str().unwrap()[..12]), "namespace": "test",
+            "labels": {labels::ROLE: labels::ROLE_NETWORK},
+            "annotations": {labels::ANNOTATION_OBJECT: network.to_string()}}}))
+        .unwrap()
+    }
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    #[tokio::test]
+    async fn inspect_list_and_networks_answer_alike_from_both_backends() {
+        let config = crate::config::Config::default();
+        let translator = Arc::new(Translator::new(
+            crate::policy_store::shared(crate::policy_store::load(&config).unwrap()),
+            crate::cli::render_context(&config),
+        ));
+        let dry = super::super::dry_run::router(super::super::dry_run::DryRunState::new(
+            translator.clone(),
+        ));
+
+        let (status, created) = send(
+            &dry,
+            "POST",
+            "/v1.51/networks/create",
+            &json!({"Name": "front", "Labels": {"tier": "web"}, "Options": {"mtu": "1400"}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let web_request = json!({"Image": "nginx:1.27", "Entrypoint": ["/docker-entrypoint.sh"],
+            "Cmd": ["nginx", "-g", "daemon off;"], "Labels": {"app": "web"}, "Env": ["A=1"],
+            "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {"NetworkMode": "front", "Binds": ["data:/data:ro"],
+                "PortBindings": {"80/tcp": [{"HostPort": ""}]}},
+            "NetworkingConfig": {"EndpointsConfig": {"front": {"Aliases": ["www"]}}}});
+        let job_request = json!({"Image": "busybox", "Cmd": ["true"]});
+        for (name, request) in [("web", &web_request), ("job", &job_request)] {
+            let (status, body) = send(
+                &dry,
+                "POST",
+                &format!("/v1.51/containers/create?name={name}"),
+                request,
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        let (status, _) = send(&dry, "POST", "/v1.51/containers/job/start", &Value::Null).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+
+        // The real server's caches hold the same network and containers (`job` has exited 0,
+        // as the dry run says once it printed).
+        let network = get(
+            &dry,
+            "/v1.51/networks?filters=%7B%22name%22%3A%5B%22front%22%5D%7D",
+        )
+        .await[0]
+            .clone();
+        let web = get(&dry, "/v1.51/containers/web/json").await;
+        let job = get(&dry, "/v1.51/containers/job/json").await;
+        let job_exit = json!({"ExitCode": 0, "StartedAt": job["State"]["StartedAt"],
+            "FinishedAt": job["State"]["FinishedAt"], "OOMKilled": false});
+        let real = router(AppState {
+            runtime: Runtime::with_cached(
+                vec![
+                    stored_network(&network),
+                    spec(&web, &web_request, None),
+                    spec(&job, &job_request, Some(job_exit)),
+                ],
+                Vec::new(),
+            ),
+            translator,
+        });
+
+        // The gateway is where the real server publishes ports; the dry run publishes none.
+        let backend_facts = ["*/Gateway"];
+        let uris = [
+            "/v1.51/containers/web/json",
+            "/v1.51/containers/job/json",
+            &format!(
+                "/v1.51/containers/{}/json",
+                &job["Id"].as_str().unwrap()[..8]
+            ),
+            "/v1.51/networks",
+            "/v1.51/networks/front",
+            "/v1.51/networks/bridge",
+            "/v1.51/networks/none",
+            &format!("/v1.51/networks/{}", &network["Id"].as_str().unwrap()[..5]),
+            "/v1.51/containers/json",
+            "/v1.51/containers/json?filters=%7B%22network%22%3A%5B%22front%22%5D%7D",
+            "/v1.51/containers/json?all=1&filters=%7B%22name%22%3A%5B%22%5Ej%22%5D%7D",
+            "/v1.51/containers/json?all=1&filters=%7B%22label%22%3A%5B%22app%3Dweb%22%5D%7D",
+            "/v1.51/containers/json?filters=%7B%22status%22%3A%5B%22exited%22%5D%7D",
+        ];
+        for uri in uris {
+            let (dry_answer, real_answer) = (get(&dry, uri).await, get(&real, uri).await);
+            let drift = drift(&dry_answer, &real_answer, &backend_facts);
+            assert!(drift.is_empty(), "GET {uri}:\n{}", drift.join("\n"));
+        }
+        // A daemon's name and description are its own; its counts are of what it holds.
+        let uri = "/v1.51/info";
+        let (dry_info, real_info) = (get(&dry, uri).await, get(&real, uri).await);
+        let info_drift = drift(
+            &dry_info,
+            &real_info,
+            &["/ID", "/Name", "/OperatingSystem", "/Images"],
+        );
+        assert!(
+            info_drift.is_empty(),
+            "GET {uri}:\n{}",
+            info_drift.join("\n")
+        );
+        assert_eq!(
+            (
+                dry_info["Containers"].clone(),
+                dry_info["ContainersStopped"].clone()
+            ),
+            (json!(2), json!(1))
+        );
+        // Lists date `Status` when they answer: compared without the clock.
+        let list = |mut answer: Value| {
+            for entry in answer.as_array_mut().unwrap() {
+                let status = entry["Status"].as_str().unwrap_or_default();
+                entry["Status"] = json!(status.split(')').next().unwrap_or_default());
+            }
+            answer
+        };
+        let uri = "/v1.51/containers/json?all=1";
+        let (dry_list, real_list) = (list(get(&dry, uri).await), list(get(&real, uri).await));
+        let drift = drift(&dry_list, &real_list, &backend_facts);
+        assert!(drift.is_empty(), "GET {uri}:\n{}", drift.join("\n"));
+        assert_eq!(dry_list.as_array().unwrap().len(), 2);
+
+        // What both know, spelled out: Docker's answers, not the dry run's former own.
+        assert_eq!(
+            web["NetworkSettings"]["Networks"]["front"]["NetworkID"],
+            network["Id"]
+        );
+        assert_eq!(
+            web["NetworkSettings"]["Networks"]["front"]["Aliases"],
+            json!(["www"])
+        );
+        assert_eq!(job["State"]["Status"], "exited");
+        assert_eq!(job["Driver"], "overlay2");
+        let none = get(&dry, "/v1.51/networks/none").await;
+        assert_eq!(
+            (none["Driver"].clone(), none["Id"].clone()),
+            (
+                json!("null"),
+                json!(crate::runtime::objects::object_id("network", "none"))
+            )
+        );
+        let members = get(&dry, "/v1.51/networks/front").await["Containers"].clone();
+        assert_eq!(members.as_object().unwrap().len(), 1, "{members}");
+        // the same refusals
+        for (method, uri, body) in [
+            ("DELETE", "/v1.51/networks/bridge", Value::Null),
+            ("GET", "/v1.51/networks/fr", Value::Null),
+            ("POST", "/v1.51/networks/create", json!({"Name": "front"})),
+            (
+                "POST",
+                "/v1.51/networks/create",
+                json!({"Name": "x", "Driver": "none"}),
+            ),
+            ("POST", "/v1.51/networks/create", json!({})),
+            (
+                "POST",
+                "/v1.51/networks/front/disconnect",
+                json!({"Container": "job"}),
+            ),
+            (
+                "POST",
+                "/v1.51/volumes/create",
+                json!({"Name": "v", "Driver": "nfs"}),
+            ),
+        ] {
+            let (dry_status, dry_body) = send(&dry, method, uri, &body).await;
+            let (real_status, real_body) = send(&real, method, uri, &body).await;
+            assert_eq!(
+                (dry_status, &dry_body),
+                (real_status, &real_body),
+                "{method} {uri}"
+            );
+            assert!(dry_status.is_client_error(), "{method} {uri}: {dry_status}");
+        }
+    }
+}
