@@ -37,7 +37,8 @@ par_samples=${BENCH_PAR_SAMPLES:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 tests/cluster/up.sh >/dev/null 2>&1 || { echo "test cluster failed to start (tests/cluster/up.sh)" >&2; exit 1; }
 # BENCH_BIN: another podbridge binary (e.g. an earlier build, to compare); BENCH_MEMORY_ONLY=1
-# skips sections 1 and 2.
+# skips sections 1 and 2; BENCH_START_ONLY=1 runs only the start-to-exit flows and their spans
+# (each sample carries up to a second of the kubelet's relist phase: take 30 or more).
 if [ -n "${BENCH_BIN:-}" ]; then
     bin=$BENCH_BIN
 else
@@ -195,6 +196,7 @@ echo
 echo "== where a docker run's time goes: podbridge's phase spans over the $samples runs (ms) =="
 printf '%-48s %4s %9s %9s\n' "span (request: from receipt to the answer's head)" n median max
 python3 benches/docker_run.py phases "$tmp/podbridge.log" "$log_offset"
+[ "${BENCH_START_ONLY:-0}" = 1 ] && exit 0
 
 echo
 echo "== parallel: $parallel at once, wall time of the whole batch, $par_samples samples each (ms) =="
