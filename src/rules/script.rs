@@ -78,9 +78,13 @@ pub fn engine(limits: Limits) -> Engine {
     engine
 }
 
-fn declaration_scope() -> Scope<'static> {
+/// The names every script sees, less `missing` (to learn whether a script reads it).
+fn declaration_scope(missing: Option<&str>) -> Scope<'static> {
     let mut scope = Scope::new();
-    for name in SCOPE_NAMES {
+    for name in SCOPE_NAMES
+        .into_iter()
+        .filter(|name| Some(*name) != missing)
+    {
         scope.push(name, ());
     }
     scope
@@ -103,53 +107,32 @@ struct Reads {
     project: bool,
 }
 
-impl Reads {
-    fn of(compiles_without: impl Fn(&str) -> bool) -> Self {
-        Reads {
-            request: !compiles_without("request"),
-            image: !compiles_without("image"),
-            project: !compiles_without("project"),
-        }
-    }
-}
-
-fn scope_without(missing: &str) -> Scope<'static> {
-    let mut scope = Scope::new();
-    for name in SCOPE_NAMES.into_iter().filter(|name| *name != missing) {
-        scope.push(name, ());
-    }
-    scope
+/// Compiles `source` with `compile` (a whole script or one expression) and learns what it reads.
+fn compile_with(
+    source: &str,
+    compile: impl Fn(&Scope<'static>, &str) -> Result<AST, rhai::ParseError>,
+) -> Result<Script, String> {
+    let ast = compile(&declaration_scope(None), source).map_err(|e| e.to_string())?;
+    let reads_name = |name| compile(&declaration_scope(Some(name)), source).is_err();
+    Ok(Script {
+        ast: Arc::new(ast),
+        reads: Reads {
+            request: reads_name("request"),
+            image: reads_name("image"),
+            project: reads_name("project"),
+        },
+    })
 }
 
 pub fn compile(engine: &Engine, source: &str) -> Result<Script, String> {
-    let scope = declaration_scope();
-    let ast = engine
-        .compile_with_scope(&scope, source)
-        .map_err(|e| e.to_string())?;
-    let reads = Reads::of(|name| {
-        engine
-            .compile_with_scope(&scope_without(name), source)
-            .is_ok()
-    });
-    Ok(Script {
-        ast: Arc::new(ast),
-        reads,
+    compile_with(source, |scope, source| {
+        engine.compile_with_scope(scope, source)
     })
 }
 
 pub fn compile_expression(engine: &Engine, source: &str) -> Result<Script, String> {
-    let scope = declaration_scope();
-    let ast = engine
-        .compile_expression_with_scope(&scope, source)
-        .map_err(|e| e.to_string())?;
-    let reads = Reads::of(|name| {
-        engine
-            .compile_expression_with_scope(&scope_without(name), source)
-            .is_ok()
-    });
-    Ok(Script {
-        ast: Arc::new(ast),
-        reads,
+    compile_with(source, |scope, source| {
+        engine.compile_expression_with_scope(scope, source)
     })
 }
 

@@ -524,11 +524,12 @@ impl Runtime {
     }
 
     pub fn emit(&self, event: serde_json::Value) {
+        // serialised before the lock: the lock only orders keeping and sending
+        let event = Arc::new(events::Event::new(&event));
         let mut history = self.history.lock();
         if history.len() == events::HISTORY {
             history.pop_front();
         }
-        let event = Arc::new(events::Event::new(&event));
         history.push_back(event.clone());
         let _ = self.events.send(event);
     }
