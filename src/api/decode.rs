@@ -134,7 +134,12 @@ pub fn decode_create(
         warnings: Vec::new(),
         image,
     };
-    let workload = decoder.workload(wire, name, create_request)?;
+    let mut workload = decoder.workload(wire, name, create_request)?;
+    for link in &mut workload.links {
+        link.target_id = request[crate::model::LINK_TARGETS][&link.alias]
+            .as_str()
+            .map(str::to_owned);
+    }
     Ok(Decoded {
         workload,
         warnings: decoder.warnings,

@@ -6,13 +6,24 @@
 
 use super::{ModelError, Protocol};
 
+/// Key podbridge writes into a stored create request (not Docker's): each link alias → the full
+/// ID of the container it named at create. Create overwrites whatever a client sent under it.
+pub const LINK_TARGETS: &str = "PodbridgeLinkTargets";
+
 /// One `HostConfig.Links` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Link {
     /// The target container's name or ID, without a leading slash.
     pub target: String,
     /// The name the linking container knows the target by.
     pub alias: String,
+    /// The full ID of the container `target` named at create ([`LINK_TARGETS`]): a link follows
+    /// it, as dockerd's link index does, so a renamed target keeps the link and another
+    /// container created under the old name does not take it. `None` for a request stored
+    /// without it: the target is then looked up by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
 }
 
 impl Link {
@@ -42,6 +53,7 @@ impl Link {
         Ok(Link {
             target: target.to_owned(),
             alias: alias.to_owned(),
+            target_id: None,
         })
     }
 

@@ -1,13 +1,20 @@
 //! The record of one created container: what the runtime needs to serve it after podbridge
 //! restarts, kept in one typed value.
 //!
-//! `render` builds it from the [`Workload`](super::Workload) (only rendering knows which pod
-//! volume serves which mount), the runtime stores it in the container's spec ConfigMap and
-//! decodes it once per view. Networks, port bindings and the auto-remove flag are not copied
-//! out of the request: the request is the one place they live, and every reader derives them
-//! from it, so a `network connect` that rewrites the request cannot leave a stale copy behind.
+//! `render` builds it from the [`Workload`] (only rendering knows which pod volume serves which
+//! mount), the runtime stores it in the container's spec ConfigMap and decodes it once per view.
+//!
+//! The create request is kept as the client sent it, for `inspect`; what the runtime acts on
+//! (port bindings, restart policy, stop timeout, links, …) is [`RuntimeSettings`], typed by the
+//! one decode of that request. Every change of the request (`network connect`, `update`, link
+//! removal) is translated again, which writes both, so neither can go stale and no reader parses
+//! the stored request a second time.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::{EnvVar, Link, NetworkMode, PortSpec, RestartPolicy, Workload};
 
 /// The state of one created container that is not in its Kubernetes objects.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -16,6 +23,10 @@ pub struct ContainerRecord {
     /// The `ContainerCreate` body as the client sent it (updated by `network connect`,
     /// `disconnect`, `update` and link removal), so `inspect` answers in Docker's words.
     pub request: serde_json::Value,
+    /// The request as decoded: what the runtime acts on. A record written before these were
+    /// kept reads Docker's defaults.
+    #[serde(default)]
+    pub settings: RuntimeSettings,
     /// Every mount and the pod volume that serves it: which client paths to copy into which
     /// emptyDir, which claims a start waits for, which volumes are in use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -27,6 +38,74 @@ pub struct ContainerRecord {
     /// The last exit, recorded when the pod had to be deleted (stop, kill, end of restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<LastExit>,
+}
+
+/// The decoded create request, as far as the runtime acts on it after create.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSettings {
+    #[serde(default)]
+    pub tty: bool,
+    /// `docker run --rm`.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// A healthcheck from the request or the image (`NONE` disables it).
+    #[serde(default)]
+    pub healthcheck: bool,
+    /// Docker `StopSignal`; `None` is `SIGTERM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Docker `StopTimeout`; `None` is Docker's default of 10 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_seconds: Option<i64>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Every exposed or published port, with the host bindings asked for (`-P` included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// Legacy links as dockerd registers them (default bridge, `host`, `none`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
+    /// On Docker's default bridge network: the only place links give a container anything.
+    #[serde(default)]
+    pub default_bridge: bool,
+    /// Docker `Hostname`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The request's `Env` (not the image's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Docker labels from the request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl RuntimeSettings {
+    pub fn of(workload: &Workload) -> Self {
+        RuntimeSettings {
+            tty: workload.stdio.tty,
+            auto_remove: workload.auto_remove,
+            healthcheck: workload.healthcheck.is_some(),
+            stop_signal: workload.stop_signal.clone().filter(|s| !s.is_empty()),
+            stop_timeout_seconds: workload.stop_timeout_seconds,
+            restart: workload.restart,
+            ports: workload.ports.clone(),
+            links: workload.links.clone(),
+            default_bridge: workload.network.mode == NetworkMode::Bridge,
+            hostname: workload.network.hostname.clone().filter(|h| !h.is_empty()),
+            env: workload.env.clone(),
+            labels: workload.labels.clone(),
+        }
+    }
+
+    /// The value of `name` in the request's `Env`, if set.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|var| var.name == name)
+            .and_then(|var| var.value.as_deref())
+    }
 }
 
 /// One mount of the container and the pod volume that serves it.
@@ -95,10 +174,13 @@ pub struct LastExit {
 }
 
 impl ContainerRecord {
-    /// A record of `request` with nothing else known yet.
-    pub fn of_request(request: serde_json::Value) -> Self {
+    /// A record of a decoded request with nothing else known yet: the request as the client
+    /// sent it (the workload keeps it verbatim) and what the runtime acts on.
+    pub fn of_workload(workload: &Workload) -> Self {
         ContainerRecord {
-            request,
+            request: serde_json::from_str(&workload.create_request)
+                .unwrap_or_else(|_| serde_json::json!({})),
+            settings: RuntimeSettings::of(workload),
             ..ContainerRecord::default()
         }
     }
@@ -141,37 +223,17 @@ impl ContainerRecord {
             .collect()
     }
 
-    pub fn tty(&self) -> bool {
-        self.request["Tty"].as_bool().unwrap_or(false)
-    }
-
-    /// `docker run --rm`.
-    pub fn auto_remove(&self) -> bool {
-        self.request["HostConfig"]["AutoRemove"]
-            .as_bool()
-            .unwrap_or(false)
-    }
-
-    /// Whether the request configures a healthcheck (`NONE` disables it).
-    pub fn has_healthcheck(&self) -> bool {
-        has_healthcheck(&self.request)
-    }
-
-    /// Docker labels from the create request.
-    pub fn docker_labels(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.request["Labels"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default()
-    }
-
     /// The signal `stop` sends first (`SIGTERM` unless the request names one).
     pub fn stop_signal(&self) -> String {
-        self.request["StopSignal"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("SIGTERM")
-            .to_string()
+        self.settings
+            .stop_signal
+            .clone()
+            .unwrap_or_else(|| "SIGTERM".to_string())
+    }
+
+    /// Seconds `stop` waits before it kills (Docker's default of 10 unless the request set one).
+    pub fn stop_timeout_seconds(&self) -> i64 {
+        self.settings.stop_timeout_seconds.unwrap_or(10)
     }
 }
 
@@ -191,6 +253,40 @@ mod tests {
         ContainerRecord {
             request: serde_json::json!({"Image": "nginx", "Tty": true,
                 "HostConfig": {"AutoRemove": true}, "Labels": {"a": "b"}}),
+            settings: RuntimeSettings {
+                tty: true,
+                auto_remove: true,
+                stop_timeout_seconds: Some(3),
+                restart: RestartPolicy::OnFailure {
+                    maximum_retry_count: 2,
+                },
+                ports: vec![PortSpec {
+                    port: 80,
+                    protocol: super::super::Protocol::Udp,
+                    bindings: vec![super::super::HostBinding {
+                        host_ip: Some("::1".into()),
+                        host_port: None,
+                    }],
+                }],
+                links: vec![Link {
+                    target: "db".into(),
+                    alias: "database".into(),
+                    target_id: Some("f00".into()),
+                }],
+                default_bridge: true,
+                env: vec![
+                    EnvVar {
+                        name: "A".into(),
+                        value: Some("1".into()),
+                    },
+                    EnvVar {
+                        name: "GONE".into(),
+                        value: None,
+                    },
+                ],
+                labels: BTreeMap::from([("a".into(), "b".into())]),
+                ..RuntimeSettings::default()
+            },
             mounts: vec![
                 MountRecord {
                     kind: MountKind::Bind,
@@ -241,21 +337,25 @@ mod tests {
         );
         // The mounts keep the shape the annotation had, so old and new read alike.
         assert!(json.contains(r#"{"type":"bind","source":"/src","volume":"bind-0","target":"/dst","readOnly":false}"#), "{json}");
-        let minimal = ContainerRecord::of_request(serde_json::json!({"Image": "busybox"}));
-        let json = serde_json::to_string(&minimal).unwrap();
-        assert_eq!(json, r#"{"request":{"Image":"busybox"}}"#);
-        assert_eq!(
-            serde_json::from_str::<ContainerRecord>(&json).unwrap(),
-            minimal
+        assert!(
+            json.contains(r#""restart":{"name":"onFailure","maximumRetryCount":2}"#),
+            "{json}"
         );
+        assert!(json.contains(r#""ports":[{"port":80,"protocol":"udp","bindings":[{"hostIp":"::1","hostPort":null}]}]"#), "{json}");
+        // A record an earlier version wrote, without settings, reads Docker's defaults.
+        let minimal: ContainerRecord =
+            serde_json::from_str(r#"{"request":{"Image":"busybox"}}"#).unwrap();
+        assert_eq!(minimal.settings, RuntimeSettings::default());
+        assert_eq!(minimal.stop_timeout_seconds(), 10);
     }
 
     #[test]
-    fn accessors_read_the_request_and_mounts() {
+    fn accessors_read_the_settings_and_mounts() {
         let record = record();
-        assert!(record.tty() && record.auto_remove() && !record.has_healthcheck());
-        assert_eq!(record.docker_labels()["a"], "b");
         assert_eq!(record.stop_signal(), "SIGTERM");
+        assert_eq!(record.stop_timeout_seconds(), 3);
+        assert_eq!(record.settings.env_value("A"), Some("1"));
+        assert_eq!(record.settings.env_value("GONE"), None);
         assert_eq!(
             record.bind_copies(),
             [BindCopy {

@@ -62,7 +62,7 @@ pub struct Workload {
 }
 
 /// One `Env` entry. `value: None` is Docker's `NAME` without `=`: remove the image's variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnvVar {
     pub name: String,
     pub value: Option<String>,
@@ -91,7 +91,10 @@ pub struct Stdio {
 }
 
 /// Transport protocol of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -119,15 +122,17 @@ impl Protocol {
 }
 
 /// A container port, with the host bindings the client asked for (empty: exposed only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortSpec {
     pub port: u16,
     pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<HostBinding>,
 }
 
 /// One `PortBindings` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HostBinding {
     /// `HostIp`; `None` means all addresses.
     pub host_ip: Option<String>,
@@ -283,11 +288,13 @@ pub enum HealthTest {
 }
 
 /// Docker restart policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "name")]
 pub enum RestartPolicy {
     #[default]
     No,
     OnFailure {
+        #[serde(rename = "maximumRetryCount")]
         maximum_retry_count: i64,
     },
     Always,

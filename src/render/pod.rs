@@ -228,10 +228,9 @@ pub(super) fn identity_annotations(
 /// The record the runtime keeps for a created container: the create request and which pod
 /// volume serves each mount (named as in [`pod_document`]).
 pub fn container_record(workload: &Workload, ctx: &RenderContext) -> ContainerRecord {
-    let request = serde_json::from_str(&workload.create_request).unwrap_or_else(|_| json!({}));
     ContainerRecord {
         mounts: Volumes::new(workload, ctx, &StartInputs::default()).records,
-        ..ContainerRecord::of_request(request)
+        ..ContainerRecord::of_workload(workload)
     }
 }
 
@@ -923,7 +922,7 @@ pub(super) mod tests {
         // The request is in the container's record, not on the pod.
         let record = container_record(&workload(body, Some("My_Container.1")), &context());
         assert_eq!(record.request["Image"], "busybox");
-        assert!(record.auto_remove());
+        assert!(record.settings.auto_remove);
         let spec = &pod["spec"];
         assert_eq!(spec["restartPolicy"], "Never");
         assert_eq!(spec["hostname"], "my-container-1");

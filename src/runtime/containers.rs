@@ -560,8 +560,7 @@ impl Runtime {
             self.end_ryuk(view, true).await?;
             return Ok(Outcome::Done);
         }
-        let asked =
-            timeout.unwrap_or_else(|| view.record.request["StopTimeout"].as_i64().unwrap_or(10));
+        let asked = timeout.unwrap_or_else(|| view.record.stop_timeout_seconds());
         let grace = bounded_grace(asked, view.max_stop_timeout());
         if grace != asked {
             warn!(container = %view.short_id(), asked, grace, "Stop timeout beyond the policy's maximum grace period; using the maximum");

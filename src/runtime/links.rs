@@ -2,106 +2,48 @@
 //! linking container learns about it at start ([`LinkedContainer`]), and the names Docker shows
 //! for links (`/target:/self/alias` in `inspect`, `/self/alias` among the target's `Names`).
 //!
-//! A link follows its target's ID, recorded at create under [`LINK_TARGETS`] in the stored
-//! request, as dockerd's link index does: renaming the target keeps the link, and a target
-//! removed and created again under the same name is another container (the link's start fails).
+//! A link follows its target's ID, recorded at create ([`Link::target_id`]), as dockerd's link
+//! index does: renaming the target keeps the link, and a target removed and created again under
+//! the same name is another container (the link's start fails).
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::Value;
-
 use super::{ContainerView, Result, Runtime, RuntimeError};
-use crate::model::{ImageConfig, Link, LinkedContainer, Protocol};
-
-/// Key podbridge writes into a stored create request (not Docker's): each link alias → the full
-/// ID of the container it named at create.
-pub const LINK_TARGETS: &str = "PodbridgeLinkTargets";
-
-/// The links of a stored create request, as dockerd registers them: `HostConfig.Links` unless
-/// the container is on a user-defined network or shares another's (dockerd ignores them there).
-/// Entries that do not parse are skipped (create refused them).
-pub fn request_links(request: &Value) -> Vec<Link> {
-    if !registers_links(request) {
-        return Vec::new();
-    }
-    request["HostConfig"]["Links"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter_map(|entry| Link::parse(entry).ok())
-        .collect()
-}
-
-/// Whether dockerd registers `HostConfig.Links` for this network mode: the default bridge,
-/// `host` and `none` (user-defined networks take links in `EndpointsConfig` instead).
-pub fn registers_links(request: &Value) -> bool {
-    matches!(
-        request["HostConfig"]["NetworkMode"].as_str().unwrap_or(""),
-        "" | "default" | "bridge" | "host" | "none"
-    )
-}
-
-/// Whether links give the container anything at start: on the default bridge network only.
-fn on_default_bridge(request: &Value) -> bool {
-    matches!(
-        request["HostConfig"]["NetworkMode"].as_str().unwrap_or(""),
-        "" | "default" | "bridge"
-    )
-}
+use crate::model::{EnvVar, ImageConfig, Link, LinkedContainer};
 
 /// The target's `Config.Env`: the image's variables, replaced or extended by the request's (an
 /// entry without `=` removes the image's variable), `NAME=value` entries only.
-fn configured_env(image: Option<&ImageConfig>, request: &Value) -> Vec<(String, String)> {
+fn configured_env(image: Option<&ImageConfig>, request_env: &[EnvVar]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let image_env = image
         .and_then(|config| config.env.as_deref())
-        .unwrap_or_default();
-    let request_env = request["Env"].as_array().into_iter().flatten();
-    let entries = image_env
+        .unwrap_or_default()
         .iter()
-        .map(String::as_str)
-        .chain(request_env.filter_map(Value::as_str));
-    for entry in entries {
-        match entry.split_once('=') {
-            Some((name, value)) => match env.iter_mut().find(|(known, _)| known == name) {
+        .map(|entry| match entry.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (entry.as_str(), None),
+        });
+    let request_env = request_env
+        .iter()
+        .map(|var| (var.name.as_str(), var.value.as_deref()));
+    for (name, value) in image_env.chain(request_env) {
+        match value {
+            Some(value) => match env.iter_mut().find(|(known, _)| known == name) {
                 Some(existing) => existing.1 = value.to_owned(),
                 None => env.push((name.to_owned(), value.to_owned())),
             },
-            None => env.retain(|(known, _)| known != entry),
+            None => env.retain(|(known, _)| known != name),
         }
     }
     env
 }
 
-/// The target's `Config.ExposedPorts` (the image's are merged into the stored request).
-fn exposed_ports(request: &Value) -> Vec<(u16, Protocol)> {
-    let mut ports = Vec::new();
-    for key in request["ExposedPorts"]
-        .as_object()
-        .into_iter()
-        .flat_map(|map| map.keys())
-    {
-        let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
-        let protocol = match protocol {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            "sctp" => Protocol::Sctp,
-            _ => continue,
-        };
-        if let Ok(port) = port.parse::<u16>() {
-            ports.push((port, protocol));
-        }
-    }
-    ports
-}
-
 impl Runtime {
     /// The container a link of `linking` names: the one recorded at create, or (for a request
     /// stored without the record) the one with that name or ID now.
-    pub fn link_target(&self, linking: &Value, link: &Link) -> Option<ContainerView> {
-        match linking[LINK_TARGETS][&link.alias].as_str() {
-            Some(id) => self.containers().into_iter().find(|c| c.id == id),
+    pub fn link_target(&self, link: &Link) -> Option<ContainerView> {
+        match &link.target_id {
+            Some(id) => self.containers().into_iter().find(|c| &c.id == id),
             None => self.find(&link.target).ok(),
         }
     }
@@ -111,12 +53,12 @@ impl Runtime {
     /// exists is reported the same way, as dockerd does for a link to a removed container.
     pub fn resolve_links(&self, view: &ContainerView) -> Result<BTreeMap<String, LinkedContainer>> {
         let mut resolved = BTreeMap::new();
-        if !on_default_bridge(&view.record.request) {
+        if !view.record.settings.default_bridge {
             return Ok(resolved);
         }
-        for link in request_links(&view.record.request) {
+        for link in &view.record.settings.links {
             let link_name = link.name(&view.name);
-            let target = self.link_target(&view.record.request, &link);
+            let target = self.link_target(link);
             let running = target
                 .as_ref()
                 .filter(|target| target.state.running)
@@ -129,10 +71,8 @@ impl Runtime {
                 });
             };
             let image = self.stored_image_config(target);
-            let hostname = target.record.request["Hostname"]
-                .as_str()
-                .filter(|hostname| !hostname.is_empty())
-                .unwrap_or(target.short_id());
+            let settings = &target.record.settings;
+            let hostname = settings.hostname.as_deref().unwrap_or(target.short_id());
             resolved.insert(
                 link.alias.clone(),
                 LinkedContainer {
@@ -140,8 +80,12 @@ impl Runtime {
                     target_name: target.name.clone(),
                     target_hostname: hostname.to_owned(),
                     ip,
-                    ports: exposed_ports(&target.record.request),
-                    env: configured_env(image.as_ref(), &target.record.request),
+                    ports: settings
+                        .ports
+                        .iter()
+                        .map(|port| (port.port, port.protocol))
+                        .collect(),
+                    env: configured_env(image.as_ref(), &settings.env),
                 },
             );
         }
@@ -151,11 +95,14 @@ impl Runtime {
     /// `HostConfig.Links` as dockerd's `inspect` shows them: `/target:/self/alias`, sorted;
     /// `None` (JSON `null`) when the container has none.
     pub fn docker_links(&self, view: &ContainerView) -> Option<Vec<String>> {
-        let mut links: Vec<String> = request_links(&view.record.request)
+        let mut links: Vec<String> = view
+            .record
+            .settings
+            .links
             .iter()
             .map(|link| {
                 let target = self
-                    .link_target(&view.record.request, link)
+                    .link_target(link)
                     .map_or(link.target.clone(), |target| target.name);
                 format!("/{target}:{}", link.name(&view.name))
             })
@@ -171,8 +118,8 @@ impl Runtime {
         let containers = self.containers();
         let mut names: HashMap<String, Vec<String>> = HashMap::new();
         for linking in &containers {
-            for link in request_links(&linking.record.request) {
-                if let Some(target) = self.link_target(&linking.record.request, &link) {
+            for link in &linking.record.settings.links {
+                if let Some(target) = self.link_target(link) {
                     let entry = names.entry(target.id).or_default();
                     let name = link.name(&linking.name);
                     if !entry.contains(&name) {
@@ -193,37 +140,24 @@ impl Runtime {
         let (parent, alias) = reference.trim_start_matches('/').rsplit_once('/')?;
         let parent = parent.trim_start_matches('/');
         let linking = self.containers().into_iter().find(|c| c.name == parent)?;
-        let link = request_links(&linking.record.request)
-            .into_iter()
-            .find(|link| link.alias == alias)?;
+        let link = linking
+            .record
+            .settings
+            .links
+            .iter()
+            .find(|link| link.alias == alias)
+            .cloned()?;
         Some((linking, link))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    use crate::model::Protocol;
 
     use super::*;
-
-    #[test]
-    fn links_count_on_the_default_bridge_host_and_none_only() {
-        let links = |mode: &str| {
-            request_links(
-                &json!({"HostConfig": {"NetworkMode": mode, "Links": ["srv:db", "a:b:c"]}}),
-            )
-            .len()
-        };
-        assert_eq!(links(""), 1);
-        assert_eq!(links("bridge"), 1);
-        assert_eq!(links("host"), 1);
-        assert_eq!(links("front"), 0);
-        assert_eq!(links("container:x"), 0);
-        assert!(on_default_bridge(&json!({})));
-        assert!(!on_default_bridge(
-            &json!({"HostConfig": {"NetworkMode": "host"}})
-        ));
-    }
 
     #[test]
     fn the_targets_env_is_the_images_replaced_by_the_requests() {
@@ -235,7 +169,15 @@ mod tests {
             ]),
             ..ImageConfig::default()
         };
-        let request = json!({"Env": ["REDIS_VERSION=8", "GONE", "MODE=a=b"]});
+        let var = |name: &str, value: Option<&str>| EnvVar {
+            name: name.to_owned(),
+            value: value.map(str::to_owned),
+        };
+        let request = [
+            var("REDIS_VERSION", Some("8")),
+            var("GONE", None),
+            var("MODE", Some("a=b")),
+        ];
         assert_eq!(
             configured_env(Some(&image), &request),
             [
@@ -257,23 +199,23 @@ mod tests {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let runtime = Runtime::new(kube::Client::try_from(config).unwrap(), "test", "unit");
         let (mut pods, mut config_maps, _, _) = runtime.writers.lock().take().unwrap();
-        let spec = |id: &str, name: &str, request: Value| -> ConfigMap {
+        let spec = |id: &str, name: &str, settings: Value| -> ConfigMap {
             serde_json::from_value(json!({"metadata": {
                 "name": format!("pb-{name}"), "namespace": "test",
                 "labels": {"podbridge.io/role": "container-spec", "podbridge.io/container-id": &id[..12]},
                 "annotations": {"podbridge.io/container-id": id, "podbridge.io/name": name}},
-                "data": {crate::runtime::record::RECORD_DATA_KEY: json!({"request": request}).to_string()}}))
+                "data": {crate::runtime::record::RECORD_DATA_KEY: json!({"request": {}, "settings": settings}).to_string()}}))
             .unwrap()
         };
         config_maps.apply_watcher_event(&Event::Apply(spec(
             SRV,
             "cache",
-            json!({"Image": "redis", "Env": ["MODE=x"], "ExposedPorts": {"6379/tcp": {}}}),
+            json!({"env": [{"name": "MODE", "value": "x"}], "ports": [{"port": 6379, "protocol": "tcp"}]}),
         )));
         config_maps.apply_watcher_event(&Event::Apply(spec(
             WEB,
             "web",
-            json!({"Image": "busybox", "HostConfig": {"Links": ["srv:db"]}, LINK_TARGETS: {"db": SRV}}),
+            json!({"defaultBridge": true, "links": [{"target": "srv", "alias": "db", "targetId": SRV}]}),
         )));
         if srv_running {
             let pod: Pod = serde_json::from_value(json!({
@@ -330,22 +272,6 @@ mod tests {
         assert_eq!(
             crate::api::error::ApiError::from(error).status(),
             axum::http::StatusCode::INTERNAL_SERVER_ERROR
-        );
-    }
-
-    #[test]
-    fn exposed_ports_are_read_from_the_request() {
-        let request =
-            json!({"ExposedPorts": {"6379/tcp": {}, "53/udp": {}, "80": {}, "x/tcp": {}}});
-        let mut ports = exposed_ports(&request);
-        ports.sort();
-        assert_eq!(
-            ports,
-            [
-                (53, Protocol::Udp),
-                (80, Protocol::Tcp),
-                (6379, Protocol::Tcp)
-            ]
         );
     }
 }

@@ -494,7 +494,7 @@ impl Runtime {
             // dockerd's names include link names (`/self/alias`): they name the link's target.
             crate::model::Lookup::Missing => self
                 .find_link(reference)
-                .and_then(|(linking, link)| self.link_target(&linking.record.request, &link))
+                .and_then(|(_, link)| self.link_target(&link))
                 .ok_or_else(|| RuntimeError::NoSuchContainer(reference.to_string())),
         }
     }

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{ContainerView, Runtime};
+use crate::model::{PortSpec, Protocol as ModelProtocol};
 
 /// A UDP client with no datagram in either direction for this long is forgotten (Docker's
 /// userland proxy uses the same 90 seconds).
@@ -142,54 +143,32 @@ pub fn publish_ip(listen: &str) -> IpAddr {
     }
 }
 
-/// Requested bindings: container port → requested bindings (TCP and UDP ports only).
-pub fn requested_bindings(request: &serde_json::Value) -> BTreeMap<String, Vec<Binding>> {
-    let mut wanted: BTreeMap<String, Vec<Binding>> = BTreeMap::new();
-    let any = Binding {
-        host_ip: None,
-        host_port: 0,
-    };
-    if let Some(bindings) = request["HostConfig"]["PortBindings"].as_object() {
-        for (port, list) in bindings {
-            let requested: Vec<Binding> = list
-                .as_array()
-                .map(|l| {
-                    l.iter()
-                        .map(|b| Binding {
-                            host_ip: b["HostIp"]
-                                .as_str()
-                                .and_then(|ip| ip.parse::<IpAddr>().ok())
-                                .filter(|ip| !ip.is_unspecified()),
-                            host_port: b["HostPort"]
-                                .as_str()
-                                .and_then(|p| p.parse().ok())
-                                .unwrap_or(0),
-                        })
-                        .collect()
+/// Requested bindings: container port (`80/tcp`) → requested bindings, for TCP and UDP ports
+/// that are published (`-p`, or `-P` for an exposed one).
+pub fn requested_bindings(ports: &[PortSpec]) -> BTreeMap<String, Vec<Binding>> {
+    ports
+        .iter()
+        .filter(|port| !port.bindings.is_empty())
+        .filter(|port| matches!(port.protocol, ModelProtocol::Tcp | ModelProtocol::Udp))
+        .map(|port| {
+            let bindings = port
+                .bindings
+                .iter()
+                .map(|binding| Binding {
+                    host_ip: binding
+                        .host_ip
+                        .as_deref()
+                        .and_then(|ip| ip.parse::<IpAddr>().ok())
+                        .filter(|ip| !ip.is_unspecified()),
+                    host_port: binding.host_port.unwrap_or(0),
                 })
-                .unwrap_or_default();
-            wanted.insert(
-                port.clone(),
-                if requested.is_empty() {
-                    vec![any]
-                } else {
-                    requested
-                },
-            );
-        }
-    }
-    if request["HostConfig"]["PublishAllPorts"]
-        .as_bool()
-        .unwrap_or(false)
-    {
-        if let Some(exposed) = request["ExposedPorts"].as_object() {
-            for port in exposed.keys() {
-                wanted.entry(port.clone()).or_insert_with(|| vec![any]);
-            }
-        }
-    }
-    wanted.retain(|port, _| Protocol::of_port(port).is_some());
-    wanted
+                .collect();
+            (
+                format!("{}/{}", port.port, port.protocol.docker_name()),
+                bindings,
+            )
+        })
+        .collect()
 }
 
 impl Runtime {
@@ -224,7 +203,7 @@ impl Runtime {
                 }
                 continue;
             }
-            let wanted = requested_bindings(&view.record.request);
+            let wanted = requested_bindings(&view.record.settings.ports);
             if wanted.is_empty() {
                 continue;
             }
@@ -668,13 +647,30 @@ mod tests {
 
     #[test]
     fn bindings_from_request() {
-        let request = serde_json::json!({
-            "ExposedPorts": {"80/tcp": {}, "53/udp": {}, "9000/tcp": {}, "7/sctp": {}},
-            "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}],
-                                            "81/tcp": [{"HostPort": ""}],
-                                            "82/tcp": [{"HostIp": "0.0.0.0", "HostPort": "1"}, {"HostIp": "10.1.2.3", "HostPort": "2"}]},
-                           "PublishAllPorts": true}
-        });
+        let port = |port, protocol, bindings: &[(Option<&str>, Option<u16>)]| PortSpec {
+            port,
+            protocol,
+            bindings: bindings
+                .iter()
+                .map(|(ip, port)| crate::model::HostBinding {
+                    host_ip: ip.map(str::to_owned),
+                    host_port: *port,
+                })
+                .collect(),
+        };
+        let request = [
+            port(80, ModelProtocol::Tcp, &[(None, Some(8080))]),
+            port(81, ModelProtocol::Tcp, &[(None, None)]),
+            port(
+                82,
+                ModelProtocol::Tcp,
+                &[(Some("0.0.0.0"), Some(1)), (Some("10.1.2.3"), Some(2))],
+            ),
+            port(9000, ModelProtocol::Tcp, &[(None, None)]),
+            port(53, ModelProtocol::Udp, &[(None, None)]),
+            port(7, ModelProtocol::Sctp, &[(None, None)]),
+            port(8000, ModelProtocol::Tcp, &[]),
+        ];
         let wanted = requested_bindings(&request);
         let any = |host_port| Binding {
             host_ip: None,
@@ -695,6 +691,10 @@ mod tests {
             ]
         );
         assert!(!wanted.contains_key("7/sctp"));
+        assert!(
+            !wanted.contains_key("8000/tcp"),
+            "exposed only: not published"
+        );
     }
 
     #[test]

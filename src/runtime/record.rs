@@ -36,7 +36,9 @@ pub fn read_record(spec: &ConfigMap) -> ContainerRecord {
     }
 }
 
-/// The record as earlier versions kept it, in annotations.
+/// The record as earlier versions kept it, in annotations. They kept no decoded settings: such a
+/// container reads Docker's defaults for them (no published ports, links or restart policy), which
+/// only matters to a podbridge upgraded while its containers run.
 fn legacy_record(annotations: Option<&BTreeMap<String, String>>) -> ContainerRecord {
     let get = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
     ContainerRecord {
@@ -48,6 +50,7 @@ fn legacy_record(annotations: Option<&BTreeMap<String, String>>) -> ContainerRec
             .unwrap_or_default(),
         max_stop_timeout: get(legacy::MAX_STOP_TIMEOUT).and_then(|raw| raw.parse().ok()),
         last_exit: get(legacy::LAST_EXIT).and_then(|raw| serde_json::from_str(raw).ok()),
+        settings: Default::default(),
     }
 }
 
@@ -189,7 +192,12 @@ mod tests {
     fn a_record_is_read_from_its_data_key() {
         let record = ContainerRecord {
             max_stop_timeout: Some(20),
-            ..ContainerRecord::of_request(serde_json::json!({"Image": "redis"}))
+            request: serde_json::json!({"Image": "redis"}),
+            settings: crate::model::RuntimeSettings {
+                tty: true,
+                ..Default::default()
+            },
+            ..ContainerRecord::default()
         };
         let spec = config_map(serde_json::json!({
             "metadata": {"name": "p", "annotations": {
@@ -221,7 +229,8 @@ mod tests {
         }));
         let record = read_record(&spec);
         assert_eq!(record.request["Image"], "nginx");
-        assert!(record.tty() && record.auto_remove());
+        // the settings were not kept then: Docker's defaults
+        assert_eq!(record.settings, crate::model::RuntimeSettings::default());
         assert_eq!(record.mounts.len(), 3);
         assert_eq!(record.mounts[2].kind, MountKind::DockerSocket);
         assert_eq!(record.named_volumes(), ["data"]);
@@ -257,7 +266,13 @@ mod tests {
     #[test]
     fn a_spec_without_any_record_reads_as_an_empty_request() {
         let record = read_record(&config_map(serde_json::json!({"metadata": {"name": "p"}})));
-        assert_eq!(record, ContainerRecord::of_request(serde_json::json!({})));
+        assert_eq!(
+            record,
+            ContainerRecord {
+                request: serde_json::json!({}),
+                ..ContainerRecord::default()
+            }
+        );
         let patch = record_patch(
             &config_map(serde_json::json!({"metadata": {"name": "p"}})),
             &record,

@@ -190,15 +190,8 @@ struct Timeouts {
 }
 
 impl Timeouts {
-    fn of(request: &serde_json::Value) -> Timeouts {
-        let env = |name: &str| -> Option<Duration> {
-            request["Env"]
-                .as_array()?
-                .iter()
-                .filter_map(|e| e.as_str()?.split_once('='))
-                .find(|(key, _)| *key == name)
-                .and_then(|(_, value)| go_duration(value))
-        };
+    fn of(settings: &crate::model::RuntimeSettings) -> Timeouts {
+        let env = |name: &str| settings.env_value(name).and_then(go_duration);
         Timeouts {
             connection: env("RYUK_CONNECTION_TIMEOUT").unwrap_or(CONNECTION_TIMEOUT),
             reconnection: env("RYUK_RECONNECTION_TIMEOUT").unwrap_or(RECONNECTION_TIMEOUT),
@@ -298,7 +291,7 @@ impl Runtime {
         &self,
         name: &str,
         id: &str,
-        request: &serde_json::Value,
+        container: &ContainerRecord,
         image: &str,
         created: &str,
     ) -> Result<()> {
@@ -332,7 +325,7 @@ impl Runtime {
                 (RECORD_KEY.to_string(), record),
                 (
                     super::record::RECORD_DATA_KEY.to_string(),
-                    super::record::encode(&ContainerRecord::of_request(request.clone())),
+                    super::record::encode(container),
                 ),
             ])),
             ..Default::default()
@@ -468,7 +461,7 @@ impl Runtime {
     async fn bind_ryuk(&self, view: &ContainerView, stored_port: u16) -> Result<TcpListener> {
         // The client's own binding for 8080 wins (TESTCONTAINERS_RYUK_PORT), then the port this
         // container had, then any.
-        let requested = super::ports::requested_bindings(&view.record.request)
+        let requested = super::ports::requested_bindings(&view.record.settings.ports)
             .get("8080/tcp")
             .and_then(|b| b.first().copied());
         let ip = requested
@@ -506,7 +499,7 @@ impl Runtime {
             self.clone(),
             view.id.clone(),
             listener,
-            Timeouts::of(&view.record.request),
+            Timeouts::of(&view.record.settings),
             record,
             resumed,
             commands,
@@ -594,16 +587,18 @@ impl Runtime {
     /// Removes every container (but `own`), network and volume a filter matches; returns how
     /// many of each.
     async fn prune_ryuk(&self, own: &str, filters: &[Filter]) -> (usize, usize, usize) {
-        let matches = |labels: &serde_json::Value, name: &str, id: &str| {
-            let labels = labels.as_object().cloned().unwrap_or_default();
-            filters.iter().any(|f| f.matches(&labels, name, id))
-        };
+        let matches =
+            |labels: &serde_json::Map<String, serde_json::Value>, name: &str, id: &str| {
+                filters.iter().any(|f| f.matches(labels, name, id))
+            };
+        let stored_labels =
+            |object: &serde_json::Value| object["Labels"].as_object().cloned().unwrap_or_default();
         let (mut containers, mut networks, mut volumes) = (0, 0, 0);
         for _ in 0..PRUNE_PASSES {
             let doomed: Vec<ContainerView> = self
                 .containers()
                 .into_iter()
-                .filter(|v| v.id != own && matches(&v.record.request["Labels"], &v.name, &v.id))
+                .filter(|v| v.id != own && matches(&v.docker_labels(), &v.name, &v.id))
                 .collect();
             let removals = doomed.iter().map(|view| async move {
                 match self.remove_now(view).await {
@@ -625,7 +620,7 @@ impl Runtime {
                     network["Id"].as_str().unwrap_or_default(),
                 );
                 if !id.is_empty()
-                    && matches(&network["Labels"], name, id)
+                    && matches(&stored_labels(&network), name, id)
                     && self.delete_object(labels::ROLE_NETWORK, id).await.is_ok()
                 {
                     networks += 1;
@@ -634,7 +629,7 @@ impl Runtime {
             let mut left = 0;
             for volume in self.volumes() {
                 let name = volume["Name"].as_str().unwrap_or_default();
-                if name.is_empty() || !matches(&volume["Labels"], name, name) {
+                if name.is_empty() || !matches(&stored_labels(&volume), name, name) {
                     continue;
                 }
                 match self.remove_volume(name).await {
@@ -897,16 +892,28 @@ mod tests {
 
     #[test]
     fn timeouts_come_from_the_environment() {
-        let request =
-            json!({"Env": ["RYUK_RECONNECTION_TIMEOUT=2s", "RYUK_CONNECTION_TIMEOUT=1m30s"]});
+        let env = |entries: &[(&str, &str)]| crate::model::RuntimeSettings {
+            env: entries
+                .iter()
+                .map(|(name, value)| crate::model::EnvVar {
+                    name: name.to_string(),
+                    value: Some(value.to_string()),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let settings = env(&[
+            ("RYUK_RECONNECTION_TIMEOUT", "2s"),
+            ("RYUK_CONNECTION_TIMEOUT", "1m30s"),
+        ]);
         assert_eq!(
-            Timeouts::of(&request),
+            Timeouts::of(&settings),
             Timeouts {
                 connection: Duration::from_secs(90),
                 reconnection: Duration::from_secs(2)
             }
         );
-        let defaults = Timeouts::of(&json!({"Env": ["RYUK_RECONNECTION_TIMEOUT=soon"]}));
+        let defaults = Timeouts::of(&env(&[("RYUK_RECONNECTION_TIMEOUT", "soon")]));
         assert_eq!(defaults.reconnection, RECONNECTION_TIMEOUT);
         assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(go_duration("2h"), Some(Duration::from_secs(7200)));

@@ -396,7 +396,7 @@ impl ContainerView {
         let mut state = container_state(
             pod.as_deref(),
             record.last_exit.as_ref(),
-            record.has_healthcheck(),
+            record.settings.healthcheck,
         );
         // A container podbridge serves itself (built-in Ryuk) has no pod: its record says.
         if let Some(since) = annotations
@@ -423,7 +423,6 @@ impl ContainerView {
             image: annotations
                 .get(labels::ANNOTATION_IMAGE)
                 .cloned()
-                .or_else(|| record.request["Image"].as_str().map(str::to_string))
                 .unwrap_or_default(),
             pod_name: spec.metadata.name.clone().unwrap_or_default(),
             id,
@@ -439,11 +438,11 @@ impl ContainerView {
     }
 
     pub fn tty(&self) -> bool {
-        self.record.tty()
+        self.record.settings.tty
     }
 
     pub fn auto_remove(&self) -> bool {
-        self.record.auto_remove()
+        self.record.settings.auto_remove
     }
 
     /// Docker named volumes the container mounts: a volume is in use, and cannot be removed,
@@ -454,7 +453,12 @@ impl ContainerView {
 
     /// Docker labels from the create request.
     pub fn docker_labels(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.record.docker_labels()
+        self.record
+            .settings
+            .labels
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone().into()))
+            .collect()
     }
 
     pub fn pod_ip(&self) -> Option<String> {
@@ -474,9 +478,12 @@ impl ContainerView {
 
     /// Whether an `on-failure:N` restart policy has used its N restarts.
     pub fn retries_exhausted(&self) -> bool {
-        let policy = &self.record.request["HostConfig"]["RestartPolicy"];
-        let max = policy["MaximumRetryCount"].as_i64().unwrap_or(0);
-        policy["Name"] == "on-failure" && max > 0 && self.state.restart_count >= max
+        match self.record.settings.restart {
+            crate::model::RestartPolicy::OnFailure {
+                maximum_retry_count,
+            } => maximum_retry_count > 0 && self.state.restart_count >= maximum_retry_count,
+            _ => false,
+        }
     }
 
     pub fn stop_signal(&self) -> String {

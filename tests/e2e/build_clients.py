@@ -75,4 +75,12 @@ def tc_python(context, web):
 
 
 if __name__ == "__main__":
-    {"docker-py": docker_py, "tc-python": tc_python}[sys.argv[1]](*sys.argv[2:])
+    try:
+        {"docker-py": docker_py, "tc-python": tc_python}[sys.argv[1]](*sys.argv[2:])
+    except docker.errors.BuildError as error:
+        # the builder's own lines say why a step failed; the exception only names the step.
+        # Printed last, as the check runner shows the tail of the output.
+        sys.stderr.write(f"BuildError: {error}\nthe build's last lines:\n")
+        for entry in list(error.build_log)[-12:]:
+            sys.stderr.write(entry.get("stream", "") or f"{entry}\n")
+        sys.exit(1)

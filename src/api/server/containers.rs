@@ -22,7 +22,6 @@ use crate::labels;
 use crate::model::ContainerId;
 use crate::render::Identity;
 use crate::runtime::containers::{Outcome, WaitCondition};
-use crate::runtime::links;
 use crate::runtime::logs::LogOptions;
 use crate::runtime::objects::image_id;
 use crate::runtime::ryuk;
@@ -168,7 +167,7 @@ pub async fn container_create(
 /// another container's network stands for that container, one on the host network cannot be
 /// linked to, and one alias names one container (409, as dockerd's name registry answers).
 ///
-/// Returns the body with each alias's target ID recorded ([`links::LINK_TARGETS`]), so the link
+/// Returns the body with each alias's target ID recorded ([`crate::model::LINK_TARGETS`]), so the link
 /// follows the container as dockerd's does, or `None` when there is nothing to record (no links,
 /// or a body or entry that decoding refuses with its own message).
 fn link_targets(state: &AppState, name: &str, body: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -187,12 +186,18 @@ fn link_targets(state: &AppState, name: &str, body: &[u8]) -> Result<Option<Vec<
     {
         return Ok(None);
     }
-    let links = links::request_links(&request);
-    if links.is_empty()
-        || request["HostConfig"]["NetworkMode"]
-            .as_str()
-            .is_some_and(|mode| mode.starts_with("container:"))
-    {
+    // dockerd registers links on the default bridge, `host` and `none` only (a user-defined
+    // network takes them in `EndpointsConfig`; another container's network refuses them, which
+    // decoding answers).
+    let registered = matches!(
+        request["HostConfig"]["NetworkMode"].as_str().unwrap_or(""),
+        "" | "default" | "bridge" | "host" | "none"
+    );
+    let links: Vec<crate::model::Link> = entries
+        .iter()
+        .filter_map(|entry| crate::model::Link::parse(entry).ok())
+        .collect();
+    if links.is_empty() || !registered {
         return Ok(None);
     }
     let not_found = |reference: &str, error: crate::runtime::RuntimeError| {
@@ -237,7 +242,7 @@ fn link_targets(state: &AppState, name: &str, body: &[u8]) -> Result<Option<Vec<
             }
         }
     }
-    request[links::LINK_TARGETS] = Value::Object(targets);
+    request[crate::model::LINK_TARGETS] = Value::Object(targets);
     serde_json::to_vec(&request)
         .map(Some)
         .map_err(|error| ApiError::Internal(error.to_string()))
@@ -255,12 +260,12 @@ async fn create_builtin_ryuk(
     image: &str,
     body: &[u8],
 ) -> Result<Response> {
-    let request = crate::api::decode::decode_create(body, Some(name), None)
-        .map_err(|error| ApiError::from(crate::api::translate::TranslateError::from(error)))?
-        .request;
+    let decoded = crate::api::decode::decode_create(body, Some(name), None)
+        .map_err(|error| ApiError::from(crate::api::translate::TranslateError::from(error)))?;
+    let record = crate::model::ContainerRecord::of_workload(&decoded.workload);
     state
         .runtime
-        .create_ryuk(name, id.as_str(), &request, image, created)
+        .create_ryuk(name, id.as_str(), &record, image, created)
         .await?;
     state.runtime.note_image(image);
     tracing::info!(container = %id.short(), %name, "Container created (built-in Ryuk)");
@@ -582,7 +587,7 @@ async fn link_delete(state: &AppState, reference: &str) -> Result<StatusCode> {
                 .is_none_or(|parsed| parsed.alias != link.alias)
         });
     }
-    if let Some(targets) = request[links::LINK_TARGETS].as_object_mut() {
+    if let Some(targets) = request[crate::model::LINK_TARGETS].as_object_mut() {
         targets.remove(&link.alias);
     }
     super::networks::retranslate(state, &linking, &request).await?;

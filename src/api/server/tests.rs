@@ -666,7 +666,13 @@ mod one_view {
     /// A container's spec ConfigMap as the real server writes it, from the dry run's inspect.
     fn spec(inspect: &Value, request: &Value, last_exit: Option<Value>) -> ConfigMap {
         let id = inspect["Id"].as_str().unwrap();
-        let mut record = json!({"request": request});
+        // the record as create writes it: the request and its one decode
+        let decoded =
+            crate::api::decode::decode_create(request.to_string().as_bytes(), None, None).unwrap();
+        let mut record = serde_json::to_value(crate::model::ContainerRecord::of_workload(
+            &decoded.workload,
+        ))
+        .unwrap();
         if let Some(last_exit) = last_exit {
             record["lastExit"] = last_exit;
         }
@@ -675,7 +681,8 @@ mod one_view {
             "labels": {labels::ROLE: labels::ROLE_CONTAINER_SPEC, labels::CONTAINER_ID: &id[..12]},
             "annotations": {labels::ANNOTATION_CONTAINER_ID: id,
                 labels::ANNOTATION_NAME: inspect["Name"].as_str().unwrap().trim_start_matches('/'),
-                labels::ANNOTATION_CREATED: inspect["Created"]}},
+                labels::ANNOTATION_CREATED: inspect["Created"],
+                labels::ANNOTATION_IMAGE: request["Image"]}},
             "data": {crate::runtime::record::RECORD_DATA_KEY: record.to_string()}}))
         .unwrap()
     }
