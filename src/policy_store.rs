@@ -86,10 +86,6 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
 
 pub const BUILTIN_SCRIPTS: &[(&str, &str)] = &[
     (
-        "restricted-defaults.rhai",
-        include_str!("../rules/restricted-defaults.rhai"),
-    ),
-    (
         "image-mirrors.rhai",
         include_str!("../rules/image-mirrors.rhai"),
     ),
