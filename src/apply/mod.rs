@@ -358,6 +358,29 @@ impl Applier {
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
         K::DynamicType: Default,
     {
+        match self.delete_if_same(api, name, uid, grace_seconds).await? {
+            Deletion::Done => Ok(()),
+            // Ours is gone; the object now under that name is someone else's.
+            Deletion::Replaced => {
+                warn!(kind = kind_of::<K>(), %name, "Object replaced by another before podbridge deleted it; left alone");
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes `name` if it is still the object with `uid`; says whether another object has
+    /// taken the name since (409 on the uid precondition).
+    async fn delete_if_same<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        uid: Option<&str>,
+        grace_seconds: Option<u32>,
+    ) -> Result<Deletion>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
         let params = DeleteParams {
             grace_period_seconds: grace_seconds,
             preconditions: uid.map(|uid| Preconditions {
@@ -367,12 +390,10 @@ impl Applier {
             ..DeleteParams::background()
         };
         match timed(kind_of::<K>(), "delete", api.delete(name, &params)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            // Ours is gone; the object now under that name is someone else's.
+            Ok(_) => Ok(Deletion::Done),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Deletion::Done),
             Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
-                warn!(kind = kind_of::<K>(), %name, "Object replaced by another before podbridge deleted it; left alone");
-                Ok(())
+                Ok(Deletion::Replaced)
             }
             Err(source) => Err(ApplyError::DeleteFailed {
                 kind: kind_of::<K>(),
@@ -382,12 +403,41 @@ impl Applier {
         }
     }
 
+    /// Deletes the object the caller knows (from its watch) by name and uid, without a list; if
+    /// it is not known, or another object has taken its name since (a pod made again under the
+    /// same deterministic name), every object matching `selector` instead.
+    async fn delete_known_or_labelled<K>(
+        &self,
+        api: &Api<K>,
+        known: Option<&KnownObject>,
+        selector: &str,
+        grace_seconds: Option<u32>,
+    ) -> Result<()>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        if let Some(known) = known {
+            let uid = Some(known.uid.as_str());
+            if self.delete_if_same(api, &known.name, uid, grace_seconds).await? == Deletion::Done
+            {
+                return Ok(());
+            }
+        }
+        self.delete_labelled(api, selector, grace_seconds).await
+    }
+
     /// Deletes every pod, service and ConfigMap of one container (by its short-id label).
+    ///
+    /// The pod and the spec ConfigMap the watch shows (`known`) are deleted by name and uid, which
+    /// saves a list round trip each on the path every `docker run --rm` takes; what the watch has
+    /// not shown yet (a pod applied a moment ago) is found by its labels.
     pub async fn delete_container(
         &self,
         instance: &str,
         short_id: &str,
         grace_seconds: Option<u32>,
+        known: &KnownContainer,
     ) -> Result<()> {
         let selector = format!(
             "{},{}={short_id}",
@@ -398,12 +448,16 @@ impl Applier {
         // removal cut short never leaves a pod without the record that names it.
         let (pods, services) = (self.pods(), self.services());
         futures::try_join!(
-            self.delete_labelled(&pods, &selector, grace_seconds),
+            self.delete_known_or_labelled(&pods, known.pod.as_ref(), &selector, grace_seconds),
             self.delete_labelled(&services, &selector, grace_seconds),
         )?;
-        self.delete_labelled(&self.config_maps(), &selector, grace_seconds)
-            .await?;
-        Ok(())
+        self.delete_known_or_labelled(
+            &self.config_maps(),
+            known.spec.as_ref(),
+            &selector,
+            grace_seconds,
+        )
+        .await
     }
 
     /// Deletes every object of kind `K` matching `selector`.
@@ -433,6 +487,38 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// What a uid-guarded delete found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deletion {
+    /// Deleted, or already gone.
+    Done,
+    /// Another object holds the name now.
+    Replaced,
+}
+
+/// An object as the watch shows it: enough to delete exactly it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownObject {
+    pub name: String,
+    pub uid: String,
+}
+
+impl KnownObject {
+    pub fn of(meta: &kube::api::ObjectMeta) -> Option<Self> {
+        Some(KnownObject {
+            name: meta.name.clone()?,
+            uid: meta.uid.clone()?,
+        })
+    }
+}
+
+/// A container's pod and spec ConfigMap as the watch shows them (either may be unknown).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownContainer {
+    pub pod: Option<KnownObject>,
+    pub spec: Option<KnownObject>,
 }
 
 /// A Service name a route wanted that belongs to someone else.

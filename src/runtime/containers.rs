@@ -644,7 +644,18 @@ impl Runtime {
         };
         self.record_removed_exit(&view.id, exit);
         self.applier
-            .delete_container(&self.instance, view.short_id(), Some(0))
+            .delete_container(
+                &self.instance,
+                view.short_id(),
+                Some(0),
+                &crate::apply::KnownContainer {
+                    pod: view
+                        .pod
+                        .as_ref()
+                        .and_then(|pod| crate::apply::KnownObject::of(&pod.metadata)),
+                    spec: crate::apply::KnownObject::of(&view.spec.metadata),
+                },
+            )
             .instrument(debug_span!(target: crate::TIMING, "remove.delete"))
             .await?;
         let id = view.id.clone();
