@@ -1313,10 +1313,84 @@ fn parse_size(text: &str) -> Option<i64> {
     (bytes.is_finite() && (0.0..i64::MAX as f64).contains(&bytes)).then_some(bytes as i64)
 }
 
-#[cfg(test)]
+/// Decodes an `ExecConfig` (`POST /containers/{id}/exec`) as dockerd reads it: `Cmd` and `Env`
+/// as lists (a lone string is one entry), the attach flags defaulting as the CLI leaves them.
+pub fn decode_exec(config: &serde_json::Value) -> crate::model::ExecRequest {
+    let text = |key: &str| config[key].as_str().unwrap_or_default().to_owned();
+    let flag = |key: &str, default: bool| config[key].as_bool().unwrap_or(default);
+    crate::model::ExecRequest {
+        cmd: string_list(&config["Cmd"]),
+        env: string_list(&config["Env"]),
+        working_dir: text("WorkingDir"),
+        user: text("User"),
+        tty: flag("Tty", false),
+        attach_stdin: flag("AttachStdin", false),
+        attach_stdout: flag("AttachStdout", true),
+        attach_stderr: flag("AttachStderr", true),
+        console_size: console_size(config),
+    }
+}
+
+/// Decodes an `ExecStartConfig` (`POST /exec/{id}/start`); a body that is not JSON reads as
+/// empty, as the CLI sends none at times.
+pub fn decode_exec_start(body: &[u8]) -> crate::model::ExecStart {
+    let config: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    crate::model::ExecStart {
+        detach: config["Detach"].as_bool().unwrap_or(false),
+        tty: config["Tty"].as_bool(),
+        console_size: console_size(&config),
+    }
+}
+
+fn string_list(value: &serde_json::Value) -> Vec<String> {
+    match value {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(String::from))
+            .collect(),
+        serde_json::Value::String(item) => vec![item.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Docker's `ConsoleSize` (`[height, width]`, exec create and start since API 1.42); a 0x0 size
+/// means unknown.
+fn console_size(config: &serde_json::Value) -> Option<crate::model::ConsoleSize> {
+    let size = config["ConsoleSize"].as_array()?;
+    let dimension = |i: usize| size.get(i)?.as_u64()?.try_into().ok();
+    let (height, width): (u16, u16) = (dimension(0)?, dimension(1)?);
+    (width > 0 && height > 0).then_some(crate::model::ConsoleSize { width, height })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_configs_decode_as_dockerd_reads_them() {
+        let request = decode_exec(&serde_json::json!({"Cmd": "ls", "Env": ["A=1"],
+            "User": "postgres", "AttachStdin": true, "ConsoleSize": [24, 80]}));
+        assert_eq!(request.cmd, ["ls"]);
+        assert_eq!(request.env, ["A=1"]);
+        assert_eq!(request.user, "postgres");
+        assert!(request.attach_stdin && request.attach_stdout && !request.tty);
+        assert_eq!(
+            request.console_size,
+            Some(crate::model::ConsoleSize {
+                width: 80,
+                height: 24
+            })
+        );
+        let size = |v| console_size(&serde_json::json!({ "ConsoleSize": v }));
+        assert_eq!(size(serde_json::json!([0, 0])), None);
+        assert_eq!(size(serde_json::json!([70000, 80])), None);
+        let start = decode_exec_start(br#"{"Detach":true}"#);
+        assert!(start.detach && start.tty.is_none());
+        assert_eq!(
+            decode_exec_start(b"not json"),
+            crate::model::ExecStart::default()
+        );
+    }
 
     const BUSYBOX: &str = include_str!("../../tests/fixtures/create/docker-run-busybox.json");
     const REDIS: &str = include_str!("../../tests/fixtures/create/testcontainers-redis.json");

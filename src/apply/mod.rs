@@ -419,7 +419,10 @@ impl Applier {
     {
         if let Some(known) = known {
             let uid = Some(known.uid.as_str());
-            if self.delete_if_same(api, &known.name, uid, grace_seconds).await? == Deletion::Done
+            if self
+                .delete_if_same(api, &known.name, uid, grace_seconds)
+                .await?
+                == Deletion::Done
             {
                 return Ok(());
             }

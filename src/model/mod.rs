@@ -5,6 +5,7 @@
 //! Docker client asked for, already validated, so that policy and rendering never re-parse strings.
 
 pub mod binds;
+mod exec;
 mod id;
 mod image;
 mod link;
@@ -12,6 +13,7 @@ mod record;
 mod workload;
 
 pub use binds::BindRoots;
+pub use exec::{ConsoleSize, ExecRequest, ExecStart};
 pub use id::{lookup, ContainerId, Lookup};
 pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
 pub use link::{Link, LinkedContainer, LINK_TARGETS};

@@ -12,6 +12,7 @@ use super::limits::{MAX_CAPTURED_OUTPUT, MAX_EXEC_RECORDS};
 use super::remote_command::{self, Resizer, Session, Streams, Target};
 use super::state::MAIN_CONTAINER;
 use super::{ContainerView, Result, Runtime, RuntimeError};
+use crate::model::{ConsoleSize, ExecRequest};
 
 /// How long connecting an exec may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -249,7 +250,7 @@ impl Runtime {
     }
 
     /// Docker exec create: validates the container runs and stores the instance.
-    pub fn exec_create(&self, view: &ContainerView, config: &serde_json::Value) -> Result<String> {
+    pub fn exec_create(&self, view: &ContainerView, request: &ExecRequest) -> Result<String> {
         view.require_process("exec")?;
         if !view.state.running || view.pod.is_none() {
             return Err(RuntimeError::Conflict(format!(
@@ -257,43 +258,31 @@ impl Runtime {
                 view.id
             )));
         }
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            match v {
-                serde_json::Value::Array(items) => items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(String::from))
-                    .collect(),
-                serde_json::Value::String(s) => vec![s.clone()],
-                _ => Vec::new(),
-            }
-        };
-        let cmd = strings(&config["Cmd"]);
-        if cmd.is_empty() {
+        if request.cmd.is_empty() {
             return Err(RuntimeError::BadRequest("No exec command specified".into()));
         }
-        let env = strings(&config["Env"]);
-        let working_dir = config["WorkingDir"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let user = config["User"].as_str().unwrap_or_default().to_string();
         let id = hex::encode(rand::random::<[u8; 32]>());
         let record = ExecRecord {
             id: id.clone(),
             container_id: view.id.clone(),
             pod_name: view.pod_name.clone(),
-            argv: wrap_command(&cmd, &env, &working_dir, &user),
-            cmd,
-            tty: config["Tty"].as_bool().unwrap_or(false),
-            attach_stdin: config["AttachStdin"].as_bool().unwrap_or(false),
-            attach_stdout: config["AttachStdout"].as_bool().unwrap_or(true),
-            attach_stderr: config["AttachStderr"].as_bool().unwrap_or(true),
+            argv: wrap_command(
+                &request.cmd,
+                &request.env,
+                &request.working_dir,
+                &request.user,
+            ),
+            cmd: request.cmd.clone(),
+            tty: request.tty,
+            attach_stdin: request.attach_stdin,
+            attach_stdout: request.attach_stdout,
+            attach_stderr: request.attach_stderr,
             running: false,
             exit_code: None,
             started: false,
-            user,
-            working_dir,
-            tty_size: console_size(config),
+            user: request.user.clone(),
+            working_dir: request.working_dir.clone(),
+            tty_size: request.console_size.map(|size| (size.width, size.height)),
             resizer: None,
             created: std::time::Instant::now(),
         };
@@ -331,7 +320,11 @@ impl Runtime {
 
     /// Marks an exec started; a second start is a conflict, as in Docker. A `ConsoleSize` in the
     /// start request replaces the one of create.
-    pub fn exec_mark_started(&self, id: &str, config: &serde_json::Value) -> Result<ExecRecord> {
+    pub fn exec_mark_started(
+        &self,
+        id: &str,
+        console_size: Option<ConsoleSize>,
+    ) -> Result<ExecRecord> {
         let mut execs = self.execs.lock();
         let record = execs
             .get_mut(id)
@@ -343,8 +336,8 @@ impl Runtime {
         }
         record.started = true;
         record.running = true;
-        if let Some(size) = console_size(config) {
-            record.tty_size = Some(size);
+        if let Some(size) = console_size {
+            record.tty_size = Some((size.width, size.height));
         }
         Ok(record.clone())
     }
@@ -441,15 +434,6 @@ impl Runtime {
             resizer.resize(width, height).await;
         }
     }
-}
-
-/// Docker's `ConsoleSize` (`[height, width]`, exec create and start since API 1.42) as
-/// (width, height); a 0x0 size means unknown.
-pub fn console_size(config: &serde_json::Value) -> Option<(u16, u16)> {
-    let size = config["ConsoleSize"].as_array()?;
-    let dimension = |i: usize| size.get(i)?.as_u64()?.try_into().ok();
-    let (height, width): (u16, u16) = (dimension(0)?, dimension(1)?);
-    (width > 0 && height > 0).then_some((width, height))
 }
 
 /// Reads `reader` to its end keeping at most `max` bytes (the rest is read and dropped, so the
@@ -674,14 +658,5 @@ mod tests {
         let mut small = Vec::new();
         assert!(!read_all(Some(&b"ok"[..]), &mut small, 1000).await);
         assert_eq!(small, b"ok");
-    }
-
-    #[test]
-    fn console_size_is_height_then_width() {
-        let size = |v| console_size(&serde_json::json!({ "ConsoleSize": v }));
-        assert_eq!(size(serde_json::json!([24, 80])), Some((80, 24)));
-        assert_eq!(size(serde_json::json!([0, 0])), None);
-        assert_eq!(size(serde_json::json!([70000, 80])), None);
-        assert_eq!(console_size(&serde_json::json!({})), None);
     }
 }

@@ -22,7 +22,9 @@ pub async fn exec_create(
     DockerJson(config): DockerJson<Value>,
 ) -> Result<Response> {
     let view = state.runtime.find(&id)?;
-    let exec_id = state.runtime.exec_create(&view, &config)?;
+    let exec_id = state
+        .runtime
+        .exec_create(&view, &crate::api::decode::decode_exec(&config))?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"Id": exec_id})).into_response(),
@@ -42,12 +44,14 @@ pub async fn exec_start(
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
         .unwrap_or_default();
-    let config: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+    let start = crate::api::decode::decode_exec_start(&bytes);
     // Attached or detached, a running exec holds a connection to the kubelet: a stream slot.
     let permit = state.runtime.stream_permit()?;
-    let record = state.runtime.exec_mark_started(&record.id, &config)?;
+    let record = state
+        .runtime
+        .exec_mark_started(&record.id, start.console_size)?;
     let runtime = state.runtime.clone();
-    if config["Detach"].as_bool().unwrap_or(false) {
+    if start.detach {
         tokio::spawn(async move {
             let _permit = permit;
             let raw = record.tty;
@@ -63,7 +67,7 @@ pub async fn exec_start(
     // The start body's Tty decides the framing, as in Docker (the daemon multiplexes unless the
     // start asks for a raw stream, whatever the exec's own terminal); the media type and the
     // bytes must agree. Without it, the exec's own Tty.
-    let tty = config["Tty"].as_bool().unwrap_or(record.tty);
+    let tty = start.tty.unwrap_or(record.tty);
     let request = Request::from_parts(parts, axum::body::Body::empty());
     Ok(hijack(request, tty, move |session| async move {
         let _permit = permit;
