@@ -432,9 +432,11 @@ impl Applier {
 
     /// Deletes every pod, service and ConfigMap of one container (by its short-id label).
     ///
-    /// The pod and the spec ConfigMap the watch shows (`known`) are deleted by name and uid, which
-    /// saves a list round trip each on the path every `docker run --rm` takes; what the watch has
-    /// not shown yet (a pod applied a moment ago) is found by its labels.
+    /// Two round trips where a list-then-delete per kind took four, on the path every
+    /// `docker run --rm` takes: the pod the watch shows (`known`) is deleted by name and uid while
+    /// the Services go and the ConfigMaps (the spec, files copied in before start) are listed;
+    /// then the ConfigMaps go. A pod the watch has not shown yet (applied a moment ago) is found
+    /// by its labels.
     pub async fn delete_container(
         &self,
         instance: &str,
@@ -449,18 +451,39 @@ impl Applier {
         );
         // Pod and Services together; the spec ConfigMap, the container's record, last, so a
         // removal cut short never leaves a pod without the record that names it.
-        let (pods, services) = (self.pods(), self.services());
-        futures::try_join!(
+        let (pods, services, config_maps) = (self.pods(), self.services(), self.config_maps());
+        let (_, _, listed) = futures::try_join!(
             self.delete_known_or_labelled(&pods, known.pod.as_ref(), &selector, grace_seconds),
             self.delete_labelled(&services, &selector, grace_seconds),
+            self.list_labelled(&config_maps, &selector),
         )?;
-        self.delete_known_or_labelled(
-            &self.config_maps(),
-            known.spec.as_ref(),
-            &selector,
-            grace_seconds,
-        )
-        .await
+        let deletions = listed.iter().filter_map(|meta| {
+            let name = meta.name.as_deref()?;
+            Some(self.delete_exact(&config_maps, name, meta.uid.as_deref(), grace_seconds))
+        });
+        futures::future::try_join_all(deletions).await?;
+        Ok(())
+    }
+
+    /// The metadata of every object of kind `K` matching `selector`.
+    async fn list_labelled<K>(
+        &self,
+        api: &Api<K>,
+        selector: &str,
+    ) -> Result<Vec<kube::api::ObjectMeta>>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let list = api
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .map_err(|source| ApplyError::ListFailed {
+                kind: kind_of::<K>(),
+                selector: selector.to_string(),
+                source,
+            })?;
+        Ok(list.items.into_iter().map(|item| item.metadata).collect())
     }
 
     /// Deletes every object of kind `K` matching `selector`.
@@ -474,17 +497,9 @@ impl Applier {
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
         K::DynamicType: Default,
     {
-        let list = api
-            .list_metadata(&ListParams::default().labels(selector))
-            .await
-            .map_err(|source| ApplyError::ListFailed {
-                kind: kind_of::<K>(),
-                selector: selector.to_string(),
-                source,
-            })?;
-        for item in list.items {
-            if let Some(name) = item.metadata.name {
-                self.delete_exact(api, &name, item.metadata.uid.as_deref(), grace_seconds)
+        for meta in self.list_labelled(api, selector).await? {
+            if let Some(name) = meta.name {
+                self.delete_exact(api, &name, meta.uid.as_deref(), grace_seconds)
                     .await?;
             }
         }
@@ -517,11 +532,10 @@ impl KnownObject {
     }
 }
 
-/// A container's pod and spec ConfigMap as the watch shows them (either may be unknown).
+/// A container's objects as the watch shows them: its pod, if it has one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownContainer {
     pub pod: Option<KnownObject>,
-    pub spec: Option<KnownObject>,
 }
 
 /// A Service name a route wanted that belongs to someone else.

@@ -653,7 +653,6 @@ impl Runtime {
                         .pod
                         .as_ref()
                         .and_then(|pod| crate::apply::KnownObject::of(&pod.metadata)),
-                    spec: crate::apply::KnownObject::of(&view.spec.metadata),
                 },
             )
             .instrument(debug_span!(target: crate::TIMING, "remove.delete"))
