@@ -24,7 +24,7 @@ pub struct Decoded {
     pub warnings: Vec<String>,
     /// The request as one JSON document (with the image's exposed ports merged in): what the
     /// rules read and what is stored.
-    pub request: serde_json::Value,
+    pub request: std::sync::Arc<serde_json::Value>,
 }
 
 /// A create request the client must fix. All map to HTTP 400.
@@ -129,12 +129,12 @@ pub fn decode_create(
         body
     };
     let wire = parse_body(typed_from)?;
-    let create_request = request.to_string();
+    let request = std::sync::Arc::new(request);
     let mut decoder = Decoder {
         warnings: Vec::new(),
         image,
     };
-    let mut workload = decoder.workload(wire, name, create_request)?;
+    let mut workload = decoder.workload(wire, name, request.clone())?;
     for link in &mut workload.links {
         link.target_id = request[crate::model::LINK_TARGETS][&link.alias]
             .as_str()
@@ -271,7 +271,7 @@ impl Decoder<'_> {
         &mut self,
         wire: ContainerCreateBody,
         name: Option<&str>,
-        create_request: String,
+        create_request: std::sync::Arc<serde_json::Value>,
     ) -> Result<Workload> {
         let host = wire.host_config.clone().unwrap_or_default();
         let name = decode_name(name)?;
@@ -1424,7 +1424,10 @@ mod tests {
         assert_eq!(workload.network.mode, NetworkMode::Bridge);
         assert_eq!(workload.network.attachments[0].network, "bridge");
         assert_eq!(workload.resources, Resources::default());
-        assert!(workload.create_request.starts_with("{\"Hostname\":\"\""));
+        assert!(workload
+            .create_request
+            .to_string()
+            .starts_with("{\"Hostname\":\"\""));
     }
 
     #[test]
@@ -2197,7 +2200,7 @@ mod tests {
                 // the rules read the decoder's own document
                 let request = crate::rules::RequestBody::new(&decoded.request);
                 prop_assert_eq!(request.get(), &generic);
-                prop_assert_eq!(decoded.workload.create_request, generic.to_string());
+                prop_assert_eq!(&*decoded.workload.create_request, &generic);
             }
             Ok(())
         }

@@ -178,8 +178,7 @@ impl ContainerRecord {
     /// sent it (the workload keeps it verbatim) and what the runtime acts on.
     pub fn of_workload(workload: &Workload) -> Self {
         ContainerRecord {
-            request: serde_json::from_str(&workload.create_request)
-                .unwrap_or_else(|_| serde_json::json!({})),
+            request: (*workload.create_request).clone(),
             settings: RuntimeSettings::of(workload),
             ..ContainerRecord::default()
         }

@@ -57,8 +57,9 @@ pub struct Workload {
     pub supplemental_groups: Vec<i64>,
     pub pid_mode: NamespaceMode,
     pub ipc_mode: NamespaceMode,
-    /// The original request body, compact JSON, so `inspect` can answer after a restart.
-    pub create_request: String,
+    /// The request as one JSON document (the one the rules read), kept so `inspect` can answer
+    /// after a restart; shared, not copied, between the decoder's output and the workload.
+    pub create_request: std::sync::Arc<serde_json::Value>,
 }
 
 /// One `Env` entry. `value: None` is Docker's `NAME` without `=`: remove the image's variable.

@@ -49,10 +49,10 @@ impl Condition {
         let found: Vec<Option<&Value>> = if path.contains('*') {
             pointer::expand(document, path)
                 .iter()
-                .map(|p| document.pointer(p))
+                .map(|p| pointer::get(document, p))
                 .collect()
         } else {
-            vec![document.pointer(path)]
+            vec![pointer::get(document, path)]
         };
         let test = |actual: Option<&Value>| match self.operator {
             ConditionOperator::Exists => actual.is_some_and(|v| !v.is_null()),

@@ -587,7 +587,7 @@ fn apply_overrides(
             _ => vec![(declared.path.clone(), value)],
         };
         for (path, value) in writes {
-            let current = evaluation.pod.pointer(&path).cloned();
+            let current = pointer::get(&evaluation.pod, &path).cloned();
             if current.as_ref() == Some(&value) {
                 continue;
             }
@@ -685,11 +685,7 @@ fn validate(
         Check::Forbid(patterns) => {
             for pattern in patterns {
                 for concrete in pointer::expand(&evaluation.pod, pattern) {
-                    if evaluation
-                        .pod
-                        .pointer(&concrete)
-                        .is_some_and(|v| !v.is_null())
-                    {
+                    if pointer::get(&evaluation.pod, &concrete).is_some_and(|v| !v.is_null()) {
                         violations.push((
                             concrete,
                             validation
@@ -824,11 +820,11 @@ fn record_diff(before: &Value, after: &Value, changes: &mut Vec<Change>) {
             json_patch::PatchOperation::Remove(op) => (op.path.to_string(), None),
             other => (
                 other.path().to_string(),
-                after.pointer(other.path().as_ref()).cloned(),
+                pointer::get(after, other.path().as_ref()).cloned(),
             ),
         };
         changes.push(Change {
-            before: before.pointer(&path).cloned(),
+            before: pointer::get(before, &path).cloned(),
             after: value,
             pointer: path,
             label: None,

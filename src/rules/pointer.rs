@@ -20,6 +20,25 @@ pub fn tokens(pointer: &str) -> Vec<String> {
         .collect()
 }
 
+/// `document.pointer(pointer)` without an allocation per token (serde_json unescapes every token
+/// into a new string; rule paths rarely hold an escape): the lookup every condition and Pod
+/// Security check makes.
+pub fn get<'a>(document: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return Some(document);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    let mut node = document;
+    for token in rest.split('/') {
+        node = if token.contains('~') {
+            child(node, &token.replace("~1", "/").replace("~0", "~"))?
+        } else {
+            child(node, token)?
+        };
+    }
+    Some(node)
+}
+
 pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }

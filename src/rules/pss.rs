@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::file::PodSecurityLevel;
+use super::pointer;
 
 /// One violated control, naming the field so the Docker error can say what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +76,7 @@ struct Container<'a> {
 fn containers(pod: &Value) -> Vec<Container<'_>> {
     let mut all = Vec::new();
     for list in ["initContainers", "containers", "ephemeralContainers"] {
-        if let Some(items) = pod
-            .pointer(&format!("/spec/{list}"))
-            .and_then(Value::as_array)
-        {
+        if let Some(items) = pointer::get(pod, &format!("/spec/{list}")).and_then(Value::as_array) {
             for (index, value) in items.iter().enumerate() {
                 all.push(Container {
                     pointer: format!("/spec/{list}/{index}"),
@@ -123,7 +121,7 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
             );
         }
     }
-    if is_true(pod_security.pointer("/windowsOptions/hostProcess")) {
+    if is_true(pointer::get(pod_security, "/windowsOptions/hostProcess")) {
         violate(
             "HostProcess",
             "/spec/securityContext/windowsOptions/hostProcess".into(),
@@ -158,7 +156,7 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
             );
         }
     }
-    let pod_seccomp = text(pod_security.pointer("/seccompProfile/type"));
+    let pod_seccomp = text(pointer::get(pod_security, "/seccompProfile/type"));
     if pod_seccomp == Some("Unconfined") {
         violate(
             "Seccomp",
@@ -179,9 +177,7 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
         }
     }
     check_selinux(pod_security, "/spec/securityContext", &mut violate);
-    if let Some(annotations) = pod
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
+    if let Some(annotations) = pointer::get(pod, "/metadata/annotations").and_then(Value::as_object)
     {
         for (key, value) in annotations {
             if key.starts_with("container.apparmor.security.beta.kubernetes.io/") {
@@ -243,7 +239,7 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
                     format!("container {name:?} must set allowPrivilegeEscalation=false"),
                 );
             }
-            let seccomp = text(context.pointer("/seccompProfile/type")).or(pod_seccomp);
+            let seccomp = text(pointer::get(context, "/seccompProfile/type")).or(pod_seccomp);
             if !matches!(seccomp, Some("RuntimeDefault") | Some("Localhost")) {
                 violate(
                     "Seccomp",
@@ -251,8 +247,7 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
                     format!("container {name:?} must set seccompProfile type RuntimeDefault or Localhost (or the pod must)"),
                 );
             }
-            let drops_all = context
-                .pointer("/capabilities/drop")
+            let drops_all = pointer::get(context, "/capabilities/drop")
                 .and_then(Value::as_array)
                 .is_some_and(|d| d.iter().any(|c| c == "ALL"));
             if !drops_all {
@@ -278,17 +273,14 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
                 format!("container {name:?} must not be privileged"),
             );
         }
-        if is_true(context.pointer("/windowsOptions/hostProcess")) {
+        if is_true(pointer::get(context, "/windowsOptions/hostProcess")) {
             violate(
                 "HostProcess",
                 at("windowsOptions/hostProcess"),
                 format!("container {name:?} must not be hostProcess"),
             );
         }
-        if let Some(added) = context
-            .pointer("/capabilities/add")
-            .and_then(Value::as_array)
-        {
+        if let Some(added) = pointer::get(context, "/capabilities/add").and_then(Value::as_array) {
             for capability in added.iter().filter_map(Value::as_str) {
                 let allowed = if restricted {
                     capability == "NET_BIND_SERVICE"
@@ -304,7 +296,8 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
                 }
             }
         }
-        if !restricted && text(context.pointer("/seccompProfile/type")) == Some("Unconfined") {
+        if !restricted && text(pointer::get(context, "/seccompProfile/type")) == Some("Unconfined")
+        {
             violate(
                 "Seccomp",
                 at("seccompProfile/type"),
@@ -320,7 +313,7 @@ pub fn check(pod: &Value, level: PodSecurityLevel) -> Vec<Violation> {
                 );
             }
         }
-        if let Some(profile) = text(context.pointer("/appArmorProfile/type")) {
+        if let Some(profile) = text(pointer::get(context, "/appArmorProfile/type")) {
             if profile != "RuntimeDefault" && profile != "Localhost" {
                 violate(
                     "AppArmor",
