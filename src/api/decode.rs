@@ -1367,6 +1367,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn healthchecks_of_none_are_off() {
+        let has_healthcheck = |request: serde_json::Value| {
+            let workload = decode_create(request.to_string().as_bytes(), None, None)
+                .unwrap()
+                .workload;
+            crate::model::RuntimeSettings::of(&workload).healthcheck
+        };
+        assert!(has_healthcheck(
+            serde_json::json!({"Image": "a", "Healthcheck": {"Test": ["CMD", "true"]}})
+        ));
+        assert!(!has_healthcheck(
+            serde_json::json!({"Image": "a", "Healthcheck": {"Test": ["NONE"]}})
+        ));
+        assert!(!has_healthcheck(serde_json::json!({"Image": "a"})));
+    }
+
+    #[test]
     fn exec_configs_decode_as_dockerd_reads_them() {
         let request = decode_exec(&serde_json::json!({"Cmd": "ls", "Env": ["A=1"],
             "User": "postgres", "AttachStdin": true, "ConsoleSize": [24, 80]}));

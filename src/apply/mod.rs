@@ -435,14 +435,14 @@ impl Applier {
     /// Two round trips where a list-then-delete per kind took four, on the path every
     /// `docker run --rm` takes: the pod the watch shows (`known`) is deleted by name and uid while
     /// the Services go and the ConfigMaps (the spec, files copied in before start) are listed;
-    /// then the ConfigMaps go. A pod the watch has not shown yet (applied a moment ago) is found
-    /// by its labels.
+    /// then the ConfigMaps go. A pod the watch has not shown yet (`known_pod` is `None`: applied a
+    /// moment ago) is found by its labels.
     pub async fn delete_container(
         &self,
         instance: &str,
         short_id: &str,
         grace_seconds: Option<u32>,
-        known: &KnownContainer,
+        known_pod: Option<&KnownObject>,
     ) -> Result<()> {
         let selector = format!(
             "{},{}={short_id}",
@@ -453,7 +453,7 @@ impl Applier {
         // removal cut short never leaves a pod without the record that names it.
         let (pods, services, config_maps) = (self.pods(), self.services(), self.config_maps());
         let (_, _, listed) = futures::try_join!(
-            self.delete_known_or_labelled(&pods, known.pod.as_ref(), &selector, grace_seconds),
+            self.delete_known_or_labelled(&pods, known_pod, &selector, grace_seconds),
             self.delete_labelled(&services, &selector, grace_seconds),
             self.list_labelled(&config_maps, &selector),
         )?;
@@ -530,12 +530,6 @@ impl KnownObject {
             uid: meta.uid.clone()?,
         })
     }
-}
-
-/// A container's objects as the watch shows them: its pod, if it has one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KnownContainer {
-    pub pod: Option<KnownObject>,
 }
 
 /// A Service name a route wanted that belongs to someone else.

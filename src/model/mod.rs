@@ -18,8 +18,7 @@ pub use id::{lookup, ContainerId, Lookup};
 pub use image::{ImageConfig, ImageHealthcheck, ImageRef};
 pub use link::{Link, LinkedContainer, LINK_TARGETS};
 pub use record::{
-    has_healthcheck, BindCopy, ClaimMount, ContainerRecord, LastExit, MountKind, MountRecord,
-    RuntimeSettings,
+    BindCopy, ClaimMount, ContainerRecord, LastExit, MountKind, MountRecord, RuntimeSettings,
 };
 pub use workload::*;
 

@@ -98,6 +98,14 @@ impl RuntimeSettings {
         }
     }
 
+    /// The labels in the shape Docker's JSON answers and filters use.
+    pub fn docker_labels(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.labels
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone().into()))
+            .collect()
+    }
+
     /// The value of `name` in the request's `Env`, if set.
     pub fn env_value(&self, name: &str) -> Option<&str> {
         self.env
@@ -236,14 +244,6 @@ impl ContainerRecord {
     }
 }
 
-/// Whether a create request configures a healthcheck (`NONE` disables it).
-pub fn has_healthcheck(request: &serde_json::Value) -> bool {
-    match request["Healthcheck"]["Test"].as_array() {
-        Some(test) => !test.is_empty() && test[0].as_str() != Some("NONE"),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,16 +377,5 @@ mod tests {
         let mount: MountRecord =
             serde_json::from_str(r#"{"type":"image","target":"/x","volume":"image-0"}"#).unwrap();
         assert_eq!(mount.kind, MountKind::Unknown);
-    }
-
-    #[test]
-    fn healthchecks_of_none_are_off() {
-        assert!(has_healthcheck(
-            &serde_json::json!({"Healthcheck": {"Test": ["CMD", "true"]}})
-        ));
-        assert!(!has_healthcheck(
-            &serde_json::json!({"Healthcheck": {"Test": ["NONE"]}})
-        ));
-        assert!(!has_healthcheck(&serde_json::json!({})));
     }
 }

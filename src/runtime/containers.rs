@@ -643,18 +643,12 @@ impl Runtime {
             restart_count: view.state.restart_count,
         };
         self.record_removed_exit(&view.id, exit);
+        let known_pod = view
+            .pod
+            .as_ref()
+            .and_then(|pod| crate::apply::KnownObject::of(&pod.metadata));
         self.applier
-            .delete_container(
-                &self.instance,
-                view.short_id(),
-                Some(0),
-                &crate::apply::KnownContainer {
-                    pod: view
-                        .pod
-                        .as_ref()
-                        .and_then(|pod| crate::apply::KnownObject::of(&pod.metadata)),
-                },
-            )
+            .delete_container(&self.instance, view.short_id(), Some(0), known_pod.as_ref())
             .instrument(debug_span!(target: crate::TIMING, "remove.delete"))
             .await?;
         let id = view.id.clone();

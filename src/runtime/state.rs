@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::labels;
 use crate::model::ContainerRecord;
-pub use crate::model::{has_healthcheck, LastExit};
+pub use crate::model::LastExit;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod};
 
 /// Docker's zero time, which clients print as "never".
@@ -453,12 +453,7 @@ impl ContainerView {
 
     /// Docker labels from the create request.
     pub fn docker_labels(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.record
-            .settings
-            .labels
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone().into()))
-            .collect()
+        self.record.settings.docker_labels()
     }
 
     pub fn pod_ip(&self) -> Option<String> {

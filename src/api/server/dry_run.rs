@@ -51,6 +51,8 @@ struct DryContainer {
     created: String,
     /// The create body as the client sent it.
     request: Value,
+    /// The same request as the one decode typed it (what the real server's runtime acts on).
+    settings: crate::model::RuntimeSettings,
     /// What `start` prints and `logs` returns: the objects (YAML) and the explanation.
     report: String,
     /// The pod `start` would apply.
@@ -68,13 +70,13 @@ impl DryContainer {
     }
 
     fn tty(&self) -> bool {
-        self.request["Tty"].as_bool().unwrap_or(false)
+        self.settings.tty
     }
 
     /// A container with a healthcheck runs (healthy) from start until stopped; others have done
     /// their one job, printing the report, at start.
     fn long_running(&self) -> bool {
-        crate::runtime::state::has_healthcheck(&self.request)
+        self.settings.healthcheck
     }
 
     fn status(&self) -> &'static str {
@@ -134,10 +136,7 @@ impl DryContainer {
             published: BTreeMap::new(),
             links: None,
             link_names: Vec::new(),
-            labels: self.request["Labels"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            labels: self.settings.docker_labels(),
             sandbox_id: String::new(),
             pod: &self.pod_name,
         }
@@ -408,7 +407,8 @@ async fn container_create(
         id: id.as_str().to_string(),
         name: name.clone(),
         created,
-        request: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        request: translation.objects.record.request.clone(),
+        settings: translation.objects.record.settings.clone(),
         report,
         pod_name: translation
             .objects
@@ -454,9 +454,7 @@ async fn container_start(
         let _ = stdout.write_all(found.report.as_bytes());
         let _ = stdout.flush();
     }
-    let auto_remove = found.request["HostConfig"]["AutoRemove"]
-        .as_bool()
-        .unwrap_or(false);
+    let auto_remove = found.settings.auto_remove;
     {
         let mut containers = state.containers.lock();
         if let Some(container) = containers.get_mut(&found.id) {
