@@ -113,6 +113,45 @@ pub enum RuntimeError {
     BadSpec { name: String, reason: String },
 }
 
+/// Retry delays of a failed watch: 100 ms doubling up to 2 s, back to 100 ms after any event.
+///
+/// kube's default (800 ms doubling up to 30 s, client-go's, kind to a struggling API server
+/// with thousands of clients) left the caches blind for up to half a minute after a short
+/// outage, while writes already succeeded again: a container created then was missing from its
+/// own attach. A bridge is one client with a handful of watches on its namespace, so a retry
+/// every 2 s at most costs the API server little.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 type Writers = (
     reflector::store::Writer<Pod>,
     reflector::store::Writer<ConfigMap>,
@@ -303,7 +342,7 @@ impl Runtime {
         let stream = reflector::reflector(
             writer,
             watcher(api, config)
-                .default_backoff()
+                .backoff(WatchBackoff::default())
                 .modify(|object| object.meta_mut().managed_fields = None),
         );
         futures::pin_mut!(stream);
@@ -626,6 +665,20 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::utils::Backoff;
+
+    #[test]
+    fn watch_backoff_is_short_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<u64> = backoff
+            .by_ref()
+            .take(7)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(100)));
+    }
 
     #[tokio::test]
     async fn removed_exits_are_bounded() {

@@ -317,7 +317,9 @@ impl Runtime {
         }
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         let config = watcher::Config::default().fields("involvedObject.kind=PersistentVolumeClaim");
-        let stream = watcher(api, config).default_backoff().applied_objects();
+        let stream = watcher(api, config)
+            .backoff(super::WatchBackoff::default())
+            .applied_objects();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             let Ok(event) = event else { continue };

@@ -229,11 +229,13 @@ t_bad_input() {
   python3 "$ROOT/tests/e2e/tcp_proxy.py" "$kport" 127.0.0.1 6443 & proxy=$!; PIDS+=("$proxy")
   wait_port "$kport" || { echo "proxy did not restart"; return 1; }
   export DOCKER_HOST=tcp://127.0.0.1:$API_PORT
-  local out=""
+  local out="" tries=""
   for _ in $(seq 30); do
     out=$(timeout 60 docker run --rm busybox echo back 2>&1) && break
+    tries+="$out"$'\n'
     sleep 1
   done
+  [ -z "$tries" ] || printf 'attempts before the cluster was back:\n%s' "$tries"
   expect_eq "$out" back && docker rm -f "$id" >/dev/null &&
     expect_eq "$(docker ps -aq)" "" && kill -0 "$PID"
   local rc=$?
