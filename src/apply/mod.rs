@@ -272,27 +272,59 @@ impl Applier {
         }
     }
 
-    /// Applies the pod's companions and then the pod. A Service whose name is taken by an
-    /// object this instance does not own is left alone (logged, and returned with its owner):
-    /// `create` and `network connect` refuse such names up front, so this only happens when
-    /// the name was taken between create and start. The pod itself must be ours.
+    /// Applies the pod's ConfigMaps, then the pod and its Services together. A Service whose
+    /// name is taken by an object this instance does not own is left alone (logged, and
+    /// returned with its owner): `create` and `network connect` refuse such names up front, so
+    /// this only happens when the name was taken between create and start. The pod itself must
+    /// be ours.
+    ///
+    /// The ConfigMaps go first because the kubelet mounts them: a pod that names a missing one
+    /// waits for the kubelet's retry. A Service needs nothing from the pod, and the pod's process
+    /// runs hundreds of milliseconds after its create, long after its names exist; written
+    /// one after another they cost a round trip each on every start (compose gives each
+    /// container two: its own name and its service's). When a Service fails, the pod just created is deleted,
+    /// so a failed start leaves no running process behind, as before.
     pub async fn apply_rendered(&self, objects: &RenderedObjects) -> Result<Vec<(String, String)>> {
-        for config_map in &objects.config_maps {
-            self.apply_owned(&self.config_maps(), config_map).await?;
+        let config_maps = self.config_maps();
+        futures::future::try_join_all(
+            objects
+                .config_maps
+                .iter()
+                .map(|config_map| self.apply_owned(&config_maps, config_map)),
+        )
+        .await?;
+        let pods = self.pods();
+        let (taken, pod) = futures::future::join(
+            self.write_services(&objects.services),
+            self.apply_owned(&pods, &objects.pod),
+        )
+        .await;
+        match (taken, pod) {
+            (Ok(taken), Ok(_)) => Ok(taken),
+            (Err(error), Ok(pod)) => {
+                let name = pod.metadata.name.unwrap_or_default();
+                if let Err(cleanup) = self.delete(&pods, &name, Some(0)).await {
+                    warn!(pod = %name, %cleanup, "Could not delete the pod of a start whose Service failed");
+                }
+                Err(error)
+            }
+            (_, Err(error)) => Err(error),
         }
-        let taken = self.write_services(&objects.services).await?;
-        self.apply_owned(&self.pods(), &objects.pod).await?;
-        Ok(taken)
     }
 
-    /// Writes each Service unless its name belongs to someone else; returns the names left out
-    /// and their owners.
+    /// Writes every Service at once unless its name belongs to someone else; returns the names
+    /// left out and their owners.
     pub async fn write_services(&self, services: &[Service]) -> Result<Vec<(String, String)>> {
+        let api = self.services();
+        let writes = futures::future::try_join_all(
+            services
+                .iter()
+                .map(|service| self.write_owned(&api, service)),
+        )
+        .await?;
         let mut taken = Vec::new();
-        for service in services {
-            if let Write::Foreign { owner, .. } =
-                self.write_owned(&self.services(), service).await?
-            {
+        for (service, write) in services.iter().zip(writes) {
+            if let Write::Foreign { owner, .. } = write {
                 let name = service.metadata.name.clone().unwrap_or_default();
                 warn!(service = %name, %owner, "Service name taken by an object this podbridge does not own; not taking it over");
                 taken.push((name, owner));

@@ -461,6 +461,22 @@ t_alias_dns() {
   done
   expect_eq "$out" "hello-from-db hello-from-db " && docker rm -f dbsrv >/dev/null && docker network rm aliasnet >/dev/null
 }
+t_service_refused() {
+  # Services and the pod are written together at start: when the cluster refuses a Service
+  # (a quota of none), the start fails with the API server's reason and no pod is left running.
+  docker network create qnet >/dev/null || return 1
+  # the job's Role cannot write quotas: the cluster's admin sets it, as a platform team would
+  local admin=(kubectl --kubeconfig /var/lib/podbridge-cluster/admin.kubeconfig -n "$NS")
+  "${admin[@]}" create quota e2e-no-services --hard=services=0 >/dev/null || return 1
+  local out rc; out=$(timeout 120 docker run -d --name svcq --network qnet --network-alias q busybox sleep 600 2>&1); rc=$?
+  "${admin[@]}" delete quota e2e-no-services >/dev/null
+  [ "$rc" != 0 ] && grep -q 'exceeded quota' <<<"$out" || { echo "start with a refused Service (exit $rc): $out"; return 1; }
+  local short; short=$(docker inspect svcq -f '{{.Id}}' | cut -c1-12)
+  for _ in $(seq 50); do [ -z "$(kc get pods -l podbridge.io/container-id="$short" -o name)" ] && break; sleep 0.2; done
+  expect_eq "$(kc get pods -l podbridge.io/container-id="$short" -o name)" "" &&
+    expect_eq "$(docker inspect svcq -f '{{.State.Running}}')" false &&
+    docker rm -f svcq >/dev/null && docker network rm qnet >/dev/null
+}
 t_links() {
   # Legacy links on the default bridge, as dockerd answers them: the alias and the target's name
   # reach the target (the pod's /etc/hosts), the link variables are set, inspect and the list show
@@ -769,6 +785,7 @@ check "image config from the registry (pull, inspect, -P, redis PING)" t_registr
 check "TLS registry with basic auth through a mirror (login, pull, inspect)" t_registry_tls_auth
 check "networks and volumes" t_networks_volumes
 check "network alias and name of a container without ports resolve" t_alias_dns
+check "a Service the cluster refuses fails the start and leaves no pod" t_service_refused
 check "legacy links: alias, variables, inspect, rm --link, missing and stopped targets" t_links
 check "docker stats from the cgroup" t_stats
 check "docker events" t_events
