@@ -41,7 +41,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::sync::{broadcast, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::apply::{Applier, ApplyError};
 use crate::labels;
@@ -349,13 +349,20 @@ impl Runtime {
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
-                    self.failing_watches.lock().remove(&kind);
+                    if self.failing_watches.lock().remove(&kind) {
+                        info!(%kind, "Watch recovered");
+                    }
                     self.changes.send_modify(|generation| *generation += 1);
                 }
                 Err(error) => {
-                    self.failing_watches.lock().insert(kind.clone());
                     crate::metrics::serve().watch_failed(&kind);
-                    warn!(%kind, %error, "Watch failed; retrying");
+                    // Retried every 2 s at most: a lasting failure (a Role without `watch`) is
+                    // logged once as a warning, its retries at debug.
+                    if self.failing_watches.lock().insert(kind.clone()) {
+                        warn!(%kind, %error, "Watch failed; retrying");
+                    } else {
+                        debug!(%kind, %error, "Watch failed again; retrying");
+                    }
                 }
             }
         }
