@@ -24,6 +24,11 @@
                                             podbridge::timing) from byte OFFSET on: per span
                                             name (requests by method and route), count and
                                             median wall time (busy + idle)
+    docker_run.py steps     LOG START_NS END_NS  one client run (wall clock START_NS..END_NS, as
+                                            `date +%s%N`) split by podbridge's request spans:
+                                            the client's own start-up before its first request,
+                                            requests before the first start, the starts, and
+                                            the client's exit after the last answer (ms)
     docker_run.py fill      N               creates N containers (sleep 3600) through podbridge
                                             and starts them, 8 at a time; prints how many run
 
@@ -295,6 +300,39 @@ def phases(log_file, offset=0):
         print(f"{name:48} {len(walls):4d} {walls[len(walls) // 2]:9.1f} {walls[-1]:9.1f}")
 
 
+def _requests(log_file):
+    """(start, end, method, path) of every request span, wall clock in ms."""
+    from datetime import datetime
+    with open(log_file, "rb") as f:
+        for raw in f:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            fields, span = line.get("fields", {}), line.get("span", {})
+            if line.get("target") != "podbridge::timing" or fields.get("message") != "close":
+                continue
+            if span.get("name") != "request":
+                continue
+            end = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp() * 1000
+            wall = _duration_ms(fields["time.busy"]) + _duration_ms(fields["time.idle"])
+            yield end - wall, end, span.get("method"), span.get("path", "")
+
+
+def steps(log_file, start_ns, end_ns):
+    t0, t1 = start_ns / 1e6, end_ns / 1e6
+    spans = sorted(r for r in _requests(log_file) if t0 <= r[0] and r[1] <= t1)
+    if not spans:
+        print("no request of this run in the log")
+        return
+    starts = [r for r in spans if r[2] == "POST" and r[3].endswith("/start")]
+    first_start = starts[0][0] if starts else spans[-1][1]
+    last_answer = max(r[1] for r in spans)
+    print(f"client start-up {spans[0][0] - t0:.0f}  before the starts {first_start - spans[0][0]:.0f}  "
+          f"starts {max((r[1] for r in starts), default=first_start) - first_start:.0f}  "
+          f"client exit {t1 - last_answer:.0f}  ({len(spans)} requests)")
+
+
 def latency(n):
     watch = PodWatch()
     events = EventStream()
@@ -336,6 +374,9 @@ if __name__ == "__main__":
     what = sys.argv[1]
     if what == "phases":
         phases(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+        sys.exit(0)
+    if what == "steps":
+        steps(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         sys.exit(0)
     count = int(sys.argv[2])
     if what == "baseline":

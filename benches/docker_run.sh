@@ -12,12 +12,14 @@
 #    where its time goes, request by request and step by step.
 # 1b. parallel: BENCH_PARALLEL (20) `docker run --rm busybox true` at once vs as many copies of
 #    the pod through the API at once; `docker compose up -d --wait` of 5 services vs 5 pods
-#    through the API at once until all run.
+#    through the API at once until all run; each compose run split by podbridge's request spans
+#    into the compose process's own start-up and exit and the requests between.
 # 1c. exec: `docker exec c true` vs `kubectl exec` of the same pod, and 64 MiB of output through
 #    each.
 # 2. state latency: a pod watch of its own sees `main` running/terminated; how much later
 #    podbridge's start call returns, its `start` event arrives, wait returns, `die` arrives.
-# 3. memory: podbridge's resident set idle, then with CONTAINERS containers running `sleep`.
+# 3. memory: podbridge's resident set idle, with CONTAINERS containers running `sleep`, and 10 s
+#    and 30 s after their removal.
 #
 # Uses a release build, a fresh namespace with the minimal Role (namespace.sh), podbridge on a
 # free loopback port, and a small policy overlay that requests 1m CPU/8Mi per container so that
@@ -38,7 +40,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 tests/cluster/up.sh >/dev/null 2>&1 || { echo "test cluster failed to start (tests/cluster/up.sh)" >&2; exit 1; }
 # BENCH_BIN: another podbridge binary (e.g. an earlier build, to compare); BENCH_MEMORY_ONLY=1
 # skips sections 1 and 2; BENCH_START_ONLY=1 runs only the start-to-exit flows and their spans
-# (each sample carries up to a second of the kubelet's relist phase: take 30 or more).
+# (each sample carries up to a second of the kubelet's relist phase: take 30 or more);
+# BENCH_PARALLEL_ONLY=1 only the parallel flows (1b), BENCH_PAR_SAMPLES times each.
 if [ -n "${BENCH_BIN:-}" ]; then
     bin=$BENCH_BIN
 else
@@ -102,7 +105,8 @@ rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pb_pid/status"; }
 # the resident set's parts: heap and other private pages, and pages of the executable itself
 rss_parts() {
     awk -v fds="$(find "/proc/$pb_pid/fd" -mindepth 1 2>/dev/null | wc -l)" \
-        '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} END {printf "(anon %.1f, file %.1f; %d open files)", a / 1024, f / 1024, fds}' \
+        '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} /^Threads/ {t = $2}
+         END {printf "(anon %.1f, file %.1f; %d open files, %d threads)", a / 1024, f / 1024, fds, t}' \
         "/proc/$pb_pid/status"
 }
 median() { sort -n | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.0f", m}'; }
@@ -145,6 +149,12 @@ docker run --rm busybox true
 python3 benches/docker_run.py baseline 1 "$tmp/pod.json" >/dev/null
 log_offset=$(stat -c %s "$tmp/podbridge.log")
 
+random_pause() { sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", r / 32768 }')"; }
+# Between batches: the kubelet goes on tearing down the last batch's containers and sandboxes
+# after their pods are gone from the API; a batch started into that is slowed by it.
+settle() { sleep 2; random_pause; }
+
+if [ "${BENCH_PARALLEL_ONLY:-0}" != 1 ]; then
 podbridge_runs=()
 kubectl_runs=()
 api_runs=()
@@ -171,7 +181,6 @@ run_kubectl() {
 run_api() {
     api_runs+=("$(python3 benches/docker_run.py baseline 1 "$tmp/pod.json")")
 }
-random_pause() { sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", r / 32768 }')"; }
 flows=(run_podbridge run_kubectl run_api)
 for ((i = 0; i < samples; i++)); do
     for ((f = 0; f < 3; f++)); do
@@ -197,13 +206,14 @@ echo "== where a docker run's time goes: podbridge's phase spans over the $sampl
 printf '%-48s %4s %9s %9s\n' "span (request: from receipt to the answer's head)" n median max
 python3 benches/docker_run.py phases "$tmp/podbridge.log" "$log_offset"
 [ "${BENCH_START_ONLY:-0}" = 1 ] && exit 0
+fi
 
 echo
 echo "== parallel: $parallel at once, wall time of the whole batch, $par_samples samples each (ms) =="
 pb_par=()
 api_par=()
 for ((i = 0; i < par_samples; i++)); do
-    random_pause
+    settle
     t=$(date +%s%N)
     runs=()
     for ((j = 0; j < parallel; j++)); do
@@ -212,7 +222,7 @@ for ((i = 0; i < par_samples; i++)); do
     done
     wait "${runs[@]}"  # (a bare wait would wait for podbridge too)
     pb_par+=("$(ms "$t" "$(date +%s%N)")")
-    random_pause
+    settle
     api_par+=("$(python3 benches/docker_run.py parallel "$parallel" "$tmp/pod.json")")
 done
 compare "$parallel x docker run --rm busybox true via podbridge" \
@@ -229,28 +239,36 @@ mkdir -p "$tmp/compose"
     done
 } >"$tmp/compose/compose.yaml"
 pb_up=()
+up_steps=()
 pb_up_nowait=()
 api_up=()
 for ((i = 0; i < par_samples; i++)); do
-    random_pause
+    settle
     t=$(date +%s%N)
     compose -f "$tmp/compose/compose.yaml" -p "bench$i" up -d --wait >/dev/null 2>&1
-    pb_up+=("$(ms "$t" "$(date +%s%N)")")
+    t_end=$(date +%s%N)
+    pb_up+=("$(ms "$t" "$t_end")")
+    up_steps+=("$(python3 benches/docker_run.py steps "$tmp/podbridge.log" "$t" "$t_end")")
     compose -f "$tmp/compose/compose.yaml" -p "bench$i" down -t 0 >/dev/null 2>&1
-    random_pause
+    settle
     # without --wait: compose returns once every start returned, and podbridge's start returns
     # once `main` runs, so this is the same end state without compose's own polling for it
     t=$(date +%s%N)
     compose -f "$tmp/compose/compose.yaml" -p "benchn$i" up -d >/dev/null 2>&1
     pb_up_nowait+=("$(ms "$t" "$(date +%s%N)")")
     compose -f "$tmp/compose/compose.yaml" -p "benchn$i" down -t 0 >/dev/null 2>&1
-    random_pause
+    settle
     api_up+=("$(python3 benches/docker_run.py running 5 "$tmp/pod.json")")
 done
 compare "docker compose up -d --wait, 5 services" \
     "5 of the same pods through the API at once, until running" " (target <= 1.10)" "${pb_up[@]}" -- "${api_up[@]}"
 compare "docker compose up -d (no --wait), 5 services" \
     "5 of the same pods through the API at once, until running" "" "${pb_up_nowait[@]}" -- "${api_up[@]}"
+# where a compose --wait run's wall time goes: the compose process before its first request and
+# after podbridge's last answer is the client's own; the rest is podbridge and the cluster
+echo "compose --wait runs by step (ms, from podbridge's request spans):"
+printf '  %s\n' "${up_steps[@]}"
+[ "${BENCH_PARALLEL_ONLY:-0}" = 1 ] && exit 0
 
 echo
 echo "== exec: $samples samples each, interleaved (ms; MiB/s for 64 MiB of output) =="
@@ -354,3 +372,9 @@ after=$(rss)
 echo "podbridge RSS 10 s after the removal: $after MiB $(rss_parts)"
 awk -v i="$idle" -v b="$busy" -v a="$after" 'BEGIN {
     printf "busy / idle = %.2f   after / idle = %.2f (%+.1f MiB)\n", b / i, a / i, a - i }'
+# pooled connections and blocking threads outlive a burst by their idle timeouts: a later
+# sample shows what stays for good
+sleep 20
+later=$(rss)
+echo "podbridge RSS 30 s after the removal: $later MiB $(rss_parts)"
+awk -v i="$idle" -v a="$later" 'BEGIN { printf "30 s after / idle = %.2f (%+.1f MiB)\n", a / i, a - i }'
