@@ -276,10 +276,8 @@ def _duration_ms(text):
     raise ValueError(text)
 
 
-def phases(log_file, offset=0):
-    import re
-    ids = re.compile(r"/[0-9a-f]{12,64}(?=/|$)")
-    rows = {}
+def _span_closes(log_file, offset=0):
+    """(log line, span, wall ms) of every phase span podbridge closed, from byte OFFSET on."""
     with open(log_file, "rb") as f:
         f.seek(offset)
         for raw in f:
@@ -287,14 +285,22 @@ def phases(log_file, offset=0):
                 line = json.loads(raw)
             except ValueError:
                 continue
-            fields, span = line.get("fields", {}), line.get("span", {})
+            fields = line.get("fields", {})
             if line.get("target") != "podbridge::timing" or fields.get("message") != "close":
                 continue
-            name = span.get("name", "?")
-            if name == "request":
-                name = f"{span.get('method')} {ids.sub('/{id}', span.get('path', ''))}"
             wall = _duration_ms(fields["time.busy"]) + _duration_ms(fields["time.idle"])
-            rows.setdefault(name, []).append(wall)
+            yield line, line.get("span", {}), wall
+
+
+def phases(log_file, offset=0):
+    import re
+    ids = re.compile(r"/[0-9a-f]{12,64}(?=/|$)")
+    rows = {}
+    for _, span, wall in _span_closes(log_file, offset):
+        name = span.get("name", "?")
+        if name == "request":
+            name = f"{span.get('method')} {ids.sub('/{id}', span.get('path', ''))}"
+        rows.setdefault(name, []).append(wall)
     for name, walls in sorted(rows.items(), key=lambda kv: -sorted(kv[1])[len(kv[1]) // 2]):
         walls.sort()
         print(f"{name:48} {len(walls):4d} {walls[len(walls) // 2]:9.1f} {walls[-1]:9.1f}")
@@ -303,20 +309,11 @@ def phases(log_file, offset=0):
 def _requests(log_file):
     """(start, end, method, path) of every request span, wall clock in ms."""
     from datetime import datetime
-    with open(log_file, "rb") as f:
-        for raw in f:
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            fields, span = line.get("fields", {}), line.get("span", {})
-            if line.get("target") != "podbridge::timing" or fields.get("message") != "close":
-                continue
-            if span.get("name") != "request":
-                continue
-            end = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp() * 1000
-            wall = _duration_ms(fields["time.busy"]) + _duration_ms(fields["time.idle"])
-            yield end - wall, end, span.get("method"), span.get("path", "")
+    for line, span, wall in _span_closes(log_file):
+        if span.get("name") != "request":
+            continue
+        end = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp() * 1000
+        yield end - wall, end, span.get("method"), span.get("path", "")
 
 
 def steps(log_file, start_ns, end_ns):
