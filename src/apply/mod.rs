@@ -279,11 +279,11 @@ impl Applier {
     /// be ours.
     ///
     /// The ConfigMaps go first because the kubelet mounts them: a pod that names a missing one
-    /// waits for the kubelet's retry. A Service needs nothing from the pod, and the pod's process
-    /// runs hundreds of milliseconds after its create, long after its names exist; written
-    /// one after another they cost a round trip each on every start (compose gives each
-    /// container two: its own name and its service's). When a Service fails, the pod just created is deleted,
-    /// so a failed start leaves no running process behind, as before.
+    /// waits for the kubelet's retry. A Service needs nothing from the pod, and the pod's
+    /// process runs hundreds of milliseconds after its create, long after its names exist;
+    /// written one after another they cost a round trip each on every start (compose gives
+    /// each container two: its own name and its service's). When a Service fails, the pod just
+    /// created is deleted, so a failed start leaves no running process behind, as before.
     pub async fn apply_rendered(&self, objects: &RenderedObjects) -> Result<Vec<(String, String)>> {
         let config_maps = self.config_maps();
         futures::future::try_join_all(
