@@ -143,10 +143,10 @@ t_cli_image_config() {
     '["sh","-c"] ["cat /srv/greeting; echo files: $(cat /srv/context-files); echo mode=$APP_MODE user=$(id -u) dir=$(pwd)"] nobody /srv {"8080/tcp":{}} podbridge-e2e cli ["CMD-SHELL","test -f /srv/greeting"]' &&
     docker inspect pbbuild-cli:1 --format '{{json .Config.Env}}' | grep -q 'APP_MODE=built' &&
     expect_eq "$(docker inspect pbbuild-cli:1 --format '{{.Id}}')" "$(docker inspect pbbuild-cli:latest --format '{{.Id}}')" &&
-    docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' | grep -q '^pbbuild-cli:1 [0-9a-f]\{12\}$' &&
+    grep -q '^pbbuild-cli:1 [0-9a-f]\{12\}$' <<<"$(docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}')" &&
     # Size: the layers as the builder stored them (busybox alone is about 4 MB)
     [ "$(docker inspect pbbuild-cli:1 --format '{{.Size}}')" -gt 1000000 ] &&
-    docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -q '^pbbuild-cli:1 [0-9.]*MB$' &&
+    grep -q '^pbbuild-cli:1 [0-9.]*MB$' <<<"$(docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}')" &&
     docker run -d --name pbbuild-health pbbuild-cli:1 'sleep 60' >/dev/null &&
     expect_eq "$(kc get pods -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | grep podbridge-builds | head -1)" \
       "127.0.0.1:5000/podbridge-builds/$NS/e2e-build@$(curl -s -I -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
@@ -243,11 +243,14 @@ t_compose_build() {
   local out rc=0
   out=$(DOCKER_BUILDKIT=0 timeout 300 "$COMPOSE" --ansi never -p pbbuild -f "$CTX/compose.yaml" up --build -d 2>&1) || { echo "$out"; rc=1; }
   if [ "$rc" = 0 ]; then
-    for _ in $(seq 60); do docker logs pbbuild-app-1 2>&1 | grep -q 'reached-web' && break; sleep 1; done
+    # the logs are read whole, then searched: `docker logs | grep -q` under pipefail fails
+    # whenever grep stops reading before the CLI has written everything (SIGPIPE)
+    local logs=""
+    for _ in $(seq 60); do logs=$(docker logs pbbuild-app-1 2>&1); grep -q 'reached-web' <<<"$logs" && break; sleep 1; done
     expect_eq "$(docker inspect pbbuild-app:compose --format '{{.Config.User}}')" nobody &&
-      docker logs pbbuild-app-1 2>&1 | grep -q 'compose from the builder stage' &&
-      docker logs pbbuild-app-1 2>&1 | grep -q 'hello from the built web image' &&
-      docker logs pbbuild-app-1 2>&1 | grep -q 'reached-web' || { docker logs pbbuild-app-1; rc=1; }
+      grep -q 'compose from the builder stage' <<<"$logs" &&
+      grep -q 'hello from the built web image' <<<"$logs" &&
+      grep -q 'reached-web' <<<"$logs" || { echo "$logs"; rc=1; }
   fi
   timeout 120 "$COMPOSE" -p pbbuild -f "$CTX/compose.yaml" down --rmi all >"$WORK/down.out" 2>&1 || { cat "$WORK/down.out"; rc=1; }
   [ "$rc" = 0 ] && ! docker image inspect pbbuild-app:compose >/dev/null 2>&1 && ! docker image inspect pbbuild-web:compose >/dev/null 2>&1
@@ -402,7 +405,7 @@ PY
 t_remove_built_images() {
   # what the checks built and kept (testcontainers-node leaves its localhost/<uuid> tags):
   # removed by ID, their records go with them
-  docker images --format '{{.Repository}}' | grep -q '^pbbuild' || { echo "no built image listed"; return 1; }
+  grep -q '^pbbuild' <<<"$(docker images --format '{{.Repository}}')" || { echo "no built image listed"; return 1; }
   local ids; ids=$(docker images -q | sort -u)
   docker rmi -f $ids >/dev/null &&
     expect_eq "$(docker images --format '{{.Repository}}' | grep -c '^pbbuild')" 0 &&

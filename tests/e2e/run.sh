@@ -366,7 +366,7 @@ t_no_such_container() {
   out=$(docker container inspect nope 2>&1); grep -q 'No such container: nope' <<<"$out" || { echo "$out"; return 1; }
   out=$(docker inspect nope 2>&1); grep -q 'No such object: nope' <<<"$out" || { echo "$out"; return 1; }
 }
-t_pull_images() { docker pull busybox >/dev/null && docker images --format '{{.Repository}}:{{.Tag}}' | grep -qx 'busybox:latest'; }
+t_pull_images() { docker pull busybox >/dev/null && grep -qx 'busybox:latest' <<<"$(docker images --format '{{.Repository}}:{{.Tag}}')"; }
 t_registry_image_config() {
   # The config comes from the loopback registry: inspect shows it and -P publishes the image's ports.
   local image=127.0.0.1:5000/library/redis:latest out port
