@@ -347,8 +347,8 @@ t_project_cannot_be_chosen() {
     [ -n "$state" ] && break; sleep 0.5
   done
   [ -n "$state" ] && [ "$state" != 0 ] || { echo "podbridge in job3 did not stop: $state"; return 1; }
-  kubectl -n "$RUNNER" logs job3 -c podbridge | grep -q 'the session broker decides the project' ||
-    { kubectl -n "$RUNNER" logs job3 -c podbridge | tail -5; return 1; }
+  local logs; logs=$(kubectl -n "$RUNNER" logs job3 -c podbridge)
+  grep -q 'the session broker decides the project' <<<"$logs" || { tail -5 <<<"$logs"; return 1; }
 }
 t_jobs_are_apart() {
   # job2 cannot reach job's podbridge (loopback of another pod) nor its session's objects

@@ -167,7 +167,7 @@ t_pod_deleted_behind_our_back() {
     [ "$state" = "exited 137 exited 5" ] && break; sleep 0.5
   done
   expect_eq "$state" "exited 137 exited 5" &&
-    timeout 20 docker events --since "$since" --until "$(($(date +%s) + 1))" --filter container=victim --format '{{.Action}}' | grep -qx die &&
+    grep -qx die <<<"$(timeout 20 docker events --since "$since" --until "$(($(date +%s) + 1))" --filter container=victim --format '{{.Action}}')" &&
     docker rm victim done5 >/dev/null
 }
 t_oom_killed() {
