@@ -472,8 +472,7 @@ t_service_refused() {
   "${admin[@]}" delete quota e2e-no-services >/dev/null
   [ "$rc" != 0 ] && grep -q 'exceeded quota' <<<"$out" || { echo "start with a refused Service (exit $rc): $out"; return 1; }
   local short; short=$(docker inspect svcq -f '{{.Id}}' | cut -c1-12)
-  for _ in $(seq 50); do [ -z "$(kc get pods -l podbridge.io/container-id="$short" -o name)" ] && break; sleep 0.2; done
-  expect_eq "$(kc get pods -l podbridge.io/container-id="$short" -o name)" "" &&
+  wait_gone 10 kc get pods -l podbridge.io/container-id="$short" -o name &&
     expect_eq "$(docker inspect svcq -f '{{.State.Running}}')" false &&
     docker rm -f svcq >/dev/null && docker network rm qnet >/dev/null
 }
