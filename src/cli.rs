@@ -473,7 +473,11 @@ pub fn serve(global: &GlobalFlags, args: &ServeArgs) -> Result<Outcome, Error> {
     layer.lock = args.lock.then_some(true);
     let mut config = Config::load(global.config.as_deref(), &layer)?;
     init_tracing(&config);
-    let runtime = tokio::runtime::Runtime::new().map_err(crate::api::server::ServeError::Io)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads.get())
+        .enable_all()
+        .build()
+        .map_err(crate::api::server::ServeError::Io)?;
     if let (Some(url), false) = (config.session_broker.clone(), config.dry_run) {
         // Before the policies: the granted project selects them.
         let settings = crate::cluster::BrokerSettings {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::num::NonZeroUsize;
 
 use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use figment::Figment;
@@ -81,7 +82,7 @@ pub const DEFAULT_BUILD_IMAGE: &str = "quay.io/buildah/stable:latest";
 /// The top-level keys, so only `PODBRIDGE_<KEY>` variables that name one are read: the test
 /// harness and the cluster scripts use other `PODBRIDGE_*` variables of their own, and
 /// `PODBRIDGE_CONFIG` names the file (the `--config` flag), not a key.
-const KEYS: [&str; 53] = [
+const KEYS: [&str; 54] = [
     "namespace",
     "instance",
     "project",
@@ -99,6 +100,7 @@ const KEYS: [&str; 53] = [
     "dry_run",
     "log",
     "log_format",
+    "worker_threads",
     "scripts",
     "start_timeout_seconds",
     "cleanup_on_exit",
@@ -181,6 +183,10 @@ pub struct Config {
     pub log: String,
     /// How log lines are written: for people (`text`) or for log pipelines (`json`).
     pub log_format: LogFormat,
+    /// Threads that serve requests and watches. A bridge mostly waits for the API server, and
+    /// every thread keeps allocator caches of its own: a small fixed number keeps its memory the
+    /// same on a 2-core runner and on a 64-core node (tokio's default is one per core).
+    pub worker_threads: NonZeroUsize,
     /// Limits on rule scripts.
     pub scripts: ScriptLimits,
     /// Seconds `start` waits for a pod to run before reporting the Kubernetes reason.
@@ -317,6 +323,7 @@ impl Default for Config {
             dry_run: false,
             log: "info".into(),
             log_format: LogFormat::Text,
+            worker_threads: NonZeroUsize::MIN.saturating_add(1),
             scripts: ScriptLimits {
                 max_operations: 100_000,
                 deadline_ms: 50,
@@ -680,6 +687,22 @@ mod tests {
                 message.contains("start_timeout_seconds") && message.contains("podbridge.yaml"),
                 "{message}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn worker_threads_are_two_unless_set_and_never_zero() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.worker_threads.get(), 2);
+            jail.set_env("PODBRIDGE_WORKER_THREADS", "1");
+            let config = Config::load(None, &Flags { namespace: None }).unwrap();
+            assert_eq!(config.worker_threads.get(), 1);
+            jail.set_env("PODBRIDGE_WORKER_THREADS", "0");
+            let error = Config::load(None, &Flags { namespace: None }).unwrap_err();
+            let message = error.to_string().to_lowercase();
+            assert!(message.contains("worker_threads"), "{message}");
             Ok(())
         });
     }
