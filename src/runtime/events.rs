@@ -11,8 +11,9 @@ use super::{ContainerView, Runtime};
 /// How long auto-remove waits for attached clients to drain a finished container's output.
 const ATTACH_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Events kept for `/events?since=` (Docker keeps a bounded log in memory too).
-pub const HISTORY: usize = 1000;
+/// Events kept for `/events?since=`: dockerd keeps its last 256 in memory, and so many are all a
+/// client can count on; more would only hold on to removed containers' events.
+pub const HISTORY: usize = 256;
 
 /// One emitted event, kept as its JSON line. One allocation per event, not a tree of small
 /// ones: the history outlives the containers it tells of, and a tree's many small allocations,
