@@ -495,7 +495,14 @@ impl Mirror {
 pub struct RegistryAccess {
     lookup: Lookup,
     mirrors: Vec<Mirror>,
-    tls: Arc<rustls::ClientConfig>,
+    /// The CAs of `registry_ca_files`, read and checked at start.
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// TLS settings without their roots yet, checked at start.
+    tls_settings: rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
+    /// Built at the first HTTPS request: the system's roots are some 150 certificates parsed
+    /// into memory, which a bridge reading configs from a loopback or plain-HTTP mirror never
+    /// needs.
+    tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl RegistryAccess {
@@ -506,13 +513,7 @@ impl RegistryAccess {
             .iter()
             .map(|entry| Mirror::parse(entry))
             .collect::<Result<Vec<_>>>()?;
-        let mut roots = rustls::RootCertStore::empty();
-        // Unreadable system roots only mean fewer trusted registries, not a failure to start.
-        if lookup != Lookup::Off {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
+        let mut extra_roots = Vec::new();
         for path in ca_files {
             let bad = |reason: String| RegistryError::BadCaFile {
                 path: path.display().to_string(),
@@ -526,24 +527,53 @@ impl RegistryAccess {
             if certs.is_empty() {
                 return Err(bad("no PEM certificate in it".into()));
             }
-            for cert in certs {
-                roots.add(cert).map_err(|error| bad(error.to_string()))?;
+            // a certificate that is no CA fails here, at start, not at the first pull
+            let mut check = rustls::RootCertStore::empty();
+            for cert in &certs {
+                check
+                    .add(cert.clone())
+                    .map_err(|error| bad(error.to_string()))?;
             }
+            extra_roots.extend(certs);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let tls_settings = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|error| RegistryError::BadCaFile {
                 path: String::new(),
                 reason: error.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            })?;
         Ok(RegistryAccess {
             lookup,
             mirrors,
-            tls: Arc::new(tls),
+            extra_roots,
+            tls_settings,
+            tls: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The TLS client settings: the system's roots (unreadable ones only mean fewer trusted
+    /// registries) and the configured CAs.
+    fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                if self.lookup != Lookup::Off {
+                    for cert in rustls_native_certs::load_native_certs().certs {
+                        let _ = roots.add(cert);
+                    }
+                }
+                for cert in &self.extra_roots {
+                    let _ = roots.add(cert.clone());
+                }
+                let config = self
+                    .tls_settings
+                    .clone()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Arc::new(config)
+            })
+            .clone()
     }
 
     /// Base URL serving `registry`'s `/v2/` API.
@@ -973,7 +1003,7 @@ async fn request_once(
     let stream: Box<dyn Connection> = if url.tls {
         let name = rustls::pki_types::ServerName::try_from(url.host.clone())
             .map_err(|error| failed(error.to_string()))?;
-        let connector = tokio_rustls::TlsConnector::from(access.tls.clone());
+        let connector = tokio_rustls::TlsConnector::from(access.tls());
         Box::new(
             timeout(STEP_TIMEOUT, connector.connect(name, stream))
                 .await
@@ -1027,6 +1057,35 @@ async fn request_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_ca_file_fails_at_start_and_good_settings_build_tls_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_pem = dir.path().join("no-pem.crt");
+        std::fs::write(&no_pem, "not a certificate\n").unwrap();
+        let not_a_cert = dir.path().join("garbage.crt");
+        std::fs::write(
+            &not_a_cert,
+            "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (path, reason) in [(&no_pem, "no PEM certificate"), (&not_a_cert, "")] {
+            let error = RegistryAccess::new(Lookup::All, &[], std::slice::from_ref(path))
+                .err()
+                .unwrap_or_else(|| panic!("{} was accepted", path.display()));
+            let message = error.to_string();
+            assert!(
+                message.contains(&path.display().to_string()) && message.contains(reason),
+                "{message}"
+            );
+        }
+        let access = RegistryAccess::new(Lookup::All, &[], &[]).unwrap();
+        assert!(
+            access.tls.get().is_none(),
+            "roots loaded before any HTTPS request"
+        );
+        assert!(Arc::ptr_eq(&access.tls(), &access.tls()));
+    }
 
     #[test]
     fn bearer_challenge_is_parsed() {
