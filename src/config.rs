@@ -3,8 +3,8 @@
 //! namespace come from here, never from Docker clients, which is what makes override bounds hold.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use figment::Figment;
