@@ -66,12 +66,17 @@ profile() {
 }
 
 # step NAME COMMAND...: a failed step is reported and the session goes on (it only feeds a list)
-step() { local name=$1; shift; "$@" >/dev/null 2>&1 || echo "symbol_order: step '$name' failed" >&2; }
+step() {
+    local name=$1
+    shift
+    "$@" >/dev/null 2>&1 || echo "symbol_order: step '$name' failed" >&2
+}
 session() {
     step version docker version
     step info docker info
     step run-rm docker run --rm busybox true
-    step run-d docker run -d --name order-sleeper -p 8080 -e A=1 -l x=y busybox sh -c 'echo ready; sleep 600'
+    step run-d docker run -d --name order-sleeper -p 8080 -e A=1 -l x=y busybox \
+        sh -c 'echo ready; sleep 600'
     sleep 2
     step logs docker logs order-sleeper
     step exec docker exec order-sleeper true
@@ -139,8 +144,9 @@ def ran(out):
 
 
 # each phase's functions in the binary's own order, start-up first
-symbols = subprocess.run(["nm", "--defined-only", "-n", binary], capture_output=True, text=True).stdout
-text = [p[2] for p in (line.split() for line in symbols.splitlines()) if len(p) == 3 and p[1] in "tTwW"]
+nm = subprocess.run(["nm", "--defined-only", "-n", binary], capture_output=True, text=True)
+rows = (line.split() for line in nm.stdout.splitlines())
+text = [row[2] for row in rows if len(row) == 3 and row[1] in "tTwW"]
 written = set()
 for out in outputs:
     names = ran(out)
