@@ -50,13 +50,11 @@ else
     bin=$CARGO_TARGET_DIR/release/podbridge
 fi
 
-tmp=$(mktemp -d)
-ns=pb-bench-$$
-kubeconfig=$(tests/cluster/namespace.sh "$ns" | tail -n 1)
+# shellcheck source=benches/bench_env.sh
+. benches/bench_env.sh
+bench_namespace pb-bench
 kc() { KUBECONFIG=$kubeconfig kubectl -n "$ns" "$@"; }
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export DOCKER_HOST=tcp://127.0.0.1:$port DOCKER_PORT=$port KUBE_NAMESPACE=$ns
-unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
+export DOCKER_PORT=$port KUBE_NAMESPACE=$ns
 KUBE_SERVER=$(kc config view --raw -o jsonpath='{.clusters[0].cluster.server}')
 KUBE_TOKEN=$(kc config view --raw -o jsonpath='{.users[0].user.token}')
 kc config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$tmp/ca.crt"
@@ -86,13 +84,6 @@ log = "warn,podbridge::timing=debug"
 log_format = "json"
 TOML
 
-pb_pid=""
-cleanup() {
-    [ -n "$pb_pid" ] && { kill "$pb_pid" 2>/dev/null; wait "$pb_pid" 2>/dev/null; }
-    tests/cluster/namespace.sh --delete "$ns" >/dev/null 2>&1 || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 
 # start_podbridge CONFIG: serve with that config, log to $tmp/podbridge.log, wait for /_ping;
 # sets pb_pid and ready_ms

@@ -27,12 +27,9 @@ tests/cluster/up.sh >/dev/null 2>&1 || { echo "test cluster failed to start (tes
 cargo build --release --quiet --offline 2>/dev/null || cargo build --release --quiet
 bin=$CARGO_TARGET_DIR/release/podbridge
 
-tmp=$(mktemp -d)
-ns=pb-soak-$$
-kubeconfig=$(tests/cluster/namespace.sh "$ns" | tail -n 1)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export DOCKER_HOST=tcp://127.0.0.1:$port
-unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
+# shellcheck source=benches/bench_env.sh
+. benches/bench_env.sh
+bench_namespace pb-soak
 
 mkdir -p "$tmp/policy"
 cat >"$tmp/policy/30-resources.yaml" <<'YAML'
@@ -59,13 +56,6 @@ max_containers = $((clients * 2 + 20))
 max_concurrent_copies = $clients
 TOML
 
-pb_pid=""
-cleanup() {
-    [ -n "$pb_pid" ] && { kill "$pb_pid" 2>/dev/null; wait "$pb_pid" 2>/dev/null; }
-    tests/cluster/namespace.sh --delete "$ns" >/dev/null 2>&1 || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 
 KUBECONFIG=$kubeconfig "$bin" serve --config "$tmp/podbridge.toml" >"$tmp/podbridge.log" 2>&1 &
 pb_pid=$!

@@ -28,24 +28,14 @@ else
 fi
 nm --defined-only "$bin" >/dev/null 2>&1 || { echo "$bin has no symbol table" >&2; exit 1; }
 
-tmp=$(mktemp -d)
-ns=pb-order-$$
-kubeconfig=$(tests/cluster/namespace.sh "$ns" | tail -n 1)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export DOCKER_HOST=tcp://127.0.0.1:$port
-unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
+# shellcheck source=benches/bench_env.sh
+. benches/bench_env.sh
+bench_namespace pb-order
 cat >"$tmp/podbridge.toml" <<TOML
 namespace = "$ns"
 instance = "order"
 listen = "127.0.0.1:$port"
 TOML
-pb_pid=""
-cleanup() {
-    [ -n "$pb_pid" ] && { kill "$pb_pid" 2>/dev/null; wait "$pb_pid" 2>/dev/null; }
-    tests/cluster/namespace.sh --delete "$ns" >/dev/null 2>&1 || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 
 # profile OUT [session]: podbridge under callgrind until the watches synced, the session's requests
 # if asked, a pause, and the shutdown; the counts go to OUT
