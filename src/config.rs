@@ -323,7 +323,7 @@ impl Default for Config {
             dry_run: false,
             log: "info".into(),
             log_format: LogFormat::Text,
-            worker_threads: NonZeroUsize::MIN.saturating_add(1),
+            worker_threads: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
             scripts: ScriptLimits {
                 max_operations: 100_000,
                 deadline_ms: 50,

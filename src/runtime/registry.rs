@@ -527,7 +527,7 @@ impl RegistryAccess {
             if certs.is_empty() {
                 return Err(bad("no PEM certificate in it".into()));
             }
-            // a certificate that is no CA fails here, at start, not at the first pull
+            // a certificate that does not parse fails here, at start, not at the first pull
             let mut check = rustls::RootCertStore::empty();
             for cert in &certs {
                 check
