@@ -20,3 +20,17 @@ bench_cleanup() {
     tests/cluster/namespace.sh --delete "$ns" >/dev/null 2>&1 || true
     rm -rf "$tmp"
 }
+
+# bench_wait_ping [SECONDS]: until the podbridge of pb_pid answers /_ping with 200 (polled every
+# 10 ms, so a start-up time measured around it is exact to that); its log and exit 1 if it ended
+# or did not answer within SECONDS (120).
+bench_wait_ping() {
+    local deadline=$((SECONDS + ${1:-120}))
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/_ping")" = 200 ]; do
+        if ! kill -0 "$pb_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            cat "$tmp/podbridge.log" >&2
+            exit 1
+        fi
+        sleep 0.01
+    done
+}

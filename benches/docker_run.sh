@@ -92,10 +92,7 @@ start_podbridge() {
     t_launch=$(date +%s%N)
     KUBECONFIG=$kubeconfig "$bin" serve --config "$1" >>"$tmp/podbridge.log" 2>&1 &
     pb_pid=$!
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/_ping")" = 200 ]; do
-        kill -0 "$pb_pid" 2>/dev/null || { cat "$tmp/podbridge.log" >&2; exit 1; }
-        sleep 0.01
-    done
+    bench_wait_ping
     ready_ms=$((($(date +%s%N) - t_launch) / 1000000))
 }
 if [ "${BENCH_MEMORY_ONLY:-0}" != 1 ]; then

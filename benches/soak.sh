@@ -59,10 +59,7 @@ TOML
 
 KUBECONFIG=$kubeconfig "$bin" serve --config "$tmp/podbridge.toml" >"$tmp/podbridge.log" 2>&1 &
 pb_pid=$!
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/_ping")" = 200 ]; do
-    kill -0 "$pb_pid" 2>/dev/null || { cat "$tmp/podbridge.log" >&2; exit 1; }
-    sleep 0.05
-done
+bench_wait_ping
 idle=$(awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pb_pid/status")
 docker pull -q busybox >/dev/null
 echo "podbridge idle: $idle MiB resident"

@@ -43,11 +43,7 @@ profile() {
     KUBECONFIG=$kubeconfig valgrind --tool=callgrind --demangle=no --callgrind-out-file="$1" \
         "$bin" serve --config "$tmp/podbridge.toml" >>"$tmp/podbridge.log" 2>&1 &
     pb_pid=$!
-    for _ in $(seq 600); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/_ping")" = 200 ] && break
-        kill -0 "$pb_pid" 2>/dev/null || { cat "$tmp/podbridge.log" >&2; exit 1; }
-        sleep 0.2
-    done
+    bench_wait_ping
     if [ "${2:-}" = session ]; then session; fi
     sleep 5
     kill -TERM "$pb_pid"

@@ -496,7 +496,7 @@ pub struct RegistryAccess {
     lookup: Lookup,
     mirrors: Vec<Mirror>,
     /// The CAs of `registry_ca_files`, read and checked at start.
-    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    extra_roots: rustls::RootCertStore,
     /// TLS settings without their roots yet, checked at start.
     tls_settings: rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
     /// Built at the first HTTPS request: the system's roots are some 150 certificates parsed
@@ -513,7 +513,7 @@ impl RegistryAccess {
             .iter()
             .map(|entry| Mirror::parse(entry))
             .collect::<Result<Vec<_>>>()?;
-        let mut extra_roots = Vec::new();
+        let mut extra_roots = rustls::RootCertStore::empty();
         for path in ca_files {
             let bad = |reason: String| RegistryError::BadCaFile {
                 path: path.display().to_string(),
@@ -528,13 +528,11 @@ impl RegistryAccess {
                 return Err(bad("no PEM certificate in it".into()));
             }
             // a certificate that does not parse fails here, at start, not at the first pull
-            let mut check = rustls::RootCertStore::empty();
-            for cert in &certs {
-                check
-                    .add(cert.clone())
+            for cert in certs {
+                extra_roots
+                    .add(cert)
                     .map_err(|error| bad(error.to_string()))?;
             }
-            extra_roots.extend(certs);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls_settings = rustls::ClientConfig::builder_with_provider(provider)
@@ -557,14 +555,11 @@ impl RegistryAccess {
     fn tls(&self) -> Arc<rustls::ClientConfig> {
         self.tls
             .get_or_init(|| {
-                let mut roots = rustls::RootCertStore::empty();
+                let mut roots = self.extra_roots.clone();
                 if self.lookup != Lookup::Off {
                     for cert in rustls_native_certs::load_native_certs().certs {
                         let _ = roots.add(cert);
                     }
-                }
-                for cert in &self.extra_roots {
-                    let _ = roots.add(cert.clone());
                 }
                 let config = self
                     .tls_settings
